@@ -1,0 +1,221 @@
+//! Executor errors. Each error knows its domain (whose fault it is), whether
+//! a retry can help, and the SQLSTATE a client should see.
+
+use datafusion::error::DataFusionError;
+use thiserror::Error;
+use weir_storage::StorageError;
+
+/// Whose fault an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorDomain {
+    /// Bad data or a failing expression: retrying the same input fails again.
+    User,
+    /// A bug in Weir or exhausted resources.
+    System,
+    /// A source, sink or the disk.
+    External,
+}
+
+impl ErrorDomain {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorDomain::User => "user",
+            ErrorDomain::System => "system",
+            ErrorDomain::External => "external",
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ExecError {
+    /// An error the user caused, with its SQLSTATE.
+    #[error("{message}")]
+    User {
+        sqlstate: &'static str,
+        message: String,
+        hint: Option<String>,
+    },
+    #[error("{0}")]
+    DataFusion(#[from] DataFusionError),
+    #[error("{0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A broken invariant inside Weir.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The query was stopped (dropped or server shutdown).
+    #[error("streaming query was canceled")]
+    Canceled,
+}
+
+pub type ExecResult<T> = Result<T, ExecError>;
+
+impl ExecError {
+    pub fn user(sqlstate: &'static str, message: impl Into<String>) -> Self {
+        ExecError::User {
+            sqlstate,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ExecError::Internal(message.into())
+    }
+
+    pub fn domain(&self) -> ErrorDomain {
+        match self {
+            ExecError::User { .. } => ErrorDomain::User,
+            ExecError::DataFusion(e) => datafusion_domain(e),
+            ExecError::Arrow(e) => arrow_sqlstate(e).map_or(ErrorDomain::System, |_| ErrorDomain::User),
+            ExecError::Storage(_) => ErrorDomain::External,
+            ExecError::Internal(_) | ExecError::Canceled => ErrorDomain::System,
+        }
+    }
+
+    /// Whether trying again (restarting) may succeed.
+    pub fn retryable(&self) -> bool {
+        !matches!(self.domain(), ErrorDomain::User)
+    }
+
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            ExecError::User { sqlstate, .. } => sqlstate,
+            ExecError::DataFusion(e) => datafusion_sqlstate(e),
+            ExecError::Arrow(e) => arrow_sqlstate(e).unwrap_or("XX000"),
+            ExecError::Storage(_) => "58030",
+            ExecError::Internal(_) => "XX000",
+            ExecError::Canceled => "57014",
+        }
+    }
+
+    /// The message without DataFusion's "Arrow error: " style prefixes.
+    pub fn message(&self) -> String {
+        match self {
+            ExecError::DataFusion(e) => clean_datafusion_message(e),
+            ExecError::Arrow(e) => clean_arrow_message(e),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            ExecError::User { hint, .. } => hint.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+fn arrow_sqlstate(e: &datafusion::arrow::error::ArrowError) -> Option<&'static str> {
+    use datafusion::arrow::error::ArrowError as A;
+    match e {
+        A::DivideByZero => Some("22012"),
+        A::CastError(_) | A::ParseError(_) => Some("22P02"),
+        A::ArithmeticOverflow(_) => Some("22003"),
+        A::ComputeError(m) if m.contains("overflow") => Some("22003"),
+        A::InvalidArgumentError(_) => Some("22023"),
+        _ => None,
+    }
+}
+
+fn clean_arrow_message(e: &datafusion::arrow::error::ArrowError) -> String {
+    use datafusion::arrow::error::ArrowError as A;
+    match e {
+        A::DivideByZero => "division by zero".into(),
+        A::CastError(m) | A::ParseError(m) => lower_first(m),
+        A::ArithmeticOverflow(m) => lower_first(m),
+        A::ComputeError(m) if m.contains("overflow") => lower_first(m),
+        other => lower_first(&other.to_string()),
+    }
+}
+
+fn root(e: &DataFusionError) -> &DataFusionError {
+    match e {
+        DataFusionError::Context(_, inner) => root(inner),
+        DataFusionError::Shared(inner) => root(inner),
+        DataFusionError::Diagnostic(_, inner) => root(inner),
+        other => other,
+    }
+}
+
+/// SQLSTATE for a DataFusion error.
+pub fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
+    match root(e) {
+        DataFusionError::ArrowError(a, _) => arrow_sqlstate(a).unwrap_or("XX000"),
+        DataFusionError::SQL(..) => "42601",
+        DataFusionError::SchemaError(s, _) => match **s {
+            datafusion::common::SchemaError::FieldNotFound { .. } => "42703",
+            datafusion::common::SchemaError::AmbiguousReference { .. } => "42702",
+            datafusion::common::SchemaError::DuplicateQualifiedField { .. }
+            | datafusion::common::SchemaError::DuplicateUnqualifiedField { .. } => "42701",
+            _ => "42P10",
+        },
+        DataFusionError::Plan(m) => plan_sqlstate(m),
+        DataFusionError::NotImplemented(_) => "0A000",
+        DataFusionError::Execution(m) => {
+            let l = m.to_ascii_lowercase();
+            if l.contains("divide by zero") || l.contains("division by zero") {
+                "22012"
+            } else if l.contains("overflow") {
+                "22003"
+            } else if l.contains("cast") || l.contains("invalid input") || l.contains("parse") {
+                "22P02"
+            } else {
+                "22000"
+            }
+        }
+        DataFusionError::ResourcesExhausted(_) => "53000",
+        _ => "XX000",
+    }
+}
+
+fn plan_sqlstate(m: &str) -> &'static str {
+    let l = m.to_ascii_lowercase();
+    if l.contains("table") && l.contains("not found") {
+        "42P01"
+    } else if l.contains("no field named") || l.contains("column") && l.contains("not found") {
+        "42703"
+    } else if l.contains("function") && (l.contains("invalid") || l.contains("not found")) {
+        "42883"
+    } else if l.contains("coerc") || l.contains("cannot") && l.contains("type") {
+        "42804"
+    } else {
+        "42P10"
+    }
+}
+
+fn datafusion_domain(e: &DataFusionError) -> ErrorDomain {
+    match root(e) {
+        DataFusionError::ArrowError(a, _) if arrow_sqlstate(a).is_some() => ErrorDomain::User,
+        DataFusionError::Execution(_)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SQL(..)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_) => ErrorDomain::User,
+        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => ErrorDomain::External,
+        _ => ErrorDomain::System,
+    }
+}
+
+fn clean_datafusion_message(e: &DataFusionError) -> String {
+    match root(e) {
+        DataFusionError::ArrowError(a, _) => clean_arrow_message(a),
+        DataFusionError::Plan(m)
+        | DataFusionError::Execution(m)
+        | DataFusionError::NotImplemented(m) => lower_first(m),
+        DataFusionError::SQL(p, _) => lower_first(&p.to_string()),
+        other => lower_first(&other.strip_backtrace()),
+    }
+}
+
+fn lower_first(s: &str) -> String {
+    let s = s.trim();
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if c.is_uppercase() && !chars.clone().next().is_some_and(|n| n.is_uppercase()) => {
+            c.to_lowercase().chain(chars).collect()
+        }
+        _ => s.to_string(),
+    }
+}

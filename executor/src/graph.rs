@@ -1,0 +1,179 @@
+//! The stream graph: what the planner hands to the runtime. Nodes are
+//! sources, operators and sinks, each with a parallelism; edges say how rows
+//! move between the subtasks of two nodes.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::operator::OperatorFactory;
+use crate::table::Table;
+
+/// How rows move along an edge.
+#[derive(Debug, Clone)]
+pub enum Partitioning {
+    /// Subtask i sends to subtask i (same parallelism on both ends).
+    Forward,
+    /// By key group of the given expressions over the upstream output.
+    Hash(Vec<Arc<dyn PhysicalExpr>>),
+    /// Everything to subtask 0.
+    Single,
+    /// Every row to every subtask.
+    Broadcast,
+}
+
+pub enum NodeKind {
+    /// Reads a table: its current contents, then its changes.
+    TableSource(Arc<Table>),
+    Operator(Arc<dyn OperatorFactory>),
+    /// Applies the changes to a result table.
+    ResultSink(Arc<Table>),
+}
+
+pub struct Node {
+    pub id: usize,
+    /// Operator name as shown by EXPLAIN, e.g. `StreamHashAgg`.
+    pub name: String,
+    /// Details shown by EXPLAIN, e.g. `group=[k] aggs=[count(*)]`.
+    pub detail: String,
+    pub parallelism: usize,
+    pub kind: NodeKind,
+    pub schema: SchemaRef,
+}
+
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub from: usize,
+    pub to: usize,
+    /// Which input of `to` this edge feeds (0 = left/first).
+    pub input: usize,
+    pub partitioning: Partitioning,
+}
+
+#[derive(Default)]
+pub struct StreamGraph {
+    pub nodes: Vec<Node>,
+    pub edges: Vec<Edge>,
+}
+
+impl StreamGraph {
+    pub fn add_node(
+        &mut self,
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        parallelism: usize,
+        schema: SchemaRef,
+        kind: NodeKind,
+    ) -> usize {
+        let id = self.nodes.len();
+        self.nodes.push(Node {
+            id,
+            name: name.into(),
+            detail: detail.into(),
+            parallelism,
+            kind,
+            schema,
+        });
+        id
+    }
+
+    pub fn connect(&mut self, from: usize, to: usize, input: usize, partitioning: Partitioning) {
+        self.edges.push(Edge {
+            from,
+            to,
+            input,
+            partitioning,
+        });
+    }
+
+    pub fn inputs_of(&self, node: usize) -> Vec<&Edge> {
+        let mut v: Vec<&Edge> = self.edges.iter().filter(|e| e.to == node).collect();
+        v.sort_by_key(|e| e.input);
+        v
+    }
+
+    pub fn outputs_of(&self, node: usize) -> Vec<&Edge> {
+        self.edges.iter().filter(|e| e.from == node).collect()
+    }
+
+    pub fn sinks(&self) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .filter(|n| matches!(n.kind, NodeKind::ResultSink(_)))
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Tables read by this graph.
+    pub fn source_tables(&self) -> Vec<Arc<Table>> {
+        self.nodes
+            .iter()
+            .filter_map(|n| match &n.kind {
+                NodeKind::TableSource(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Indented tree from the sinks down, with parallelism and exchanges.
+    pub fn explain(&self) -> String {
+        let mut out = String::new();
+        for sink in self.sinks() {
+            self.explain_node(sink, 0, &mut out);
+        }
+        out
+    }
+
+    fn explain_node(&self, id: usize, depth: usize, out: &mut String) {
+        let node = &self.nodes[id];
+        let pad = "  ".repeat(depth);
+        let detail = if node.detail.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", node.detail)
+        };
+        let _ = writeln!(out, "{pad}{}{detail} (parallelism={})", node.name, node.parallelism);
+        for edge in self.inputs_of(id) {
+            let ex = match &edge.partitioning {
+                Partitioning::Forward => "forward".to_string(),
+                Partitioning::Hash(keys) => format!(
+                    "hash({})",
+                    keys.iter()
+                        .map(|k| display_expr(k.as_ref()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Partitioning::Single => "single".to_string(),
+                Partitioning::Broadcast => "broadcast".to_string(),
+            };
+            let _ = writeln!(out, "{pad}  └─ Exchange {ex}");
+            self.explain_node(edge.from, depth + 2, out);
+        }
+    }
+}
+
+/// A physical expression without DataFusion's `@index` column suffixes.
+pub fn display_expr(expr: &dyn PhysicalExpr) -> String {
+    let text = expr.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '@' && chars.peek().is_some_and(|n| n.is_ascii_digit()) {
+            while chars.peek().is_some_and(|n| n.is_ascii_digit()) {
+                chars.next();
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Partitioning {
+    pub fn is_forward(&self) -> bool {
+        matches!(self, Partitioning::Forward)
+    }
+}

@@ -1,0 +1,22 @@
+//! `weir-executor` runs streaming queries. It owns the live tables (durable
+//! inputs and materialized results), the stream graph description that the
+//! planner builds, the operators, and the runtime that drives them: one task
+//! per subtask, bounded channels carrying [`Message`]s, exchanges by key
+//! group, barrier alignment and the per-query coordinator behind `FLUSH`.
+//!
+//! Entry points: [`graph::StreamGraph`] (what to run), [`runtime::QueryRuntime::start`]
+//! (run it), [`table::Table`] (read and write tables). The executor never sees SQL.
+
+pub mod chunk;
+pub mod error;
+pub mod graph;
+pub mod keys;
+pub mod message;
+pub mod operator;
+pub mod operators;
+pub mod runtime;
+pub mod table;
+
+pub use chunk::{Chunk, Op};
+pub use error::{ErrorDomain, ExecError, ExecResult};
+pub use message::{Barrier, BarrierKind, CheckpointMode, Message};

@@ -1,0 +1,494 @@
+//! Logical plan → stream graph.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{DFSchema, DFSchemaRef, NullEquality, TableReference};
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan};
+use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
+use datafusion::physical_plan::expressions::Column;
+use weir_executor::graph::{NodeKind, Partitioning, StreamGraph};
+use weir_executor::operator::{FnFactory, Operator};
+use weir_executor::operators::filter::FilterOperator;
+use weir_executor::operators::hash_agg::{AggSpec, HashAggOperator};
+use weir_executor::operators::hash_join::{HashJoinOperator, JoinKind};
+use weir_executor::operators::project::ProjectOperator;
+use weir_executor::operators::union::UnionOperator;
+use weir_executor::operators::values::ValuesOperator;
+use weir_executor::table::Table;
+use weir_executor::ExecResult;
+
+use crate::error::{unsupported, PlanResult};
+
+/// Finds the live table behind a table reference of the logical plan.
+pub trait TableResolver {
+    fn resolve(&self, name: &TableReference) -> Option<Arc<Table>>;
+}
+
+/// A planned sub-stream: the node producing it and its schema.
+struct Stream {
+    node: usize,
+    parallelism: usize,
+    schema: DFSchemaRef,
+}
+
+pub struct StreamPlanner<'a> {
+    graph: StreamGraph,
+    resolver: &'a dyn TableResolver,
+    parallelism: usize,
+    props: ExecutionProps,
+}
+
+/// Arrow schema of a plan node, every field nullable (results of outer
+/// joins and aggregates over empty input hold NULLs whatever the plan says).
+pub fn arrow_schema(schema: &DFSchema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn physical(
+    props: &ExecutionProps,
+    expr: &Expr,
+    schema: &DFSchema,
+) -> PlanResult<Arc<dyn PhysicalExpr>> {
+    Ok(create_physical_expr(expr, schema, props)?)
+}
+
+fn all_columns(schema: &SchemaRef) -> Vec<Arc<dyn PhysicalExpr>> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>)
+        .collect()
+}
+
+impl<'a> StreamPlanner<'a> {
+    pub fn new(resolver: &'a dyn TableResolver, parallelism: usize) -> Self {
+        StreamPlanner {
+            graph: StreamGraph::default(),
+            resolver,
+            parallelism: parallelism.max(1),
+            props: ExecutionProps::new(),
+        }
+    }
+
+    /// Plans `plan` and a sink writing into `result`.
+    pub fn plan(mut self, plan: &LogicalPlan, result: Arc<Table>) -> PlanResult<StreamGraph> {
+        let stream = self.build(plan)?;
+        let sink_par = stream.parallelism;
+        let schema = result.schema();
+        let sink = self.graph.add_node(
+            "StreamMaterialize",
+            result.desc.name.clone(),
+            sink_par,
+            schema,
+            NodeKind::ResultSink(result),
+        );
+        self.graph.connect(stream.node, sink, 0, Partitioning::Forward);
+        Ok(self.graph)
+    }
+
+    fn node_schema(&self, s: &Stream) -> SchemaRef {
+        self.graph.nodes[s.node].schema.clone()
+    }
+
+    /// Connects `from` to a new consumer with `parallelism`, keeping the
+    /// order of changes to any one row: forward when the parallelism matches,
+    /// else by hash of the whole row.
+    fn connect_default(&mut self, from: &Stream, to: usize, input: usize, parallelism: usize) {
+        let partitioning = if from.parallelism == parallelism {
+            Partitioning::Forward
+        } else if parallelism == 1 {
+            Partitioning::Single
+        } else {
+            Partitioning::Hash(all_columns(&self.node_schema(from)))
+        };
+        self.graph.connect(from.node, to, input, partitioning);
+    }
+
+    fn operator(
+        &mut self,
+        name: &str,
+        detail: String,
+        parallelism: usize,
+        schema: SchemaRef,
+        make: impl Fn() -> ExecResult<Box<dyn Operator>> + Send + Sync + 'static,
+    ) -> usize {
+        let factory = FnFactory::new(schema.clone(), make);
+        self.graph
+            .add_node(name, detail, parallelism, schema, NodeKind::Operator(factory))
+    }
+
+    fn build(&mut self, plan: &LogicalPlan) -> PlanResult<Stream> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                let Some(table) = self.resolver.resolve(&scan.table_name) else {
+                    return unsupported(format!("reading \"{}\"", scan.table_name));
+                };
+                if scan.fetch.is_some() {
+                    return unsupported("LIMIT");
+                }
+                let table_schema = table.schema();
+                let src = self.graph.add_node(
+                    "StreamTableScan",
+                    table.desc.name.clone(),
+                    1,
+                    table_schema.clone(),
+                    NodeKind::TableSource(table.clone()),
+                );
+                let full_df = Arc::new(DFSchema::try_from_qualified_schema(
+                    scan.table_name.clone(),
+                    &table_schema,
+                )?);
+                let mut stream = Stream {
+                    node: src,
+                    parallelism: 1,
+                    schema: full_df.clone(),
+                };
+                for f in &scan.filters {
+                    stream = self.filter(stream, f)?;
+                }
+                if let Some(proj) = &scan.projection {
+                    let exprs: Vec<Arc<dyn PhysicalExpr>> = proj
+                        .iter()
+                        .map(|i| {
+                            Arc::new(Column::new(table_schema.field(*i).name(), *i))
+                                as Arc<dyn PhysicalExpr>
+                        })
+                        .collect();
+                    let schema = arrow_schema(&scan.projected_schema);
+                    let names: Vec<String> =
+                        proj.iter().map(|i| table_schema.field(*i).name().clone()).collect();
+                    stream = self.project(stream, exprs, schema, names.join(", "), scan.projected_schema.clone())?;
+                }
+                Ok(stream)
+            }
+            LogicalPlan::Projection(p) => {
+                let input = self.build(&p.input)?;
+                let exprs = p
+                    .expr
+                    .iter()
+                    .map(|e| physical(&self.props, e, &input.schema))
+                    .collect::<PlanResult<Vec<_>>>()?;
+                let detail = p
+                    .expr
+                    .iter()
+                    .map(|e| e.human_display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let schema = arrow_schema(&p.schema);
+                self.project(input, exprs, schema, detail, p.schema.clone())
+            }
+            LogicalPlan::Filter(f) => {
+                let input = self.build(&f.input)?;
+                self.filter(input, &f.predicate)
+            }
+            LogicalPlan::SubqueryAlias(a) => {
+                let mut input = self.build(&a.input)?;
+                input.schema = a.schema.clone();
+                Ok(input)
+            }
+            LogicalPlan::Aggregate(agg) => self.aggregate(agg),
+            LogicalPlan::Join(join) => self.join(join),
+            LogicalPlan::Union(u) => {
+                let inputs = u
+                    .inputs
+                    .iter()
+                    .map(|i| self.build(i))
+                    .collect::<PlanResult<Vec<_>>>()?;
+                let schema = arrow_schema(&u.schema);
+                let par = self.parallelism;
+                let s2 = schema.clone();
+                let node = self.operator("StreamUnion", "all".into(), par, schema, move || {
+                    Ok(Box::new(UnionOperator::new(s2.clone())))
+                });
+                for (i, input) in inputs.iter().enumerate() {
+                    self.connect_default(input, node, i, par);
+                }
+                Ok(Stream {
+                    node,
+                    parallelism: par,
+                    schema: u.schema.clone(),
+                })
+            }
+            LogicalPlan::Sort(sort) => {
+                if sort.fetch.is_some() {
+                    return unsupported("ORDER BY ... LIMIT (top-N)");
+                }
+                // A result table is a set of rows: ordering does not change it.
+                self.build(&sort.input)
+            }
+            LogicalPlan::Limit(_) => unsupported("LIMIT"),
+            LogicalPlan::Window(_) => unsupported("window functions (OVER)"),
+            LogicalPlan::Distinct(_) => unsupported("DISTINCT ON"),
+            LogicalPlan::Values(v) => {
+                let schema = arrow_schema(&v.schema);
+                let empty = DFSchema::empty();
+                let one = RecordBatch::try_new_with_options(
+                    Arc::new(Schema::empty()),
+                    vec![],
+                    &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(1)),
+                )?;
+                let mut columns = Vec::new();
+                for c in 0..schema.fields().len() {
+                    let mut values = Vec::new();
+                    for row in &v.values {
+                        let e = physical(&self.props, &row[c], &empty)?;
+                        let arr = e.evaluate(&one)?.into_array(1)?;
+                        values.push(arr);
+                    }
+                    let refs: Vec<&dyn datafusion::arrow::array::Array> =
+                        values.iter().map(|a| a.as_ref()).collect();
+                    let arr = datafusion::arrow::compute::concat(&refs)?;
+                    let want = schema.field(c).data_type();
+                    columns.push(if arr.data_type() != want {
+                        datafusion::arrow::compute::cast(&arr, want)?
+                    } else {
+                        arr
+                    });
+                }
+                let batch = RecordBatch::try_new_with_options(
+                    schema.clone(),
+                    columns,
+                    &datafusion::arrow::array::RecordBatchOptions::new()
+                        .with_row_count(Some(v.values.len())),
+                )?;
+                self.values(batch, v.schema.clone())
+            }
+            LogicalPlan::EmptyRelation(e) => {
+                let schema = arrow_schema(&e.schema);
+                let rows = usize::from(e.produce_one_row);
+                let batch = RecordBatch::try_new_with_options(
+                    schema,
+                    vec![],
+                    &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+                )?;
+                self.values(batch, e.schema.clone())
+            }
+            other => unsupported(format!("the {} operator", other.display().to_string().split(':').next().unwrap_or("plan"))),
+        }
+    }
+
+    fn values(&mut self, batch: RecordBatch, schema: DFSchemaRef) -> PlanResult<Stream> {
+        let arrow = batch.schema();
+        let rows = batch.num_rows();
+        let node = self.operator("StreamValues", format!("rows={rows}"), 1, arrow, move || {
+            Ok(Box::new(ValuesOperator::new(batch.clone())))
+        });
+        Ok(Stream {
+            node,
+            parallelism: 1,
+            schema,
+        })
+    }
+
+    fn project(
+        &mut self,
+        input: Stream,
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+        detail: String,
+        df_schema: DFSchemaRef,
+    ) -> PlanResult<Stream> {
+        let par = self.parallelism;
+        let s2 = schema.clone();
+        let node = self.operator("StreamProject", detail, par, schema, move || {
+            Ok(Box::new(ProjectOperator::new(exprs.clone(), s2.clone())))
+        });
+        self.connect_default(&input, node, 0, par);
+        Ok(Stream {
+            node,
+            parallelism: par,
+            schema: df_schema,
+        })
+    }
+
+    fn filter(&mut self, input: Stream, predicate: &Expr) -> PlanResult<Stream> {
+        let pred = physical(&self.props, predicate, &input.schema)?;
+        let par = self.parallelism;
+        let schema = self.node_schema(&input);
+        let node = self.operator(
+            "StreamFilter",
+            predicate.human_display().to_string(),
+            par,
+            schema,
+            move || Ok(Box::new(FilterOperator::new(pred.clone()))),
+        );
+        self.connect_default(&input, node, 0, par);
+        Ok(Stream {
+            node,
+            parallelism: par,
+            schema: input.schema,
+        })
+    }
+
+    #[allow(deprecated)]
+    fn aggregate(&mut self, agg: &datafusion::logical_expr::Aggregate) -> PlanResult<Stream> {
+        if agg
+            .group_expr
+            .iter()
+            .any(|e| matches!(e, Expr::GroupingSet(_)))
+        {
+            return unsupported("GROUPING SETS, ROLLUP and CUBE");
+        }
+        let input = self.build(&agg.input)?;
+        let in_schema = self.node_schema(&input);
+        let group_exprs = agg
+            .group_expr
+            .iter()
+            .map(|e| physical(&self.props, e, &input.schema))
+            .collect::<PlanResult<Vec<_>>>()?;
+        let group_types = group_exprs
+            .iter()
+            .map(|e| e.data_type(&in_schema))
+            .collect::<Result<Vec<DataType>, _>>()?;
+        let mut specs = Vec::new();
+        for e in &agg.aggr_expr {
+            let (func, filter, _order) = datafusion::physical_planner::create_aggregate_expr_and_maybe_filter(
+                e,
+                &input.schema,
+                &in_schema,
+                &self.props,
+            )?;
+            specs.push((Arc::new(func.as_ref().clone()), filter));
+        }
+        // Validate now, so that errors surface at CREATE time.
+        for (f, filter) in &specs {
+            AggSpec::new(f.clone(), filter.clone(), &in_schema)?;
+        }
+        let schema = arrow_schema(&agg.schema);
+        let global = group_exprs.is_empty();
+        let par = if global { 1 } else { self.parallelism };
+        let detail = format!(
+            "group=[{}] aggs=[{}]",
+            agg.group_expr
+                .iter()
+                .map(|e| e.human_display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            agg.aggr_expr
+                .iter()
+                .map(|e| e.human_display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let s2 = schema.clone();
+        let ge = group_exprs.clone();
+        let node = self.operator("StreamHashAgg", detail, par, schema, move || {
+            let aggs = specs
+                .iter()
+                .map(|(f, filter)| AggSpec::new(f.clone(), filter.clone(), &in_schema))
+                .collect::<ExecResult<Vec<_>>>()?;
+            Ok(Box::new(HashAggOperator::new(
+                ge.clone(),
+                group_types.clone(),
+                aggs,
+                s2.clone(),
+            )?))
+        });
+        let partitioning = if global {
+            Partitioning::Single
+        } else {
+            Partitioning::Hash(group_exprs)
+        };
+        self.graph.connect(input.node, node, 0, partitioning);
+        Ok(Stream {
+            node,
+            parallelism: par,
+            schema: agg.schema.clone(),
+        })
+    }
+
+    fn join(&mut self, join: &datafusion::logical_expr::Join) -> PlanResult<Stream> {
+        let kind = match join.join_type {
+            JoinType::Inner => JoinKind::Inner,
+            JoinType::Left => JoinKind::Left,
+            JoinType::Right => JoinKind::Right,
+            JoinType::Full => JoinKind::Full,
+            JoinType::LeftSemi => JoinKind::LeftSemi,
+            JoinType::LeftAnti => JoinKind::LeftAnti,
+            JoinType::RightSemi => JoinKind::RightSemi,
+            JoinType::RightAnti => JoinKind::RightAnti,
+            other => return unsupported(format!("{other} join")),
+        };
+        let left = self.build(&join.left)?;
+        let right = self.build(&join.right)?;
+        let left_schema = self.node_schema(&left);
+        let right_schema = self.node_schema(&right);
+        let mut left_keys = Vec::new();
+        let mut right_keys = Vec::new();
+        let mut key_types = Vec::new();
+        for (l, r) in &join.on {
+            let lk = physical(&self.props, l, &left.schema)?;
+            let mut rk = physical(&self.props, r, &right.schema)?;
+            let lt = lk.data_type(&left_schema)?;
+            let rt = rk.data_type(&right_schema)?;
+            if lt != rt {
+                let cast = Expr::Cast(datafusion::logical_expr::Cast::new(Box::new(r.clone()), lt.clone()));
+                rk = physical(&self.props, &cast, &right.schema)?;
+            }
+            left_keys.push(lk);
+            right_keys.push(rk);
+            key_types.push(lt);
+        }
+        let joined_df = left.schema.join(&right.schema)?;
+        let filter = match &join.filter {
+            Some(f) => Some(physical(&self.props, f, &joined_df)?),
+            None => None,
+        };
+        let joined_schema = arrow_schema(&joined_df);
+        let schema = arrow_schema(&join.schema);
+        let null_equals_null = join.null_equality == NullEquality::NullEqualsNull;
+        let cross = join.on.is_empty();
+        let par = if cross { 1 } else { self.parallelism };
+        let detail = format!(
+            "{} on=[{}]{}",
+            join.join_type,
+            join.on
+                .iter()
+                .map(|(l, r)| format!("{} = {}", l.human_display(), r.human_display()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            join.filter
+                .as_ref()
+                .map(|f| format!(" filter={}", f.human_display()))
+                .unwrap_or_default()
+        );
+        let (lk, rk, s2) = (left_keys.clone(), right_keys.clone(), schema.clone());
+        let (ls, rs) = (left_schema.clone(), right_schema.clone());
+        let node = self.operator("StreamHashJoin", detail, par, schema, move || {
+            Ok(Box::new(HashJoinOperator::new(
+                kind,
+                lk.clone(),
+                rk.clone(),
+                key_types.clone(),
+                &ls,
+                &rs,
+                filter.clone(),
+                joined_schema.clone(),
+                s2.clone(),
+                null_equals_null,
+            )?))
+        });
+        if cross {
+            self.graph.connect(left.node, node, 0, Partitioning::Single);
+            self.graph.connect(right.node, node, 1, Partitioning::Single);
+        } else {
+            self.graph.connect(left.node, node, 0, Partitioning::Hash(left_keys));
+            self.graph.connect(right.node, node, 1, Partitioning::Hash(right_keys));
+        }
+        Ok(Stream {
+            node,
+            parallelism: par,
+            schema: join.schema.clone(),
+        })
+    }
+}

@@ -1,0 +1,121 @@
+//! Plan snapshots: the stream graph (operators, parallelism, exchanges) that
+//! representative queries become. Review changes with `cargo insta review`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::TableReference;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use weir_executor::table::{Table, TableDesc};
+use weir_planner::stream_plan::arrow_schema;
+use weir_planner::{PlanError, StreamPlanner, TableResolver};
+
+struct Tables(HashMap<String, Arc<Table>>);
+
+impl TableResolver for Tables {
+    fn resolve(&self, name: &TableReference) -> Option<Arc<Table>> {
+        self.0.get(name.table()).cloned()
+    }
+}
+
+fn setup() -> (SessionContext, Tables) {
+    let ctx = SessionContext::new();
+    let mut tables = HashMap::new();
+    let defs: [(&str, SchemaRef, Vec<usize>); 2] = [
+        (
+            "a",
+            Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int32, false),
+                Field::new("k", DataType::Int32, true),
+                Field::new("v", DataType::Int64, true),
+                Field::new("s", DataType::Utf8, true),
+            ])),
+            vec![0],
+        ),
+        (
+            "b",
+            Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int32, false),
+                Field::new("k", DataType::Int32, true),
+                Field::new("w", DataType::Float64, true),
+            ])),
+            vec![0],
+        ),
+    ];
+    for (i, (name, schema, pk)) in defs.into_iter().enumerate() {
+        ctx.register_table(name, Arc::new(MemTable::try_new(schema.clone(), vec![vec![]]).unwrap()))
+            .unwrap();
+        let t = Table::new_result(TableDesc {
+            id: i as u64 + 1,
+            name: name.into(),
+            schema,
+            primary_key: pk,
+        })
+        .unwrap();
+        tables.insert(name.to_string(), t);
+    }
+    (ctx, Tables(tables))
+}
+
+async fn explain(sql: &str) -> Result<String, PlanError> {
+    let (ctx, tables) = setup();
+    let plan = ctx.state().create_logical_plan(sql).await?;
+    let plan = ctx.state().optimize(&plan)?;
+    let result = Table::new_result(TableDesc {
+        id: 99,
+        name: "q".into(),
+        schema: arrow_schema(plan.schema()),
+        primary_key: vec![],
+    })?;
+    let graph = StreamPlanner::new(&tables, 2).plan(&plan, result)?;
+    Ok(graph.explain())
+}
+
+#[tokio::test]
+async fn filter_project() {
+    insta::assert_snapshot!(explain("SELECT id, v * 2 AS v2 FROM a WHERE k > 3").await.unwrap());
+}
+
+#[tokio::test]
+async fn group_by_aggregates() {
+    insta::assert_snapshot!(explain(
+        "SELECT k, count(*) AS n, sum(v) AS total, min(s) AS lo, count(DISTINCT v) AS d FROM a GROUP BY k HAVING count(*) > 1"
+    )
+    .await
+    .unwrap());
+}
+
+#[tokio::test]
+async fn global_aggregate() {
+    insta::assert_snapshot!(explain("SELECT count(*) AS n, avg(v) AS a FROM a").await.unwrap());
+}
+
+#[tokio::test]
+async fn outer_join() {
+    insta::assert_snapshot!(explain(
+        "SELECT a.id, a.v, b.w FROM a LEFT JOIN b ON a.k = b.k"
+    )
+    .await
+    .unwrap());
+}
+
+#[tokio::test]
+async fn union_all_subquery() {
+    insta::assert_snapshot!(explain(
+        "SELECT x FROM (SELECT k AS x FROM a UNION ALL SELECT k AS x FROM b) AS u WHERE x IS NOT NULL"
+    )
+    .await
+    .unwrap());
+}
+
+#[tokio::test]
+async fn unsupported_constructs_are_refused_by_name() {
+    let err = explain("SELECT id, row_number() OVER (ORDER BY v) AS r FROM a").await.unwrap_err();
+    assert!(err.to_string().contains("window functions"), "{err}");
+    let err = explain("SELECT id FROM a ORDER BY v LIMIT 3").await.unwrap_err();
+    assert!(err.to_string().contains("top-N"), "{err}");
+    let err = explain("SELECT k, sum(v) FROM a GROUP BY ROLLUP (k)").await.unwrap_err();
+    assert!(err.to_string().contains("GROUPING SETS"), "{err}");
+}

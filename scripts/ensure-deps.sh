@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building and testing Weir needs, when missing:
+#   libclang-dev  (bindgen, for the rocksdb crate)
+#   psql          (client tests), python3 psycopg 3 (driver tests)  [--test]
+# Idempotent; uses apt-get and pip from the machine's registries.
+set -euo pipefail
+
+need_apt=()
+if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+  need_apt+=(libclang-dev)
+fi
+if ! command -v g++ >/dev/null 2>&1; then
+  need_apt+=(g++)
+fi
+if [ "${1:-}" = "--test" ] && ! command -v psql >/dev/null 2>&1; then
+  need_apt+=(postgresql-client)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing: ${need_apt[*]}" >&2
+  SUDO=""
+  if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if [ "${1:-}" = "--test" ]; then
+  python3 -c 'import psycopg' 2>/dev/null || python3 -m pip install --quiet 'psycopg[binary]'
+fi

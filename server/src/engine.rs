@@ -1,0 +1,1019 @@
+//! The engine behind every session: the catalog, the live tables, the
+//! running streaming queries and statement execution.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{Column, ParamValues};
+use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, WriteOp};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{
+    self, ColumnOption, CopySource, CopyTarget, ObjectType, Statement, TableConstraint,
+};
+use parking_lot::Mutex;
+use weir_executor::runtime::{QueryRuntime, QueryStatus};
+use weir_executor::table::{Table, TableDesc, WriteCheck};
+use weir_executor::Chunk;
+use weir_planner::stream_plan::arrow_schema;
+use weir_planner::StreamPlanner;
+use weir_storage::Store;
+
+use crate::catalog::{query_key, table_key, ColumnMeta, QueryMeta, TableMeta, META_NEXT_ID};
+use crate::copy::CopyFormat;
+use crate::error::{SqlError, SqlResult};
+use crate::providers::{PublicSchema, RecordingResolver, Relations};
+use crate::session::{PendingCopy, Session};
+use crate::statements::{parse_custom, Custom, QueryKind};
+use crate::types::arrow_type;
+
+/// What one statement produced.
+pub enum Output {
+    Rows(RecordBatch),
+    Command { tag: &'static str, rows: Option<usize> },
+    /// INSERT's tag carries an OID.
+    Insert(usize),
+    /// The client must now send COPY data.
+    CopyIn { columns: usize },
+}
+
+struct QueryEntry {
+    meta: QueryMeta,
+    table: Arc<Table>,
+    runtime: Arc<QueryRuntime>,
+}
+
+struct CatalogState {
+    tables: BTreeMap<String, (TableMeta, Arc<Table>)>,
+    queries: BTreeMap<String, QueryEntry>,
+    next_id: u64,
+}
+
+pub struct Engine {
+    store: Arc<Store>,
+    ctx: SessionContext,
+    relations: Relations,
+    state: Mutex<CatalogState>,
+    /// Serializes DDL so that catalog checks and writes do not interleave.
+    ddl: tokio::sync::Mutex<()>,
+    pub default_parallelism: usize,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn text_batch(columns: &[&str], rows: Vec<Vec<String>>) -> RecordBatch {
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    let arrays: Vec<ArrayRef> = (0..columns.len())
+        .map(|c| {
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r[c].clone()).collect::<Vec<_>>(),
+            )) as ArrayRef
+        })
+        .collect();
+    RecordBatch::try_new(schema, arrays).expect("text batch")
+}
+
+fn object_name(name: &ast::ObjectName) -> SqlResult<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| match p.as_ident() {
+            Some(id) if id.quote_style.is_some() => id.value.clone(),
+            Some(id) => id.value.to_lowercase(),
+            None => p.to_string(),
+        })
+        .collect();
+    match parts.as_slice() {
+        [n] => Ok(n.clone()),
+        [s, n] if s == "public" => Ok(n.clone()),
+        [s, _] => Err(SqlError::new("3F000", format!("schema \"{s}\" does not exist"))),
+        _ => Err(SqlError::syntax(format!("improper qualified name: {name}"))),
+    }
+}
+
+fn ident_name(id: &ast::Ident) -> String {
+    if id.quote_style.is_some() {
+        id.value.clone()
+    } else {
+        id.value.to_lowercase()
+    }
+}
+
+impl Engine {
+    /// Opens the data directory and brings back every table and query.
+    pub async fn open(data_dir: &std::path::Path) -> anyhow::Result<Arc<Engine>> {
+        std::fs::create_dir_all(data_dir)?;
+        let store = Arc::new(Store::open(&data_dir.join("db"))?);
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("weir", "public")
+            .with_create_default_catalog_and_schema(true)
+            .set_str("datafusion.sql_parser.dialect", "postgresql")
+            .set_str("datafusion.execution.time_zone", "+00:00");
+        let ctx = SessionContext::new_with_config(config);
+        let relations: Relations = Arc::default();
+        let catalog = ctx
+            .catalog("weir")
+            .ok_or_else(|| anyhow::anyhow!("default catalog missing"))?;
+        catalog.register_schema("public", Arc::new(PublicSchema::new(relations.clone())))?;
+        let default_parallelism = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let engine = Arc::new(Engine {
+            store,
+            ctx,
+            relations,
+            state: Mutex::new(CatalogState {
+                tables: BTreeMap::new(),
+                queries: BTreeMap::new(),
+                next_id: 1,
+            }),
+            ddl: tokio::sync::Mutex::new(()),
+            default_parallelism,
+        });
+        engine.recover().await?;
+        Ok(engine)
+    }
+
+    async fn recover(&self) -> anyhow::Result<()> {
+        let mut tables = Vec::new();
+        let mut queries = Vec::new();
+        for (key, value) in self.store.list_catalog()? {
+            if key == META_NEXT_ID {
+                let next: u64 = serde_json::from_slice(&value)?;
+                self.state.lock().next_id = next;
+            } else if key.starts_with("table/") {
+                tables.push(serde_json::from_slice::<TableMeta>(&value)?);
+            } else if key.starts_with("query/") {
+                queries.push(serde_json::from_slice::<QueryMeta>(&value)?);
+            }
+        }
+        tables.sort_by_key(|t| t.id);
+        queries.sort_by_key(|q| q.id);
+        for meta in tables {
+            let schema = meta.schema().map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let table = Table::open_durable(
+                TableDesc {
+                    id: meta.id,
+                    name: meta.name.clone(),
+                    schema,
+                    primary_key: meta.primary_key.clone(),
+                },
+                self.store.clone(),
+            )?;
+            tracing::info!(table = %meta.name, rows = table.row_count(), "table recovered");
+            self.relations.write().insert(meta.name.clone(), table.clone());
+            self.state.lock().tables.insert(meta.name.clone(), (meta, table));
+        }
+        for meta in queries {
+            let name = meta.name.clone();
+            match self.start_query(meta).await {
+                Ok(()) => tracing::info!(query = %name, "streaming query restarted"),
+                Err(e) => tracing::error!(query = %name, error = %e, "could not restart streaming query"),
+            }
+        }
+        Ok(())
+    }
+
+    fn allocate_id(&self) -> SqlResult<u64> {
+        let id = {
+            let mut st = self.state.lock();
+            let id = st.next_id;
+            st.next_id += 1;
+            id
+        };
+        self.store
+            .put_catalog(META_NEXT_ID, serde_json::to_string(&(id + 1)).expect("json").as_bytes())?;
+        Ok(id)
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.relations.read().contains_key(name)
+    }
+
+    /// Executes one statement (already split) with optional bound parameters.
+    pub async fn execute(
+        &self,
+        session: &Mutex<Session>,
+        sql: &str,
+        params: Option<ParamValues>,
+    ) -> SqlResult<Output> {
+        if let Some(custom) = parse_custom(sql)? {
+            return self.execute_custom(custom).await;
+        }
+        let stmt = self
+            .ctx
+            .state()
+            .sql_to_statement(sql, "postgresql")
+            .map_err(|e| {
+                let msg = e.strip_backtrace();
+                let msg = msg
+                    .trim_start_matches("SQL error: ")
+                    .trim_start_matches("ParserError(\"")
+                    .trim_end_matches("\")");
+                SqlError::syntax(format!("syntax error: {}", msg.replace("sql parser error: ", "")))
+            })?;
+        let DfStatement::Statement(inner) = &stmt else {
+            return Err(SqlError::unsupported(format!("statement not supported: {stmt}")));
+        };
+        match inner.as_ref() {
+            Statement::CreateTable(ct) => self.create_table(ct).await,
+            Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_) => {
+                self.dml(stmt, params).await
+            }
+            Statement::Query(_) | Statement::Explain { .. } => self.query(stmt, params).await,
+            Statement::Drop {
+                object_type,
+                names,
+                if_exists,
+                cascade,
+                ..
+            } => {
+                if *cascade {
+                    return Err(SqlError::unsupported("DROP ... CASCADE is not supported")
+                        .with_hint("Drop the dependent objects first."));
+                }
+                let names = names.iter().map(object_name).collect::<SqlResult<Vec<_>>>()?;
+                match object_type {
+                    ObjectType::Table => self.drop_table(&names, *if_exists).await,
+                    ObjectType::MaterializedView | ObjectType::View => {
+                        self.drop_query(QueryKind::MaterializedView, &names, *if_exists).await
+                    }
+                    other => Err(SqlError::unsupported(format!("DROP {other} is not supported"))),
+                }
+            }
+            Statement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
+            } => {
+                if *to || !matches!(target, CopyTarget::Stdin) {
+                    return Err(SqlError::unsupported("only COPY ... FROM STDIN is supported"));
+                }
+                let CopySource::Table { table_name, columns } = source else {
+                    return Err(SqlError::unsupported("COPY (query) is not supported"));
+                };
+                self.copy_in(session, table_name, columns, options, legacy_options)
+            }
+            Statement::StartTransaction { .. } => Ok(Output::Command { tag: "BEGIN", rows: None }),
+            Statement::Commit { .. } => Ok(Output::Command { tag: "COMMIT", rows: None }),
+            Statement::Rollback { .. } => Ok(Output::Command { tag: "ROLLBACK", rows: None }),
+            Statement::Set(set) => self.set_variable(session, set),
+            Statement::ShowVariable { variable } => {
+                let name = variable
+                    .iter()
+                    .map(|i| i.value.to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let name = match name.as_str() {
+                    "time zone" => "timezone".to_string(),
+                    "transaction isolation level" => "transaction_isolation".to_string(),
+                    other => other.to_string(),
+                };
+                let s = session.lock();
+                if name == "all" {
+                    let rows = s.vars.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
+                    return Ok(Output::Rows(text_batch(&["name", "setting"], rows)));
+                }
+                match s.vars.get(&name) {
+                    Some(v) => Ok(Output::Rows(text_batch(&[&name], vec![vec![v.clone()]]))),
+                    None => Err(SqlError::new(
+                        "42704",
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    )),
+                }
+            }
+            Statement::CreateView { .. } => Err(SqlError::unsupported(
+                "CREATE VIEW is not supported; use CREATE MATERIALIZED VIEW",
+            )),
+            _ => self.query(stmt, params).await,
+        }
+    }
+
+    fn set_variable(&self, session: &Mutex<Session>, set: &ast::Set) -> SqlResult<Output> {
+        let (name, value) = match set {
+            ast::Set::SingleAssignment { variable, values, .. } => {
+                let v = values
+                    .iter()
+                    .map(|e| match e {
+                        ast::Expr::Value(v) => match &v.value {
+                            ast::Value::SingleQuotedString(s) => s.clone(),
+                            other => other.to_string(),
+                        },
+                        ast::Expr::Identifier(i) => i.value.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (variable.to_string().to_lowercase(), v)
+            }
+            ast::Set::SetTimeZone { value, .. } => ("timezone".to_string(), value.to_string().trim_matches('\'').to_string()),
+            ast::Set::SetNames { charset_name, .. } => ("client_encoding".to_string(), charset_name.to_string()),
+            _ => return Ok(Output::Command { tag: "SET", rows: None }),
+        };
+        let name = name.trim_start_matches("session ").trim_start_matches("local ").to_string();
+        if name == "timezone" {
+            let v = value.to_ascii_uppercase();
+            if !matches!(v.as_str(), "UTC" | "GMT" | "Z" | "+00:00" | "0" | "ETC/UTC" | "DEFAULT" | "LOCAL") {
+                return Err(SqlError::unsupported(format!(
+                    "time zone \"{value}\" is not supported; Weir sessions use UTC"
+                )));
+            }
+        }
+        let value = if value.eq_ignore_ascii_case("default") {
+            Session::default().vars.get(&name).cloned().unwrap_or_default()
+        } else {
+            value
+        };
+        session.lock().vars.insert(name, value);
+        Ok(Output::Command { tag: "SET", rows: None })
+    }
+
+    async fn execute_custom(&self, custom: Custom) -> SqlResult<Output> {
+        match custom {
+            Custom::CreateQuery {
+                kind,
+                name,
+                if_not_exists,
+                options,
+                query,
+                explain,
+            } => {
+                if explain {
+                    let plan = self.plan_query(&name, &query, &options).await?;
+                    let rows = plan.0.explain().lines().map(|l| vec![l.to_string()]).collect();
+                    return Ok(Output::Rows(text_batch(&["QUERY PLAN"], rows)));
+                }
+                self.create_query(kind, name, if_not_exists, options, query).await
+            }
+            Custom::ShowTables => {
+                let st = self.state.lock();
+                let rows = st.tables.keys().map(|k| vec![k.clone()]).collect();
+                Ok(Output::Rows(text_batch(&["name"], rows)))
+            }
+            Custom::ShowQueries(kind) => {
+                let st = self.state.lock();
+                let rows = st
+                    .queries
+                    .values()
+                    .filter(|q| kind.is_none_or(|k| k.as_str() == q.meta.kind))
+                    .map(|q| {
+                        let status = match q.runtime.status() {
+                            QueryStatus::Running => "RUNNING".to_string(),
+                            QueryStatus::Failed(_) => "FAILED".to_string(),
+                            QueryStatus::Canceled => "CANCELED".to_string(),
+                        };
+                        vec![q.meta.name.clone(), status, q.meta.sql.clone()]
+                    })
+                    .collect();
+                Ok(Output::Rows(text_batch(&["name", "status", "definition"], rows)))
+            }
+            Custom::DropQuery { kind, names, if_exists } => self.drop_query(kind, &names, if_exists).await,
+            Custom::Flush => {
+                self.flush().await?;
+                Ok(Output::Command { tag: "FLUSH", rows: None })
+            }
+        }
+    }
+
+    /// Waits until every streaming query processed all input accepted before
+    /// the call. Queries are flushed in creation order, so a query reading
+    /// another query's result sees that result's flushed changes.
+    pub async fn flush(&self) -> SqlResult<()> {
+        let runtimes: Vec<Arc<QueryRuntime>> = {
+            let st = self.state.lock();
+            let mut qs: Vec<&QueryEntry> = st.queries.values().collect();
+            qs.sort_by_key(|q| q.meta.id);
+            qs.iter().map(|q| q.runtime.clone()).collect()
+        };
+        for rt in runtimes {
+            if let Err(msg) = rt.flush().await {
+                let sqlstate = rt.failure().map_or("XX000", |f| f.sqlstate());
+                return Err(SqlError::new(sqlstate, msg));
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_table(&self, ct: &ast::CreateTable) -> SqlResult<Output> {
+        let _ddl = self.ddl.lock().await;
+        let name = object_name(&ct.name)?;
+        if self.exists(&name) {
+            if ct.if_not_exists {
+                return Ok(Output::Command { tag: "CREATE TABLE", rows: None });
+            }
+            return Err(SqlError::new("42P07", format!("relation \"{name}\" already exists")));
+        }
+        if ct.query.is_some() {
+            return Err(SqlError::unsupported("CREATE TABLE ... AS is not supported"));
+        }
+        let mut columns: Vec<ColumnMeta> = Vec::new();
+        let mut primary_key: Vec<usize> = Vec::new();
+        for (i, col) in ct.columns.iter().enumerate() {
+            let cname = ident_name(&col.name);
+            if columns.iter().any(|c| c.name == cname) {
+                return Err(SqlError::new("42701", format!("column \"{cname}\" specified more than once")));
+            }
+            let sql_type = col.data_type.to_string();
+            let t = arrow_type(&sql_type)?;
+            let mut nullable = true;
+            for opt in &col.options {
+                match &opt.option {
+                    ColumnOption::NotNull => nullable = false,
+                    ColumnOption::Null => {}
+                    ColumnOption::PrimaryKey(_) => {
+                        nullable = false;
+                        primary_key.push(i);
+                    }
+                    ColumnOption::Unique(_) => {
+                        return Err(SqlError::unsupported("UNIQUE constraints are not supported; use PRIMARY KEY"))
+                    }
+                    other => {
+                        return Err(SqlError::unsupported(format!("column option {other} is not supported")))
+                    }
+                }
+            }
+            columns.push(ColumnMeta {
+                name: cname,
+                sql_type: crate::types::sql_type_name(&t),
+                nullable,
+            });
+        }
+        if columns.is_empty() {
+            return Err(SqlError::unsupported("tables without columns are not supported"));
+        }
+        for c in &ct.constraints {
+            match c {
+                TableConstraint::PrimaryKey(pk) => {
+                    if !primary_key.is_empty() {
+                        return Err(SqlError::new(
+                            "42P16",
+                            format!("multiple primary keys for table \"{name}\" are not allowed"),
+                        ));
+                    }
+                    for col in &pk.columns {
+                        let cname = col.column.expr.to_string();
+                        let cname = cname.trim_matches('"').to_lowercase();
+                        let Some(idx) = columns.iter().position(|c| c.name == cname) else {
+                            return Err(SqlError::new(
+                                "42703",
+                                format!("column \"{cname}\" named in key does not exist"),
+                            ));
+                        };
+                        columns[idx].nullable = false;
+                        primary_key.push(idx);
+                    }
+                }
+                other => {
+                    return Err(SqlError::unsupported(format!("table constraint {other} is not supported")))
+                }
+            }
+        }
+        if primary_key.len() > 1 && ct.columns.iter().filter(|c| c.options.iter().any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)))).count() > 1 {
+            return Err(SqlError::new(
+                "42P16",
+                format!("multiple primary keys for table \"{name}\" are not allowed"),
+            ));
+        }
+        let id = self.allocate_id()?;
+        let meta = TableMeta {
+            id,
+            name: name.clone(),
+            columns,
+            primary_key,
+        };
+        let schema = meta.schema()?;
+        let table = Table::open_durable(
+            TableDesc {
+                id,
+                name: name.clone(),
+                schema,
+                primary_key: meta.primary_key.clone(),
+            },
+            self.store.clone(),
+        )?;
+        self.store
+            .put_catalog(&table_key(&name), serde_json::to_string(&meta).expect("json").as_bytes())?;
+        self.relations.write().insert(name.clone(), table.clone());
+        self.state.lock().tables.insert(name, (meta, table));
+        Ok(Output::Command { tag: "CREATE TABLE", rows: None })
+    }
+
+    fn base_table(&self, name: &str) -> SqlResult<Arc<Table>> {
+        let st = self.state.lock();
+        if let Some((_, t)) = st.tables.get(name) {
+            return Ok(t.clone());
+        }
+        if st.queries.contains_key(name) {
+            return Err(SqlError::new(
+                "42809",
+                format!("cannot change \"{name}\": it is the result of a streaming query"),
+            )
+            .with_hint("Results are maintained by their query; change its input tables instead."));
+        }
+        Err(SqlError::undefined_table(name))
+    }
+
+    async fn plan_df(&self, stmt: DfStatement, params: Option<ParamValues>) -> SqlResult<LogicalPlan> {
+        let state = self.ctx.state();
+        let plan = state.statement_to_plan(stmt).await?;
+        match params {
+            Some(p) => Ok(plan.with_param_values(p)?),
+            None => Ok(plan),
+        }
+    }
+
+    async fn collect(&self, plan: LogicalPlan) -> SqlResult<RecordBatch> {
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        Ok(concat_batches(&schema, &batches).map_err(weir_executor::ExecError::from)?)
+    }
+
+    async fn query(&self, stmt: DfStatement, params: Option<ParamValues>) -> SqlResult<Output> {
+        let plan = self.plan_df(stmt, params).await?;
+        if let LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) = &plan {
+            return Err(SqlError::unsupported("statement not supported"));
+        }
+        Ok(Output::Rows(self.collect(plan).await?))
+    }
+
+    async fn dml(&self, stmt: DfStatement, params: Option<ParamValues>) -> SqlResult<Output> {
+        let plan = self.plan_df(stmt, params).await?;
+        let LogicalPlan::Dml(DmlStatement {
+            table_name, op, input, ..
+        }) = plan
+        else {
+            return Err(SqlError::internal("expected a DML plan"));
+        };
+        let table = self.base_table(table_name.table())?;
+        let schema = table.schema();
+        match op {
+            WriteOp::Insert(_) => {
+                let batch = self.collect(input.as_ref().clone()).await?;
+                let batch = cast_to(&batch, &schema, &table.desc.name)?;
+                let n = table.write(Chunk::inserts(batch), WriteCheck::Constraints)?;
+                Ok(Output::Insert(n as usize))
+            }
+            WriteOp::Delete => {
+                let batch = self.collect(input.as_ref().clone()).await?;
+                let batch = cast_to(&batch, &schema, &table.desc.name)?;
+                let n = batch.num_rows();
+                table.write(Chunk::deletes(batch), WriteCheck::Constraints)?;
+                Ok(Output::Command { tag: "DELETE", rows: Some(n) })
+            }
+            WriteOp::Update => {
+                if table.desc.primary_key.is_empty() {
+                    return Err(SqlError::unsupported(format!(
+                        "UPDATE needs a primary key: table \"{}\" has none",
+                        table.desc.name
+                    )));
+                }
+                // Old and new rows side by side: old columns, then the new values.
+                let LogicalPlan::Projection(p) = input.as_ref() else {
+                    return Err(SqlError::internal("unexpected UPDATE plan"));
+                };
+                let inner = p.input.clone();
+                let mut exprs: Vec<Expr> = inner
+                    .schema()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (q, f))| Expr::Column(Column::new(q.cloned(), f.name())).alias(format!("__old_{i}")))
+                    .collect();
+                let width = exprs.len();
+                for (i, e) in p.expr.iter().enumerate() {
+                    exprs.push(e.clone().alias(format!("__new_{i}")));
+                }
+                let plan = LogicalPlanBuilder::from(inner).project(exprs)?.build()?;
+                let both = self.collect(plan).await?;
+                let n = both.num_rows();
+                if n == 0 {
+                    return Ok(Output::Command { tag: "UPDATE", rows: Some(0) });
+                }
+                let old = RecordBatch::try_new(schema.clone(), both.columns()[..width].to_vec())
+                    .map_err(weir_executor::ExecError::from)?;
+                let new_cols = both.columns()[width..].to_vec();
+                let new = cast_to(
+                    &RecordBatch::try_new(
+                        Arc::new(Schema::new(
+                            schema
+                                .fields()
+                                .iter()
+                                .zip(&new_cols)
+                                .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true))
+                                .collect::<Vec<_>>(),
+                        )),
+                        new_cols,
+                    )
+                    .map_err(weir_executor::ExecError::from)?,
+                    &schema,
+                    &table.desc.name,
+                )?;
+                let both_rows = Chunk::concat(&schema, &[Chunk::deletes(old), Chunk::inserts(new)])?;
+                table.write(both_rows, WriteCheck::Constraints)?;
+                Ok(Output::Command { tag: "UPDATE", rows: Some(n) })
+            }
+            other => Err(SqlError::unsupported(format!("{other} is not supported"))),
+        }
+    }
+
+    fn copy_in(
+        &self,
+        session: &Mutex<Session>,
+        table_name: &ast::ObjectName,
+        columns: &[ast::Ident],
+        options: &[ast::CopyOption],
+        legacy: &[ast::CopyLegacyOption],
+    ) -> SqlResult<Output> {
+        let name = object_name(table_name)?;
+        let table = self.base_table(&name)?;
+        let schema = table.schema();
+        let cols: Vec<usize> = if columns.is_empty() {
+            (0..schema.fields().len()).collect()
+        } else {
+            columns
+                .iter()
+                .map(|c| {
+                    let n = ident_name(c);
+                    schema.index_of(&n).map_err(|_| {
+                        SqlError::new("42703", format!("column \"{n}\" of relation \"{name}\" does not exist"))
+                    })
+                })
+                .collect::<SqlResult<_>>()?
+        };
+        let mut csv = false;
+        let mut delimiter: Option<u8> = None;
+        let mut null: Option<String> = None;
+        let mut header = false;
+        let mut quote = b'"';
+        for o in options {
+            match o {
+                ast::CopyOption::Format(f) => csv = f.value.eq_ignore_ascii_case("csv"),
+                ast::CopyOption::Delimiter(c) => delimiter = Some(*c as u8),
+                ast::CopyOption::Null(s) => null = Some(s.clone()),
+                ast::CopyOption::Header(h) => header = *h,
+                ast::CopyOption::Quote(c) => quote = *c as u8,
+                other => return Err(SqlError::unsupported(format!("COPY option {other} is not supported"))),
+            }
+        }
+        for o in legacy {
+            match o {
+                ast::CopyLegacyOption::Delimiter(c) => delimiter = Some(*c as u8),
+                ast::CopyLegacyOption::Null(s) => null = Some(s.clone()),
+                ast::CopyLegacyOption::Csv(_) => csv = true,
+                other => return Err(SqlError::unsupported(format!("COPY option {other} is not supported"))),
+            }
+        }
+        let format = if csv {
+            CopyFormat::Csv {
+                delimiter: delimiter.unwrap_or(b','),
+                null: null.unwrap_or_default(),
+                header,
+                quote,
+            }
+        } else {
+            CopyFormat::Text {
+                delimiter: delimiter.unwrap_or(b'\t'),
+                null: null.unwrap_or_else(|| "\\N".to_string()),
+            }
+        };
+        let ncols = cols.len();
+        session.lock().copy = Some(PendingCopy {
+            table,
+            columns: cols,
+            format,
+            data: Vec::new(),
+        });
+        Ok(Output::CopyIn { columns: ncols })
+    }
+
+    /// Writes the data of a finished COPY; returns the row count.
+    pub fn finish_copy(&self, copy: PendingCopy) -> SqlResult<usize> {
+        let schema = copy.table.schema();
+        let batch = crate::copy::parse_copy(&copy.data, &copy.format, &schema, &copy.columns)?;
+        let n = copy.table.write(Chunk::inserts(batch), WriteCheck::Constraints)?;
+        Ok(n as usize)
+    }
+
+    /// Plans a streaming query: (graph, result schema, relations it reads).
+    async fn plan_query(
+        &self,
+        name: &str,
+        sql: &str,
+        options: &BTreeMap<String, String>,
+    ) -> SqlResult<(weir_executor::graph::StreamGraph, Arc<Table>, Vec<String>)> {
+        let parallelism = parse_options(options)?.unwrap_or(self.default_parallelism);
+        let state = self.ctx.state();
+        let stmt = state.sql_to_statement(sql, "postgresql").map_err(|e| {
+            SqlError::syntax(format!("syntax error: {}", e.strip_backtrace().replace("SQL error: ", "")))
+        })?;
+        match &stmt {
+            DfStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_)) => {}
+            _ => return Err(SqlError::syntax("syntax error: a streaming query must be a SELECT")),
+        }
+        let plan = state.statement_to_plan(stmt).await?;
+        let plan = state.optimize(&plan)?;
+        let schema = arrow_schema(plan.schema());
+        let mut seen = std::collections::HashSet::new();
+        for f in schema.fields() {
+            if !seen.insert(f.name().clone()) {
+                return Err(SqlError::new("42701", format!("column \"{}\" specified more than once", f.name()))
+                    .with_hint("Give the columns distinct names with AS."));
+            }
+        }
+        let result = Table::new_result(TableDesc {
+            id: 0,
+            name: name.to_string(),
+            schema,
+            primary_key: vec![],
+        })?;
+        let resolver = RecordingResolver::new(self.relations.clone());
+        let graph = StreamPlanner::new(&resolver, parallelism).plan(&plan, result.clone())?;
+        let used = resolver.used.lock().clone();
+        Ok((graph, result, used))
+    }
+
+    async fn create_query(
+        &self,
+        kind: QueryKind,
+        name: String,
+        if_not_exists: bool,
+        options: BTreeMap<String, String>,
+        sql: String,
+    ) -> SqlResult<Output> {
+        let tag = match kind {
+            QueryKind::StreamingQuery => "CREATE STREAMING QUERY",
+            QueryKind::MaterializedView => "CREATE MATERIALIZED VIEW",
+        };
+        let _ddl = self.ddl.lock().await;
+        if self.exists(&name) {
+            if if_not_exists {
+                return Ok(Output::Command { tag, rows: None });
+            }
+            return Err(SqlError::new("42P07", format!("relation \"{name}\" already exists")));
+        }
+        // Plan first so that errors surface before anything is stored.
+        let (_, _, depends_on) = self.plan_query(&name, &sql, &options).await?;
+        let id = self.allocate_id()?;
+        let meta = QueryMeta {
+            id,
+            name: name.clone(),
+            kind: kind.as_str().to_string(),
+            sql,
+            options,
+            depends_on,
+            created_at_ms: now_ms(),
+        };
+        self.store
+            .put_catalog(&query_key(&name), serde_json::to_string(&meta).expect("json").as_bytes())?;
+        if let Err(e) = self.start_query(meta).await {
+            let _ = self.store.delete_catalog(&query_key(&name));
+            return Err(e);
+        }
+        Ok(Output::Command { tag, rows: None })
+    }
+
+    async fn start_query(&self, meta: QueryMeta) -> SqlResult<()> {
+        let (graph, result, _) = self.plan_query(&meta.name, &meta.sql, &meta.options).await?;
+        let runtime = QueryRuntime::start(&meta.name, graph)?;
+        self.relations.write().insert(meta.name.clone(), result.clone());
+        self.state.lock().queries.insert(
+            meta.name.clone(),
+            QueryEntry {
+                meta,
+                table: result,
+                runtime,
+            },
+        );
+        Ok(())
+    }
+
+    fn dependents(&self, name: &str) -> Vec<(String, String)> {
+        let st = self.state.lock();
+        st.queries
+            .values()
+            .filter(|q| q.meta.depends_on.iter().any(|d| d == name))
+            .map(|q| (q.meta.name.clone(), q.meta.kind.replace('_', " ")))
+            .collect()
+    }
+
+    fn refuse_if_depended(&self, name: &str, noun: &str) -> SqlResult<()> {
+        let deps = self.dependents(name);
+        if deps.is_empty() {
+            return Ok(());
+        }
+        let detail = deps
+            .iter()
+            .map(|(d, kind)| format!("{kind} {d} depends on {noun} {name}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        Err(SqlError::new(
+            "2BP01",
+            format!("cannot drop {noun} {name} because other objects depend on it"),
+        )
+        .with_detail(detail)
+        .with_hint("Drop the dependent objects first."))
+    }
+
+    async fn drop_table(&self, names: &[String], if_exists: bool) -> SqlResult<Output> {
+        let _ddl = self.ddl.lock().await;
+        for name in names {
+            let entry = self.state.lock().tables.get(name).map(|(m, _)| m.clone());
+            let Some(meta) = entry else {
+                if self.state.lock().queries.contains_key(name) {
+                    return Err(SqlError::new("42809", format!("\"{name}\" is not a table"))
+                        .with_hint("Use DROP MATERIALIZED VIEW or DROP STREAMING QUERY."));
+                }
+                if if_exists {
+                    continue;
+                }
+                return Err(SqlError::new("42P01", format!("table \"{name}\" does not exist")));
+            };
+            self.refuse_if_depended(name, "table")?;
+            self.store.delete_catalog(&table_key(name))?;
+            self.store.drop_log(meta.id)?;
+            self.relations.write().remove(name);
+            self.state.lock().tables.remove(name);
+        }
+        Ok(Output::Command { tag: "DROP TABLE", rows: None })
+    }
+
+    async fn drop_query(&self, kind: QueryKind, names: &[String], if_exists: bool) -> SqlResult<Output> {
+        let tag = match kind {
+            QueryKind::StreamingQuery => "DROP STREAMING QUERY",
+            QueryKind::MaterializedView => "DROP MATERIALIZED VIEW",
+        };
+        let _ddl = self.ddl.lock().await;
+        for name in names {
+            let exists = self.state.lock().queries.contains_key(name);
+            if !exists {
+                if self.state.lock().tables.contains_key(name) {
+                    return Err(SqlError::new("42809", format!("\"{name}\" is not a {}", kind.noun()))
+                        .with_hint("Use DROP TABLE to remove a table."));
+                }
+                if if_exists {
+                    continue;
+                }
+                return Err(SqlError::new("42P01", format!("{} \"{name}\" does not exist", kind.noun())));
+            }
+            self.refuse_if_depended(name, kind.noun())?;
+            self.store.delete_catalog(&query_key(name))?;
+            let entry = self.state.lock().queries.remove(name);
+            self.relations.write().remove(name);
+            if let Some(e) = entry {
+                e.runtime.cancel();
+                drop(e.table);
+            }
+        }
+        Ok(Output::Command { tag, rows: None })
+    }
+
+    /// Result schema and parameter types of a statement, for Describe.
+    pub async fn describe(&self, sql: &str) -> SqlResult<(Option<SchemaRef>, Vec<Option<DataType>>)> {
+        if let Some(custom) = parse_custom(sql)? {
+            let cols: &[&str] = match custom {
+                Custom::ShowTables => &["name"],
+                Custom::ShowQueries(_) => &["name", "status", "definition"],
+                Custom::CreateQuery { explain: true, .. } => &["QUERY PLAN"],
+                _ => return Ok((None, vec![])),
+            };
+            return Ok((Some(text_batch(cols, vec![]).schema()), vec![]));
+        }
+        let state = self.ctx.state();
+        let Ok(stmt) = state.sql_to_statement(sql, "postgresql") else {
+            return Ok((None, vec![]));
+        };
+        let DfStatement::Statement(inner) = &stmt else {
+            return Ok((None, vec![]));
+        };
+        match inner.as_ref() {
+            Statement::Query(_) | Statement::Explain { .. } | Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_) => {
+                let plan = state.statement_to_plan(stmt.clone()).await?;
+                let types = plan.get_parameter_types()?;
+                let mut ordered: Vec<(usize, Option<DataType>)> = types
+                    .into_iter()
+                    .filter_map(|(k, v)| k.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, v)))
+                    .collect();
+                ordered.sort_by_key(|(i, _)| *i);
+                let mut params = vec![None; ordered.last().map_or(0, |(i, _)| *i)];
+                for (i, t) in ordered {
+                    params[i - 1] = t;
+                }
+                let schema = match &plan {
+                    LogicalPlan::Dml(_) => None,
+                    p => Some(Arc::new(p.schema().as_arrow().clone())),
+                };
+                Ok((schema, params))
+            }
+            Statement::ShowVariable { variable } => {
+                let name = variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join(" ");
+                let name = if name == "time zone" { "timezone".to_string() } else { name };
+                if name == "all" {
+                    return Ok((Some(text_batch(&["name", "setting"], vec![]).schema()), vec![]));
+                }
+                Ok((Some(text_batch(&[&name], vec![]).schema()), vec![]))
+            }
+            _ => Ok((None, vec![])),
+        }
+    }
+
+    /// Stops every streaming query (server shutdown).
+    pub fn shutdown(&self) {
+        let st = self.state.lock();
+        for q in st.queries.values() {
+            q.runtime.cancel();
+        }
+    }
+
+    pub fn query_names(&self) -> HashMap<String, String> {
+        self.state
+            .lock()
+            .queries
+            .values()
+            .map(|q| (q.meta.name.clone(), q.meta.sql.clone()))
+            .collect()
+    }
+}
+
+fn parse_options(options: &BTreeMap<String, String>) -> SqlResult<Option<usize>> {
+    let mut parallelism = None;
+    for (k, v) in options {
+        match k.as_str() {
+            "parallelism" => {
+                let n: usize = v.parse().map_err(|_| {
+                    SqlError::new("22023", format!("invalid value for parallelism: \"{v}\""))
+                        .with_hint("parallelism is a positive integer.")
+                })?;
+                if n == 0 || n > weir_executor::keys::MAX_PARALLELISM {
+                    return Err(SqlError::new(
+                        "22023",
+                        format!("parallelism must be between 1 and {}", weir_executor::keys::MAX_PARALLELISM),
+                    ));
+                }
+                parallelism = Some(n);
+            }
+            other => {
+                return Err(SqlError::new("22023", format!("unrecognized streaming query option \"{other}\""))
+                    .with_hint("Valid options: parallelism."))
+            }
+        }
+    }
+    Ok(parallelism)
+}
+
+/// Casts a batch to a table's schema (same column count and order).
+fn cast_to(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> SqlResult<RecordBatch> {
+    if batch.num_columns() != schema.fields().len() {
+        return Err(SqlError::internal("column count mismatch"));
+    }
+    let cols = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                datafusion::arrow::compute::cast(c, f.data_type()).map_err(|e| {
+                    SqlError::new("42804", format!("column \"{}\" is of type {} but expression is of type {}: {e}", f.name(), crate::types::sql_type_name(f.data_type()), crate::types::sql_type_name(c.data_type())))
+                })
+            }
+        })
+        .collect::<SqlResult<Vec<_>>>()?;
+    for (c, f) in cols.iter().zip(schema.fields()) {
+        if !f.is_nullable() && c.null_count() > 0 {
+            return Err(SqlError::new(
+                "23502",
+                format!("null value in column \"{}\" of relation \"{table}\" violates not-null constraint", f.name()),
+            ));
+        }
+    }
+    RecordBatch::try_new_with_options(
+        schema.clone(),
+        cols,
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+    .map_err(|e| {
+        if e.to_string().contains("non-nullable") {
+            SqlError::new("23502", "null value violates not-null constraint")
+        } else {
+            SqlError::internal(e.to_string())
+        }
+    })
+}

@@ -1,0 +1,137 @@
+//! The error a client sees: SQLSTATE, a lowercase message, detail and hint.
+
+use weir_executor::ExecError;
+use weir_planner::PlanError;
+
+#[derive(Debug, Clone)]
+pub struct SqlError {
+    pub sqlstate: &'static str,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+pub type SqlResult<T> = Result<T, SqlError>;
+
+impl SqlError {
+    pub fn new(sqlstate: &'static str, message: impl Into<String>) -> Self {
+        SqlError {
+            sqlstate,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn syntax(message: impl Into<String>) -> Self {
+        SqlError::new("42601", message)
+    }
+
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        SqlError::new("0A000", message)
+    }
+
+    pub fn undefined_table(name: &str) -> Self {
+        SqlError::new("42P01", format!("relation \"{name}\" does not exist"))
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        SqlError::new("XX000", message)
+    }
+}
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.sqlstate)
+    }
+}
+
+impl From<ExecError> for SqlError {
+    fn from(e: ExecError) -> Self {
+        let mut err = SqlError::new(e.sqlstate(), rewrite_message(&e.message()));
+        if let Some(h) = e.hint() {
+            err.hint = Some(h.to_string());
+        }
+        err
+    }
+}
+
+impl From<PlanError> for SqlError {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::Unsupported(m) => SqlError::unsupported(m).with_hint(
+                "Run the query as an ad hoc SELECT, or rewrite it without this construct.",
+            ),
+            PlanError::Exec(e) => e.into(),
+        }
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for SqlError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        ExecError::DataFusion(e).into()
+    }
+}
+
+impl From<weir_storage::StorageError> for SqlError {
+    fn from(e: weir_storage::StorageError) -> Self {
+        ExecError::Storage(e).into()
+    }
+}
+
+/// Turns DataFusion's phrasing into PostgreSQL's where users will look for it.
+fn rewrite_message(m: &str) -> String {
+    // "table 'datafusion.public.nope' not found" -> relation "nope" does not exist
+    let lower = m.to_ascii_lowercase();
+    if lower.starts_with("table '") && lower.contains("not found") {
+        let name = m
+            .split('\'')
+            .nth(1)
+            .unwrap_or("")
+            .rsplit('.')
+            .next()
+            .unwrap_or("");
+        return format!("relation \"{name}\" does not exist");
+    }
+    if let Some(rest) = m.strip_prefix("Schema error: No field named ").or_else(|| m.strip_prefix("schema error: No field named ")).or_else(|| m.strip_prefix("No field named ")).or_else(|| m.strip_prefix("no field named ")) {
+        let name = rest.split(['.', ' ']).next().unwrap_or(rest).trim_matches('"');
+        let col = rest
+            .split(". ")
+            .next()
+            .unwrap_or(rest)
+            .rsplit('.')
+            .next()
+            .unwrap_or(name)
+            .trim_matches('"');
+        return format!("column \"{col}\" does not exist");
+    }
+    if lower.contains("divide by zero") || lower.contains("division by zero") {
+        return "division by zero".into();
+    }
+    let m = m
+        .trim_start_matches("Error during planning: ")
+        .trim_start_matches("error during planning: ")
+        .trim_start_matches("Execution error: ")
+        .trim_start_matches("execution error: ")
+        .trim_start_matches("This feature is not implemented: ")
+        .trim_start_matches("this feature is not implemented: ")
+        .trim_start_matches("Arrow error: ")
+        .trim_start_matches("arrow error: ");
+    let mut chars = m.chars();
+    match chars.next() {
+        Some(c) if c.is_uppercase() && !chars.clone().next().is_some_and(|n| n.is_uppercase()) => {
+            c.to_lowercase().chain(chars).collect()
+        }
+        _ => m.to_string(),
+    }
+}

@@ -1,0 +1,74 @@
+//! `weir-server`: the `weir` binary's library. It owns sessions and the
+//! PostgreSQL wire protocol ([`pg`]), statement dispatch and the catalog
+//! ([`engine`]), and the DataFusion views of relations ([`providers`]).
+//! Entry point: [`run`], which opens the data directory and serves until
+//! SIGTERM/SIGINT.
+
+pub mod catalog;
+pub mod config;
+pub mod copy;
+pub mod engine;
+pub mod error;
+pub mod pg;
+pub mod providers;
+pub mod session;
+pub mod statements;
+pub mod types;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// Reported to clients as `server_version`.
+pub const SERVER_VERSION: &str = "16.0 (Weir 0.1.0)";
+
+/// Serves until a shutdown signal arrives.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let engine = engine::Engine::open(&config.data_dir).await?;
+    let listener = TcpListener::bind(&config.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir listening on {addr}");
+    eprintln!("weir listening on {addr} (data dir {})", config.data_dir.display());
+    let factory = Arc::new(pg::Factory {
+        handler: Arc::new(pg::Handler::new(engine.clone())),
+    });
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                match accepted {
+                    Ok((socket, _)) => {
+                        let _ = socket.set_nodelay(true);
+                        let f = factory.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = pgwire::tokio::process_socket(socket, None, f).await {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "accept failed"),
+                }
+            }
+            _ = &mut shutdown => {
+                tracing::info!("shutting down");
+                engine.shutdown();
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

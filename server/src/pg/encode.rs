@@ -1,0 +1,403 @@
+//! Arrow values → PostgreSQL wire values, in text (as psql prints them) or
+//! binary format.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use chrono::{DateTime, NaiveDate};
+use datafusion::arrow::array::*;
+use datafusion::arrow::datatypes::*;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use pgwire::api::portal::Format;
+use pgwire::api::results::{FieldFormat, FieldInfo};
+use pgwire::api::Type;
+use pgwire::messages::data::DataRow;
+use postgres_types::ToSql;
+
+use crate::error::{SqlError, SqlResult};
+
+/// The PostgreSQL type shown for an Arrow type.
+pub fn pg_type(dt: &DataType) -> Type {
+    match dt {
+        DataType::Boolean => Type::BOOL,
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
+        DataType::Int32 | DataType::UInt16 => Type::INT4,
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => Type::INT8,
+        DataType::Float16 | DataType::Float32 => Type::FLOAT4,
+        DataType::Float64 => Type::FLOAT8,
+        DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..) => Type::NUMERIC,
+        DataType::Date32 | DataType::Date64 => Type::DATE,
+        DataType::Timestamp(_, None) => Type::TIMESTAMP,
+        DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        DataType::Interval(_) | DataType::Duration(_) => Type::INTERVAL,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => Type::BYTEA,
+        DataType::Time32(_) | DataType::Time64(_) => Type::TIME,
+        _ => Type::TEXT,
+    }
+}
+
+pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            FieldInfo::new(
+                f.name().clone(),
+                None,
+                None,
+                pg_type(f.data_type()),
+                format.format_for(i),
+            )
+        })
+        .collect()
+}
+
+/// Encodes every row of a batch.
+pub fn encode_batch(batch: &RecordBatch, fields: &[FieldInfo]) -> SqlResult<Vec<DataRow>> {
+    let n = batch.num_rows();
+    let ncols = batch.num_columns();
+    let mut rows: Vec<BytesMut> = (0..n).map(|_| BytesMut::new()).collect();
+    for c in 0..ncols {
+        let col = batch.column(c);
+        let binary = fields
+            .get(c)
+            .is_some_and(|f| f.format() == FieldFormat::Binary);
+        let fallback = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())
+            .map_err(|e| SqlError::internal(e.to_string()))?;
+        let mut cell = BytesMut::new();
+        for (r, row) in rows.iter_mut().enumerate() {
+            if col.is_null(r) {
+                row.put_i32(-1);
+                continue;
+            }
+            cell.clear();
+            if binary {
+                encode_binary(col, r, &mut cell)?;
+            } else {
+                encode_text(col, r, &mut cell, &fallback);
+            }
+            row.put_i32(cell.len() as i32);
+            row.put_slice(&cell);
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .map(|data| DataRow {
+            data,
+            field_count: ncols as i16,
+        })
+        .collect())
+}
+
+const PG_EPOCH_DAYS: i32 = 10_957;
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+fn ts_micros(col: &ArrayRef, r: usize) -> i64 {
+    match col.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => col.as_primitive::<TimestampSecondType>().value(r) * 1_000_000,
+        DataType::Timestamp(TimeUnit::Millisecond, _) => col.as_primitive::<TimestampMillisecondType>().value(r) * 1_000,
+        DataType::Timestamp(TimeUnit::Microsecond, _) => col.as_primitive::<TimestampMicrosecondType>().value(r),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => col.as_primitive::<TimestampNanosecondType>().value(r).div_euclid(1_000),
+        _ => 0,
+    }
+}
+
+/// (months, days, microseconds) of an interval or duration value.
+fn interval_parts(col: &ArrayRef, r: usize) -> (i32, i32, i64) {
+    match col.data_type() {
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let v = col.as_primitive::<IntervalMonthDayNanoType>().value(r);
+            (v.months, v.days, v.nanoseconds / 1_000)
+        }
+        DataType::Interval(IntervalUnit::DayTime) => {
+            let v = col.as_primitive::<IntervalDayTimeType>().value(r);
+            (0, v.days, v.milliseconds as i64 * 1_000)
+        }
+        DataType::Interval(IntervalUnit::YearMonth) => {
+            (col.as_primitive::<IntervalYearMonthType>().value(r), 0, 0)
+        }
+        DataType::Duration(u) => {
+            let micros = match u {
+                TimeUnit::Second => col.as_primitive::<DurationSecondType>().value(r) * 1_000_000,
+                TimeUnit::Millisecond => col.as_primitive::<DurationMillisecondType>().value(r) * 1_000,
+                TimeUnit::Microsecond => col.as_primitive::<DurationMicrosecondType>().value(r),
+                TimeUnit::Nanosecond => col.as_primitive::<DurationNanosecondType>().value(r) / 1_000,
+            };
+            (0, 0, micros)
+        }
+        _ => (0, 0, 0),
+    }
+}
+
+fn decimal_parts(col: &ArrayRef, r: usize) -> Option<(i128, i8)> {
+    match col.data_type() {
+        DataType::Decimal128(_, s) => Some((col.as_primitive::<Decimal128Type>().value(r), *s)),
+        DataType::Decimal64(_, s) => Some((col.as_primitive::<Decimal64Type>().value(r) as i128, *s)),
+        DataType::Decimal32(_, s) => Some((col.as_primitive::<Decimal32Type>().value(r) as i128, *s)),
+        _ => None,
+    }
+}
+
+fn encode_text(col: &ArrayRef, r: usize, out: &mut BytesMut, fallback: &ArrayFormatter) {
+    use std::fmt::Write;
+    let mut s = String::new();
+    match col.data_type() {
+        DataType::Boolean => s.push(if col.as_boolean().value(r) { 't' } else { 'f' }),
+        DataType::Float32 => s = format_float(col.as_primitive::<Float32Type>().value(r) as f64, true),
+        DataType::Float64 => s = format_float(col.as_primitive::<Float64Type>().value(r), false),
+        DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) => {
+            let (v, scale) = decimal_parts(col, r).expect("decimal");
+            s = format_decimal(v, scale);
+        }
+        DataType::Date32 => {
+            let days = col.as_primitive::<Date32Type>().value(r);
+            match NaiveDate::from_num_days_from_ce_opt(days + 719_163) {
+                Some(d) => s = d.format("%Y-%m-%d").to_string(),
+                None => s = days.to_string(),
+            }
+        }
+        DataType::Timestamp(_, tz) => {
+            s = format_timestamp(ts_micros(col, r));
+            if tz.is_some() {
+                s.push_str("+00");
+            }
+        }
+        DataType::Interval(_) | DataType::Duration(_) => {
+            let (m, d, us) = interval_parts(col, r);
+            s = format_interval(m, d, us);
+        }
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+            let bytes: &[u8] = match col.data_type() {
+                DataType::Binary => col.as_binary::<i32>().value(r),
+                DataType::LargeBinary => col.as_binary::<i64>().value(r),
+                DataType::BinaryView => col.as_binary_view().value(r),
+                _ => col.as_fixed_size_binary().value(r),
+            };
+            s.push_str("\\x");
+            for b in bytes {
+                let _ = write!(s, "{b:02x}");
+            }
+        }
+        _ => {
+            let _ = write!(s, "{}", fallback.value(r));
+        }
+    }
+    out.put_slice(s.as_bytes());
+}
+
+fn encode_binary(col: &ArrayRef, r: usize, out: &mut BytesMut) -> SqlResult<()> {
+    let err = |e: Box<dyn std::error::Error + Sync + Send>| SqlError::internal(e.to_string());
+    match col.data_type() {
+        DataType::Boolean => out.put_u8(col.as_boolean().value(r) as u8),
+        DataType::Int8 => out.put_i16(col.as_primitive::<Int8Type>().value(r) as i16),
+        DataType::UInt8 => out.put_i16(col.as_primitive::<UInt8Type>().value(r) as i16),
+        DataType::Int16 => out.put_i16(col.as_primitive::<Int16Type>().value(r)),
+        DataType::UInt16 => out.put_i32(col.as_primitive::<UInt16Type>().value(r) as i32),
+        DataType::Int32 => out.put_i32(col.as_primitive::<Int32Type>().value(r)),
+        DataType::UInt32 => out.put_i64(col.as_primitive::<UInt32Type>().value(r) as i64),
+        DataType::Int64 => out.put_i64(col.as_primitive::<Int64Type>().value(r)),
+        DataType::UInt64 => out.put_i64(col.as_primitive::<UInt64Type>().value(r) as i64),
+        DataType::Float32 => out.put_f32(col.as_primitive::<Float32Type>().value(r)),
+        DataType::Float64 => out.put_f64(col.as_primitive::<Float64Type>().value(r)),
+        DataType::Date32 => out.put_i32(col.as_primitive::<Date32Type>().value(r) - PG_EPOCH_DAYS),
+        DataType::Timestamp(_, _) => out.put_i64(ts_micros(col, r) - PG_EPOCH_MICROS),
+        DataType::Interval(_) | DataType::Duration(_) => {
+            let (m, d, us) = interval_parts(col, r);
+            out.put_i64(us);
+            out.put_i32(d);
+            out.put_i32(m);
+        }
+        DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) => {
+            let (v, scale) = decimal_parts(col, r).expect("decimal");
+            let dec = rust_decimal::Decimal::try_from_i128_with_scale(v, scale.max(0) as u32)
+                .map_err(|e| SqlError::new("22003", format!("numeric value out of range for binary transfer: {e}")))?;
+            dec.to_sql(&Type::NUMERIC, out).map_err(err)?;
+        }
+        DataType::Binary => out.put_slice(col.as_binary::<i32>().value(r)),
+        DataType::LargeBinary => out.put_slice(col.as_binary::<i64>().value(r)),
+        DataType::BinaryView => out.put_slice(col.as_binary_view().value(r)),
+        _ => {
+            // Text types and everything shown as text: the text form is the binary form.
+            let fallback = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())
+                .map_err(|e| SqlError::internal(e.to_string()))?;
+            encode_text(col, r, out, &fallback);
+        }
+    }
+    Ok(())
+}
+
+/// PostgreSQL's shortest-exact float output (extra_float_digits = 1).
+pub fn format_float(v: f64, single: bool) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    let sci = if single {
+        format!("{:e}", v as f32)
+    } else {
+        format!("{v:e}")
+    };
+    let (mant, exp) = sci.split_once('e').expect("scientific format");
+    let exp: i32 = exp.parse().expect("exponent");
+    let neg = mant.starts_with('-');
+    let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
+    let max_exp = if single { 6 } else { 15 };
+    let mut out = String::new();
+    if neg {
+        out.push('-');
+    }
+    if exp < -4 || exp >= max_exp {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if exp < 0 { '-' } else { '+' });
+        out.push_str(&format!("{:02}", exp.abs()));
+    } else if exp < 0 {
+        out.push_str("0.");
+        for _ in 0..(-exp - 1) {
+            out.push('0');
+        }
+        out.push_str(&digits);
+    } else {
+        let int_len = exp as usize + 1;
+        if digits.len() <= int_len {
+            out.push_str(&digits);
+            for _ in digits.len()..int_len {
+                out.push('0');
+            }
+        } else {
+            out.push_str(&digits[..int_len]);
+            out.push('.');
+            out.push_str(&digits[int_len..]);
+        }
+    }
+    out
+}
+
+pub fn format_decimal(v: i128, scale: i8) -> String {
+    if scale <= 0 {
+        let mut s = v.to_string();
+        for _ in 0..(-scale) {
+            s.push('0');
+        }
+        return s;
+    }
+    let neg = v < 0;
+    let abs = v.unsigned_abs().to_string();
+    let scale = scale as usize;
+    let padded = if abs.len() <= scale {
+        format!("{}{}", "0".repeat(scale - abs.len() + 1), abs)
+    } else {
+        abs
+    };
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    format!("{}{int}.{frac}", if neg { "-" } else { "" })
+}
+
+pub fn format_timestamp(micros: i64) -> String {
+    match DateTime::from_timestamp_micros(micros) {
+        Some(dt) => {
+            let naive = dt.naive_utc();
+            let mut s = naive.format("%Y-%m-%d %H:%M:%S").to_string();
+            let frac = micros.rem_euclid(1_000_000);
+            if frac != 0 {
+                let f = format!("{frac:06}");
+                s.push('.');
+                s.push_str(f.trim_end_matches('0'));
+            }
+            s
+        }
+        None => micros.to_string(),
+    }
+}
+
+/// PostgreSQL's `postgres` interval style.
+pub fn format_interval(months: i32, days: i32, micros: i64) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let years = months / 12;
+    let mons = months % 12;
+    let plural = |n: i64, unit: &str, units: &str| {
+        if n == 1 || n == -1 {
+            format!("{n} {unit}")
+        } else {
+            format!("{n} {units}")
+        }
+    };
+    if years != 0 {
+        parts.push(plural(years as i64, "year", "years"));
+    }
+    if mons != 0 {
+        parts.push(plural(mons as i64, "mon", "mons"));
+    }
+    if days != 0 {
+        parts.push(plural(days as i64, "day", "days"));
+    }
+    if micros != 0 || parts.is_empty() {
+        let neg = micros < 0;
+        let abs = micros.unsigned_abs();
+        let secs = abs / 1_000_000;
+        let frac = abs % 1_000_000;
+        let mut t = format!(
+            "{}{:02}:{:02}:{:02}",
+            if neg { "-" } else { "" },
+            secs / 3600,
+            (secs / 60) % 60,
+            secs % 60
+        );
+        if frac != 0 {
+            let f = format!("{frac:06}");
+            t.push('.');
+            t.push_str(f.trim_end_matches('0'));
+        }
+        parts.push(t);
+    }
+    parts.join(" ")
+}
+
+pub fn empty_schema() -> Arc<Schema> {
+    Arc::new(Schema::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_like_postgres() {
+        assert_eq!(format_float(1.5, false), "1.5");
+        assert_eq!(format_float(0.1, false), "0.1");
+        assert_eq!(format_float(1e20, false), "1e+20");
+        assert_eq!(format_float(1e14, false), "100000000000000");
+        assert_eq!(format_float(1e15, false), "1e+15");
+        assert_eq!(format_float(0.0001, false), "0.0001");
+        assert_eq!(format_float(0.00001, false), "1e-05");
+        assert_eq!(format_float(-2.0, false), "-2");
+        assert_eq!(format_float(123.456, false), "123.456");
+        assert_eq!(format_float(1e6, true), "1e+06");
+        assert_eq!(format_float(100000.0, true), "100000");
+        assert_eq!(format_float(f64::INFINITY, false), "Infinity");
+        assert_eq!(format_float(0.1f32 as f64, true), "0.1");
+    }
+
+    #[test]
+    fn decimals_intervals_timestamps() {
+        assert_eq!(format_decimal(150, 2), "1.50");
+        assert_eq!(format_decimal(-5, 2), "-0.05");
+        assert_eq!(format_decimal(7, 0), "7");
+        assert_eq!(format_interval(14, 3, 3_600_000_000 + 500_000), "1 year 2 mons 3 days 01:00:00.5");
+        assert_eq!(format_interval(0, 1, 0), "1 day");
+        assert_eq!(format_interval(0, 0, 0), "00:00:00");
+        assert_eq!(format_interval(0, -2, -60_000_000), "-2 days -00:01:00");
+        assert_eq!(format_timestamp(0), "1970-01-01 00:00:00");
+        assert_eq!(format_timestamp(1_500_000), "1970-01-01 00:00:01.5");
+    }
+}

@@ -1,0 +1,341 @@
+//! Statement splitting and the statements that PostgreSQL's grammar does not
+//! have (`CREATE STREAMING QUERY`, `FLUSH`, `SHOW STREAMING QUERIES`, ...).
+//! Everything else goes to sqlparser and DataFusion.
+
+use std::collections::BTreeMap;
+
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+
+use crate::error::{SqlError, SqlResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryKind {
+    StreamingQuery,
+    MaterializedView,
+}
+
+impl QueryKind {
+    pub fn noun(self) -> &'static str {
+        match self {
+            QueryKind::StreamingQuery => "streaming query",
+            QueryKind::MaterializedView => "materialized view",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryKind::StreamingQuery => "streaming_query",
+            QueryKind::MaterializedView => "materialized_view",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Custom {
+    CreateQuery {
+        kind: QueryKind,
+        name: String,
+        if_not_exists: bool,
+        options: BTreeMap<String, String>,
+        query: String,
+        explain: bool,
+    },
+    ShowQueries(Option<QueryKind>),
+    ShowTables,
+    DropQuery {
+        kind: QueryKind,
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    Flush,
+}
+
+fn tokenize(sql: &str) -> SqlResult<Vec<Token>> {
+    Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize()
+        .map_err(|e| SqlError::syntax(format!("syntax error: {}", e.message)))
+}
+
+/// Splits a query string into statements at top-level semicolons.
+pub fn split_statements(sql: &str) -> SqlResult<Vec<String>> {
+    let tokens = tokenize(sql)?;
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut significant = false;
+    for t in tokens {
+        match &t {
+            Token::SemiColon => {
+                if significant {
+                    out.push(std::mem::take(&mut cur).trim().to_string());
+                }
+                cur.clear();
+                significant = false;
+            }
+            Token::Whitespace(Whitespace::SingleLineComment { .. })
+            | Token::Whitespace(Whitespace::MultiLineComment(_)) => {
+                cur.push(' ');
+            }
+            Token::Whitespace(_) => cur.push_str(&t.to_string()),
+            _ => {
+                significant = true;
+                cur.push_str(&t.to_string());
+            }
+        }
+    }
+    if significant {
+        out.push(cur.trim().to_string());
+    }
+    Ok(out)
+}
+
+/// The identifier in a word token: unquoted ones fold to lower case.
+fn ident(t: &Token) -> Option<String> {
+    match t {
+        Token::Word(w) if w.quote_style.is_some() => Some(w.value.clone()),
+        Token::Word(w) => Some(w.value.to_lowercase()),
+        _ => None,
+    }
+}
+
+fn kw(t: Option<&(usize, Token)>, k: Keyword) -> bool {
+    matches!(t, Some((_, Token::Word(w))) if w.keyword == k && w.quote_style.is_none())
+}
+
+fn word(t: Option<&(usize, Token)>, s: &str) -> bool {
+    matches!(t, Some((_, Token::Word(w))) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(s))
+}
+
+/// Parses one statement if it is one of Weir's own; `None` otherwise.
+pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
+    let tokens = tokenize(sql)?;
+    // Significant tokens with their index in `tokens`.
+    let sig: Vec<(usize, Token)> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !matches!(t, Token::Whitespace(_)))
+        .map(|(i, t)| (i, t.clone()))
+        .collect();
+    let mut p = 0;
+    let explain = kw(sig.first(), Keyword::EXPLAIN);
+    if explain {
+        p += 1;
+    }
+    let at = |i: usize| sig.get(i);
+    if kw(at(p), Keyword::CREATE) {
+        let (kind, next) = if word(at(p + 1), "streaming") && kw(at(p + 2), Keyword::QUERY) {
+            (QueryKind::StreamingQuery, p + 3)
+        } else if kw(at(p + 1), Keyword::MATERIALIZED) && kw(at(p + 2), Keyword::VIEW) {
+            (QueryKind::MaterializedView, p + 3)
+        } else {
+            return Ok(None);
+        };
+        let mut q = next;
+        let mut if_not_exists = false;
+        if kw(at(q), Keyword::IF) && kw(at(q + 1), Keyword::NOT) && kw(at(q + 2), Keyword::EXISTS) {
+            if_not_exists = true;
+            q += 3;
+        }
+        let mut name = at(q)
+            .and_then(|(_, t)| ident(t))
+            .ok_or_else(|| {
+                SqlError::syntax(format!(
+                    "syntax error: expected a name after CREATE {}",
+                    kind.noun().to_uppercase()
+                ))
+            })?;
+        q += 1;
+        // Schema-qualified names: only `public` exists.
+        if matches!(at(q), Some((_, Token::Period))) {
+            if name != "public" {
+                return Err(SqlError::new("3F000", format!("schema \"{name}\" does not exist")));
+            }
+            name = at(q + 1)
+                .and_then(|(_, t)| ident(t))
+                .ok_or_else(|| SqlError::syntax("syntax error: expected a name after the schema"))?;
+            q += 2;
+        }
+        let mut options = BTreeMap::new();
+        if kw(at(q), Keyword::WITH) {
+            if !matches!(at(q + 1), Some((_, Token::LParen))) {
+                return Err(SqlError::syntax("syntax error: expected ( after WITH"));
+            }
+            q += 2;
+            loop {
+                let key = match at(q) {
+                    Some((_, Token::Word(w))) => w.value.to_lowercase(),
+                    Some((_, Token::SingleQuotedString(s))) => s.to_lowercase(),
+                    Some((_, Token::RParen)) => {
+                        q += 1;
+                        break;
+                    }
+                    _ => return Err(SqlError::syntax("syntax error in WITH options: expected an option name")),
+                };
+                q += 1;
+                // dotted keys: restart_strategy.attempts
+                let mut key = key;
+                while matches!(at(q), Some((_, Token::Period))) {
+                    match at(q + 1) {
+                        Some((_, Token::Word(w))) => key = format!("{key}.{}", w.value.to_lowercase()),
+                        _ => return Err(SqlError::syntax("syntax error in WITH options")),
+                    }
+                    q += 2;
+                }
+                if !matches!(at(q), Some((_, Token::Eq))) {
+                    return Err(SqlError::syntax(format!("syntax error in WITH options: expected = after {key}")));
+                }
+                let value = match at(q + 1) {
+                    Some((_, Token::Number(n, _))) => n.clone(),
+                    Some((_, Token::SingleQuotedString(s))) => s.clone(),
+                    Some((_, Token::Word(w))) => w.value.clone(),
+                    _ => return Err(SqlError::syntax(format!("syntax error in WITH options: expected a value for {key}"))),
+                };
+                options.insert(key, value);
+                q += 2;
+                match at(q) {
+                    Some((_, Token::Comma)) => q += 1,
+                    Some((_, Token::RParen)) => {
+                        q += 1;
+                        break;
+                    }
+                    _ => return Err(SqlError::syntax("syntax error in WITH options: expected , or )")),
+                }
+            }
+        }
+        if !kw(at(q), Keyword::AS) {
+            return Err(SqlError::syntax(format!(
+                "syntax error: expected AS SELECT ... after CREATE {} {name}",
+                kind.noun().to_uppercase()
+            )));
+        }
+        let start = at(q).map(|(i, _)| i + 1).unwrap_or(tokens.len());
+        let query: String = tokens[start..].iter().map(|t| t.to_string()).collect();
+        let query = query.trim().to_string();
+        if query.is_empty() {
+            return Err(SqlError::syntax("syntax error: expected a query after AS"));
+        }
+        return Ok(Some(Custom::CreateQuery {
+            kind,
+            name,
+            if_not_exists,
+            options,
+            query,
+            explain,
+        }));
+    }
+    if explain {
+        return Ok(None);
+    }
+    if word(at(0), "flush") && at(1).is_none() {
+        return Ok(Some(Custom::Flush));
+    }
+    if kw(at(0), Keyword::SHOW) {
+        if word(at(1), "streaming") && word(at(2), "queries") && at(3).is_none() {
+            return Ok(Some(Custom::ShowQueries(Some(QueryKind::StreamingQuery))));
+        }
+        if kw(at(1), Keyword::MATERIALIZED) && word(at(2), "views") && at(3).is_none() {
+            return Ok(Some(Custom::ShowQueries(Some(QueryKind::MaterializedView))));
+        }
+        if word(at(1), "tables") && at(2).is_none() {
+            return Ok(Some(Custom::ShowTables));
+        }
+    }
+    if kw(at(0), Keyword::DROP) {
+        let (kind, mut q) = if word(at(1), "streaming") && kw(at(2), Keyword::QUERY) {
+            (QueryKind::StreamingQuery, 3)
+        } else if kw(at(1), Keyword::MATERIALIZED) && kw(at(2), Keyword::VIEW) {
+            (QueryKind::MaterializedView, 3)
+        } else {
+            return Ok(None);
+        };
+        let mut if_exists = false;
+        if kw(at(q), Keyword::IF) && kw(at(q + 1), Keyword::EXISTS) {
+            if_exists = true;
+            q += 2;
+        }
+        let mut names = Vec::new();
+        loop {
+            let mut name = at(q)
+                .and_then(|(_, t)| ident(t))
+                .ok_or_else(|| SqlError::syntax("syntax error: expected a name after DROP"))?;
+            q += 1;
+            if matches!(at(q), Some((_, Token::Period))) {
+                name = at(q + 1)
+                    .and_then(|(_, t)| ident(t))
+                    .ok_or_else(|| SqlError::syntax("syntax error: expected a name after DROP"))?;
+                q += 2;
+            }
+            names.push(name);
+            if matches!(at(q), Some((_, Token::Comma))) {
+                q += 1;
+                continue;
+            }
+            break;
+        }
+        if kw(at(q), Keyword::CASCADE) {
+            return Err(SqlError::unsupported("DROP ... CASCADE is not supported").with_hint("Drop the dependent objects first."));
+        }
+        if kw(at(q), Keyword::RESTRICT) {
+            q += 1;
+        }
+        if at(q).is_some() {
+            return Err(SqlError::syntax("syntax error at end of DROP statement"));
+        }
+        return Ok(Some(Custom::DropQuery {
+            kind,
+            names,
+            if_exists,
+        }));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_outside_quotes() {
+        let s = split_statements("select 1; select ';' -- x;\n; ;insert into t values ('a;b')").unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[1], "select ';'");
+        assert_eq!(s[2], "insert into t values ('a;b')");
+    }
+
+    #[test]
+    fn create_streaming_query_with_options() {
+        let c = parse_custom(
+            "CREATE STREAMING QUERY Q1 WITH (parallelism = 4, 'restart_strategy.attempts' = 3, restart_strategy = 'fixed-delay') AS SELECT k, count(*) FROM t GROUP BY k",
+        )
+        .unwrap()
+        .unwrap();
+        match c {
+            Custom::CreateQuery { kind, name, options, query, explain, .. } => {
+                assert_eq!(kind, QueryKind::StreamingQuery);
+                assert_eq!(name, "q1");
+                assert_eq!(options["parallelism"], "4");
+                assert_eq!(options["restart_strategy.attempts"], "3");
+                assert_eq!(options["restart_strategy"], "fixed-delay");
+                assert_eq!(query, "SELECT k, count(*) FROM t GROUP BY k");
+                assert!(!explain);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn others() {
+        assert_eq!(parse_custom("flush").unwrap(), Some(Custom::Flush));
+        assert_eq!(
+            parse_custom("SHOW MATERIALIZED VIEWS").unwrap(),
+            Some(Custom::ShowQueries(Some(QueryKind::MaterializedView)))
+        );
+        assert!(matches!(
+            parse_custom("explain create materialized view \"MV\" as select 1").unwrap(),
+            Some(Custom::CreateQuery { explain: true, ref name, .. }) if name == "MV"
+        ));
+        assert_eq!(parse_custom("select 1").unwrap(), None);
+        assert!(parse_custom("create streaming query q select 1").is_err());
+    }
+}

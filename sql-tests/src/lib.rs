@@ -1,0 +1,72 @@
+//! End-to-end test harness for the Weir server.
+//!
+//! * [`TestServer`] starts the `weir` binary on a free loopback port with a
+//!   fresh temporary data directory, and can stop, crash and restart it on
+//!   the same data directory.
+//! * [`WeirDb`] is a sqllogictest [`sqllogictest::AsyncDB`] over
+//!   tokio-postgres, in [`QueryMode::Simple`] (text results) or
+//!   [`QueryMode::Extended`] (binary results rendered to Postgres text by
+//!   [`pgtext`]). It intercepts the statements `RESTART SERVER` and
+//!   `CRASH SERVER`.
+//! * [`run_slt_file`] runs one `.slt` file against a target in a mode.
+//!
+//! See `sql-tests/README.md` for how to run the suites.
+
+pub mod db;
+pub mod pgtext;
+pub mod reference;
+pub mod server;
+
+use std::path::Path;
+
+pub use db::{
+    lock, parse_special, share, simple_query_rows, DbError, QueryMode, SharedServer,
+    SpecialStatement, Target, WeirDb,
+};
+pub use server::{connect_with_retry, free_port, weir_binary, TestServer};
+
+/// Runs one sqllogictest file against `target` in `mode`. Every
+/// `connection` in the file gets its own session. The labels `simple` /
+/// `extended` (the mode) and `weir` / `postgres` (the engine) can be used
+/// with `onlyif` / `skipif`.
+pub async fn run_slt_file(path: &Path, target: Target, mode: QueryMode) -> Result<(), String> {
+    let make_target = target.clone();
+    let mut runner = sqllogictest::Runner::new(move || {
+        let target = make_target.clone();
+        async move { WeirDb::connect(target, mode).await }
+    });
+    runner.add_label(mode.name());
+    let result = runner.run_file_async(path).await;
+    runner.shutdown_async().await;
+    result.map_err(|e| e.display(false).to_string())
+}
+
+/// The reference Postgres connection string from `WEIR_REFERENCE_PG`, if
+/// set: the suites then run against that Postgres instead of weir.
+pub fn reference_postgres() -> Option<String> {
+    std::env::var(reference::REFERENCE_ENV)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// Creates a fresh database `name` on the reference Postgres described by
+/// `base` (a connection string) and returns a connection string for it.
+pub async fn create_reference_database(base: &str, name: &str) -> anyhow::Result<String> {
+    let admin = connect_with_retry(base, std::time::Duration::from_secs(5)).await?;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await?;
+    Ok(format!("{base} dbname={name} options='-c TimeZone=UTC'"))
+}
+
+/// Drops a database created by [`create_reference_database`].
+pub async fn drop_reference_database(base: &str, name: &str) -> anyhow::Result<()> {
+    let admin = connect_with_retry(base, std::time::Duration::from_secs(5)).await?;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await?;
+    Ok(())
+}

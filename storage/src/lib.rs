@@ -1,0 +1,17 @@
+//! `weir-storage` owns Weir's durable bytes: one RocksDB instance holding the
+//! catalog (one entry per table and streaming query) and the change logs of
+//! tables (append-only, addressed by `(log id, offset)`).
+//!
+//! Storage never sees operators or SQL: it stores opaque entries and Arrow
+//! record batches encoded as Arrow IPC. Entry points: [`Store::open`],
+//! [`Store::append_log`], [`Store::read_log`], [`Store::put_catalog`].
+//! Every write here is synced to the write-ahead log before it returns, so a
+//! caller may acknowledge it to a client.
+
+mod codec;
+mod error;
+mod store;
+
+pub use codec::{decode_batch, encode_batch};
+pub use error::{StorageError, StorageResult};
+pub use store::{LogEntry, Store};
