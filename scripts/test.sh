@@ -5,5 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/ensure-deps.sh --test
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
-cargo build -p weir-server --bin weir
+# One cargo invocation builds everything (the weir binary too, through
+# server/tests), so the build is shared with CI and between runs.
+cargo test --workspace --no-run
 cargo test --workspace -- "$@"

@@ -149,7 +149,6 @@ pub fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
             datafusion::common::SchemaError::AmbiguousReference { .. } => "42702",
             datafusion::common::SchemaError::DuplicateQualifiedField { .. }
             | datafusion::common::SchemaError::DuplicateUnqualifiedField { .. } => "42701",
-            _ => "42P10",
         },
         DataFusionError::Plan(m) => plan_sqlstate(m),
         DataFusionError::NotImplemented(_) => "0A000",

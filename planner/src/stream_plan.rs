@@ -58,7 +58,12 @@ fn physical(
     expr: &Expr,
     schema: &DFSchema,
 ) -> PlanResult<Arc<dyn PhysicalExpr>> {
-    Ok(create_physical_expr(expr, schema, props)?)
+    Ok(create_physical_expr(
+        expr,
+        schema,
+        props,
+        &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+    )?)
 }
 
 fn all_columns(schema: &SchemaRef) -> Vec<Arc<dyn PhysicalExpr>> {

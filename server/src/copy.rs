@@ -84,7 +84,7 @@ fn parse_csv(data: &str, delimiter: u8, null: &str, header: bool, quote: u8) -> 
     let mut chars = data.chars().peekable();
     let q = quote as char;
     let d = delimiter as char;
-    let mut finish_field = |row: &mut Vec<Option<String>>, cur: &mut String, was_quoted: &mut bool| {
+    let finish_field = |row: &mut Vec<Option<String>>, cur: &mut String, was_quoted: &mut bool| {
         let f = std::mem::take(cur);
         row.push(if !*was_quoted && f == null { None } else { Some(f) });
         *was_quoted = false;

@@ -217,7 +217,7 @@ impl Engine {
         let stmt = self
             .ctx
             .state()
-            .sql_to_statement(sql, "postgresql")
+            .sql_to_statement(sql, &datafusion::config::Dialect::PostgreSQL)
             .map_err(|e| {
                 let msg = e.strip_backtrace();
                 let msg = msg
@@ -231,7 +231,7 @@ impl Engine {
         };
         match inner.as_ref() {
             Statement::CreateTable(ct) => self.create_table(ct).await,
-            Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_) => {
+            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
                 self.dml(stmt, params).await
             }
             Statement::Query(_) | Statement::Explain { .. } => self.query(stmt, params).await,
@@ -299,7 +299,7 @@ impl Engine {
                     )),
                 }
             }
-            Statement::CreateView { .. } => Err(SqlError::unsupported(
+            Statement::CreateView(_) => Err(SqlError::unsupported(
                 "CREATE VIEW is not supported; use CREATE MATERIALIZED VIEW",
             )),
             _ => self.query(stmt, params).await,
@@ -720,7 +720,7 @@ impl Engine {
     ) -> SqlResult<(weir_executor::graph::StreamGraph, Arc<Table>, Vec<String>)> {
         let parallelism = parse_options(options)?.unwrap_or(self.default_parallelism);
         let state = self.ctx.state();
-        let stmt = state.sql_to_statement(sql, "postgresql").map_err(|e| {
+        let stmt = state.sql_to_statement(sql, &datafusion::config::Dialect::PostgreSQL).map_err(|e| {
             SqlError::syntax(format!("syntax error: {}", e.strip_backtrace().replace("SQL error: ", "")))
         })?;
         match &stmt {
@@ -896,14 +896,14 @@ impl Engine {
             return Ok((Some(text_batch(cols, vec![]).schema()), vec![]));
         }
         let state = self.ctx.state();
-        let Ok(stmt) = state.sql_to_statement(sql, "postgresql") else {
+        let Ok(stmt) = state.sql_to_statement(sql, &datafusion::config::Dialect::PostgreSQL) else {
             return Ok((None, vec![]));
         };
         let DfStatement::Statement(inner) = &stmt else {
             return Ok((None, vec![]));
         };
         match inner.as_ref() {
-            Statement::Query(_) | Statement::Explain { .. } | Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_) => {
+            Statement::Query(_) | Statement::Explain { .. } | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
                 let plan = state.statement_to_plan(stmt.clone()).await?;
                 let types = plan.get_parameter_types()?;
                 let mut ordered: Vec<(usize, Option<DataType>)> = types

@@ -1,6 +1,5 @@
 //! DataFusion views of Weir's relations, for ad hoc queries and planning.
 
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -33,10 +32,6 @@ impl std::fmt::Debug for LiveTableProvider {
 
 #[async_trait]
 impl TableProvider for LiveTableProvider {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn schema(&self) -> SchemaRef {
         self.table.schema()
     }
@@ -66,9 +61,14 @@ impl TableProvider for LiveTableProvider {
 }
 
 /// The `public` schema.
-#[derive(Debug)]
 pub struct PublicSchema {
     relations: Relations,
+}
+
+impl std::fmt::Debug for PublicSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublicSchema")
+    }
 }
 
 impl PublicSchema {
@@ -79,10 +79,6 @@ impl PublicSchema {
 
 #[async_trait]
 impl SchemaProvider for PublicSchema {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn table_names(&self) -> Vec<String> {
         self.relations.read().keys().cloned().collect()
     }

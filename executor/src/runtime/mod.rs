@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{ExecError, ExecResult};
-use crate::graph::{NodeKind, Partitioning, StreamGraph};
+use crate::graph::{NodeKind, StreamGraph};
 use crate::message::{Barrier, BarrierKind, CheckpointMode, Message};
 use crate::operator::OperatorContext;
 use router::{EdgeOut, OutputRouter};

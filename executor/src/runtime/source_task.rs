@@ -60,16 +60,26 @@ pub(crate) async fn run(
         }
         let mut watch = reader_watch(&reader);
         let pos = reader.position();
-        tokio::select! {
-            b = barriers.recv() => {
-                let Some(b) = b else { return Ok(()) };
+        let wake = tokio::select! {
+            b = barriers.recv() => Wake::Barrier(b),
+            _ = async { watch.wait_for(|v| *v > pos).await.is_ok() } => Wake::Data,
+            _ = async { cancel.wait_for(|c| *c).await.is_ok() } => Wake::Cancel,
+        };
+        match wake {
+            Wake::Barrier(None) | Wake::Cancel => return Ok(()),
+            Wake::Barrier(Some(b)) => {
                 drain(&mut reader, &mut router).await?;
                 router.broadcast(Message::Barrier(b)).await?;
             }
-            _ = watch.wait_for(|v| *v > pos) => {}
-            _ = cancel.wait_for(|c| *c) => return Ok(()),
+            Wake::Data => {}
         }
     }
+}
+
+enum Wake {
+    Barrier(Option<Barrier>),
+    Data,
+    Cancel,
 }
 
 fn reader_watch(reader: &crate::table::TableReader) -> watch::Receiver<u64> {

@@ -1,7 +1,7 @@
 //! The task loop of an operator subtask: reads its input channels, aligns
 //! barriers, merges watermarks, calls the operator and routes its output.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::sync::Arc;
 use std::task::Poll;
 

@@ -83,10 +83,7 @@ pub fn encode_batch(batch: &RecordBatch, fields: &[FieldInfo]) -> SqlResult<Vec<
     }
     Ok(rows
         .into_iter()
-        .map(|data| DataRow {
-            data,
-            field_count: ncols as i16,
-        })
+        .map(|data| DataRow::new(data, ncols as i16))
         .collect())
 }
 
