@@ -204,6 +204,13 @@ fn clean_datafusion_message(e: &DataFusionError) -> String {
         | DataFusionError::Execution(m)
         | DataFusionError::NotImplemented(m) => lower_first(m),
         DataFusionError::SQL(p, _) => lower_first(&p.to_string()),
+        DataFusionError::SchemaError(se, _) => match se.as_ref() {
+            datafusion::common::SchemaError::FieldNotFound { field, .. } => match &field.relation {
+                Some(rel) => format!("column {}.{} does not exist", rel.table(), field.name),
+                None => format!("column \"{}\" does not exist", field.name),
+            },
+            other => lower_first(&other.to_string()),
+        },
         other => lower_first(&other.strip_backtrace()),
     }
 }

@@ -32,6 +32,9 @@ struct Stream {
     node: usize,
     parallelism: usize,
     schema: DFSchemaRef,
+    /// Columns that identify a row for rebalancing (a table's primary key);
+    /// `None` means the whole row.
+    row_key: Option<Vec<Arc<dyn PhysicalExpr>>>,
 }
 
 pub struct StreamPlanner<'a> {
@@ -114,7 +117,11 @@ impl<'a> StreamPlanner<'a> {
         } else if parallelism == 1 {
             Partitioning::Single
         } else {
-            Partitioning::Hash(all_columns(&self.node_schema(from)))
+            Partitioning::Hash(
+                from.row_key
+                    .clone()
+                    .unwrap_or_else(|| all_columns(&self.node_schema(from))),
+            )
         };
         self.graph.connect(from.node, to, input, partitioning);
     }
@@ -153,10 +160,22 @@ impl<'a> StreamPlanner<'a> {
                     scan.table_name.clone(),
                     &table_schema,
                 )?);
+                let row_key = (!table.desc.primary_key.is_empty()).then(|| {
+                    table
+                        .desc
+                        .primary_key
+                        .iter()
+                        .map(|i| {
+                            Arc::new(Column::new(table_schema.field(*i).name(), *i))
+                                as Arc<dyn PhysicalExpr>
+                        })
+                        .collect()
+                });
                 let mut stream = Stream {
                     node: src,
                     parallelism: 1,
                     schema: full_df.clone(),
+                    row_key,
                 };
                 for f in &scan.filters {
                     stream = self.filter(stream, f)?;
@@ -222,6 +241,7 @@ impl<'a> StreamPlanner<'a> {
                     node,
                     parallelism: par,
                     schema: u.schema.clone(),
+                    row_key: None,
                 })
             }
             LogicalPlan::Sort(sort) => {
@@ -292,6 +312,7 @@ impl<'a> StreamPlanner<'a> {
             node,
             parallelism: 1,
             schema,
+            row_key: None,
         })
     }
 
@@ -313,6 +334,7 @@ impl<'a> StreamPlanner<'a> {
             node,
             parallelism: par,
             schema: df_schema,
+            row_key: None,
         })
     }
 
@@ -332,6 +354,7 @@ impl<'a> StreamPlanner<'a> {
             node,
             parallelism: par,
             schema: input.schema,
+            row_key: input.row_key,
         })
     }
 
@@ -409,6 +432,7 @@ impl<'a> StreamPlanner<'a> {
             node,
             parallelism: par,
             schema: agg.schema.clone(),
+            row_key: None,
         })
     }
 
@@ -494,6 +518,7 @@ impl<'a> StreamPlanner<'a> {
             node,
             parallelism: par,
             schema: join.schema.clone(),
+            row_key: None,
         })
     }
 }

@@ -103,18 +103,6 @@ fn rewrite_message(m: &str) -> String {
             .unwrap_or("");
         return format!("relation \"{name}\" does not exist");
     }
-    if let Some(rest) = m.strip_prefix("Schema error: No field named ").or_else(|| m.strip_prefix("schema error: No field named ")).or_else(|| m.strip_prefix("No field named ")).or_else(|| m.strip_prefix("no field named ")) {
-        let name = rest.split(['.', ' ']).next().unwrap_or(rest).trim_matches('"');
-        let col = rest
-            .split(". ")
-            .next()
-            .unwrap_or(rest)
-            .rsplit('.')
-            .next()
-            .unwrap_or(name)
-            .trim_matches('"');
-        return format!("column \"{col}\" does not exist");
-    }
     if lower.contains("divide by zero") || lower.contains("division by zero") {
         return "division by zero".into();
     }
