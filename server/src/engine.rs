@@ -59,6 +59,7 @@ pub struct Engine {
     state: Mutex<CatalogState>,
     /// Serializes DDL so that catalog checks and writes do not interleave.
     ddl: tokio::sync::Mutex<()>,
+    compat: datafusion_pg_catalog::sql::PostgresCompatibilityParser,
     pub default_parallelism: usize,
 }
 
@@ -129,6 +130,26 @@ impl Engine {
             .catalog("weir")
             .ok_or_else(|| anyhow::anyhow!("default catalog missing"))?;
         catalog.register_schema("public", Arc::new(PublicSchema::new(relations.clone())))?;
+        datafusion_pg_catalog::setup_pg_catalog(
+            &ctx,
+            "weir",
+            datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        )
+        .map_err(|e| anyhow::anyhow!("pg_catalog setup failed: {e}"))?;
+        ctx.register_udf(datafusion::logical_expr::create_udf(
+            "version",
+            vec![],
+            DataType::Utf8,
+            datafusion::logical_expr::Volatility::Immutable,
+            Arc::new(|_| {
+                Ok(datafusion::logical_expr::ColumnarValue::Scalar(
+                    datafusion::common::ScalarValue::Utf8(Some(format!(
+                        "PostgreSQL {} on x86_64-linux, Weir streaming database",
+                        crate::SERVER_VERSION
+                    ))),
+                ))
+            }),
+        ));
         let default_parallelism = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -142,6 +163,7 @@ impl Engine {
                 next_id: 1,
             }),
             ddl: tokio::sync::Mutex::new(()),
+            compat: datafusion_pg_catalog::sql::PostgresCompatibilityParser::new(),
             default_parallelism,
         });
         engine.recover().await?;
@@ -214,7 +236,25 @@ impl Engine {
         if let Some(custom) = parse_custom(sql)? {
             return self.execute_custom(custom).await;
         }
-        let stmt = self
+        let stmt = self.parse(sql)?;
+        self.execute_statement(session, stmt, params).await
+    }
+
+    /// Parses one statement. Queries over `pg_catalog` (what psql's `\d` and
+    /// BI tools send) go through datafusion-pg-catalog's rewriting parser;
+    /// everything else through DataFusion's, unchanged.
+    fn parse(&self, sql: &str) -> SqlResult<DfStatement> {
+        let lower = sql.to_ascii_lowercase();
+        if lower.contains("pg_catalog") || lower.contains("pg_class") || lower.contains("pg_namespace") || lower.contains("::regclass") {
+            let mut stmts = self
+                .compat
+                .parse(sql)
+                .map_err(|e| SqlError::syntax(format!("syntax error: {e}")))?;
+            if stmts.len() == 1 {
+                return Ok(DfStatement::Statement(Box::new(stmts.remove(0))));
+            }
+        }
+        self
             .ctx
             .state()
             .sql_to_statement(sql, &datafusion::config::Dialect::PostgreSQL)
@@ -225,7 +265,15 @@ impl Engine {
                     .trim_start_matches("ParserError(\"")
                     .trim_end_matches("\")");
                 SqlError::syntax(format!("syntax error: {}", msg.replace("sql parser error: ", "")))
-            })?;
+            })
+    }
+
+    async fn execute_statement(
+        &self,
+        session: &Mutex<Session>,
+        stmt: DfStatement,
+        params: Option<ParamValues>,
+    ) -> SqlResult<Output> {
         let DfStatement::Statement(inner) = &stmt else {
             return Err(SqlError::unsupported(format!("statement not supported: {stmt}")));
         };
