@@ -271,9 +271,12 @@ impl Engine {
     async fn execute_statement(
         &self,
         session: &Mutex<Session>,
-        stmt: DfStatement,
+        mut stmt: DfStatement,
         params: Option<ParamValues>,
     ) -> SqlResult<Output> {
+        if let DfStatement::Statement(inner) = &mut stmt {
+            crate::naming::apply(inner);
+        }
         let DfStatement::Statement(inner) = &stmt else {
             return Err(SqlError::unsupported(format!("statement not supported: {stmt}")));
         };
@@ -768,9 +771,10 @@ impl Engine {
     ) -> SqlResult<(weir_executor::graph::StreamGraph, Arc<Table>, Vec<String>)> {
         let parallelism = parse_options(options)?.unwrap_or(self.default_parallelism);
         let state = self.ctx.state();
-        let stmt = state.sql_to_statement(sql, &datafusion::config::Dialect::PostgreSQL).map_err(|e| {
-            SqlError::syntax(format!("syntax error: {}", e.strip_backtrace().replace("SQL error: ", "")))
-        })?;
+        let mut stmt = self.parse(sql)?;
+        if let DfStatement::Statement(inner) = &mut stmt {
+            crate::naming::apply(inner);
+        }
         match &stmt {
             DfStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_)) => {}
             _ => return Err(SqlError::syntax("syntax error: a streaming query must be a SELECT")),
@@ -944,9 +948,12 @@ impl Engine {
             return Ok((Some(text_batch(cols, vec![]).schema()), vec![]));
         }
         let state = self.ctx.state();
-        let Ok(stmt) = state.sql_to_statement(sql, &datafusion::config::Dialect::PostgreSQL) else {
+        let Ok(mut stmt) = self.parse(sql) else {
             return Ok((None, vec![]));
         };
+        if let DfStatement::Statement(inner) = &mut stmt {
+            crate::naming::apply(inner);
+        }
         let DfStatement::Statement(inner) = &stmt else {
             return Ok((None, vec![]));
         };

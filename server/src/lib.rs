@@ -9,6 +9,7 @@ pub mod config;
 pub mod copy;
 pub mod engine;
 pub mod error;
+pub mod naming;
 pub mod pg;
 pub mod providers;
 pub mod session;
