@@ -123,7 +123,9 @@ impl Engine {
             .with_default_catalog_and_schema("weir", "public")
             .with_create_default_catalog_and_schema(true)
             .set_str("datafusion.sql_parser.dialect", "postgresql")
-            .set_str("datafusion.execution.time_zone", "+00:00");
+            .set_str("datafusion.execution.time_zone", "+00:00")
+            // Numeric literals are numeric, as in PostgreSQL (1.005 rounds to 1.01 in numeric(10,2)).
+            .set_bool("datafusion.sql_parser.parse_float_as_decimal", true);
         let ctx = SessionContext::new_with_config(config);
         let relations: Relations = Arc::default();
         let catalog = ctx
@@ -254,6 +256,17 @@ impl Engine {
                 return Ok(DfStatement::Statement(Box::new(stmts.remove(0))));
             }
         }
+        if lower.trim_start().starts_with("copy") {
+            // DataFusion's parser reads COPY as its own COPY TO; PostgreSQL's grammar is wanted.
+            let mut stmts = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+                sql,
+            )
+            .map_err(|e| SqlError::syntax(format!("syntax error: {}", e.to_string().replace("sql parser error: ", ""))))?;
+            if stmts.len() == 1 {
+                return Ok(DfStatement::Statement(Box::new(stmts.remove(0))));
+            }
+        }
         self
             .ctx
             .state()
@@ -277,8 +290,12 @@ impl Engine {
         if let DfStatement::Statement(inner) = &mut stmt {
             crate::naming::apply(inner);
         }
-        let DfStatement::Statement(inner) = &stmt else {
-            return Err(SqlError::unsupported(format!("statement not supported: {stmt}")));
+        let inner = match &stmt {
+            DfStatement::Statement(inner) => inner,
+            DfStatement::Explain(_) => return self.query(stmt, params).await,
+            other => {
+                return Err(SqlError::unsupported(format!("statement not supported: {other}")))
+            }
         };
         match inner.as_ref() {
             Statement::CreateTable(ct) => self.create_table(ct).await,
@@ -617,7 +634,7 @@ impl Engine {
         let schema = table.schema();
         match op {
             WriteOp::Insert(_) => {
-                let batch = self.collect(input.as_ref().clone()).await?;
+                let batch = self.collect(without_final_casts(input.as_ref())?).await?;
                 let batch = cast_to(&batch, &schema, &table.desc.name)?;
                 let n = table.write(Chunk::inserts(batch), WriteCheck::Constraints)?;
                 Ok(Output::Insert(n as usize))
@@ -954,8 +971,13 @@ impl Engine {
         if let DfStatement::Statement(inner) = &mut stmt {
             crate::naming::apply(inner);
         }
-        let DfStatement::Statement(inner) = &stmt else {
-            return Ok((None, vec![]));
+        let inner = match &stmt {
+            DfStatement::Statement(inner) => inner.clone(),
+            DfStatement::Explain(_) => {
+                let plan = state.statement_to_plan(stmt.clone()).await?;
+                return Ok((Some(Arc::new(plan.schema().as_arrow().clone())), vec![]));
+            }
+            _ => return Ok((None, vec![])),
         };
         match inner.as_ref() {
             Statement::Query(_) | Statement::Explain { .. } | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
@@ -1044,6 +1066,22 @@ fn cast_to(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> SqlResult<Re
         .map(|(c, f)| {
             if c.data_type() == f.data_type() {
                 Ok(c.clone())
+            } else if matches!(f.data_type(), DataType::Binary)
+                && matches!(c.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+            {
+                let strings = datafusion::arrow::compute::cast(c, &DataType::Utf8)
+                    .map_err(|e| SqlError::internal(e.to_string()))?;
+                let strings = strings
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| SqlError::internal("expected text"))?;
+                crate::copy::cast_strings(
+                    strings.iter().map(|v| v.map(str::to_string)).collect(),
+                    f.data_type(),
+                    f.name(),
+                )
+            } else if let (DataType::Decimal128(_, from_s), DataType::Decimal128(p, s)) = (c.data_type(), f.data_type()) {
+                rescale_decimal(c, *from_s, *p, *s, f.name())
             } else {
                 datafusion::arrow::compute::cast(c, f.data_type()).map_err(|e| {
                     SqlError::new("42804", format!("column \"{}\" is of type {} but expression is of type {}: {e}", f.name(), crate::types::sql_type_name(f.data_type()), crate::types::sql_type_name(c.data_type())))
@@ -1071,4 +1109,74 @@ fn cast_to(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> SqlResult<Re
             SqlError::internal(e.to_string())
         }
     })
+}
+
+/// Decimal to decimal with PostgreSQL's rounding (half away from zero) and
+/// precision check, where Arrow's cast would truncate.
+fn rescale_decimal(c: &ArrayRef, from_s: i8, p: u8, s: i8, column: &str) -> SqlResult<ArrayRef> {
+    use datafusion::arrow::array::{Array, Decimal128Array};
+    let arr = c
+        .as_any()
+        .downcast_ref::<Decimal128Array>()
+        .ok_or_else(|| SqlError::internal("expected decimal"))?;
+    let limit = 10i128.pow(p as u32);
+    let out: Vec<Option<i128>> = arr
+        .iter()
+        .map(|v| {
+            v.map(|v| {
+                let diff = s as i32 - from_s as i32;
+                let r = if diff >= 0 {
+                    v.checked_mul(10i128.pow(diff as u32))
+                } else {
+                    let d = 10i128.pow((-diff) as u32);
+                    let q = v / d;
+                    let rem = v % d;
+                    Some(if rem.abs() * 2 >= d { q + v.signum() } else { q })
+                };
+                r.filter(|x| x.abs() < limit).ok_or(())
+            })
+            .transpose()
+        })
+        .collect::<Result<_, ()>>()
+        .map_err(|_| {
+            SqlError::new("22003", "numeric field overflow").with_detail(format!(
+                "A field with precision {p}, scale {s} must round to an absolute value less than 10^{} (column \"{column}\").",
+                p as i32 - s as i32
+            ))
+        })?;
+    let arr = Decimal128Array::from(out)
+        .with_precision_and_scale(p, s)
+        .map_err(|e| SqlError::internal(e.to_string()))?;
+    Ok(Arc::new(arr))
+}
+
+/// DataFusion's INSERT plan ends with casts to the table's types. Casts to
+/// numeric and bytea are left to [`cast_to`], which rounds decimals and
+/// decodes `\x` hex text the way PostgreSQL does.
+fn without_final_casts(plan: &LogicalPlan) -> SqlResult<LogicalPlan> {
+    let LogicalPlan::Projection(p) = plan else {
+        return Ok(plan.clone());
+    };
+    let exprs = p
+        .expr
+        .iter()
+        .map(|e| match e {
+            Expr::Alias(a) => match a.expr.as_ref() {
+                Expr::Cast(c) if matches!(c.field.data_type(), DataType::Decimal128(..) | DataType::Binary) => {
+                    Expr::Alias(datafusion::logical_expr::expr::Alias {
+                        expr: c.expr.clone(),
+                        relation: a.relation.clone(),
+                        name: a.name.clone(),
+                        metadata: a.metadata.clone(),
+                    })
+                }
+                _ => e.clone(),
+            },
+            _ => e.clone(),
+        })
+        .collect();
+    Ok(LogicalPlan::Projection(datafusion::logical_expr::Projection::try_new(
+        exprs,
+        p.input.clone(),
+    )?))
 }

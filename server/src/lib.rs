@@ -32,9 +32,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir listening on {addr}");
     eprintln!("weir listening on {addr} (data dir {})", config.data_dir.display());
-    let factory = Arc::new(pg::Factory {
-        handler: Arc::new(pg::Handler::new(engine.clone())),
-    });
+    let factory = Arc::new(pg::Factory::new(engine.clone()));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {

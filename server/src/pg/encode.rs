@@ -12,7 +12,6 @@ use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::api::Type;
 use pgwire::messages::data::DataRow;
-use postgres_types::ToSql;
 
 use crate::error::{SqlError, SqlResult};
 
@@ -184,7 +183,6 @@ fn encode_text(col: &ArrayRef, r: usize, out: &mut BytesMut, fallback: &ArrayFor
 }
 
 fn encode_binary(col: &ArrayRef, r: usize, out: &mut BytesMut) -> SqlResult<()> {
-    let err = |e: Box<dyn std::error::Error + Sync + Send>| SqlError::internal(e.to_string());
     match col.data_type() {
         DataType::Boolean => out.put_u8(col.as_boolean().value(r) as u8),
         DataType::Int8 => out.put_i16(col.as_primitive::<Int8Type>().value(r) as i16),
@@ -207,9 +205,7 @@ fn encode_binary(col: &ArrayRef, r: usize, out: &mut BytesMut) -> SqlResult<()> 
         }
         DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) => {
             let (v, scale) = decimal_parts(col, r).expect("decimal");
-            let dec = rust_decimal::Decimal::try_from_i128_with_scale(v, scale.max(0) as u32)
-                .map_err(|e| SqlError::new("22003", format!("numeric value out of range for binary transfer: {e}")))?;
-            dec.to_sql(&Type::NUMERIC, out).map_err(err)?;
+            encode_numeric_binary(v, scale, out);
         }
         DataType::Binary => out.put_slice(col.as_binary::<i32>().value(r)),
         DataType::LargeBinary => out.put_slice(col.as_binary::<i64>().value(r)),
@@ -222,6 +218,48 @@ fn encode_binary(col: &ArrayRef, r: usize, out: &mut BytesMut) -> SqlResult<()> 
         }
     }
     Ok(())
+}
+
+/// PostgreSQL's binary numeric: digit count, weight, sign, display scale,
+/// then base-10000 digits.
+pub fn encode_numeric_binary(v: i128, scale: i8, out: &mut BytesMut) {
+    let dscale = scale.max(0) as i16;
+    // Scale the integer so that its decimal point falls on a base-10000 boundary.
+    let mut mag = v.unsigned_abs();
+    let mut s = scale as i32;
+    if s < 0 {
+        mag *= 10u128.pow((-s) as u32);
+        s = 0;
+    }
+    let pad = (4 - s % 4) % 4;
+    mag *= 10u128.pow(pad as u32);
+    let frac_groups = (s + pad) / 4;
+    let mut groups: Vec<i16> = Vec::new();
+    while mag > 0 {
+        groups.push((mag % 10_000) as i16);
+        mag /= 10_000;
+    }
+    groups.reverse();
+    // weight = index of the first group relative to the decimal point
+    let weight = groups.len() as i32 - frac_groups - 1;
+    // strip trailing and leading zero groups
+    let mut first = 0;
+    while first < groups.len() && groups[first] == 0 {
+        first += 1;
+    }
+    let mut last = groups.len();
+    while last > first && groups[last - 1] == 0 {
+        last -= 1;
+    }
+    let digits = &groups[first..last];
+    let weight = if digits.is_empty() { 0 } else { weight - first as i32 };
+    out.put_i16(digits.len() as i16);
+    out.put_i16(weight as i16);
+    out.put_u16(if v < 0 && !digits.is_empty() { 0x4000 } else { 0 });
+    out.put_i16(dscale);
+    for d in digits {
+        out.put_i16(*d);
+    }
 }
 
 /// PostgreSQL's shortest-exact float output (extra_float_digits = 1).
@@ -317,47 +355,54 @@ pub fn format_timestamp(micros: i64) -> String {
     }
 }
 
-/// PostgreSQL's `postgres` interval style.
+/// PostgreSQL's `postgres` interval style: fields with their own signs, a
+/// `+` on a positive field after a negative one, plural unless exactly 1.
 pub fn format_interval(months: i32, days: i32, micros: i64) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let years = months / 12;
-    let mons = months % 12;
-    let plural = |n: i64, unit: &str, units: &str| {
-        if n == 1 || n == -1 {
-            format!("{n} {unit}")
-        } else {
-            format!("{n} {units}")
+    let mut out = String::new();
+    let mut neg_seen = false;
+    let mut field = |out: &mut String, n: i64, unit: &str| {
+        if n == 0 {
+            return;
         }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if n > 0 && neg_seen {
+            out.push('+');
+        }
+        neg_seen |= n < 0;
+        out.push_str(&format!("{n} {unit}{}", if n == 1 { "" } else { "s" }));
     };
-    if years != 0 {
-        parts.push(plural(years as i64, "year", "years"));
-    }
-    if mons != 0 {
-        parts.push(plural(mons as i64, "mon", "mons"));
-    }
-    if days != 0 {
-        parts.push(plural(days as i64, "day", "days"));
-    }
-    if micros != 0 || parts.is_empty() {
-        let neg = micros < 0;
+    field(&mut out, (months / 12) as i64, "year");
+    field(&mut out, (months % 12) as i64, "mon");
+    field(&mut out, days as i64, "day");
+    if micros != 0 || out.is_empty() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
         let abs = micros.unsigned_abs();
         let secs = abs / 1_000_000;
         let frac = abs % 1_000_000;
-        let mut t = format!(
-            "{}{:02}:{:02}:{:02}",
-            if neg { "-" } else { "" },
+        let sign = if micros < 0 {
+            "-"
+        } else if neg_seen {
+            "+"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "{sign}{:02}:{:02}:{:02}",
             secs / 3600,
             (secs / 60) % 60,
             secs % 60
-        );
+        ));
         if frac != 0 {
             let f = format!("{frac:06}");
-            t.push('.');
-            t.push_str(f.trim_end_matches('0'));
+            out.push('.');
+            out.push_str(f.trim_end_matches('0'));
         }
-        parts.push(t);
     }
-    parts.join(" ")
+    out
 }
 
 pub fn empty_schema() -> Arc<Schema> {
@@ -386,6 +431,25 @@ mod tests {
     }
 
     #[test]
+    fn numeric_binary_matches_postgres() {
+        use postgres_types::FromSql;
+        for (v, s) in [(150i128, 2i8), (-5, 2), (123456789, 0), (1, 4), (-100000, 3), (10000, 0), (12345678, 2)] {
+            let mut mine = BytesMut::new();
+            encode_numeric_binary(v, s, &mut mine);
+            let back = rust_decimal::Decimal::from_sql(&Type::NUMERIC, &mine).unwrap();
+            assert_eq!(back, rust_decimal::Decimal::from_i128_with_scale(v, s as u32), "{v} scale {s}");
+            assert_eq!(back.scale(), s as u32, "display scale of {v}");
+        }
+        let mut zero = BytesMut::new();
+        encode_numeric_binary(0, 2, &mut zero);
+        assert_eq!(&zero[..], &[0, 0, 0, 0, 0, 0, 0, 2]);
+        // More than 28 digits.
+        let mut big = BytesMut::new();
+        encode_numeric_binary(12345678901234567890123456789012345, 5, &mut big);
+        assert_eq!(i16::from_be_bytes([big[0], big[1]]), 10);
+    }
+
+    #[test]
     fn decimals_intervals_timestamps() {
         assert_eq!(format_decimal(150, 2), "1.50");
         assert_eq!(format_decimal(-5, 2), "-0.05");
@@ -394,6 +458,9 @@ mod tests {
         assert_eq!(format_interval(0, 1, 0), "1 day");
         assert_eq!(format_interval(0, 0, 0), "00:00:00");
         assert_eq!(format_interval(0, -2, -60_000_000), "-2 days -00:01:00");
+        assert_eq!(format_interval(0, -1, 0), "-1 days");
+        assert_eq!(format_interval(0, -1, 3_600_000_000), "-1 days +01:00:00");
+        assert_eq!(format_interval(-13, 0, 0), "-1 years -1 mons");
         assert_eq!(format_timestamp(0), "1970-01-01 00:00:00");
         assert_eq!(format_timestamp(1_500_000), "1970-01-01 00:00:01.5");
     }

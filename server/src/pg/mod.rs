@@ -20,7 +20,8 @@ use pgwire::api::results::{
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::PgWireBackendMessage;
@@ -33,15 +34,18 @@ use crate::statements::split_statements;
 pub struct Handler {
     engine: Arc<Engine>,
     parser: Arc<Parser>,
+    /// Connections by process id and secret key, for cancel requests.
+    connections: Arc<ConnectionManager>,
 }
 
 impl Handler {
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub fn new(engine: Arc<Engine>, connections: Arc<ConnectionManager>) -> Self {
         Handler {
             parser: Arc::new(Parser {
                 engine: engine.clone(),
             }),
             engine,
+            connections,
         }
     }
 }
@@ -301,10 +305,25 @@ impl CopyHandler for Handler {
     }
 }
 
-impl NoopStartupHandler for Handler {}
+impl NoopStartupHandler for Handler {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+}
 
 pub struct Factory {
-    pub handler: Arc<Handler>,
+    handler: Arc<Handler>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl Factory {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        let connections = Arc::new(ConnectionManager::new());
+        Factory {
+            handler: Arc::new(Handler::new(engine, connections.clone())),
+            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+        }
+    }
 }
 
 impl PgWireServerHandlers for Factory {
@@ -322,5 +341,9 @@ impl PgWireServerHandlers for Factory {
 
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
         self.handler.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.cancel.clone()
     }
 }
