@@ -123,7 +123,7 @@ fn clean_arrow_message(e: &datafusion::arrow::error::ArrowError) -> String {
     use datafusion::arrow::error::ArrowError as A;
     match e {
         A::DivideByZero => "division by zero".into(),
-        A::CastError(m) | A::ParseError(m) => lower_first(m),
+        A::CastError(m) | A::ParseError(m) => invalid_input(m).unwrap_or_else(|| lower_first(m)),
         A::ArithmeticOverflow(m) => lower_first(m),
         A::ComputeError(m) if m.contains("overflow") => lower_first(m),
         other => lower_first(&other.to_string()),
@@ -223,5 +223,42 @@ fn lower_first(s: &str) -> String {
             c.to_lowercase().chain(chars).collect()
         }
         _ => s.to_string(),
+    }
+}
+
+/// "Cannot cast string 'abc' to value of Int32 type" → PostgreSQL's
+/// `invalid input syntax for type integer: "abc"`.
+fn invalid_input(m: &str) -> Option<String> {
+    let rest = m.strip_prefix("Cannot cast string '")?;
+    let (value, tail) = rest.rsplit_once("' to value of ")?;
+    let arrow = tail.trim_end_matches(" type").trim();
+    let pg = match arrow {
+        "Int16" => "smallint",
+        "Int32" => "integer",
+        "Int64" => "bigint",
+        "Float32" => "real",
+        "Float64" => "double precision",
+        "Boolean" => "boolean",
+        "Date32" => "date",
+        a if a.starts_with("Decimal") => "numeric",
+        a if a.starts_with("Timestamp") => "timestamp",
+        a if a.starts_with("Interval") => "interval",
+        other => other,
+    };
+    Some(format!("invalid input syntax for type {pg}: \"{value}\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cast_errors_read_like_postgres() {
+        let e = ExecError::Arrow(datafusion::arrow::error::ArrowError::CastError(
+            "Cannot cast string 'abc' to value of Int32 type".into(),
+        ));
+        assert_eq!(e.message(), "invalid input syntax for type integer: \"abc\"");
+        assert_eq!(e.sqlstate(), "22P02");
+        assert_eq!(e.domain(), ErrorDomain::User);
     }
 }

@@ -161,6 +161,14 @@ pub fn cast_strings(values: Vec<Option<String>>, target: &DataType, column: &str
         }
         return Ok(Arc::new(b.finish()));
     }
+    let values: Vec<Option<String>> = if matches!(target, DataType::Interval(_)) {
+        values
+            .into_iter()
+            .map(|v| v.map(|s| crate::naming::normalize_interval_text(&s).unwrap_or(s)))
+            .collect()
+    } else {
+        values
+    };
     let strings: ArrayRef = Arc::new(StringArray::from(values));
     let opts = CastOptions {
         safe: false,

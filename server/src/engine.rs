@@ -289,6 +289,7 @@ impl Engine {
     ) -> SqlResult<Output> {
         if let DfStatement::Statement(inner) = &mut stmt {
             crate::naming::apply(inner);
+            crate::naming::normalize_interval_literals(inner);
         }
         let inner = match &stmt {
             DfStatement::Statement(inner) => inner,
@@ -791,6 +792,7 @@ impl Engine {
         let mut stmt = self.parse(sql)?;
         if let DfStatement::Statement(inner) = &mut stmt {
             crate::naming::apply(inner);
+            crate::naming::normalize_interval_literals(inner);
         }
         match &stmt {
             DfStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_)) => {}
@@ -970,6 +972,7 @@ impl Engine {
         };
         if let DfStatement::Statement(inner) = &mut stmt {
             crate::naming::apply(inner);
+            crate::naming::normalize_interval_literals(inner);
         }
         let inner = match &stmt {
             DfStatement::Statement(inner) => inner.clone(),

@@ -108,3 +108,79 @@ mod tests {
         assert_eq!(named("SELECT count(*), count(v) FROM t"), "SELECT count(*) AS \"count\", count(v) FROM t");
     }
 }
+
+/// Rewrites interval literals written in PostgreSQL's output form
+/// (`'3 days 04:05:06'`, `'-01:30'`) into the unit form DataFusion parses
+/// (`'3 days 4 hours 5 minutes 6 seconds'`).
+pub fn normalize_interval_literals(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{visit_expressions_mut, DataType as SqlType, Value};
+    use std::ops::ControlFlow;
+    let fix = |v: &mut Value| {
+        if let Value::SingleQuotedString(s) = v {
+            if let Some(n) = normalize_interval_text(s) {
+                *s = n;
+            }
+        }
+    };
+    let _ = visit_expressions_mut(stmt, |e| {
+        match e {
+            Expr::Interval(i) => {
+                if let Expr::Value(v) = i.value.as_mut() {
+                    fix(&mut v.value);
+                }
+            }
+            Expr::Cast { data_type: SqlType::Interval { .. }, expr, .. } => {
+                if let Expr::Value(v) = expr.as_mut() {
+                    fix(&mut v.value);
+                }
+            }
+            Expr::TypedString(ts) if matches!(ts.data_type, SqlType::Interval { .. }) => {
+                fix(&mut ts.value.value);
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// `None` when the text has no `h:m[:s]` part.
+pub(crate) fn normalize_interval_text(s: &str) -> Option<String> {
+    let mut changed = false;
+    let mut out = Vec::new();
+    for tok in s.split_whitespace() {
+        let (sign, body) = match tok.strip_prefix('-') {
+            Some(b) => ("-", b),
+            None => ("", tok.strip_prefix('+').unwrap_or(tok)),
+        };
+        let parts: Vec<&str> = body.split(':').collect();
+        let numeric = parts.len() >= 2
+            && parts.len() <= 3
+            && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit() || c == '.'));
+        if !numeric {
+            out.push(tok.to_string());
+            continue;
+        }
+        changed = true;
+        out.push(format!("{sign}{} hours", parts[0]));
+        out.push(format!("{sign}{} minutes", parts[1]));
+        if let Some(sec) = parts.get(2) {
+            out.push(format!("{sign}{sec} seconds"));
+        }
+    }
+    changed.then(|| out.join(" "))
+}
+
+#[cfg(test)]
+mod interval_tests {
+    use super::normalize_interval_text;
+
+    #[test]
+    fn clock_parts_become_units() {
+        assert_eq!(
+            normalize_interval_text("3 days 04:05:06.5").unwrap(),
+            "3 days 04 hours 05 minutes 06.5 seconds"
+        );
+        assert_eq!(normalize_interval_text("-01:30").unwrap(), "-01 hours -30 minutes");
+        assert_eq!(normalize_interval_text("1 day"), None);
+    }
+}

@@ -11,20 +11,49 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::pgtext::RawValue;
 use crate::reference::{rewrite_for_postgres, Rewritten};
-use crate::server::{connect_with_retry, TestServer};
+use crate::server::{connect_session, TestServer};
+
+/// A server shared by all connections of one test file, with the sessions
+/// opened to it (so a restart can close them all first).
+#[derive(Debug)]
+pub struct ServerHandle {
+    server: Mutex<TestServer>,
+    sessions: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl ServerHandle {
+    /// Records a session's connection task.
+    pub fn register_session(&self, task: tokio::task::AbortHandle) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.retain(|t| !t.is_finished());
+        sessions.push(task);
+    }
+
+    /// Closes every registered session (their sockets are dropped; the
+    /// clients reconnect on their next statement).
+    pub fn close_sessions(&self) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        for task in sessions.drain(..) {
+            task.abort();
+        }
+    }
+}
 
 /// A server shared by all connections of one test file.
-pub type SharedServer = Arc<Mutex<TestServer>>;
+pub type SharedServer = Arc<ServerHandle>;
 
 /// Wraps a started server for sharing between connections.
 pub fn share(server: TestServer) -> SharedServer {
-    Arc::new(Mutex::new(server))
+    Arc::new(ServerHandle {
+        server: Mutex::new(server),
+        sessions: Mutex::new(Vec::new()),
+    })
 }
 
 /// Locks a shared server, ignoring poisoning (a panicking test thread must
 /// still be able to read the log and kill the process).
 pub fn lock(server: &SharedServer) -> MutexGuard<'_, TestServer> {
-    server.lock().unwrap_or_else(|e| e.into_inner())
+    server.server.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Which Postgres protocol flow the test connection uses.
@@ -84,7 +113,12 @@ pub fn parse_special(sql: &str) -> Option<SpecialStatement> {
         .split_whitespace()
         .map(|w| w.to_ascii_uppercase())
         .collect();
-    match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match words
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["RESTART", "SERVER"] => Some(SpecialStatement::RestartServer),
         ["CRASH", "SERVER"] => Some(SpecialStatement::CrashServer),
         _ => None,
@@ -237,10 +271,7 @@ async fn run_simple(client: &Client, sql: &str) -> Result<SimpleOutput, DbError>
 
 /// Runs `sql` with the extended protocol (prepare + execute/query, no
 /// parameters). Statements without result columns report their row count.
-async fn run_extended(
-    client: &Client,
-    sql: &str,
-) -> Result<DBOutput<DefaultColumnType>, DbError> {
+async fn run_extended(client: &Client, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
     let stmt = client.prepare(sql).await?;
     if stmt.columns().is_empty() {
         let count = client.execute(&stmt, &[]).await?;
@@ -306,7 +337,10 @@ impl WeirDb {
             }
             Target::Postgres(conn_str) => (conn_str.clone(), 0),
         };
-        let client = connect_with_retry(&conn_str, Duration::from_secs(10)).await?;
+        let (client, task) = connect_session(&conn_str, Duration::from_secs(10)).await?;
+        if let Target::Weir(server) = &self.target {
+            server.register_session(task.abort_handle());
+        }
         self.client = Some(client);
         self.generation = generation;
         Ok(())
@@ -330,8 +364,10 @@ impl WeirDb {
             return Ok(());
         };
         let server = server.clone();
-        // Close our session first so a graceful shutdown is not held up by it.
+        // Close all sessions of the file first (they reconnect lazily), so a
+        // graceful shutdown is not held up by idle clients.
         self.client = None;
+        server.close_sessions();
         tokio::task::spawn_blocking(move || {
             let mut s = lock(&server);
             match special {

@@ -20,25 +20,72 @@ pub mod server;
 use std::path::Path;
 
 pub use db::{
-    lock, parse_special, share, simple_query_rows, DbError, QueryMode, SharedServer,
+    lock, parse_special, share, simple_query_rows, DbError, QueryMode, ServerHandle, SharedServer,
     SpecialStatement, Target, WeirDb,
 };
-pub use server::{connect_with_retry, free_port, weir_binary, TestServer};
+pub use server::{connect_session, connect_with_retry, free_port, weir_binary, TestServer};
+
+/// Maximum number of failed records reported per file.
+const MAX_REPORTED_FAILURES: usize = 10;
 
 /// Runs one sqllogictest file against `target` in `mode`. Every
 /// `connection` in the file gets its own session. The labels `simple` /
 /// `extended` (the mode) and `weir` / `postgres` (the engine) can be used
 /// with `onlyif` / `skipif`.
+///
+/// A failed record does not stop the file: all failures are reported
+/// (later ones may be consequences of earlier ones). Set
+/// `WEIR_SLT_FAIL_FAST=1` to stop at the first failure.
 pub async fn run_slt_file(path: &Path, target: Target, mode: QueryMode) -> Result<(), String> {
+    let records = sqllogictest::parse_file::<sqllogictest::DefaultColumnType>(path)
+        .map_err(|e| format!("cannot parse {}: {e}", path.display()))?;
+    let fail_fast = std::env::var_os("WEIR_SLT_FAIL_FAST").is_some_and(|v| !v.is_empty());
     let make_target = target.clone();
     let mut runner = sqllogictest::Runner::new(move || {
         let target = make_target.clone();
         async move { WeirDb::connect(target, mode).await }
     });
     runner.add_label(mode.name());
-    let result = runner.run_file_async(path).await;
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for record in records {
+        match record {
+            sqllogictest::Record::Halt { .. } => break,
+            sqllogictest::Record::Statement { .. } | sqllogictest::Record::Query { .. } => {
+                checked += 1
+            }
+            _ => {}
+        }
+        if let Err(e) = runner.run_async(record).await {
+            failures.push(e.display(false).to_string());
+            if fail_fast {
+                break;
+            }
+        }
+    }
     runner.shutdown_async().await;
-    result.map_err(|e| e.display(false).to_string())
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let mut report = format!(
+        "{} of {checked} records failed{}:\n",
+        failures.len(),
+        if failures.len() > 1 {
+            " (later failures may follow from earlier ones)"
+        } else {
+            ""
+        }
+    );
+    for (i, f) in failures.iter().take(MAX_REPORTED_FAILURES).enumerate() {
+        report.push_str(&format!("\n[failure {}] {}\n", i + 1, f.trim_end()));
+    }
+    if failures.len() > MAX_REPORTED_FAILURES {
+        report.push_str(&format!(
+            "\n... and {} more\n",
+            failures.len() - MAX_REPORTED_FAILURES
+        ));
+    }
+    Err(report)
 }
 
 /// The reference Postgres connection string from `WEIR_REFERENCE_PG`, if

@@ -591,7 +591,11 @@ fn format_array(elem: &Type, bytes: &[u8]) -> Result<String, String> {
         if lbound != 1 {
             any_lbound = true;
         }
-        decoration.push_str(&format!("[{}:{}]", lbound, i64::from(lbound) + i64::from(len) - 1));
+        decoration.push_str(&format!(
+            "[{}:{}]",
+            lbound,
+            i64::from(lbound) + i64::from(len) - 1
+        ));
         dims.push(len as usize);
     }
     let total: usize = dims.iter().product();

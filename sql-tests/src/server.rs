@@ -226,7 +226,9 @@ impl TestServer {
 
     /// Returns the exit status if the process has exited on its own.
     pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// SIGKILL (simulated crash) and wait for the process to exit.
@@ -396,9 +398,19 @@ impl TestServer {
             .arg("--metrics-listen")
             .arg(format!("{HOST}:0"))
             .args(&self.extra_args)
+            // Configuration from the environment would override the
+            // isolated setup of the test.
+            .env_remove("WEIR_CONFIG")
+            .env_remove("WEIR_DATA_DIR")
+            .env_remove("WEIR_LISTEN")
+            .env_remove("WEIR_METRICS_LISTEN")
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err));
+        if std::env::var_os("WEIR_LOG").is_none() {
+            // Recovery and shutdown messages help when reading a failure's log.
+            cmd.env("WEIR_LOG", "info");
+        }
         let child = cmd
             .spawn()
             .with_context(|| format!("spawning {}", self.bin.display()))
@@ -484,19 +496,36 @@ impl Drop for TestServer {
 /// Connects with tokio-postgres (no TLS), retrying until `timeout` elapses.
 /// The connection future is spawned on the current tokio runtime; its errors
 /// (e.g. after the server was killed) are ignored.
-pub async fn connect_with_retry(conn_str: &str, timeout: Duration) -> Result<tokio_postgres::Client> {
+pub async fn connect_with_retry(
+    conn_str: &str,
+    timeout: Duration,
+) -> Result<tokio_postgres::Client> {
+    Ok(connect_session(conn_str, timeout).await?.0)
+}
+
+/// Like [`connect_with_retry`], also returning the task driving the
+/// connection: aborting it closes the session's socket even while the
+/// `Client` is still held somewhere.
+pub async fn connect_session(
+    conn_str: &str,
+    timeout: Duration,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
     let deadline = Instant::now() + timeout;
     loop {
         match tokio_postgres::connect(conn_str, tokio_postgres::NoTls).await {
             Ok((client, connection)) => {
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let _ = connection.await;
                 });
-                return Ok(client);
+                return Ok((client, task));
             }
             Err(e) => {
-                // A server-side rejection (bad user/database...) will not go away.
-                if e.as_db_error().is_some() || Instant::now() >= deadline {
+                // A server-side rejection (bad user/database...) will not go
+                // away, except "the database system is starting up" (57P03).
+                let permanent = e
+                    .code()
+                    .is_some_and(|c| *c != tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW);
+                if permanent || Instant::now() >= deadline {
                     return Err(anyhow!(crate::db::describe_pg_error(&e)))
                         .with_context(|| format!("connecting to {conn_str}"));
                 }

@@ -54,8 +54,24 @@ fn psql_tour() {
     let server = TestServer::start().unwrap_or_else(|e| panic!("{e:#}"));
     let script = clients_dir().join("tour.sql");
     let output = Command::new("psql")
-        .args(["-X", "-w", "-A", "-v", "ON_ERROR_STOP=1", "-h", server.host()])
-        .args(["-p", &server.port().to_string(), "-U", "weir", "-d", "weir", "-f"])
+        .args([
+            "-X",
+            "-w",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            server.host(),
+        ])
+        .args([
+            "-p",
+            &server.port().to_string(),
+            "-U",
+            "weir",
+            "-d",
+            "weir",
+            "-f",
+        ])
         .arg(&script)
         .env("PGCONNECT_TIMEOUT", "10")
         .env_remove("PGPASSWORD")

@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use tokio_postgres::Client;
 use weir_sql_tests::reference::{rewrite_for_postgres, Rewritten};
 use weir_sql_tests::{
-    connect_with_retry, create_reference_database, db::describe_pg_error,
+    connect_session, connect_with_retry, create_reference_database, db::describe_pg_error,
     drop_reference_database, reference_postgres, simple_query_rows, TestServer,
 };
 
@@ -47,7 +47,8 @@ struct View {
 const VIEWS: &[View] = &[
     View {
         name: "a_by_k",
-        definition: "SELECT k, count(*) AS cnt, sum(v) AS sum_v, min(v) AS min_v, max(v) AS max_v, \
+        definition:
+            "SELECT k, count(*) AS cnt, sum(v) AS sum_v, min(v) AS min_v, max(v) AS max_v, \
                      round(avg(v)::numeric, 6) AS avg_v, count(DISTINCT s) AS distinct_s, \
                      min(s) AS min_s, max(s) AS max_s \
                      FROM a GROUP BY k",
@@ -125,6 +126,9 @@ enum Backend {
 struct Oracle {
     backend: Backend,
     client: Client,
+    /// Task driving the weir connection; aborted before a restart so the
+    /// server is not kept waiting by an idle session.
+    session: Option<tokio::task::JoinHandle<()>>,
     rng: StdRng,
     seed: u64,
     log: Vec<String>,
@@ -135,7 +139,7 @@ struct Oracle {
 
 impl Oracle {
     async fn start(seed: u64) -> Oracle {
-        let (backend, client) = match reference_postgres() {
+        let (backend, client, session) = match reference_postgres() {
             Some(base) => {
                 let db = format!("weir_oracle_{seed}");
                 let conn = create_reference_database(&base, &db)
@@ -144,21 +148,22 @@ impl Oracle {
                 let client = connect_with_retry(&conn, Duration::from_secs(10))
                     .await
                     .expect("connect to reference Postgres");
-                (Backend::Postgres { base, db }, client)
+                (Backend::Postgres { base, db }, client, None)
             }
             None => {
                 let server = tokio::task::block_in_place(TestServer::start)
                     .unwrap_or_else(|e| panic!("starting weir: {e:#}"));
-                let client = server
-                    .connect()
-                    .await
-                    .unwrap_or_else(|e| panic!("connecting to weir: {e:#}"));
-                (Backend::Weir(server), client)
+                let (client, session) =
+                    connect_session(&server.connection_string(), Duration::from_secs(10))
+                        .await
+                        .unwrap_or_else(|e| panic!("connecting to weir: {e:#}"));
+                (Backend::Weir(server), client, Some(session))
             }
         };
         Oracle {
             backend,
             client,
+            session,
             rng: StdRng::seed_from_u64(seed),
             seed,
             log: Vec::new(),
@@ -200,11 +205,14 @@ impl Oracle {
             self.client.execute(sql.as_str(), &[]).await.map(|_| ())
         };
         if let Err(e) = result {
-            self.fail(format!("statement failed: {sql}\n{}", describe_pg_error(&e)));
+            self.fail(format!(
+                "statement failed: {sql}\n{}",
+                describe_pg_error(&e)
+            ));
         }
     }
 
-    async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+    async fn rows(&self, sql: &str) -> Vec<Row> {
         match simple_query_rows(&self.client, sql).await {
             Ok(mut rows) => {
                 rows.sort();
@@ -215,7 +223,7 @@ impl Oracle {
     }
 
     async fn refresh_ids(&mut self) {
-        let parse = |rows: Vec<Vec<Option<String>>>| -> BTreeSet<i32> {
+        let parse = |rows: Vec<Row>| -> BTreeSet<i32> {
             rows.into_iter()
                 .filter_map(|r| r.into_iter().next().flatten())
                 .map(|s| s.parse().expect("integer id"))
@@ -229,14 +237,24 @@ impl Oracle {
         let Backend::Weir(server) = &self.backend else {
             return;
         };
-        self.client = match server.connect().await {
-            Ok(c) => c,
+        match connect_session(&server.connection_string(), Duration::from_secs(10)).await {
+            Ok((client, session)) => {
+                self.client = client;
+                self.session = Some(session);
+            }
             Err(e) => self.fail(format!("reconnecting after restart: {e:#}")),
-        };
+        }
+    }
+
+    fn close_session(&mut self) {
+        if let Some(session) = self.session.take() {
+            session.abort();
+        }
     }
 
     async fn crash_and_restart(&mut self) {
         self.log.push("-- CRASH SERVER".to_string());
+        self.close_session();
         if let Backend::Weir(server) = &mut self.backend {
             if let Err(e) = tokio::task::block_in_place(|| server.crash_and_restart()) {
                 self.fail(format!("crash restart failed: {e:#}"));
@@ -247,6 +265,7 @@ impl Oracle {
 
     async fn restart(&mut self) {
         self.log.push("-- RESTART SERVER".to_string());
+        self.close_session();
         if let Backend::Weir(server) = &mut self.backend {
             if let Err(e) = tokio::task::block_in_place(|| server.restart()) {
                 self.fail(format!("restart failed: {e:#}"));
@@ -461,11 +480,11 @@ impl Oracle {
     }
 }
 
-fn multiset_diff(
-    left: &[Vec<Option<String>>],
-    right: &[Vec<Option<String>>],
-) -> (Vec<Vec<Option<String>>>, Vec<Vec<Option<String>>>) {
-    let mut counts: BTreeMap<&Vec<Option<String>>, i64> = BTreeMap::new();
+/// A result row as text (`None` is SQL NULL).
+type Row = Vec<Option<String>>;
+
+fn multiset_diff(left: &[Row], right: &[Row]) -> (Vec<Row>, Vec<Row>) {
+    let mut counts: BTreeMap<&Row, i64> = BTreeMap::new();
     for r in left {
         *counts.entry(r).or_default() += 1;
     }
@@ -485,7 +504,7 @@ fn multiset_diff(
     (only_left, only_right)
 }
 
-fn render(rows: &[Vec<Option<String>>]) -> String {
+fn render(rows: &[Row]) -> String {
     let mut s = String::new();
     for row in rows {
         let cols: Vec<&str> = row.iter().map(|v| v.as_deref().unwrap_or("NULL")).collect();
@@ -563,7 +582,8 @@ async fn materialized_views_match_adhoc_queries() {
         o.random_op().await;
     }
     o.crash_and_restart().await;
-    o.flush_and_check("after a crash with unflushed writes").await;
+    o.flush_and_check("after a crash with unflushed writes")
+        .await;
     println!("oracle: {rounds} rounds passed (seed {seed})");
     o.finish().await;
 }
