@@ -68,7 +68,9 @@ impl ExecError {
         match self {
             ExecError::User { .. } => ErrorDomain::User,
             ExecError::DataFusion(e) => datafusion_domain(e),
-            ExecError::Arrow(e) => arrow_sqlstate(e).map_or(ErrorDomain::System, |_| ErrorDomain::User),
+            ExecError::Arrow(e) => {
+                arrow_sqlstate(e).map_or(ErrorDomain::System, |_| ErrorDomain::User)
+            }
             ExecError::Storage(_) => ErrorDomain::External,
             ExecError::Internal(_) | ExecError::Canceled => ErrorDomain::System,
         }
@@ -257,7 +259,10 @@ mod tests {
         let e = ExecError::Arrow(datafusion::arrow::error::ArrowError::CastError(
             "Cannot cast string 'abc' to value of Int32 type".into(),
         ));
-        assert_eq!(e.message(), "invalid input syntax for type integer: \"abc\"");
+        assert_eq!(
+            e.message(),
+            "invalid input syntax for type integer: \"abc\""
+        );
         assert_eq!(e.sqlstate(), "22P02");
         assert_eq!(e.domain(), ErrorDomain::User);
     }

@@ -135,7 +135,11 @@ impl StreamGraph {
         } else {
             format!(" {}", node.detail)
         };
-        let _ = writeln!(out, "{pad}{}{detail} (parallelism={})", node.name, node.parallelism);
+        let _ = writeln!(
+            out,
+            "{pad}{}{detail} (parallelism={})",
+            node.name, node.parallelism
+        );
         for edge in self.inputs_of(id) {
             let ex = match &edge.partitioning {
                 Partitioning::Forward => "forward".to_string(),

@@ -56,12 +56,20 @@ impl KeyEncoder {
         Ok(self.converter.convert_columns(columns)?)
     }
 
-    pub fn decode<'a>(&self, rows: impl IntoIterator<Item = datafusion::arrow::row::Row<'a>>) -> ExecResult<Vec<ArrayRef>> {
+    pub fn decode<'a>(
+        &self,
+        rows: impl IntoIterator<Item = datafusion::arrow::row::Row<'a>>,
+    ) -> ExecResult<Vec<ArrayRef>> {
         Ok(self.converter.convert_rows(rows)?)
     }
 
-    pub fn decode_owned<'a>(&self, rows: impl IntoIterator<Item = &'a OwnedRow>) -> ExecResult<Vec<ArrayRef>> {
-        Ok(self.converter.convert_rows(rows.into_iter().map(|r| r.row()))?)
+    pub fn decode_owned<'a>(
+        &self,
+        rows: impl IntoIterator<Item = &'a OwnedRow>,
+    ) -> ExecResult<Vec<ArrayRef>> {
+        Ok(self
+            .converter
+            .convert_rows(rows.into_iter().map(|r| r.row()))?)
     }
 
     pub fn empty_rows(&self) -> Rows {

@@ -72,7 +72,12 @@ pub const READ_BATCH_ENTRIES: usize = 64;
 
 impl Table {
     fn build(desc: TableDesc, store: Option<Arc<Store>>) -> ExecResult<Table> {
-        let types: Vec<_> = desc.schema.fields().iter().map(|f| f.data_type().clone()).collect();
+        let types: Vec<_> = desc
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
         let row_enc = KeyEncoder::new(&types)?;
         let pk_enc = if desc.primary_key.is_empty() {
             None
@@ -115,7 +120,8 @@ impl Table {
                     break;
                 }
                 for e in entries {
-                    let chunk = Chunk::from_stored_batch(decode_batch(&e.payload)?, &table.desc.schema)?;
+                    let chunk =
+                        Chunk::from_stored_batch(decode_batch(&e.payload)?, &table.desc.schema)?;
                     table.apply(&mut inner, &chunk)?;
                     inner.version = e.offset;
                     from = e.offset + 1;
@@ -237,10 +243,7 @@ impl Table {
                                     "duplicate key value violates unique constraint \"{}_pkey\"",
                                     self.desc.name
                                 ),
-                                hint: Some(format!(
-                                    "Key ({}) already exists.",
-                                    names.join(", ")
-                                )),
+                                hint: Some(format!("Key ({}) already exists.", names.join(", "))),
                             });
                         }
                         Op::Insert => {
@@ -339,7 +342,9 @@ impl Table {
     pub fn lookup_by_key(&self, batch: &RecordBatch) -> ExecResult<Vec<Option<OwnedRow>>> {
         let inner = self.inner.lock();
         let (Contents::Keyed(map), Some(pk_enc)) = (&inner.contents, &self.pk_enc) else {
-            return Err(ExecError::internal("lookup by key on a table without primary key"));
+            return Err(ExecError::internal(
+                "lookup by key on a table without primary key",
+            ));
         };
         let pk_cols: Vec<ArrayRef> = self
             .desc
@@ -416,7 +421,10 @@ impl Table {
     }
 
     /// Decodes stored full rows (from [`Table::lookup_by_key`]) into columns.
-    pub fn decode_rows<'a>(&self, rows: impl IntoIterator<Item = &'a OwnedRow>) -> ExecResult<Vec<ArrayRef>> {
+    pub fn decode_rows<'a>(
+        &self,
+        rows: impl IntoIterator<Item = &'a OwnedRow>,
+    ) -> ExecResult<Vec<ArrayRef>> {
         self.row_enc.decode_owned(rows)
     }
 }

@@ -100,7 +100,8 @@ impl<'a> StreamPlanner<'a> {
             schema,
             NodeKind::ResultSink(result),
         );
-        self.graph.connect(stream.node, sink, 0, Partitioning::Forward);
+        self.graph
+            .connect(stream.node, sink, 0, Partitioning::Forward);
         Ok(self.graph)
     }
 
@@ -135,8 +136,13 @@ impl<'a> StreamPlanner<'a> {
         make: impl Fn() -> ExecResult<Box<dyn Operator>> + Send + Sync + 'static,
     ) -> usize {
         let factory = FnFactory::new(schema.clone(), make);
-        self.graph
-            .add_node(name, detail, parallelism, schema, NodeKind::Operator(factory))
+        self.graph.add_node(
+            name,
+            detail,
+            parallelism,
+            schema,
+            NodeKind::Operator(factory),
+        )
     }
 
     fn build(&mut self, plan: &LogicalPlan) -> PlanResult<Stream> {
@@ -189,9 +195,17 @@ impl<'a> StreamPlanner<'a> {
                         })
                         .collect();
                     let schema = arrow_schema(&scan.projected_schema);
-                    let names: Vec<String> =
-                        proj.iter().map(|i| table_schema.field(*i).name().clone()).collect();
-                    stream = self.project(stream, exprs, schema, names.join(", "), scan.projected_schema.clone())?;
+                    let names: Vec<String> = proj
+                        .iter()
+                        .map(|i| table_schema.field(*i).name().clone())
+                        .collect();
+                    stream = self.project(
+                        stream,
+                        exprs,
+                        schema,
+                        names.join(", "),
+                        scan.projected_schema.clone(),
+                    )?;
                 }
                 Ok(stream)
             }
@@ -298,16 +312,28 @@ impl<'a> StreamPlanner<'a> {
                 )?;
                 self.values(batch, e.schema.clone())
             }
-            other => unsupported(format!("the {} operator", other.display().to_string().split(':').next().unwrap_or("plan"))),
+            other => unsupported(format!(
+                "the {} operator",
+                other
+                    .display()
+                    .to_string()
+                    .split(':')
+                    .next()
+                    .unwrap_or("plan")
+            )),
         }
     }
 
     fn values(&mut self, batch: RecordBatch, schema: DFSchemaRef) -> PlanResult<Stream> {
         let arrow = batch.schema();
         let rows = batch.num_rows();
-        let node = self.operator("StreamValues", format!("rows={rows}"), 1, arrow, move || {
-            Ok(Box::new(ValuesOperator::new(batch.clone())))
-        });
+        let node = self.operator(
+            "StreamValues",
+            format!("rows={rows}"),
+            1,
+            arrow,
+            move || Ok(Box::new(ValuesOperator::new(batch.clone()))),
+        );
         Ok(Stream {
             node,
             parallelism: 1,
@@ -380,12 +406,13 @@ impl<'a> StreamPlanner<'a> {
             .collect::<Result<Vec<DataType>, _>>()?;
         let mut specs = Vec::new();
         for e in &agg.aggr_expr {
-            let (func, filter, _order) = datafusion::physical_planner::create_aggregate_expr_and_maybe_filter(
-                e,
-                &input.schema,
-                &in_schema,
-                &self.props,
-            )?;
+            let (func, filter, _order) =
+                datafusion::physical_planner::create_aggregate_expr_and_maybe_filter(
+                    e,
+                    &input.schema,
+                    &in_schema,
+                    &self.props,
+                )?;
             specs.push((Arc::new(func.as_ref().clone()), filter));
         }
         // Validate now, so that errors surface at CREATE time.
@@ -461,7 +488,10 @@ impl<'a> StreamPlanner<'a> {
             let lt = lk.data_type(&left_schema)?;
             let rt = rk.data_type(&right_schema)?;
             if lt != rt {
-                let cast = Expr::Cast(datafusion::logical_expr::Cast::new(Box::new(r.clone()), lt.clone()));
+                let cast = Expr::Cast(datafusion::logical_expr::Cast::new(
+                    Box::new(r.clone()),
+                    lt.clone(),
+                ));
                 rk = physical(&self.props, &cast, &right.schema)?;
             }
             left_keys.push(lk);
@@ -509,10 +539,13 @@ impl<'a> StreamPlanner<'a> {
         });
         if cross {
             self.graph.connect(left.node, node, 0, Partitioning::Single);
-            self.graph.connect(right.node, node, 1, Partitioning::Single);
+            self.graph
+                .connect(right.node, node, 1, Partitioning::Single);
         } else {
-            self.graph.connect(left.node, node, 0, Partitioning::Hash(left_keys));
-            self.graph.connect(right.node, node, 1, Partitioning::Hash(right_keys));
+            self.graph
+                .connect(left.node, node, 0, Partitioning::Hash(left_keys));
+            self.graph
+                .connect(right.node, node, 1, Partitioning::Hash(right_keys));
         }
         Ok(Stream {
             node,

@@ -45,8 +45,11 @@ fn setup() -> (SessionContext, Tables) {
         ),
     ];
     for (i, (name, schema, pk)) in defs.into_iter().enumerate() {
-        ctx.register_table(name, Arc::new(MemTable::try_new(schema.clone(), vec![vec![]]).unwrap()))
-            .unwrap();
+        ctx.register_table(
+            name,
+            Arc::new(MemTable::try_new(schema.clone(), vec![vec![]]).unwrap()),
+        )
+        .unwrap();
         let t = Table::new_result(TableDesc {
             id: i as u64 + 1,
             name: name.into(),
@@ -75,7 +78,9 @@ async fn explain(sql: &str) -> Result<String, PlanError> {
 
 #[tokio::test]
 async fn filter_project() {
-    insta::assert_snapshot!(explain("SELECT id, v * 2 AS v2 FROM a WHERE k > 3").await.unwrap());
+    insta::assert_snapshot!(explain("SELECT id, v * 2 AS v2 FROM a WHERE k > 3")
+        .await
+        .unwrap());
 }
 
 #[tokio::test]
@@ -89,16 +94,18 @@ async fn group_by_aggregates() {
 
 #[tokio::test]
 async fn global_aggregate() {
-    insta::assert_snapshot!(explain("SELECT count(*) AS n, avg(v) AS a FROM a").await.unwrap());
+    insta::assert_snapshot!(explain("SELECT count(*) AS n, avg(v) AS a FROM a")
+        .await
+        .unwrap());
 }
 
 #[tokio::test]
 async fn outer_join() {
-    insta::assert_snapshot!(explain(
-        "SELECT a.id, a.v, b.w FROM a LEFT JOIN b ON a.k = b.k"
-    )
-    .await
-    .unwrap());
+    insta::assert_snapshot!(
+        explain("SELECT a.id, a.v, b.w FROM a LEFT JOIN b ON a.k = b.k")
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
@@ -112,10 +119,16 @@ async fn union_all_subquery() {
 
 #[tokio::test]
 async fn unsupported_constructs_are_refused_by_name() {
-    let err = explain("SELECT id, row_number() OVER (ORDER BY v) AS r FROM a").await.unwrap_err();
+    let err = explain("SELECT id, row_number() OVER (ORDER BY v) AS r FROM a")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("window functions"), "{err}");
-    let err = explain("SELECT id FROM a ORDER BY v LIMIT 3").await.unwrap_err();
+    let err = explain("SELECT id FROM a ORDER BY v LIMIT 3")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("top-N"), "{err}");
-    let err = explain("SELECT k, sum(v) FROM a GROUP BY ROLLUP (k)").await.unwrap_err();
+    let err = explain("SELECT k, sum(v) FROM a GROUP BY ROLLUP (k)")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("GROUPING SETS"), "{err}");
 }

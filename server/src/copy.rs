@@ -12,8 +12,16 @@ use crate::error::{SqlError, SqlResult};
 
 #[derive(Debug, Clone)]
 pub enum CopyFormat {
-    Text { delimiter: u8, null: String },
-    Csv { delimiter: u8, null: String, header: bool, quote: u8 },
+    Text {
+        delimiter: u8,
+        null: String,
+    },
+    Csv {
+        delimiter: u8,
+        null: String,
+        header: bool,
+        quote: u8,
+    },
 }
 
 fn unescape_text(field: &str) -> String {
@@ -68,14 +76,26 @@ fn parse_text(data: &str, delimiter: u8, null: &str) -> Vec<Vec<Option<String>>>
         rows.push(
             fields
                 .into_iter()
-                .map(|f| if f == null { None } else { Some(unescape_text(&f)) })
+                .map(|f| {
+                    if f == null {
+                        None
+                    } else {
+                        Some(unescape_text(&f))
+                    }
+                })
                 .collect(),
         );
     }
     rows
 }
 
-fn parse_csv(data: &str, delimiter: u8, null: &str, header: bool, quote: u8) -> Vec<Vec<Option<String>>> {
+fn parse_csv(
+    data: &str,
+    delimiter: u8,
+    null: &str,
+    header: bool,
+    quote: u8,
+) -> Vec<Vec<Option<String>>> {
     let mut rows = Vec::new();
     let mut row: Vec<Option<String>> = Vec::new();
     let mut cur = String::new();
@@ -86,7 +106,11 @@ fn parse_csv(data: &str, delimiter: u8, null: &str, header: bool, quote: u8) -> 
     let d = delimiter as char;
     let finish_field = |row: &mut Vec<Option<String>>, cur: &mut String, was_quoted: &mut bool| {
         let f = std::mem::take(cur);
-        row.push(if !*was_quoted && f == null { None } else { Some(f) });
+        row.push(if !*was_quoted && f == null {
+            None
+        } else {
+            Some(f)
+        });
         *was_quoted = false;
     };
     while let Some(c) = chars.next() {
@@ -135,13 +159,20 @@ fn parse_csv(data: &str, delimiter: u8, null: &str, header: bool, quote: u8) -> 
 fn decode_bytea(s: &str) -> SqlResult<Vec<u8>> {
     if let Some(hex) = s.strip_prefix("\\x") {
         if hex.len() % 2 != 0 {
-            return Err(SqlError::new("22P02", "invalid hexadecimal data: odd number of digits"));
+            return Err(SqlError::new(
+                "22P02",
+                "invalid hexadecimal data: odd number of digits",
+            ));
         }
         (0..hex.len())
             .step_by(2)
             .map(|i| {
-                u8::from_str_radix(&hex[i..i + 2], 16)
-                    .map_err(|_| SqlError::new("22P02", format!("invalid hexadecimal digit: \"{}\"", &hex[i..i + 2])))
+                u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| {
+                    SqlError::new(
+                        "22P02",
+                        format!("invalid hexadecimal digit: \"{}\"", &hex[i..i + 2]),
+                    )
+                })
             })
             .collect()
     } else {
@@ -150,7 +181,11 @@ fn decode_bytea(s: &str) -> SqlResult<Vec<u8>> {
 }
 
 /// Converts text values to an array of `target` type.
-pub fn cast_strings(values: Vec<Option<String>>, target: &DataType, column: &str) -> SqlResult<ArrayRef> {
+pub fn cast_strings(
+    values: Vec<Option<String>>,
+    target: &DataType,
+    column: &str,
+) -> SqlResult<ArrayRef> {
     if matches!(target, DataType::Binary) {
         let mut b = BinaryBuilder::new();
         for v in values {
@@ -177,18 +212,31 @@ pub fn cast_strings(values: Vec<Option<String>>, target: &DataType, column: &str
     cast_with_options(&strings, target, &opts).map_err(|e| {
         SqlError::new(
             "22P02",
-            format!("invalid input syntax for type {} in column \"{column}\": {e}", crate::types::sql_type_name(target)),
+            format!(
+                "invalid input syntax for type {} in column \"{column}\": {e}",
+                crate::types::sql_type_name(target)
+            ),
         )
     })
 }
 
 /// Parses COPY data into a batch of the table's schema.
-pub fn parse_copy(data: &[u8], format: &CopyFormat, schema: &SchemaRef, columns: &[usize]) -> SqlResult<RecordBatch> {
+pub fn parse_copy(
+    data: &[u8],
+    format: &CopyFormat,
+    schema: &SchemaRef,
+    columns: &[usize],
+) -> SqlResult<RecordBatch> {
     let text = std::str::from_utf8(data)
         .map_err(|_| SqlError::new("22021", "invalid byte sequence for encoding \"UTF8\""))?;
     let rows = match format {
         CopyFormat::Text { delimiter, null } => parse_text(text, *delimiter, null),
-        CopyFormat::Csv { delimiter, null, header, quote } => parse_csv(text, *delimiter, null, *header, *quote),
+        CopyFormat::Csv {
+            delimiter,
+            null,
+            header,
+            quote,
+        } => parse_csv(text, *delimiter, null, *header, *quote),
     };
     let ncols = schema.fields().len();
     let mut per_col: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(rows.len()); ncols];
@@ -230,12 +278,24 @@ mod tests {
     #[test]
     fn text_format() {
         let rows = parse_text("1\ta\\tb\n2\t\\N\n\\.\n", b'\t', "\\N");
-        assert_eq!(rows, vec![vec![Some("1".into()), Some("a\tb".into())], vec![Some("2".into()), None]]);
+        assert_eq!(
+            rows,
+            vec![
+                vec![Some("1".into()), Some("a\tb".into())],
+                vec![Some("2".into()), None]
+            ]
+        );
     }
 
     #[test]
     fn csv_format() {
         let rows = parse_csv("id,s\n1,\"a,\"\"b\"\"\"\n2,\n", b',', "", true, b'"');
-        assert_eq!(rows, vec![vec![Some("1".into()), Some("a,\"b\"".into())], vec![Some("2".into()), None]]);
+        assert_eq!(
+            rows,
+            vec![
+                vec![Some("1".into()), Some("a,\"b\"".into())],
+                vec![Some("2".into()), None]
+            ]
+        );
     }
 }

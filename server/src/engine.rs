@@ -33,11 +33,16 @@ use crate::types::arrow_type;
 /// What one statement produced.
 pub enum Output {
     Rows(RecordBatch),
-    Command { tag: &'static str, rows: Option<usize> },
+    Command {
+        tag: &'static str,
+        rows: Option<usize>,
+    },
     /// INSERT's tag carries an OID.
     Insert(usize),
     /// The client must now send COPY data.
-    CopyIn { columns: usize },
+    CopyIn {
+        columns: usize,
+    },
 }
 
 struct QueryEntry {
@@ -100,7 +105,10 @@ fn object_name(name: &ast::ObjectName) -> SqlResult<String> {
     match parts.as_slice() {
         [n] => Ok(n.clone()),
         [s, n] if s == "public" => Ok(n.clone()),
-        [s, _] => Err(SqlError::new("3F000", format!("schema \"{s}\" does not exist"))),
+        [s, _] => Err(SqlError::new(
+            "3F000",
+            format!("schema \"{s}\" does not exist"),
+        )),
         _ => Err(SqlError::syntax(format!("improper qualified name: {name}"))),
     }
 }
@@ -188,7 +196,9 @@ impl Engine {
         tables.sort_by_key(|t| t.id);
         queries.sort_by_key(|q| q.id);
         for meta in tables {
-            let schema = meta.schema().map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let schema = meta
+                .schema()
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             let table = Table::open_durable(
                 TableDesc {
                     id: meta.id,
@@ -199,14 +209,21 @@ impl Engine {
                 self.store.clone(),
             )?;
             tracing::info!(table = %meta.name, rows = table.row_count(), "table recovered");
-            self.relations.write().insert(meta.name.clone(), table.clone());
-            self.state.lock().tables.insert(meta.name.clone(), (meta, table));
+            self.relations
+                .write()
+                .insert(meta.name.clone(), table.clone());
+            self.state
+                .lock()
+                .tables
+                .insert(meta.name.clone(), (meta, table));
         }
         for meta in queries {
             let name = meta.name.clone();
             match self.start_query(meta).await {
                 Ok(()) => tracing::info!(query = %name, "streaming query restarted"),
-                Err(e) => tracing::error!(query = %name, error = %e, "could not restart streaming query"),
+                Err(e) => {
+                    tracing::error!(query = %name, error = %e, "could not restart streaming query")
+                }
             }
         }
         Ok(())
@@ -219,8 +236,10 @@ impl Engine {
             st.next_id += 1;
             id
         };
-        self.store
-            .put_catalog(META_NEXT_ID, serde_json::to_string(&(id + 1)).expect("json").as_bytes())?;
+        self.store.put_catalog(
+            META_NEXT_ID,
+            serde_json::to_string(&(id + 1)).expect("json").as_bytes(),
+        )?;
         Ok(id)
     }
 
@@ -247,7 +266,11 @@ impl Engine {
     /// everything else through DataFusion's, unchanged.
     fn parse(&self, sql: &str) -> SqlResult<DfStatement> {
         let lower = sql.to_ascii_lowercase();
-        if lower.contains("pg_catalog") || lower.contains("pg_class") || lower.contains("pg_namespace") || lower.contains("::regclass") {
+        if lower.contains("pg_catalog")
+            || lower.contains("pg_class")
+            || lower.contains("pg_namespace")
+            || lower.contains("::regclass")
+        {
             let mut stmts = self
                 .compat
                 .parse(sql)
@@ -262,13 +285,17 @@ impl Engine {
                 &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
                 sql,
             )
-            .map_err(|e| SqlError::syntax(format!("syntax error: {}", e.to_string().replace("sql parser error: ", ""))))?;
+            .map_err(|e| {
+                SqlError::syntax(format!(
+                    "syntax error: {}",
+                    e.to_string().replace("sql parser error: ", "")
+                ))
+            })?;
             if stmts.len() == 1 {
                 return Ok(DfStatement::Statement(Box::new(stmts.remove(0))));
             }
         }
-        self
-            .ctx
+        self.ctx
             .state()
             .sql_to_statement(sql, &datafusion::config::Dialect::PostgreSQL)
             .map_err(|e| {
@@ -277,7 +304,10 @@ impl Engine {
                     .trim_start_matches("SQL error: ")
                     .trim_start_matches("ParserError(\"")
                     .trim_end_matches("\")");
-                SqlError::syntax(format!("syntax error: {}", msg.replace("sql parser error: ", "")))
+                SqlError::syntax(format!(
+                    "syntax error: {}",
+                    msg.replace("sql parser error: ", "")
+                ))
             })
     }
 
@@ -289,13 +319,16 @@ impl Engine {
     ) -> SqlResult<Output> {
         if let DfStatement::Statement(inner) = &mut stmt {
             crate::naming::apply(inner);
-            crate::naming::normalize_interval_literals(inner);
+            crate::naming::normalize_literals(inner);
+            self.bytea_in_insert_values(inner);
         }
         let inner = match &stmt {
             DfStatement::Statement(inner) => inner,
             DfStatement::Explain(_) => return self.query(stmt, params).await,
             other => {
-                return Err(SqlError::unsupported(format!("statement not supported: {other}")))
+                return Err(SqlError::unsupported(format!(
+                    "statement not supported: {other}"
+                )))
             }
         };
         match inner.as_ref() {
@@ -315,13 +348,19 @@ impl Engine {
                     return Err(SqlError::unsupported("DROP ... CASCADE is not supported")
                         .with_hint("Drop the dependent objects first."));
                 }
-                let names = names.iter().map(object_name).collect::<SqlResult<Vec<_>>>()?;
+                let names = names
+                    .iter()
+                    .map(object_name)
+                    .collect::<SqlResult<Vec<_>>>()?;
                 match object_type {
                     ObjectType::Table => self.drop_table(&names, *if_exists).await,
                     ObjectType::MaterializedView | ObjectType::View => {
-                        self.drop_query(QueryKind::MaterializedView, &names, *if_exists).await
+                        self.drop_query(QueryKind::MaterializedView, &names, *if_exists)
+                            .await
                     }
-                    other => Err(SqlError::unsupported(format!("DROP {other} is not supported"))),
+                    other => Err(SqlError::unsupported(format!(
+                        "DROP {other} is not supported"
+                    ))),
                 }
             }
             Statement::Copy {
@@ -333,16 +372,31 @@ impl Engine {
                 ..
             } => {
                 if *to || !matches!(target, CopyTarget::Stdin) {
-                    return Err(SqlError::unsupported("only COPY ... FROM STDIN is supported"));
+                    return Err(SqlError::unsupported(
+                        "only COPY ... FROM STDIN is supported",
+                    ));
                 }
-                let CopySource::Table { table_name, columns } = source else {
+                let CopySource::Table {
+                    table_name,
+                    columns,
+                } = source
+                else {
                     return Err(SqlError::unsupported("COPY (query) is not supported"));
                 };
                 self.copy_in(session, table_name, columns, options, legacy_options)
             }
-            Statement::StartTransaction { .. } => Ok(Output::Command { tag: "BEGIN", rows: None }),
-            Statement::Commit { .. } => Ok(Output::Command { tag: "COMMIT", rows: None }),
-            Statement::Rollback { .. } => Ok(Output::Command { tag: "ROLLBACK", rows: None }),
+            Statement::StartTransaction { .. } => Ok(Output::Command {
+                tag: "BEGIN",
+                rows: None,
+            }),
+            Statement::Commit { .. } => Ok(Output::Command {
+                tag: "COMMIT",
+                rows: None,
+            }),
+            Statement::Rollback { .. } => Ok(Output::Command {
+                tag: "ROLLBACK",
+                rows: None,
+            }),
             Statement::Set(set) => self.set_variable(session, set),
             Statement::ShowVariable { variable } => {
                 let name = variable
@@ -357,7 +411,11 @@ impl Engine {
                 };
                 let s = session.lock();
                 if name == "all" {
-                    let rows = s.vars.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
+                    let rows = s
+                        .vars
+                        .iter()
+                        .map(|(k, v)| vec![k.clone(), v.clone()])
+                        .collect();
                     return Ok(Output::Rows(text_batch(&["name", "setting"], rows)));
                 }
                 match s.vars.get(&name) {
@@ -375,9 +433,53 @@ impl Engine {
         }
     }
 
+    /// `INSERT ... VALUES ('\x0102')` into a bytea column: hex input, as in
+    /// PostgreSQL (DataFusion would store the characters).
+    fn bytea_in_insert_values(&self, stmt: &mut Statement) {
+        let Statement::Insert(ins) = stmt else { return };
+        let ast::TableObject::TableName(name) = &ins.table else {
+            return;
+        };
+        let Ok(name) = object_name(name) else { return };
+        let Some(table) = self.relations.read().get(&name).cloned() else {
+            return;
+        };
+        let schema = table.schema();
+        let targets: Vec<Option<usize>> = if ins.columns.is_empty() {
+            (0..schema.fields().len()).map(Some).collect()
+        } else {
+            ins.columns
+                .iter()
+                .map(|c| object_name(c).ok().and_then(|n| schema.index_of(&n).ok()))
+                .collect()
+        };
+        let Some(source) = ins.source.as_mut() else {
+            return;
+        };
+        let ast::SetExpr::Values(values) = source.body.as_mut() else {
+            return;
+        };
+        for row in values.rows.iter_mut() {
+            for (i, v) in row.iter_mut().enumerate() {
+                let is_bytea = targets
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|c| matches!(schema.field(c).data_type(), DataType::Binary));
+                if is_bytea {
+                    if let Some(decoded) = crate::naming::bytea_hex_literal(v) {
+                        *v = decoded;
+                    }
+                }
+            }
+        }
+    }
+
     fn set_variable(&self, session: &Mutex<Session>, set: &ast::Set) -> SqlResult<Output> {
         let (name, value) = match set {
-            ast::Set::SingleAssignment { variable, values, .. } => {
+            ast::Set::SingleAssignment {
+                variable, values, ..
+            } => {
                 let v = values
                     .iter()
                     .map(|e| match e {
@@ -392,26 +494,49 @@ impl Engine {
                     .join(", ");
                 (variable.to_string().to_lowercase(), v)
             }
-            ast::Set::SetTimeZone { value, .. } => ("timezone".to_string(), value.to_string().trim_matches('\'').to_string()),
-            ast::Set::SetNames { charset_name, .. } => ("client_encoding".to_string(), charset_name.to_string()),
-            _ => return Ok(Output::Command { tag: "SET", rows: None }),
+            ast::Set::SetTimeZone { value, .. } => (
+                "timezone".to_string(),
+                value.to_string().trim_matches('\'').to_string(),
+            ),
+            ast::Set::SetNames { charset_name, .. } => {
+                ("client_encoding".to_string(), charset_name.to_string())
+            }
+            _ => {
+                return Ok(Output::Command {
+                    tag: "SET",
+                    rows: None,
+                })
+            }
         };
-        let name = name.trim_start_matches("session ").trim_start_matches("local ").to_string();
+        let name = name
+            .trim_start_matches("session ")
+            .trim_start_matches("local ")
+            .to_string();
         if name == "timezone" {
             let v = value.to_ascii_uppercase();
-            if !matches!(v.as_str(), "UTC" | "GMT" | "Z" | "+00:00" | "0" | "ETC/UTC" | "DEFAULT" | "LOCAL") {
+            if !matches!(
+                v.as_str(),
+                "UTC" | "GMT" | "Z" | "+00:00" | "0" | "ETC/UTC" | "DEFAULT" | "LOCAL"
+            ) {
                 return Err(SqlError::unsupported(format!(
                     "time zone \"{value}\" is not supported; Weir sessions use UTC"
                 )));
             }
         }
         let value = if value.eq_ignore_ascii_case("default") {
-            Session::default().vars.get(&name).cloned().unwrap_or_default()
+            Session::default()
+                .vars
+                .get(&name)
+                .cloned()
+                .unwrap_or_default()
         } else {
             value
         };
         session.lock().vars.insert(name, value);
-        Ok(Output::Command { tag: "SET", rows: None })
+        Ok(Output::Command {
+            tag: "SET",
+            rows: None,
+        })
     }
 
     async fn execute_custom(&self, custom: Custom) -> SqlResult<Output> {
@@ -426,10 +551,16 @@ impl Engine {
             } => {
                 if explain {
                     let plan = self.plan_query(&name, &query, &options).await?;
-                    let rows = plan.0.explain().lines().map(|l| vec![l.to_string()]).collect();
+                    let rows = plan
+                        .0
+                        .explain()
+                        .lines()
+                        .map(|l| vec![l.to_string()])
+                        .collect();
                     return Ok(Output::Rows(text_batch(&["QUERY PLAN"], rows)));
                 }
-                self.create_query(kind, name, if_not_exists, options, query).await
+                self.create_query(kind, name, if_not_exists, options, query)
+                    .await
             }
             Custom::ShowTables => {
                 let st = self.state.lock();
@@ -451,12 +582,22 @@ impl Engine {
                         vec![q.meta.name.clone(), status, q.meta.sql.clone()]
                     })
                     .collect();
-                Ok(Output::Rows(text_batch(&["name", "status", "definition"], rows)))
+                Ok(Output::Rows(text_batch(
+                    &["name", "status", "definition"],
+                    rows,
+                )))
             }
-            Custom::DropQuery { kind, names, if_exists } => self.drop_query(kind, &names, if_exists).await,
+            Custom::DropQuery {
+                kind,
+                names,
+                if_exists,
+            } => self.drop_query(kind, &names, if_exists).await,
             Custom::Flush => {
                 self.flush().await?;
-                Ok(Output::Command { tag: "FLUSH", rows: None })
+                Ok(Output::Command {
+                    tag: "FLUSH",
+                    rows: None,
+                })
             }
         }
     }
@@ -485,19 +626,30 @@ impl Engine {
         let name = object_name(&ct.name)?;
         if self.exists(&name) {
             if ct.if_not_exists {
-                return Ok(Output::Command { tag: "CREATE TABLE", rows: None });
+                return Ok(Output::Command {
+                    tag: "CREATE TABLE",
+                    rows: None,
+                });
             }
-            return Err(SqlError::new("42P07", format!("relation \"{name}\" already exists")));
+            return Err(SqlError::new(
+                "42P07",
+                format!("relation \"{name}\" already exists"),
+            ));
         }
         if ct.query.is_some() {
-            return Err(SqlError::unsupported("CREATE TABLE ... AS is not supported"));
+            return Err(SqlError::unsupported(
+                "CREATE TABLE ... AS is not supported",
+            ));
         }
         let mut columns: Vec<ColumnMeta> = Vec::new();
         let mut primary_key: Vec<usize> = Vec::new();
         for (i, col) in ct.columns.iter().enumerate() {
             let cname = ident_name(&col.name);
             if columns.iter().any(|c| c.name == cname) {
-                return Err(SqlError::new("42701", format!("column \"{cname}\" specified more than once")));
+                return Err(SqlError::new(
+                    "42701",
+                    format!("column \"{cname}\" specified more than once"),
+                ));
             }
             let sql_type = col.data_type.to_string();
             let t = arrow_type(&sql_type)?;
@@ -511,10 +663,14 @@ impl Engine {
                         primary_key.push(i);
                     }
                     ColumnOption::Unique(_) => {
-                        return Err(SqlError::unsupported("UNIQUE constraints are not supported; use PRIMARY KEY"))
+                        return Err(SqlError::unsupported(
+                            "UNIQUE constraints are not supported; use PRIMARY KEY",
+                        ))
                     }
                     other => {
-                        return Err(SqlError::unsupported(format!("column option {other} is not supported")))
+                        return Err(SqlError::unsupported(format!(
+                            "column option {other} is not supported"
+                        )))
                     }
                 }
             }
@@ -525,7 +681,9 @@ impl Engine {
             });
         }
         if columns.is_empty() {
-            return Err(SqlError::unsupported("tables without columns are not supported"));
+            return Err(SqlError::unsupported(
+                "tables without columns are not supported",
+            ));
         }
         for c in &ct.constraints {
             match c {
@@ -550,11 +708,24 @@ impl Engine {
                     }
                 }
                 other => {
-                    return Err(SqlError::unsupported(format!("table constraint {other} is not supported")))
+                    return Err(SqlError::unsupported(format!(
+                        "table constraint {other} is not supported"
+                    )))
                 }
             }
         }
-        if primary_key.len() > 1 && ct.columns.iter().filter(|c| c.options.iter().any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)))).count() > 1 {
+        if primary_key.len() > 1
+            && ct
+                .columns
+                .iter()
+                .filter(|c| {
+                    c.options
+                        .iter()
+                        .any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)))
+                })
+                .count()
+                > 1
+        {
             return Err(SqlError::new(
                 "42P16",
                 format!("multiple primary keys for table \"{name}\" are not allowed"),
@@ -577,11 +748,16 @@ impl Engine {
             },
             self.store.clone(),
         )?;
-        self.store
-            .put_catalog(&table_key(&name), serde_json::to_string(&meta).expect("json").as_bytes())?;
+        self.store.put_catalog(
+            &table_key(&name),
+            serde_json::to_string(&meta).expect("json").as_bytes(),
+        )?;
         self.relations.write().insert(name.clone(), table.clone());
         self.state.lock().tables.insert(name, (meta, table));
-        Ok(Output::Command { tag: "CREATE TABLE", rows: None })
+        Ok(Output::Command {
+            tag: "CREATE TABLE",
+            rows: None,
+        })
     }
 
     fn base_table(&self, name: &str) -> SqlResult<Arc<Table>> {
@@ -599,7 +775,11 @@ impl Engine {
         Err(SqlError::undefined_table(name))
     }
 
-    async fn plan_df(&self, stmt: DfStatement, params: Option<ParamValues>) -> SqlResult<LogicalPlan> {
+    async fn plan_df(
+        &self,
+        stmt: DfStatement,
+        params: Option<ParamValues>,
+    ) -> SqlResult<LogicalPlan> {
         let state = self.ctx.state();
         let plan = state.statement_to_plan(stmt).await?;
         match params {
@@ -626,7 +806,10 @@ impl Engine {
     async fn dml(&self, stmt: DfStatement, params: Option<ParamValues>) -> SqlResult<Output> {
         let plan = self.plan_df(stmt, params).await?;
         let LogicalPlan::Dml(DmlStatement {
-            table_name, op, input, ..
+            table_name,
+            op,
+            input,
+            ..
         }) = plan
         else {
             return Err(SqlError::internal("expected a DML plan"));
@@ -645,7 +828,10 @@ impl Engine {
                 let batch = cast_to(&batch, &schema, &table.desc.name)?;
                 let n = batch.num_rows();
                 table.write(Chunk::deletes(batch), WriteCheck::Constraints)?;
-                Ok(Output::Command { tag: "DELETE", rows: Some(n) })
+                Ok(Output::Command {
+                    tag: "DELETE",
+                    rows: Some(n),
+                })
             }
             WriteOp::Update => {
                 if table.desc.primary_key.is_empty() {
@@ -663,7 +849,9 @@ impl Engine {
                     .schema()
                     .iter()
                     .enumerate()
-                    .map(|(i, (q, f))| Expr::Column(Column::new(q.cloned(), f.name())).alias(format!("__old_{i}")))
+                    .map(|(i, (q, f))| {
+                        Expr::Column(Column::new(q.cloned(), f.name())).alias(format!("__old_{i}"))
+                    })
                     .collect();
                 let width = exprs.len();
                 for (i, e) in p.expr.iter().enumerate() {
@@ -673,7 +861,10 @@ impl Engine {
                 let both = self.collect(plan).await?;
                 let n = both.num_rows();
                 if n == 0 {
-                    return Ok(Output::Command { tag: "UPDATE", rows: Some(0) });
+                    return Ok(Output::Command {
+                        tag: "UPDATE",
+                        rows: Some(0),
+                    });
                 }
                 let old = RecordBatch::try_new(schema.clone(), both.columns()[..width].to_vec())
                     .map_err(weir_executor::ExecError::from)?;
@@ -694,9 +885,13 @@ impl Engine {
                     &schema,
                     &table.desc.name,
                 )?;
-                let both_rows = Chunk::concat(&schema, &[Chunk::deletes(old), Chunk::inserts(new)])?;
+                let both_rows =
+                    Chunk::concat(&schema, &[Chunk::deletes(old), Chunk::inserts(new)])?;
                 table.write(both_rows, WriteCheck::Constraints)?;
-                Ok(Output::Command { tag: "UPDATE", rows: Some(n) })
+                Ok(Output::Command {
+                    tag: "UPDATE",
+                    rows: Some(n),
+                })
             }
             other => Err(SqlError::unsupported(format!("{other} is not supported"))),
         }
@@ -721,7 +916,10 @@ impl Engine {
                 .map(|c| {
                     let n = ident_name(c);
                     schema.index_of(&n).map_err(|_| {
-                        SqlError::new("42703", format!("column \"{n}\" of relation \"{name}\" does not exist"))
+                        SqlError::new(
+                            "42703",
+                            format!("column \"{n}\" of relation \"{name}\" does not exist"),
+                        )
                     })
                 })
                 .collect::<SqlResult<_>>()?
@@ -738,7 +936,11 @@ impl Engine {
                 ast::CopyOption::Null(s) => null = Some(s.clone()),
                 ast::CopyOption::Header(h) => header = *h,
                 ast::CopyOption::Quote(c) => quote = *c as u8,
-                other => return Err(SqlError::unsupported(format!("COPY option {other} is not supported"))),
+                other => {
+                    return Err(SqlError::unsupported(format!(
+                        "COPY option {other} is not supported"
+                    )))
+                }
             }
         }
         for o in legacy {
@@ -746,7 +948,11 @@ impl Engine {
                 ast::CopyLegacyOption::Delimiter(c) => delimiter = Some(*c as u8),
                 ast::CopyLegacyOption::Null(s) => null = Some(s.clone()),
                 ast::CopyLegacyOption::Csv(_) => csv = true,
-                other => return Err(SqlError::unsupported(format!("COPY option {other} is not supported"))),
+                other => {
+                    return Err(SqlError::unsupported(format!(
+                        "COPY option {other} is not supported"
+                    )))
+                }
             }
         }
         let format = if csv {
@@ -776,7 +982,9 @@ impl Engine {
     pub fn finish_copy(&self, copy: PendingCopy) -> SqlResult<usize> {
         let schema = copy.table.schema();
         let batch = crate::copy::parse_copy(&copy.data, &copy.format, &schema, &copy.columns)?;
-        let n = copy.table.write(Chunk::inserts(batch), WriteCheck::Constraints)?;
+        let n = copy
+            .table
+            .write(Chunk::inserts(batch), WriteCheck::Constraints)?;
         Ok(n as usize)
     }
 
@@ -792,11 +1000,16 @@ impl Engine {
         let mut stmt = self.parse(sql)?;
         if let DfStatement::Statement(inner) = &mut stmt {
             crate::naming::apply(inner);
-            crate::naming::normalize_interval_literals(inner);
+            crate::naming::normalize_literals(inner);
+            self.bytea_in_insert_values(inner);
         }
         match &stmt {
             DfStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_)) => {}
-            _ => return Err(SqlError::syntax("syntax error: a streaming query must be a SELECT")),
+            _ => {
+                return Err(SqlError::syntax(
+                    "syntax error: a streaming query must be a SELECT",
+                ))
+            }
         }
         let plan = state.statement_to_plan(stmt).await?;
         let plan = state.optimize(&plan)?;
@@ -804,8 +1017,11 @@ impl Engine {
         let mut seen = std::collections::HashSet::new();
         for f in schema.fields() {
             if !seen.insert(f.name().clone()) {
-                return Err(SqlError::new("42701", format!("column \"{}\" specified more than once", f.name()))
-                    .with_hint("Give the columns distinct names with AS."));
+                return Err(SqlError::new(
+                    "42701",
+                    format!("column \"{}\" specified more than once", f.name()),
+                )
+                .with_hint("Give the columns distinct names with AS."));
             }
         }
         let result = Table::new_result(TableDesc {
@@ -837,7 +1053,10 @@ impl Engine {
             if if_not_exists {
                 return Ok(Output::Command { tag, rows: None });
             }
-            return Err(SqlError::new("42P07", format!("relation \"{name}\" already exists")));
+            return Err(SqlError::new(
+                "42P07",
+                format!("relation \"{name}\" already exists"),
+            ));
         }
         // Plan first so that errors surface before anything is stored.
         let (_, _, depends_on) = self.plan_query(&name, &sql, &options).await?;
@@ -851,8 +1070,10 @@ impl Engine {
             depends_on,
             created_at_ms: now_ms(),
         };
-        self.store
-            .put_catalog(&query_key(&name), serde_json::to_string(&meta).expect("json").as_bytes())?;
+        self.store.put_catalog(
+            &query_key(&name),
+            serde_json::to_string(&meta).expect("json").as_bytes(),
+        )?;
         if let Err(e) = self.start_query(meta).await {
             let _ = self.store.delete_catalog(&query_key(&name));
             return Err(e);
@@ -861,9 +1082,13 @@ impl Engine {
     }
 
     async fn start_query(&self, meta: QueryMeta) -> SqlResult<()> {
-        let (graph, result, _) = self.plan_query(&meta.name, &meta.sql, &meta.options).await?;
+        let (graph, result, _) = self
+            .plan_query(&meta.name, &meta.sql, &meta.options)
+            .await?;
         let runtime = QueryRuntime::start(&meta.name, graph)?;
-        self.relations.write().insert(meta.name.clone(), result.clone());
+        self.relations
+            .write()
+            .insert(meta.name.clone(), result.clone());
         self.state.lock().queries.insert(
             meta.name.clone(),
             QueryEntry {
@@ -914,7 +1139,10 @@ impl Engine {
                 if if_exists {
                     continue;
                 }
-                return Err(SqlError::new("42P01", format!("table \"{name}\" does not exist")));
+                return Err(SqlError::new(
+                    "42P01",
+                    format!("table \"{name}\" does not exist"),
+                ));
             };
             self.refuse_if_depended(name, "table")?;
             self.store.delete_catalog(&table_key(name))?;
@@ -922,10 +1150,18 @@ impl Engine {
             self.relations.write().remove(name);
             self.state.lock().tables.remove(name);
         }
-        Ok(Output::Command { tag: "DROP TABLE", rows: None })
+        Ok(Output::Command {
+            tag: "DROP TABLE",
+            rows: None,
+        })
     }
 
-    async fn drop_query(&self, kind: QueryKind, names: &[String], if_exists: bool) -> SqlResult<Output> {
+    async fn drop_query(
+        &self,
+        kind: QueryKind,
+        names: &[String],
+        if_exists: bool,
+    ) -> SqlResult<Output> {
         let tag = match kind {
             QueryKind::StreamingQuery => "DROP STREAMING QUERY",
             QueryKind::MaterializedView => "DROP MATERIALIZED VIEW",
@@ -935,13 +1171,19 @@ impl Engine {
             let exists = self.state.lock().queries.contains_key(name);
             if !exists {
                 if self.state.lock().tables.contains_key(name) {
-                    return Err(SqlError::new("42809", format!("\"{name}\" is not a {}", kind.noun()))
-                        .with_hint("Use DROP TABLE to remove a table."));
+                    return Err(SqlError::new(
+                        "42809",
+                        format!("\"{name}\" is not a {}", kind.noun()),
+                    )
+                    .with_hint("Use DROP TABLE to remove a table."));
                 }
                 if if_exists {
                     continue;
                 }
-                return Err(SqlError::new("42P01", format!("{} \"{name}\" does not exist", kind.noun())));
+                return Err(SqlError::new(
+                    "42P01",
+                    format!("{} \"{name}\" does not exist", kind.noun()),
+                ));
             }
             self.refuse_if_depended(name, kind.noun())?;
             self.store.delete_catalog(&query_key(name))?;
@@ -956,7 +1198,10 @@ impl Engine {
     }
 
     /// Result schema and parameter types of a statement, for Describe.
-    pub async fn describe(&self, sql: &str) -> SqlResult<(Option<SchemaRef>, Vec<Option<DataType>>)> {
+    pub async fn describe(
+        &self,
+        sql: &str,
+    ) -> SqlResult<(Option<SchemaRef>, Vec<Option<DataType>>)> {
         if let Some(custom) = parse_custom(sql)? {
             let cols: &[&str] = match custom {
                 Custom::ShowTables => &["name"],
@@ -972,7 +1217,8 @@ impl Engine {
         };
         if let DfStatement::Statement(inner) = &mut stmt {
             crate::naming::apply(inner);
-            crate::naming::normalize_interval_literals(inner);
+            crate::naming::normalize_literals(inner);
+            self.bytea_in_insert_values(inner);
         }
         let inner = match &stmt {
             DfStatement::Statement(inner) => inner.clone(),
@@ -983,12 +1229,21 @@ impl Engine {
             _ => return Ok((None, vec![])),
         };
         match inner.as_ref() {
-            Statement::Query(_) | Statement::Explain { .. } | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
+            Statement::Query(_)
+            | Statement::Explain { .. }
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_) => {
                 let plan = state.statement_to_plan(stmt.clone()).await?;
                 let types = plan.get_parameter_types()?;
                 let mut ordered: Vec<(usize, Option<DataType>)> = types
                     .into_iter()
-                    .filter_map(|(k, v)| k.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, v)))
+                    .filter_map(|(k, v)| {
+                        k.trim_start_matches('$')
+                            .parse::<usize>()
+                            .ok()
+                            .map(|i| (i, v))
+                    })
                     .collect();
                 ordered.sort_by_key(|(i, _)| *i);
                 let mut params = vec![None; ordered.last().map_or(0, |(i, _)| *i)];
@@ -1002,10 +1257,21 @@ impl Engine {
                 Ok((schema, params))
             }
             Statement::ShowVariable { variable } => {
-                let name = variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join(" ");
-                let name = if name == "time zone" { "timezone".to_string() } else { name };
+                let name = variable
+                    .iter()
+                    .map(|i| i.value.to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let name = if name == "time zone" {
+                    "timezone".to_string()
+                } else {
+                    name
+                };
                 if name == "all" {
-                    return Ok((Some(text_batch(&["name", "setting"], vec![]).schema()), vec![]));
+                    return Ok((
+                        Some(text_batch(&["name", "setting"], vec![]).schema()),
+                        vec![],
+                    ));
                 }
                 Ok((Some(text_batch(&[&name], vec![]).schema()), vec![]))
             }
@@ -1043,14 +1309,20 @@ fn parse_options(options: &BTreeMap<String, String>) -> SqlResult<Option<usize>>
                 if n == 0 || n > weir_executor::keys::MAX_PARALLELISM {
                     return Err(SqlError::new(
                         "22023",
-                        format!("parallelism must be between 1 and {}", weir_executor::keys::MAX_PARALLELISM),
+                        format!(
+                            "parallelism must be between 1 and {}",
+                            weir_executor::keys::MAX_PARALLELISM
+                        ),
                     ));
                 }
                 parallelism = Some(n);
             }
             other => {
-                return Err(SqlError::new("22023", format!("unrecognized streaming query option \"{other}\""))
-                    .with_hint("Valid options: parallelism."))
+                return Err(SqlError::new(
+                    "22023",
+                    format!("unrecognized streaming query option \"{other}\""),
+                )
+                .with_hint("Valid options: parallelism."))
             }
         }
     }
@@ -1070,7 +1342,10 @@ fn cast_to(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> SqlResult<Re
             if c.data_type() == f.data_type() {
                 Ok(c.clone())
             } else if matches!(f.data_type(), DataType::Binary)
-                && matches!(c.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+                && matches!(
+                    c.data_type(),
+                    DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+                )
             {
                 let strings = datafusion::arrow::compute::cast(c, &DataType::Utf8)
                     .map_err(|e| SqlError::internal(e.to_string()))?;
@@ -1083,11 +1358,21 @@ fn cast_to(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> SqlResult<Re
                     f.data_type(),
                     f.name(),
                 )
-            } else if let (DataType::Decimal128(_, from_s), DataType::Decimal128(p, s)) = (c.data_type(), f.data_type()) {
+            } else if let (DataType::Decimal128(_, from_s), DataType::Decimal128(p, s)) =
+                (c.data_type(), f.data_type())
+            {
                 rescale_decimal(c, *from_s, *p, *s, f.name())
             } else {
                 datafusion::arrow::compute::cast(c, f.data_type()).map_err(|e| {
-                    SqlError::new("42804", format!("column \"{}\" is of type {} but expression is of type {}: {e}", f.name(), crate::types::sql_type_name(f.data_type()), crate::types::sql_type_name(c.data_type())))
+                    SqlError::new(
+                        "42804",
+                        format!(
+                            "column \"{}\" is of type {} but expression is of type {}: {e}",
+                            f.name(),
+                            crate::types::sql_type_name(f.data_type()),
+                            crate::types::sql_type_name(c.data_type())
+                        ),
+                    )
                 })
             }
         })
@@ -1165,7 +1450,12 @@ fn without_final_casts(plan: &LogicalPlan) -> SqlResult<LogicalPlan> {
         .iter()
         .map(|e| match e {
             Expr::Alias(a) => match a.expr.as_ref() {
-                Expr::Cast(c) if matches!(c.field.data_type(), DataType::Decimal128(..) | DataType::Binary) => {
+                Expr::Cast(c)
+                    if matches!(
+                        c.field.data_type(),
+                        DataType::Decimal128(..) | DataType::Binary
+                    ) =>
+                {
                     Expr::Alias(datafusion::logical_expr::expr::Alias {
                         expr: c.expr.clone(),
                         relation: a.relation.clone(),
@@ -1178,8 +1468,7 @@ fn without_final_casts(plan: &LogicalPlan) -> SqlResult<LogicalPlan> {
             _ => e.clone(),
         })
         .collect();
-    Ok(LogicalPlan::Projection(datafusion::logical_expr::Projection::try_new(
-        exprs,
-        p.input.clone(),
-    )?))
+    Ok(LogicalPlan::Projection(
+        datafusion::logical_expr::Projection::try_new(exprs, p.input.clone())?,
+    ))
 }

@@ -31,7 +31,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir listening on {addr}");
-    eprintln!("weir listening on {addr} (data dir {})", config.data_dir.display());
+    eprintln!(
+        "weir listening on {addr} (data dir {})",
+        config.data_dir.display()
+    );
     let factory = Arc::new(pg::Factory::new(engine.clone()));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);

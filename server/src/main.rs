@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "weir", version, about = "Weir: a streaming SQL database that speaks PostgreSQL")]
+#[command(
+    name = "weir",
+    version,
+    about = "Weir: a streaming SQL database that speaks PostgreSQL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -93,7 +93,9 @@ mod tests {
     use super::*;
 
     fn named(sql: &str) -> String {
-        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().remove(0);
+        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
         apply(&mut s);
         s.to_string()
     }
@@ -105,14 +107,17 @@ mod tests {
             "SELECT k, count(*) AS \"count\", sum(v) AS s, v::INT AS \"v\", 1 + 1 AS \"?column?\" FROM t"
         );
         // A repeated name keeps DataFusion's.
-        assert_eq!(named("SELECT count(*), count(v) FROM t"), "SELECT count(*) AS \"count\", count(v) FROM t");
+        assert_eq!(
+            named("SELECT count(*), count(v) FROM t"),
+            "SELECT count(*) AS \"count\", count(v) FROM t"
+        );
     }
 }
 
 /// Rewrites interval literals written in PostgreSQL's output form
 /// (`'3 days 04:05:06'`, `'-01:30'`) into the unit form DataFusion parses
 /// (`'3 days 4 hours 5 minutes 6 seconds'`).
-pub fn normalize_interval_literals(stmt: &mut Statement) {
+pub fn normalize_literals(stmt: &mut Statement) {
     use datafusion::sql::sqlparser::ast::{visit_expressions_mut, DataType as SqlType, Value};
     use std::ops::ControlFlow;
     let fix = |v: &mut Value| {
@@ -129,9 +134,37 @@ pub fn normalize_interval_literals(stmt: &mut Statement) {
                     fix(&mut v.value);
                 }
             }
-            Expr::Cast { data_type: SqlType::Interval { .. }, expr, .. } => {
+            Expr::Cast {
+                data_type: SqlType::Interval { .. },
+                expr,
+                ..
+            } => {
                 if let Expr::Value(v) = expr.as_mut() {
                     fix(&mut v.value);
+                }
+            }
+            Expr::Value(v) if matches!(&v.value, Value::Number(n, _) if n.contains(['e', 'E'])) => {
+                // Literals with an exponent stay floating point: numeric
+                // literals are parsed as decimals, which cannot hold 1e300.
+                if let Value::Number(n, _) = &v.value {
+                    let text = format!("CAST('{n}' AS DOUBLE PRECISION)");
+                    if let Ok(parsed) = datafusion::sql::sqlparser::parser::Parser::new(
+                        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+                    )
+                    .try_with_sql(&text)
+                    .and_then(|mut p| p.parse_expr())
+                    {
+                        *e = parsed;
+                    }
+                }
+            }
+            Expr::Cast {
+                data_type: SqlType::Bytea,
+                expr,
+                ..
+            } => {
+                if let Some(decoded) = bytea_hex_literal(expr) {
+                    *e = decoded;
                 }
             }
             Expr::TypedString(ts) if matches!(ts.data_type, SqlType::Interval { .. }) => {
@@ -141,6 +174,26 @@ pub fn normalize_interval_literals(stmt: &mut Statement) {
         }
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// `'\x0102'` (PostgreSQL's bytea hex input) as `decode('0102', 'hex')`.
+pub fn bytea_hex_literal(e: &Expr) -> Option<Expr> {
+    use datafusion::sql::sqlparser::ast::Value;
+    let Expr::Value(v) = e else { return None };
+    let Value::SingleQuotedString(s) = &v.value else {
+        return None;
+    };
+    let hex = s.strip_prefix("\\x")?;
+    if !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    datafusion::sql::sqlparser::parser::Parser::new(
+        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+    )
+    .try_with_sql(&format!("decode('{hex}', 'hex')"))
+    .ok()?
+    .parse_expr()
+    .ok()
 }
 
 /// `None` when the text has no `h:m[:s]` part.
@@ -155,7 +208,9 @@ pub(crate) fn normalize_interval_text(s: &str) -> Option<String> {
         let parts: Vec<&str> = body.split(':').collect();
         let numeric = parts.len() >= 2
             && parts.len() <= 3
-            && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit() || c == '.'));
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit() || c == '.'));
         if !numeric {
             out.push(tok.to_string());
             continue;
@@ -180,7 +235,10 @@ mod interval_tests {
             normalize_interval_text("3 days 04:05:06.5").unwrap(),
             "3 days 04 hours 05 minutes 06.5 seconds"
         );
-        assert_eq!(normalize_interval_text("-01:30").unwrap(), "-01 hours -30 minutes");
+        assert_eq!(
+            normalize_interval_text("-01:30").unwrap(),
+            "-01 hours -30 minutes"
+        );
         assert_eq!(normalize_interval_text("1 day"), None);
     }
 }

@@ -137,23 +137,24 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
             if_not_exists = true;
             q += 3;
         }
-        let mut name = at(q)
-            .and_then(|(_, t)| ident(t))
-            .ok_or_else(|| {
-                SqlError::syntax(format!(
-                    "syntax error: expected a name after CREATE {}",
-                    kind.noun().to_uppercase()
-                ))
-            })?;
+        let mut name = at(q).and_then(|(_, t)| ident(t)).ok_or_else(|| {
+            SqlError::syntax(format!(
+                "syntax error: expected a name after CREATE {}",
+                kind.noun().to_uppercase()
+            ))
+        })?;
         q += 1;
         // Schema-qualified names: only `public` exists.
         if matches!(at(q), Some((_, Token::Period))) {
             if name != "public" {
-                return Err(SqlError::new("3F000", format!("schema \"{name}\" does not exist")));
+                return Err(SqlError::new(
+                    "3F000",
+                    format!("schema \"{name}\" does not exist"),
+                ));
             }
-            name = at(q + 1)
-                .and_then(|(_, t)| ident(t))
-                .ok_or_else(|| SqlError::syntax("syntax error: expected a name after the schema"))?;
+            name = at(q + 1).and_then(|(_, t)| ident(t)).ok_or_else(|| {
+                SqlError::syntax("syntax error: expected a name after the schema")
+            })?;
             q += 2;
         }
         let mut options = BTreeMap::new();
@@ -170,26 +171,38 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
                         q += 1;
                         break;
                     }
-                    _ => return Err(SqlError::syntax("syntax error in WITH options: expected an option name")),
+                    _ => {
+                        return Err(SqlError::syntax(
+                            "syntax error in WITH options: expected an option name",
+                        ))
+                    }
                 };
                 q += 1;
                 // dotted keys: restart_strategy.attempts
                 let mut key = key;
                 while matches!(at(q), Some((_, Token::Period))) {
                     match at(q + 1) {
-                        Some((_, Token::Word(w))) => key = format!("{key}.{}", w.value.to_lowercase()),
+                        Some((_, Token::Word(w))) => {
+                            key = format!("{key}.{}", w.value.to_lowercase())
+                        }
                         _ => return Err(SqlError::syntax("syntax error in WITH options")),
                     }
                     q += 2;
                 }
                 if !matches!(at(q), Some((_, Token::Eq))) {
-                    return Err(SqlError::syntax(format!("syntax error in WITH options: expected = after {key}")));
+                    return Err(SqlError::syntax(format!(
+                        "syntax error in WITH options: expected = after {key}"
+                    )));
                 }
                 let value = match at(q + 1) {
                     Some((_, Token::Number(n, _))) => n.clone(),
                     Some((_, Token::SingleQuotedString(s))) => s.clone(),
                     Some((_, Token::Word(w))) => w.value.clone(),
-                    _ => return Err(SqlError::syntax(format!("syntax error in WITH options: expected a value for {key}"))),
+                    _ => {
+                        return Err(SqlError::syntax(format!(
+                            "syntax error in WITH options: expected a value for {key}"
+                        )))
+                    }
                 };
                 options.insert(key, value);
                 q += 2;
@@ -199,7 +212,11 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
                         q += 1;
                         break;
                     }
-                    _ => return Err(SqlError::syntax("syntax error in WITH options: expected , or )")),
+                    _ => {
+                        return Err(SqlError::syntax(
+                            "syntax error in WITH options: expected , or )",
+                        ))
+                    }
                 }
             }
         }
@@ -274,7 +291,8 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
             break;
         }
         if kw(at(q), Keyword::CASCADE) {
-            return Err(SqlError::unsupported("DROP ... CASCADE is not supported").with_hint("Drop the dependent objects first."));
+            return Err(SqlError::unsupported("DROP ... CASCADE is not supported")
+                .with_hint("Drop the dependent objects first."));
         }
         if kw(at(q), Keyword::RESTRICT) {
             q += 1;
@@ -297,7 +315,8 @@ mod tests {
 
     #[test]
     fn splits_outside_quotes() {
-        let s = split_statements("select 1; select ';' -- x;\n; ;insert into t values ('a;b')").unwrap();
+        let s = split_statements("select 1; select ';' -- x;\n; ;insert into t values ('a;b')")
+            .unwrap();
         assert_eq!(s.len(), 3);
         assert_eq!(s[1], "select ';'");
         assert_eq!(s[2], "insert into t values ('a;b')");
@@ -311,7 +330,14 @@ mod tests {
         .unwrap()
         .unwrap();
         match c {
-            Custom::CreateQuery { kind, name, options, query, explain, .. } => {
+            Custom::CreateQuery {
+                kind,
+                name,
+                options,
+                query,
+                explain,
+                ..
+            } => {
                 assert_eq!(kind, QueryKind::StreamingQuery);
                 assert_eq!(name, "q1");
                 assert_eq!(options["parallelism"], "4");

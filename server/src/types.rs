@@ -33,7 +33,10 @@ pub fn arrow_type(sql: &str) -> SqlResult<DataType> {
         "double precision" | "double" | "float8" | "float" => DataType::Float64,
         "numeric" | "decimal" => {
             let p = args.first().copied().unwrap_or(38).min(38) as u8;
-            let s = args.get(1).copied().unwrap_or(if args.is_empty() { 10 } else { 0 }) as i8;
+            let s = args
+                .get(1)
+                .copied()
+                .unwrap_or(if args.is_empty() { 10 } else { 0 }) as i8;
             if p == 0 || s as i32 > p as i32 {
                 return Err(SqlError::new(
                     "22023",
@@ -56,7 +59,10 @@ pub fn arrow_type(sql: &str) -> SqlResult<DataType> {
         "interval" => DataType::Interval(IntervalUnit::MonthDayNano),
         "bytea" => DataType::Binary,
         _ => {
-            return Err(SqlError::new("42704", format!("type \"{sql}\" does not exist")));
+            return Err(SqlError::new(
+                "42704",
+                format!("type \"{sql}\" does not exist"),
+            ));
         }
     };
     Ok(t)

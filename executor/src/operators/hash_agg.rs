@@ -141,7 +141,9 @@ impl HashAggOperator {
             .aggs
             .iter()
             .map(|a| match a.kind {
-                AggKind::Retractable => Ok(AccState::Retractable(a.func.create_sliding_accumulator()?)),
+                AggKind::Retractable => {
+                    Ok(AccState::Retractable(a.func.create_sliding_accumulator()?))
+                }
                 _ => Ok(AccState::Multiset(BTreeMap::new())),
             })
             .collect::<ExecResult<Vec<_>>>()?;
@@ -160,7 +162,9 @@ impl HashAggOperator {
             let v = match acc {
                 AccState::Retractable(acc) => acc.evaluate()?,
                 AccState::Multiset(set) => {
-                    let enc = self.arg_encs[i].as_ref().expect("multiset aggregate has an encoder");
+                    let enc = self.arg_encs[i]
+                        .as_ref()
+                        .expect("multiset aggregate has an encoder");
                     match spec.kind {
                         AggKind::Min | AggKind::Max => {
                             let entry = if spec.kind == AggKind::Min {
@@ -179,9 +183,9 @@ impl HashAggOperator {
                         _ => {
                             let mut acc = spec.func.create_accumulator()?;
                             if !set.is_empty() {
-                                let rows = set
-                                    .iter()
-                                    .flat_map(|(r, c)| std::iter::repeat_n(r, (*c).max(0) as usize));
+                                let rows = set.iter().flat_map(|(r, c)| {
+                                    std::iter::repeat_n(r, (*c).max(0) as usize)
+                                });
                                 let cols = enc.decode_owned(rows)?;
                                 acc.update_batch(&cols)?;
                             }
@@ -212,7 +216,10 @@ impl HashAggOperator {
             columns.push(arr);
         }
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
-        Ok(Some(Chunk::new(batch, rows.into_iter().map(|(o, _)| o).collect())))
+        Ok(Some(Chunk::new(
+            batch,
+            rows.into_iter().map(|(o, _)| o).collect(),
+        )))
     }
 }
 
@@ -344,7 +351,11 @@ impl Operator for HashAggOperator {
                         let rows = agg_rows[a].as_ref().expect("encoded args");
                         let skip_nulls = matches!(self.aggs[a].kind, AggKind::Min | AggKind::Max);
                         let arg0 = &agg_args[a][0];
-                        for (idx, sign) in ins_a.iter().map(|i| (i, 1i64)).chain(del_a.iter().map(|i| (i, -1i64))) {
+                        for (idx, sign) in ins_a
+                            .iter()
+                            .map(|i| (i, 1i64))
+                            .chain(del_a.iter().map(|i| (i, -1i64)))
+                        {
                             if skip_nulls && arg0.is_null(*idx as usize) {
                                 continue;
                             }

@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::array::new_null_array;
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::OwnedRow;
 use datafusion::physical_expr::PhysicalExpr;
@@ -70,8 +70,16 @@ struct Side {
 }
 
 impl Side {
-    fn new(key_exprs: Vec<Arc<dyn PhysicalExpr>>, key_types: Vec<DataType>, schema: &SchemaRef) -> ExecResult<Side> {
-        let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+    fn new(
+        key_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        key_types: Vec<DataType>,
+        schema: &SchemaRef,
+    ) -> ExecResult<Side> {
+        let types: Vec<DataType> = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
         let row_enc = KeyEncoder::new(&types)?;
         let nulls: Vec<ArrayRef> = types.iter().map(|t| new_null_array(t, 1)).collect();
         let null_row = row_enc.encode(&nulls)?.row(0).owned();
@@ -128,8 +136,14 @@ impl HashJoinOperator {
     }
 
     fn joined_batch(&self, pairs: &[(OwnedRow, OwnedRow)]) -> ExecResult<RecordBatch> {
-        let mut cols = self.sides[0].row_enc.decode_owned(pairs.iter().map(|p| &p.0))?;
-        cols.extend(self.sides[1].row_enc.decode_owned(pairs.iter().map(|p| &p.1))?);
+        let mut cols = self.sides[0]
+            .row_enc
+            .decode_owned(pairs.iter().map(|p| &p.0))?;
+        cols.extend(
+            self.sides[1]
+                .row_enc
+                .decode_owned(pairs.iter().map(|p| &p.1))?,
+        );
         Ok(RecordBatch::try_new_with_options(
             self.joined_schema.clone(),
             cols,
@@ -144,7 +158,13 @@ impl HashJoinOperator {
         let n = rows.len();
         let mut cols: Vec<ArrayRef> = Vec::new();
         for side in 0..2 {
-            let present = rows.iter().any(|r| if side == 0 { r.1.is_some() } else { r.2.is_some() });
+            let present = rows.iter().any(|r| {
+                if side == 0 {
+                    r.1.is_some()
+                } else {
+                    r.2.is_some()
+                }
+            });
             if !present {
                 continue;
             }
@@ -159,7 +179,10 @@ impl HashJoinOperator {
             cols,
             &RecordBatchOptions::new().with_row_count(Some(n)),
         )?;
-        Ok(Some(Chunk::new(batch, rows.into_iter().map(|r| r.0).collect())))
+        Ok(Some(Chunk::new(
+            batch,
+            rows.into_iter().map(|r| r.0).collect(),
+        )))
     }
 }
 
@@ -200,7 +223,11 @@ impl Operator for HashJoinOperator {
                     for (j, e) in bucket.iter().enumerate() {
                         if self.filter.is_some() {
                             let me = rows.row(i).owned();
-                            let pair = if s == 0 { (me, e.row.clone()) } else { (e.row.clone(), me) };
+                            let pair = if s == 0 {
+                                (me, e.row.clone())
+                            } else {
+                                (e.row.clone(), me)
+                            };
                             pairs.push(pair);
                             pair_owner.push((i, j));
                         } else {
@@ -240,8 +267,14 @@ impl Operator for HashJoinOperator {
                 for &j in matched {
                     let e = &mut bucket[j];
                     total += e.count;
-                    let pair = |mine: Option<OwnedRow>, theirs: Option<OwnedRow>| -> (Option<OwnedRow>, Option<OwnedRow>) {
-                        if s == 0 { (mine, theirs) } else { (theirs, mine) }
+                    let pair = |mine: Option<OwnedRow>,
+                                theirs: Option<OwnedRow>|
+                     -> (Option<OwnedRow>, Option<OwnedRow>) {
+                        if s == 0 {
+                            (mine, theirs)
+                        } else {
+                            (theirs, mine)
+                        }
                     };
                     if kind.semi_side().is_none() {
                         let (l, r) = pair(Some(me.clone()), Some(e.row.clone()));
@@ -259,7 +292,11 @@ impl Operator for HashJoinOperator {
                     }
                     if let Some((side, anti)) = kind.semi_side() {
                         if side == o && (flipped_on || flipped_off) {
-                            let semi_op = if flipped_on != anti { Op::Insert } else { Op::Delete };
+                            let semi_op = if flipped_on != anti {
+                                Op::Insert
+                            } else {
+                                Op::Delete
+                            };
                             let (l, r) = pair(None, Some(e.row.clone()));
                             repeat_push(&mut emitted, e.count, (semi_op, l, r));
                         }
@@ -267,12 +304,20 @@ impl Operator for HashJoinOperator {
                 }
             }
             if kind.preserves(s) && total == 0 {
-                let (l, r) = if s == 0 { (Some(me.clone()), None) } else { (None, Some(me.clone())) };
+                let (l, r) = if s == 0 {
+                    (Some(me.clone()), None)
+                } else {
+                    (None, Some(me.clone()))
+                };
                 emitted.push((op, l, r));
             }
             if let Some((side, anti)) = kind.semi_side() {
                 if side == s && ((total > 0) != anti) {
-                    let (l, r) = if s == 0 { (Some(me.clone()), None) } else { (None, Some(me.clone())) };
+                    let (l, r) = if s == 0 {
+                        (Some(me.clone()), None)
+                    } else {
+                        (None, Some(me.clone()))
+                    };
                     emitted.push((op, l, r));
                 }
             }
@@ -291,7 +336,9 @@ impl Operator for HashJoinOperator {
                     matches: total,
                 }),
                 None => {
-                    return Err(ExecError::internal("join: delete of a row that was never inserted"));
+                    return Err(ExecError::internal(
+                        "join: delete of a row that was never inserted",
+                    ));
                 }
             }
             if bucket.is_empty() {

@@ -177,9 +177,7 @@ impl QueryRuntime {
                         barrier_txs.push(btx);
                         let table = table.clone();
                         tokio::spawn(async move {
-                            if let Err(e) =
-                                source_task::run(table, router, brx, cancel_rx).await
-                            {
+                            if let Err(e) = source_task::run(table, router, brx, cancel_rx).await {
                                 coord.fail(e);
                             }
                         })
@@ -198,10 +196,9 @@ impl QueryRuntime {
                     }
                     NodeKind::ResultSink(table) => {
                         sink_subtasks += 1;
-                        let op: Box<dyn crate::operator::Operator> =
-                            Box::new(crate::operators::result_sink::ResultSinkOperator::new(
-                                table.clone(),
-                            ));
+                        let op: Box<dyn crate::operator::Operator> = Box::new(
+                            crate::operators::result_sink::ResultSinkOperator::new(table.clone()),
+                        );
                         tokio::spawn(async move {
                             if let Err(e) =
                                 task::run(ctx, op, ins, router, true, coord.clone(), cancel_rx)

@@ -24,12 +24,18 @@ pub fn pg_type(dt: &DataType) -> Type {
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => Type::INT8,
         DataType::Float16 | DataType::Float32 => Type::FLOAT4,
         DataType::Float64 => Type::FLOAT8,
-        DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..) => Type::NUMERIC,
+        DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => Type::NUMERIC,
         DataType::Date32 | DataType::Date64 => Type::DATE,
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
         DataType::Interval(_) | DataType::Duration(_) => Type::INTERVAL,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => Type::BYTEA,
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => Type::BYTEA,
         DataType::Time32(_) | DataType::Time64(_) => Type::TIME,
         _ => Type::TEXT,
     }
@@ -91,10 +97,19 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 fn ts_micros(col: &ArrayRef, r: usize) -> i64 {
     match col.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => col.as_primitive::<TimestampSecondType>().value(r) * 1_000_000,
-        DataType::Timestamp(TimeUnit::Millisecond, _) => col.as_primitive::<TimestampMillisecondType>().value(r) * 1_000,
-        DataType::Timestamp(TimeUnit::Microsecond, _) => col.as_primitive::<TimestampMicrosecondType>().value(r),
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => col.as_primitive::<TimestampNanosecondType>().value(r).div_euclid(1_000),
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            col.as_primitive::<TimestampSecondType>().value(r) * 1_000_000
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            col.as_primitive::<TimestampMillisecondType>().value(r) * 1_000
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            col.as_primitive::<TimestampMicrosecondType>().value(r)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => col
+            .as_primitive::<TimestampNanosecondType>()
+            .value(r)
+            .div_euclid(1_000),
         _ => 0,
     }
 }
@@ -116,9 +131,13 @@ fn interval_parts(col: &ArrayRef, r: usize) -> (i32, i32, i64) {
         DataType::Duration(u) => {
             let micros = match u {
                 TimeUnit::Second => col.as_primitive::<DurationSecondType>().value(r) * 1_000_000,
-                TimeUnit::Millisecond => col.as_primitive::<DurationMillisecondType>().value(r) * 1_000,
+                TimeUnit::Millisecond => {
+                    col.as_primitive::<DurationMillisecondType>().value(r) * 1_000
+                }
                 TimeUnit::Microsecond => col.as_primitive::<DurationMicrosecondType>().value(r),
-                TimeUnit::Nanosecond => col.as_primitive::<DurationNanosecondType>().value(r) / 1_000,
+                TimeUnit::Nanosecond => {
+                    col.as_primitive::<DurationNanosecondType>().value(r) / 1_000
+                }
             };
             (0, 0, micros)
         }
@@ -129,8 +148,12 @@ fn interval_parts(col: &ArrayRef, r: usize) -> (i32, i32, i64) {
 fn decimal_parts(col: &ArrayRef, r: usize) -> Option<(i128, i8)> {
     match col.data_type() {
         DataType::Decimal128(_, s) => Some((col.as_primitive::<Decimal128Type>().value(r), *s)),
-        DataType::Decimal64(_, s) => Some((col.as_primitive::<Decimal64Type>().value(r) as i128, *s)),
-        DataType::Decimal32(_, s) => Some((col.as_primitive::<Decimal32Type>().value(r) as i128, *s)),
+        DataType::Decimal64(_, s) => {
+            Some((col.as_primitive::<Decimal64Type>().value(r) as i128, *s))
+        }
+        DataType::Decimal32(_, s) => {
+            Some((col.as_primitive::<Decimal32Type>().value(r) as i128, *s))
+        }
         _ => None,
     }
 }
@@ -140,7 +163,9 @@ fn encode_text(col: &ArrayRef, r: usize, out: &mut BytesMut, fallback: &ArrayFor
     let mut s = String::new();
     match col.data_type() {
         DataType::Boolean => s.push(if col.as_boolean().value(r) { 't' } else { 'f' }),
-        DataType::Float32 => s = format_float(col.as_primitive::<Float32Type>().value(r) as f64, true),
+        DataType::Float32 => {
+            s = format_float(col.as_primitive::<Float32Type>().value(r) as f64, true)
+        }
         DataType::Float64 => s = format_float(col.as_primitive::<Float64Type>().value(r), false),
         DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) => {
             let (v, scale) = decimal_parts(col, r).expect("decimal");
@@ -163,7 +188,10 @@ fn encode_text(col: &ArrayRef, r: usize, out: &mut BytesMut, fallback: &ArrayFor
             let (m, d, us) = interval_parts(col, r);
             s = format_interval(m, d, us);
         }
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => {
             let bytes: &[u8] = match col.data_type() {
                 DataType::Binary => col.as_binary::<i32>().value(r),
                 DataType::LargeBinary => col.as_binary::<i64>().value(r),
@@ -252,10 +280,18 @@ pub fn encode_numeric_binary(v: i128, scale: i8, out: &mut BytesMut) {
         last -= 1;
     }
     let digits = &groups[first..last];
-    let weight = if digits.is_empty() { 0 } else { weight - first as i32 };
+    let weight = if digits.is_empty() {
+        0
+    } else {
+        weight - first as i32
+    };
     out.put_i16(digits.len() as i16);
     out.put_i16(weight as i16);
-    out.put_u16(if v < 0 && !digits.is_empty() { 0x4000 } else { 0 });
+    out.put_u16(if v < 0 && !digits.is_empty() {
+        0x4000
+    } else {
+        0
+    });
     out.put_i16(dscale);
     for d in digits {
         out.put_i16(*d);
@@ -268,10 +304,18 @@ pub fn format_float(v: f64, single: bool) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if v > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     if v == 0.0 {
-        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if v.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let sci = if single {
         format!("{:e}", v as f32)
@@ -433,11 +477,23 @@ mod tests {
     #[test]
     fn numeric_binary_matches_postgres() {
         use postgres_types::FromSql;
-        for (v, s) in [(150i128, 2i8), (-5, 2), (123456789, 0), (1, 4), (-100000, 3), (10000, 0), (12345678, 2)] {
+        for (v, s) in [
+            (150i128, 2i8),
+            (-5, 2),
+            (123456789, 0),
+            (1, 4),
+            (-100000, 3),
+            (10000, 0),
+            (12345678, 2),
+        ] {
             let mut mine = BytesMut::new();
             encode_numeric_binary(v, s, &mut mine);
             let back = rust_decimal::Decimal::from_sql(&Type::NUMERIC, &mine).unwrap();
-            assert_eq!(back, rust_decimal::Decimal::from_i128_with_scale(v, s as u32), "{v} scale {s}");
+            assert_eq!(
+                back,
+                rust_decimal::Decimal::from_i128_with_scale(v, s as u32),
+                "{v} scale {s}"
+            );
             assert_eq!(back.scale(), s as u32, "display scale of {v}");
         }
         let mut zero = BytesMut::new();
@@ -454,7 +510,10 @@ mod tests {
         assert_eq!(format_decimal(150, 2), "1.50");
         assert_eq!(format_decimal(-5, 2), "-0.05");
         assert_eq!(format_decimal(7, 0), "7");
-        assert_eq!(format_interval(14, 3, 3_600_000_000 + 500_000), "1 year 2 mons 3 days 01:00:00.5");
+        assert_eq!(
+            format_interval(14, 3, 3_600_000_000 + 500_000),
+            "1 year 2 mons 3 days 01:00:00.5"
+        );
         assert_eq!(format_interval(0, 1, 0), "1 day");
         assert_eq!(format_interval(0, 0, 0), "00:00:00");
         assert_eq!(format_interval(0, -2, -60_000_000), "-2 days -00:01:00");

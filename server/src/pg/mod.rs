@@ -11,6 +11,7 @@ use datafusion::arrow::datatypes::DataType;
 use futures::{stream, Sink, SinkExt};
 use parking_lot::Mutex;
 use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -20,7 +21,6 @@ use pgwire::api::results::{
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
-use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
@@ -72,7 +72,10 @@ fn to_response(out: Output, format: &Format) -> PgWireResult<Response> {
         Output::Rows(batch) => {
             let fields = Arc::new(encode::fields(&batch.schema(), format));
             let rows = encode::encode_batch(&batch, &fields).map_err(user_error)?;
-            Response::Query(QueryResponse::new(fields, stream::iter(rows.into_iter().map(Ok))))
+            Response::Query(QueryResponse::new(
+                fields,
+                stream::iter(rows.into_iter().map(Ok)),
+            ))
         }
         Output::Command { tag, rows } => {
             let mut t = Tag::new(tag);
@@ -160,7 +163,11 @@ impl QueryParser for Parser {
             return Ok(None);
         };
         let (fields, params) = self.engine.describe(&sql).await.map_err(user_error)?;
-        Ok(Some(Prepared { sql, params, fields }))
+        Ok(Some(Prepared {
+            sql,
+            params,
+            fields,
+        }))
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
@@ -227,9 +234,10 @@ impl ExtendedQueryHandler for Handler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let fields = self
-            .parser
-            .get_result_schema(&target.statement.statement, Some(&target.result_column_format))?;
+        let fields = self.parser.get_result_schema(
+            &target.statement.statement,
+            Some(&target.result_column_format),
+        )?;
         Ok(DescribePortalResponse::new(fields))
     }
 
@@ -249,7 +257,9 @@ impl ExtendedQueryHandler for Handler {
         let stmt = &portal.statement.statement;
         let params = if portal.parameter_len() > 0 {
             let types: Vec<Option<&DataType>> = stmt.params.iter().map(|t| t.as_ref()).collect();
-            Some(arrow_pg::datatypes::df::deserialize_parameters(portal, &types)?)
+            Some(arrow_pg::datatypes::df::deserialize_parameters(
+                portal, &types,
+            )?)
         } else {
             None
         };
@@ -289,7 +299,9 @@ impl CopyHandler for Handler {
         };
         let n = self.engine.finish_copy(copy).map_err(user_error)?;
         client
-            .send(PgWireBackendMessage::CommandComplete(Tag::new("COPY").with_rows(n).into()))
+            .send(PgWireBackendMessage::CommandComplete(
+                Tag::new("COPY").with_rows(n).into(),
+            ))
             .await?;
         Ok(())
     }
@@ -301,7 +313,10 @@ impl CopyHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         session_of(client).lock().copy = None;
-        user_error(SqlError::new("57014", format!("COPY from stdin failed: {}", fail.message)))
+        user_error(SqlError::new(
+            "57014",
+            format!("COPY from stdin failed: {}", fail.message),
+        ))
     }
 }
 
