@@ -6,5 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/ensure-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
-cargo build -p weir-server --bin weir
+# The same cargo invocation as the test suite, so that both share one build
+# (RocksDB and DataFusion are compiled once).
+cargo test --workspace --no-run
 exec "$CARGO_TARGET_DIR/debug/weir" "$@"

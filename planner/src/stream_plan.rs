@@ -115,7 +115,7 @@ impl<'a> StreamPlanner<'a> {
     fn connect_default(&mut self, from: &Stream, to: usize, input: usize, parallelism: usize) {
         let partitioning = if from.parallelism == parallelism {
             Partitioning::Forward
-        } else if parallelism == 1 {
+        } else if parallelism == 1 || self.node_schema(from).fields().is_empty() {
             Partitioning::Single
         } else {
             Partitioning::Hash(

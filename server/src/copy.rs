@@ -144,11 +144,9 @@ fn parse_csv(
             other => cur.push(other),
         }
     }
-    if !cur.is_empty() || !row.is_empty() {
-        if !(cur == "\\." && row.is_empty()) {
-            finish_field(&mut row, &mut cur, &mut was_quoted);
-            rows.push(row);
-        }
+    if (!cur.is_empty() || !row.is_empty()) && !(cur == "\\." && row.is_empty()) {
+        finish_field(&mut row, &mut cur, &mut was_quoted);
+        rows.push(row);
     }
     if header && !rows.is_empty() {
         rows.remove(0);

@@ -216,9 +216,9 @@ impl Operator for HashJoinOperator {
         let mut candidates: Vec<Vec<usize>> = Vec::with_capacity(n);
         let mut pairs: Vec<(OwnedRow, OwnedRow)> = Vec::new();
         let mut pair_owner: Vec<(usize, usize)> = Vec::new();
-        for i in 0..n {
+        for (i, &null_key) in key_has_null.iter().enumerate() {
             let mut c = Vec::new();
-            if self.null_equals_null || !key_has_null[i] {
+            if self.null_equals_null || !null_key {
                 if let Some(bucket) = self.sides[o].rows.get(&keys.row(i).owned()) {
                     for (j, e) in bucket.iter().enumerate() {
                         if self.filter.is_some() {

@@ -45,9 +45,16 @@ pub(crate) struct Coordinator {
     status: Mutex<QueryStatus>,
     failure: Mutex<Option<Arc<ExecError>>>,
     cancel: watch::Sender<bool>,
+    /// Sink subtasks whose every input ended.
+    finished_sinks: watch::Sender<usize>,
 }
 
 impl Coordinator {
+    /// A sink subtask saw the end of all its inputs.
+    pub(crate) fn sink_finished(&self) {
+        self.finished_sinks.send_modify(|n| *n += 1);
+    }
+
     /// A sink subtask has seen the barrier of `epoch`.
     pub(crate) fn ack(&self, epoch: u64) {
         let mut pending = self.pending.lock();
@@ -91,6 +98,33 @@ impl Coordinator {
     }
 }
 
+/// A subtask's input channel and the operator input it feeds.
+type InputChannel = (usize, mpsc::Receiver<Message>);
+
+/// Runs a subtask; an error or a panic (a bug) fails the query instead of
+/// leaving it wedged.
+fn spawn_guarded<F>(coord: Arc<Coordinator>, fut: F) -> JoinHandle<()>
+where
+    F: std::future::Future<Output = ExecResult<()>> + Send + 'static,
+{
+    use futures::FutureExt;
+    tokio::spawn(async move {
+        match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => coord.fail(e),
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!(query = %coord.query, panic = %msg, "subtask panicked");
+                coord.fail(ExecError::internal(format!("subtask panicked: {msg}")));
+            }
+        }
+    })
+}
+
 /// A running streaming query.
 pub struct QueryRuntime {
     pub name: Arc<str>,
@@ -103,6 +137,8 @@ pub struct QueryRuntime {
 
 impl QueryRuntime {
     /// Starts every subtask of the graph. Must be called inside a tokio runtime.
+    // Subtask indices address the channel tables of two nodes at once.
+    #[allow(clippy::needless_range_loop)]
     pub fn start(name: &str, graph: StreamGraph) -> ExecResult<Arc<QueryRuntime>> {
         let name: Arc<str> = Arc::from(name);
         let (cancel, _) = watch::channel(false);
@@ -112,11 +148,12 @@ impl QueryRuntime {
             status: Mutex::new(QueryStatus::Running),
             failure: Mutex::new(None),
             cancel,
+            finished_sinks: watch::channel(0).0,
         });
 
         // Channels: one per (edge, upstream subtask, downstream subtask).
         // inputs[node][subtask] = Vec<(input index, receiver)>
-        let mut inputs: Vec<Vec<Vec<(usize, mpsc::Receiver<Message>)>>> = graph
+        let mut inputs: Vec<Vec<Vec<InputChannel>>> = graph
             .nodes
             .iter()
             .map(|n| (0..n.parallelism).map(|_| Vec::new()).collect())
@@ -176,22 +213,15 @@ impl QueryRuntime {
                         let (btx, brx) = mpsc::channel(16);
                         barrier_txs.push(btx);
                         let table = table.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = source_task::run(table, router, brx, cancel_rx).await {
-                                coord.fail(e);
-                            }
+                        spawn_guarded(coord, async move {
+                            source_task::run(table, router, brx, cancel_rx).await
                         })
                     }
                     NodeKind::Operator(factory) => {
                         let op = factory.create(subtask, node.parallelism)?;
-                        tokio::spawn(async move {
-                            let terminal = false;
-                            if let Err(e) =
-                                task::run(ctx, op, ins, router, terminal, coord.clone(), cancel_rx)
-                                    .await
-                            {
-                                coord.fail(e);
-                            }
+                        let c2 = coord.clone();
+                        spawn_guarded(coord, async move {
+                            task::run(ctx, op, ins, router, false, c2, cancel_rx).await
                         })
                     }
                     NodeKind::ResultSink(table) => {
@@ -199,13 +229,9 @@ impl QueryRuntime {
                         let op: Box<dyn crate::operator::Operator> = Box::new(
                             crate::operators::result_sink::ResultSinkOperator::new(table.clone()),
                         );
-                        tokio::spawn(async move {
-                            if let Err(e) =
-                                task::run(ctx, op, ins, router, true, coord.clone(), cancel_rx)
-                                    .await
-                            {
-                                coord.fail(e);
-                            }
+                        let c2 = coord.clone();
+                        spawn_guarded(coord, async move {
+                            task::run(ctx, op, ins, router, true, c2, cancel_rx).await
                         })
                     }
                 };
@@ -249,8 +275,17 @@ impl QueryRuntime {
                 },
             );
         }
-        if self.sink_subtasks == 0 {
-            return Ok(());
+        if self.sink_subtasks == 0 || self.barrier_txs.is_empty() {
+            // No input that can change (constants only): done once every
+            // sink has seen the end of its input.
+            self.coordinator.pending.lock().remove(&epoch);
+            let mut finished = self.coordinator.finished_sinks.subscribe();
+            let mut cancel = self.coordinator.cancel.subscribe();
+            let want = self.sink_subtasks;
+            tokio::select! {
+                _ = finished.wait_for(|n| *n >= want) => return Ok(()),
+                _ = cancel.wait_for(|c| *c) => return Err(self.coordinator.failure_message()),
+            }
         }
         let barrier = Barrier {
             epoch,

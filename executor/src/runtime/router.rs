@@ -77,7 +77,7 @@ impl OutputRouter {
                 }
                 Partitioning::Hash(keys) => {
                     let p = edge.downstream_parallelism;
-                    if p == 1 {
+                    if p == 1 || keys.is_empty() {
                         edge.senders[0]
                             .send(Message::Data(chunk.clone()))
                             .await

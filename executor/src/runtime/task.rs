@@ -102,6 +102,9 @@ pub(crate) async fn run(
             op.close(&mut out)?;
             route(&mut out, &mut router).await?;
             router.broadcast(Message::EndOfStream).await?;
+            if terminal {
+                coordinator.sink_finished();
+            }
             return Ok(());
         }
         let (i, msg) = match next_event(&mut inputs, &mut start, &mut cancel).await {
