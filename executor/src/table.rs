@@ -192,6 +192,14 @@ impl Table {
         Ok(chunk.num_rows() as u64)
     }
 
+    fn pk_columns(&self, batch: &RecordBatch) -> Vec<ArrayRef> {
+        self.desc
+            .primary_key
+            .iter()
+            .map(|i| batch.column(*i).clone())
+            .collect()
+    }
+
     fn check_not_null(&self, chunk: &Chunk) -> ExecResult<()> {
         for (i, field) in self.desc.schema.fields().iter().enumerate() {
             if field.is_nullable() {
@@ -215,12 +223,7 @@ impl Table {
     fn check_keys(&self, inner: &Inner, chunk: &Chunk) -> ExecResult<()> {
         match (&inner.contents, &self.pk_enc) {
             (Contents::Keyed(rows), Some(pk_enc)) => {
-                let pk_cols: Vec<ArrayRef> = self
-                    .desc
-                    .primary_key
-                    .iter()
-                    .map(|i| chunk.batch.column(*i).clone())
-                    .collect();
+                let pk_cols = self.pk_columns(&chunk.batch);
                 let keys = pk_enc.encode(&pk_cols)?;
                 let mut overlay: HashMap<OwnedRow, bool> = HashMap::new();
                 for i in 0..chunk.num_rows() {
@@ -272,12 +275,7 @@ impl Table {
         match &mut inner.contents {
             Contents::Keyed(map) => {
                 let pk_enc = self.pk_enc.as_ref().expect("keyed table has a pk encoder");
-                let pk_cols: Vec<ArrayRef> = self
-                    .desc
-                    .primary_key
-                    .iter()
-                    .map(|i| chunk.batch.column(*i).clone())
-                    .collect();
+                let pk_cols = self.pk_columns(&chunk.batch);
                 let keys = pk_enc.encode(&pk_cols)?;
                 for i in 0..chunk.num_rows() {
                     match chunk.op(i) {
@@ -346,12 +344,7 @@ impl Table {
                 "lookup by key on a table without primary key",
             ));
         };
-        let pk_cols: Vec<ArrayRef> = self
-            .desc
-            .primary_key
-            .iter()
-            .map(|i| batch.column(*i).clone())
-            .collect();
+        let pk_cols = self.pk_columns(batch);
         let keys = pk_enc.encode(&pk_cols)?;
         Ok((0..batch.num_rows())
             .map(|i| map.get(&keys.row(i).owned()).cloned())
