@@ -144,7 +144,10 @@ fn parse_csv(
             other => cur.push(other),
         }
     }
-    if (!cur.is_empty() || !row.is_empty()) && !(cur == "\\." && row.is_empty()) {
+    // A last line without a newline, unless it is the end marker.
+    let end_marker = cur == "\\." && row.is_empty();
+    let nothing_left = cur.is_empty() && row.is_empty();
+    if !end_marker && !nothing_left {
         finish_field(&mut row, &mut cur, &mut was_quoted);
         rows.push(row);
     }
