@@ -792,7 +792,15 @@ impl Engine {
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
-        Ok(concat_batches(&schema, &batches).map_err(weir_executor::ExecError::from)?)
+        let batch = concat_batches(&schema, &batches).map_err(weir_executor::ExecError::from)?;
+        let shown = display_schema(&schema);
+        Ok(RecordBatch::try_new_with_options(
+            shown,
+            batch.columns().to_vec(),
+            &datafusion::arrow::array::RecordBatchOptions::new()
+                .with_row_count(Some(batch.num_rows())),
+        )
+        .map_err(weir_executor::ExecError::from)?)
     }
 
     async fn query(&self, stmt: DfStatement, params: Option<ParamValues>) -> SqlResult<Output> {
@@ -1016,10 +1024,13 @@ impl Engine {
         let schema = arrow_schema(plan.schema());
         let mut seen = std::collections::HashSet::new();
         for f in schema.fields() {
-            if !seen.insert(f.name().clone()) {
+            if f.name().contains(crate::naming::REPEAT_MARK) || !seen.insert(f.name().clone()) {
                 return Err(SqlError::new(
                     "42701",
-                    format!("column \"{}\" specified more than once", f.name()),
+                    format!(
+                        "column \"{}\" specified more than once",
+                        crate::naming::display_name(f.name())
+                    ),
                 )
                 .with_hint("Give the columns distinct names with AS."));
             }
@@ -1252,7 +1263,7 @@ impl Engine {
                 }
                 let schema = match &plan {
                     LogicalPlan::Dml(_) => None,
-                    p => Some(Arc::new(p.schema().as_arrow().clone())),
+                    p => Some(display_schema(&Arc::new(p.schema().as_arrow().clone()))),
                 };
                 Ok((schema, params))
             }
@@ -1470,5 +1481,27 @@ fn without_final_casts(plan: &LogicalPlan) -> SqlResult<LogicalPlan> {
         .collect();
     Ok(LogicalPlan::Projection(
         datafusion::logical_expr::Projection::try_new(exprs, p.input.clone())?,
+    ))
+}
+
+/// The schema with the names clients see (repeated names unmarked).
+fn display_schema(schema: &SchemaRef) -> SchemaRef {
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| f.name().contains(crate::naming::REPEAT_MARK))
+    {
+        return schema.clone();
+    }
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .clone()
+                    .with_name(crate::naming::display_name(f.name()))
+            })
+            .collect::<Vec<_>>(),
     ))
 }

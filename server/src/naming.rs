@@ -25,6 +25,25 @@ fn pg_name(e: &Expr) -> Option<String> {
     }
 }
 
+/// Marks an output name that repeats an earlier one.
+pub const REPEAT_MARK: &str = "#weir";
+
+/// The name a client sees for an output column.
+pub fn display_name(name: &str) -> &str {
+    match name.find(REPEAT_MARK) {
+        Some(p) => &name[..p],
+        None => name,
+    }
+}
+
+fn fold(id: &Ident) -> String {
+    if id.quote_style.is_some() {
+        id.value.clone()
+    } else {
+        id.value.to_lowercase()
+    }
+}
+
 fn name_query(q: &mut Query) {
     name_set_expr(&mut q.body);
 }
@@ -32,42 +51,45 @@ fn name_query(q: &mut Query) {
 fn name_set_expr(body: &mut SetExpr) {
     match body {
         SetExpr::Select(select) => {
-            let mut names: Vec<Option<String>> = select
-                .projection
-                .iter()
-                .map(|item| match item {
-                    SelectItem::UnnamedExpr(e) => pg_name(e),
-                    _ => None,
-                })
-                .collect();
-            // Keep DataFusion's name where PostgreSQL's would repeat one
-            // already used (DataFusion requires unique names).
-            let mut taken: Vec<String> = select
-                .projection
-                .iter()
-                .filter_map(|item| match item {
-                    SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_lowercase()),
-                    SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(i.value.to_lowercase()),
-                    SelectItem::UnnamedExpr(Expr::CompoundIdentifier(p)) => {
-                        p.last().map(|i| i.value.to_lowercase())
+            // PostgreSQL allows repeated output names; DataFusion does not.
+            // A repeat is aliased `name#weir<i>` and renamed back in the
+            // result (see `display_name`).
+            let mut seen: Vec<String> = Vec::new();
+            for (i, item) in select.projection.iter_mut().enumerate() {
+                let (expr, name, keep) = match &*item {
+                    SelectItem::ExprWithAlias { expr, alias } => {
+                        let n = if alias.quote_style.is_some() {
+                            alias.value.clone()
+                        } else {
+                            alias.value.to_lowercase()
+                        };
+                        (expr.clone(), n, true)
                     }
-                    _ => None,
-                })
-                .collect();
-            for n in names.iter_mut() {
-                if let Some(name) = n {
-                    if taken.contains(name) {
-                        *n = None;
-                    } else {
-                        taken.push(name.clone());
+                    SelectItem::UnnamedExpr(e @ Expr::Identifier(id)) => {
+                        (e.clone(), fold(id), true)
                     }
-                }
-            }
-            for (item, name) in select.projection.iter_mut().zip(names) {
-                if let (SelectItem::UnnamedExpr(e), Some(name)) = (&*item, name) {
+                    SelectItem::UnnamedExpr(e @ Expr::CompoundIdentifier(parts)) => {
+                        match parts.last() {
+                            Some(id) => (e.clone(), fold(id), true),
+                            None => continue,
+                        }
+                    }
+                    SelectItem::UnnamedExpr(e) => match pg_name(e) {
+                        Some(n) => (e.clone(), n, false),
+                        None => continue,
+                    },
+                    _ => continue,
+                };
+                let alias = if seen.contains(&name) {
+                    Some(format!("{name}{REPEAT_MARK}{i}"))
+                } else {
+                    seen.push(name.clone());
+                    (!keep).then_some(name)
+                };
+                if let Some(alias) = alias {
                     *item = SelectItem::ExprWithAlias {
-                        expr: e.clone(),
-                        alias: Ident::with_quote('"', name),
+                        expr,
+                        alias: Ident::with_quote('"', alias),
                     };
                 }
             }
@@ -106,11 +128,13 @@ mod tests {
             named("SELECT k, count(*), sum(v) AS s, v::int, 1 + 1 FROM t"),
             "SELECT k, count(*) AS \"count\", sum(v) AS s, v::INT AS \"v\", 1 + 1 AS \"?column?\" FROM t"
         );
-        // A repeated name keeps DataFusion's.
+        // A repeated name is marked for DataFusion and shown without the mark.
         assert_eq!(
-            named("SELECT count(*), count(v) FROM t"),
-            "SELECT count(*) AS \"count\", count(v) FROM t"
+            named("SELECT count(*), count(v), a, a FROM t"),
+            "SELECT count(*) AS \"count\", count(v) AS \"count#weir1\", a, a AS \"a#weir3\" FROM t"
         );
+        assert_eq!(display_name("count#weir1"), "count");
+        assert_eq!(display_name("plain"), "plain");
     }
 }
 
