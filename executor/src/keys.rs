@@ -5,7 +5,6 @@
 //! exchanges and will locate keyed state, so a restore at another parallelism
 //! only reassigns ranges.
 
-use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::DataType;
@@ -72,12 +71,7 @@ impl KeyEncoder {
             .convert_rows(rows.into_iter().map(|r| r.row()))?)
     }
 
-    pub fn empty_rows(&self) -> Rows {
-        self.converter.empty_rows(0, 0)
-    }
 }
-
-pub type SharedKeyEncoder = Arc<KeyEncoder>;
 
 #[cfg(test)]
 mod tests {

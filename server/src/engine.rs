@@ -1,7 +1,7 @@
 //! The engine behind every session: the catalog, the live tables, the
 //! running streaming queries and statement execution.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -1296,15 +1296,6 @@ impl Engine {
         for q in st.queries.values() {
             q.runtime.cancel();
         }
-    }
-
-    pub fn query_names(&self) -> HashMap<String, String> {
-        self.state
-            .lock()
-            .queries
-            .values()
-            .map(|q| (q.meta.name.clone(), q.meta.sql.clone()))
-            .collect()
     }
 }
 

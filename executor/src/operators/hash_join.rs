@@ -64,7 +64,6 @@ struct Side {
     key_exprs: Vec<Arc<dyn PhysicalExpr>>,
     key_enc: KeyEncoder,
     row_enc: KeyEncoder,
-    types: Vec<DataType>,
     null_row: OwnedRow,
     rows: HashMap<OwnedRow, Vec<Entry>>,
 }
@@ -87,7 +86,6 @@ impl Side {
             key_exprs,
             key_enc: KeyEncoder::new(&key_types)?,
             row_enc,
-            types,
             null_row,
             rows: HashMap::new(),
         })
@@ -366,7 +364,6 @@ impl Operator for HashJoinOperator {
                 }
             }
         }
-        let _ = &self.sides[0].types;
         if let Some(c) = self.build_output(emitted)? {
             out.push(c);
         }

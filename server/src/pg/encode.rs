@@ -1,7 +1,6 @@
 //! Arrow values → PostgreSQL wire values, in text (as psql prints them) or
 //! binary format.
 
-use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveDate};
@@ -447,10 +446,6 @@ pub fn format_interval(months: i32, days: i32, micros: i64) -> String {
         }
     }
     out
-}
-
-pub fn empty_schema() -> Arc<Schema> {
-    Arc::new(Schema::empty())
 }
 
 #[cfg(test)]
