@@ -5,7 +5,6 @@
 //! exchanges and will locate keyed state, so a restore at another parallelism
 //! only reassigns ranges.
 
-
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
@@ -70,7 +69,6 @@ impl KeyEncoder {
             .converter
             .convert_rows(rows.into_iter().map(|r| r.row()))?)
     }
-
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! Arrow values → PostgreSQL wire values, in text (as psql prints them) or
 //! binary format.
 
-
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveDate};
 use datafusion::arrow::array::*;
