@@ -38,6 +38,16 @@ enum Contents {
     Multiset(HashMap<OwnedRow, i64>),
 }
 
+impl Contents {
+    /// Number of rows (a multiset row counts as often as it occurs).
+    fn len(&self) -> usize {
+        match self {
+            Contents::Keyed(m) => m.len(),
+            Contents::Multiset(m) => m.values().map(|c| (*c).max(0) as usize).sum(),
+        }
+    }
+}
+
 struct Inner {
     version: u64,
     contents: Contents,
@@ -155,10 +165,7 @@ impl Table {
     }
 
     pub fn row_count(&self) -> usize {
-        match &self.inner.lock().contents {
-            Contents::Keyed(m) => m.len(),
-            Contents::Multiset(m) => m.values().map(|c| (*c).max(0) as usize).sum(),
-        }
+        self.inner.lock().contents.len()
     }
 
     /// Writes a chunk of changes. Returns the number of rows changed. For a
@@ -320,13 +327,9 @@ impl Table {
                     .flat_map(|(r, c)| std::iter::repeat_n(r.row(), (*c).max(0) as usize)),
             )?,
         };
-        let n = columns.first().map_or_else(
-            || match &inner.contents {
-                Contents::Keyed(m) => m.len(),
-                Contents::Multiset(m) => m.values().map(|c| (*c).max(0) as usize).sum(),
-            },
-            |c| c.len(),
-        );
+        let n = columns
+            .first()
+            .map_or_else(|| inner.contents.len(), |c| c.len());
         let batch = RecordBatch::try_new_with_options(
             self.desc.schema.clone(),
             columns,

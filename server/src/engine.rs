@@ -257,8 +257,20 @@ impl Engine {
         if let Some(custom) = parse_custom(sql)? {
             return self.execute_custom(custom).await;
         }
-        let stmt = self.parse(sql)?;
+        let stmt = self.parse_rewritten(sql)?;
         self.execute_statement(session, stmt, params).await
+    }
+
+    /// Parses one statement and applies Weir's rewrites: PostgreSQL's output
+    /// column names and the literal forms DataFusion reads differently.
+    fn parse_rewritten(&self, sql: &str) -> SqlResult<DfStatement> {
+        let mut stmt = self.parse(sql)?;
+        if let DfStatement::Statement(inner) = &mut stmt {
+            crate::naming::apply(inner);
+            crate::naming::normalize_literals(inner);
+            self.bytea_in_insert_values(inner);
+        }
+        Ok(stmt)
     }
 
     /// Parses one statement. Queries over `pg_catalog` (what psql's `\d` and
@@ -314,14 +326,9 @@ impl Engine {
     async fn execute_statement(
         &self,
         session: &Mutex<Session>,
-        mut stmt: DfStatement,
+        stmt: DfStatement,
         params: Option<ParamValues>,
     ) -> SqlResult<Output> {
-        if let DfStatement::Statement(inner) = &mut stmt {
-            crate::naming::apply(inner);
-            crate::naming::normalize_literals(inner);
-            self.bytea_in_insert_values(inner);
-        }
         let inner = match &stmt {
             DfStatement::Statement(inner) => inner,
             DfStatement::Explain(_) => return self.query(stmt, params).await,
@@ -1005,12 +1012,8 @@ impl Engine {
     ) -> SqlResult<(weir_executor::graph::StreamGraph, Arc<Table>, Vec<String>)> {
         let parallelism = parse_options(options)?.unwrap_or(self.default_parallelism);
         let state = self.ctx.state();
-        let mut stmt = self.parse(sql)?;
-        if let DfStatement::Statement(inner) = &mut stmt {
-            crate::naming::apply(inner);
-            crate::naming::normalize_literals(inner);
-            self.bytea_in_insert_values(inner);
-        }
+        let stmt = self.parse_rewritten(sql)?;
+
         match &stmt {
             DfStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_)) => {}
             _ => {
@@ -1070,7 +1073,8 @@ impl Engine {
             ));
         }
         // Plan first so that errors surface before anything is stored.
-        let (_, _, depends_on) = self.plan_query(&name, &sql, &options).await?;
+        let planned = self.plan_query(&name, &sql, &options).await?;
+        let depends_on = planned.2.clone();
         let id = self.allocate_id()?;
         let meta = QueryMeta {
             id,
@@ -1085,17 +1089,26 @@ impl Engine {
             &query_key(&name),
             serde_json::to_string(&meta).expect("json").as_bytes(),
         )?;
-        if let Err(e) = self.start_query(meta).await {
+        if let Err(e) = self.run_query(meta, planned) {
             let _ = self.store.delete_catalog(&query_key(&name));
             return Err(e);
         }
         Ok(Output::Command { tag, rows: None })
     }
 
+    /// Plans and starts a query from its catalog entry (at recovery).
     async fn start_query(&self, meta: QueryMeta) -> SqlResult<()> {
-        let (graph, result, _) = self
+        let planned = self
             .plan_query(&meta.name, &meta.sql, &meta.options)
             .await?;
+        self.run_query(meta, planned)
+    }
+
+    fn run_query(
+        &self,
+        meta: QueryMeta,
+        (graph, result, _): (weir_executor::graph::StreamGraph, Arc<Table>, Vec<String>),
+    ) -> SqlResult<()> {
         let runtime = QueryRuntime::start(&meta.name, graph)?;
         self.relations
             .write()
@@ -1223,14 +1236,10 @@ impl Engine {
             return Ok((Some(text_batch(cols, vec![]).schema()), vec![]));
         }
         let state = self.ctx.state();
-        let Ok(mut stmt) = self.parse(sql) else {
+        let Ok(stmt) = self.parse_rewritten(sql) else {
             return Ok((None, vec![]));
         };
-        if let DfStatement::Statement(inner) = &mut stmt {
-            crate::naming::apply(inner);
-            crate::naming::normalize_literals(inner);
-            self.bytea_in_insert_values(inner);
-        }
+
         let inner = match &stmt {
             DfStatement::Statement(inner) => inner.clone(),
             DfStatement::Explain(_) => {

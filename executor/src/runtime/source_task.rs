@@ -43,22 +43,9 @@ pub(crate) async fn run(
     let (snapshot, mut reader) = table.reader()?;
     emit(&mut router, snapshot).await?;
     loop {
-        // Drain what is there before waiting.
-        while reader.has_more() {
-            let chunks = reader.read()?;
-            if chunks.is_empty() {
-                break;
-            }
-            for c in chunks {
-                emit(&mut router, c).await?;
-            }
-            if let Ok(b) = barriers.try_recv() {
-                // Emit everything visible now, then the barrier.
-                drain(&mut reader, &mut router).await?;
-                router.broadcast(Message::Barrier(b)).await?;
-            }
-        }
-        let mut watch = reader_watch(&reader);
+        // Emit what is there before waiting.
+        drain(&mut reader, &mut router).await?;
+        let mut watch = reader.table().version_watch();
         let pos = reader.position();
         let wake = tokio::select! {
             b = barriers.recv() => Wake::Barrier(b),
@@ -80,10 +67,6 @@ enum Wake {
     Barrier(Option<Barrier>),
     Data,
     Cancel,
-}
-
-fn reader_watch(reader: &crate::table::TableReader) -> watch::Receiver<u64> {
-    reader.table().version_watch()
 }
 
 async fn drain(
