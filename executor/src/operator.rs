@@ -41,29 +41,88 @@ pub struct OperatorContext {
     pub parallelism: usize,
 }
 
-/// Opaque snapshot of an operator's state for one epoch.
-pub type StateSnapshot = Vec<u8>;
+/// One entry of keyed state as it goes into a checkpoint. The key group is
+/// the one the runtime routes the entry's key to ([`crate::keys::key_group_of`]
+/// over the same key bytes the exchange hashes), so that a restore at another
+/// parallelism hands each entry to the subtask that now owns its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateEntry {
+    pub key_group: u16,
+    /// Unique within the operator (an operator with several maps prefixes
+    /// its keys to keep them apart).
+    pub key: Vec<u8>,
+    /// `None`: the key was deleted since the previous snapshot (only in an
+    /// incremental snapshot).
+    pub value: Option<Vec<u8>>,
+}
+
+/// Collects an operator's state at a barrier.
+///
+/// In a *full* snapshot the operator writes every live entry. In an
+/// *incremental* one it writes only the keys changed since its previous
+/// snapshot: the current value, or a delete for a key that is gone.
+pub struct StateWriter {
+    full: bool,
+    entries: Vec<StateEntry>,
+}
+
+impl StateWriter {
+    pub fn new(full: bool) -> Self {
+        StateWriter {
+            full,
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    pub fn put(&mut self, key_group: usize, key: Vec<u8>, value: Vec<u8>) {
+        self.entries.push(StateEntry {
+            key_group: key_group as u16,
+            key,
+            value: Some(value),
+        });
+    }
+
+    pub fn delete(&mut self, key_group: usize, key: Vec<u8>) {
+        if !self.full {
+            self.entries.push(StateEntry {
+                key_group: key_group as u16,
+                key,
+                value: None,
+            });
+        }
+    }
+
+    pub fn into_entries(self) -> Vec<StateEntry> {
+        self.entries
+    }
+}
 
 /// A streaming operator.
 ///
 /// Only [`Operator::on_chunk`] is required. Contract:
-/// - `open` is called once before any other method, with the state restored
-///   from the last completed checkpoint (if any).
+/// - `restore` is called first when the query resumes from a checkpoint, with
+///   every entry of the key groups this subtask owns (values always present).
+/// - `open` is called once before any data, with `restored` telling whether
+///   the query resumed from a checkpoint (then output emitted at a first
+///   open, e.g. constant rows, was already emitted and must not be again).
 /// - `on_chunk` receives the changes of input `input` in arrival order.
 ///   Deletes must retract exactly what earlier inserts added: an operator that
 ///   keeps state must keep enough to retract (warning: dropping that state
 ///   yields silently wrong results, not errors).
-/// - `snapshot` is called once per epoch after the runtime aligned the
-///   barrier on all inputs; it must capture all state that the inputs before
-///   the barrier produced.
+/// - `snapshot` is called once per checkpoint when the barrier has passed;
+///   it must capture all state that the inputs before the barrier produced,
+///   and nothing after it. Stateless operators keep the default.
 /// - `close` is called when every input ended.
 pub trait Operator: Send {
-    fn open(
-        &mut self,
-        _ctx: &OperatorContext,
-        _restored: Option<StateSnapshot>,
-        _out: &mut Output,
-    ) -> ExecResult<()> {
+    fn restore(&mut self, _ctx: &OperatorContext, _entries: Vec<StateEntry>) -> ExecResult<()> {
+        Ok(())
+    }
+
+    fn open(&mut self, _ctx: &OperatorContext, _restored: bool, _out: &mut Output) -> ExecResult<()> {
         Ok(())
     }
 
@@ -75,12 +134,7 @@ pub trait Operator: Send {
         Ok(())
     }
 
-    fn snapshot(&mut self, _epoch: u64) -> ExecResult<Option<StateSnapshot>> {
-        Ok(None)
-    }
-
-    /// Committing sinks only.
-    fn on_checkpoint_complete(&mut self, _epoch: u64) -> ExecResult<()> {
+    fn snapshot(&mut self, _state: &mut StateWriter) -> ExecResult<()> {
         Ok(())
     }
 

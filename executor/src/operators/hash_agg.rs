@@ -29,7 +29,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use crate::chunk::{Chunk, Op};
 use crate::error::{ExecError, ExecResult};
 use crate::keys::KeyEncoder;
-use crate::operator::{Operator, OperatorContext, Output, StateSnapshot};
+use crate::operator::{Operator, OperatorContext, Output};
 
 /// How an aggregate keeps its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,7 +235,7 @@ impl Operator for HashAggOperator {
     fn open(
         &mut self,
         ctx: &OperatorContext,
-        _restored: Option<StateSnapshot>,
+        _restored: bool,
         out: &mut Output,
     ) -> ExecResult<()> {
         if self.is_global() && ctx.subtask == 0 {

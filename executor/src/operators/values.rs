@@ -1,11 +1,12 @@
 //! A constant relation (`VALUES`, or a SELECT without FROM): emits its rows
-//! once when opened. It has no inputs, so it ends right away.
+//! once when first opened (not again when resumed from a checkpoint). It
+//! has no inputs, so it ends right away.
 
 use datafusion::arrow::array::RecordBatch;
 
 use crate::chunk::Chunk;
 use crate::error::ExecResult;
-use crate::operator::{Operator, OperatorContext, Output, StateSnapshot};
+use crate::operator::{Operator, OperatorContext, Output};
 
 pub struct ValuesOperator {
     batch: RecordBatch,
@@ -21,10 +22,11 @@ impl Operator for ValuesOperator {
     fn open(
         &mut self,
         ctx: &OperatorContext,
-        _restored: Option<StateSnapshot>,
+        restored: bool,
         out: &mut Output,
     ) -> ExecResult<()> {
-        if ctx.subtask == 0 {
+        // Resumed from a checkpoint: the rows went out before it.
+        if ctx.subtask == 0 && !restored {
             out.push(Chunk::inserts(self.batch.clone()));
         }
         Ok(())

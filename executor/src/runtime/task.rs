@@ -91,7 +91,7 @@ pub(crate) async fn run(
         })
         .collect();
     let mut out = Output::default();
-    op.open(&ctx, None, &mut out)?;
+    op.open(&ctx, false, &mut out)?;
     route(&mut out, &mut router).await?;
 
     let mut aligning: Option<Barrier> = None;
@@ -184,7 +184,8 @@ async fn complete_alignment(
     if !inputs.iter().all(|i| i.blocked || i.finished) {
         return Ok(());
     }
-    let _state = op.snapshot(barrier.epoch)?;
+    let mut state = crate::operator::StateWriter::new(true);
+    op.snapshot(&mut state)?;
     if terminal {
         coordinator.ack(barrier.epoch);
     } else {
