@@ -11,6 +11,20 @@ pub enum StorageError {
     Codec(#[from] arrow::error::ArrowError),
     #[error("corrupt storage entry: {0}")]
     Corrupt(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;
+
+impl StorageError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -7,11 +7,20 @@
 //! [`Store::append_log`], [`Store::read_log`], [`Store::put_catalog`].
 //! Every write here is synced to the write-ahead log before it returns, so a
 //! caller may acknowledge it to a client.
+//!
+//! Checkpoints: [`Store::commit`] writes a checkpoint's record together with
+//! the result-table changes it commits, in one atomic synced batch;
+//! [`StateDb`] keeps a query's keyed state for the RocksDB state backend and
+//! cuts incremental checkpoints (hard-linked SST files) from it;
+//! [`state_file`] is the checksummed file format of full snapshots.
 
 mod codec;
 mod error;
+pub mod state_file;
+mod state_db;
 mod store;
 
 pub use codec::{decode_batch, encode_batch};
 pub use error::{StorageError, StorageResult};
-pub use store::{LogEntry, Store};
+pub use state_db::{dir_size, StateDb};
+pub use store::{Commit, LogEntry, Store};

@@ -8,6 +8,17 @@ use crate::error::{StorageError, StorageResult};
 
 const CF_CATALOG: &str = "catalog";
 const CF_LOG: &str = "log";
+const CF_CHECKPOINTS: &str = "checkpoints";
+
+/// Writes that must land together or not at all: the record of a completed
+/// checkpoint and the result-table changes it commits.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// (log id, offset, payload)
+    pub log_appends: Vec<(u64, u64, Vec<u8>)>,
+    pub checkpoint_puts: Vec<(String, Vec<u8>)>,
+    pub checkpoint_deletes: Vec<String>,
+}
 
 /// One entry of a change log.
 #[derive(Debug, Clone)]
@@ -41,7 +52,7 @@ impl Store {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = [CF_CATALOG, CF_LOG]
+        let cfs = [CF_CATALOG, CF_LOG, CF_CHECKPOINTS]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
@@ -141,6 +152,43 @@ impl Store {
             }
             None => Ok(None),
         }
+    }
+
+    /// Applies a [`Commit`] atomically, synced.
+    pub fn commit(&self, commit: Commit) -> StorageResult<()> {
+        let log = self.cf(CF_LOG)?;
+        let ckpt = self.cf(CF_CHECKPOINTS)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        for (log_id, offset, payload) in &commit.log_appends {
+            batch.put_cf(log, log_key(*log_id, *offset), payload);
+        }
+        for (k, v) in &commit.checkpoint_puts {
+            batch.put_cf(ckpt, k.as_bytes(), v);
+        }
+        for k in &commit.checkpoint_deletes {
+            batch.delete_cf(ckpt, k.as_bytes());
+        }
+        self.db.write_opt(batch, &synced())?;
+        Ok(())
+    }
+
+    /// Checkpoint records whose key starts with `prefix`, in key order.
+    pub fn list_checkpoint_records(&self, prefix: &str) -> StorageResult<Vec<(String, Vec<u8>)>> {
+        let cf = self.cf(CF_CHECKPOINTS)?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            cf,
+            IteratorMode::From(prefix.as_bytes(), Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let key = String::from_utf8(k.to_vec())
+                .map_err(|_| StorageError::Corrupt("checkpoint key is not utf-8".into()))?;
+            out.push((key, v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Deletes a whole log (when its table is dropped).
