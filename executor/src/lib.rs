@@ -7,6 +7,7 @@
 //! Entry points: [`graph::StreamGraph`] (what to run), [`runtime::QueryRuntime::start`]
 //! (run it), [`table::Table`] (read and write tables). The executor never sees SQL.
 
+pub mod checkpoint;
 pub mod chunk;
 pub mod error;
 pub mod graph;

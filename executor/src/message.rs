@@ -11,10 +11,20 @@ pub enum BarrierKind {
 }
 
 /// How a barrier is aligned at multi-input operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CheckpointMode {
     Aligned,
     Unaligned,
+}
+
+impl CheckpointMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckpointMode::Aligned => "aligned",
+            CheckpointMode::Unaligned => "unaligned",
+        }
+    }
 }
 
 /// A checkpoint barrier: a plain value, injected at every source by the

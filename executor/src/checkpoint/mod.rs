@@ -1,0 +1,13 @@
+//! Checkpoints: settings, durable storage of state and records, and the
+//! statistics `system.checkpoints` shows. The protocol itself (barriers,
+//! alignment, acknowledgements, commit) lives in the runtime.
+
+pub mod config;
+pub mod stats;
+pub mod storage;
+
+pub use config::{CheckpointConfig, StateBackendKind};
+pub use stats::{CheckpointStats, CheckpointStatus};
+pub use storage::{
+    CheckpointRecord, CheckpointStorage, LoadedState, SourceOffset, SubtaskSnapshot, WrittenSizes,
+};

@@ -1,0 +1,394 @@
+//! Where a query's checkpoints live and how they are written and read.
+//!
+//! - The *record* of a completed checkpoint (source offsets, sizes, where
+//!   its state is) goes into the store's `checkpoints` column family, in the
+//!   same atomic batch as the result-table changes the checkpoint commits.
+//!   A checkpoint without a record never happened.
+//! - State files go under `<data>/checkpoints/q<query id>/chk-<epoch>/`:
+//!   `state.bin` (memory backend: every entry, checksummed) or `db/` (RocksDB
+//!   backend: a RocksDB checkpoint of the query's state db, SST files
+//!   hard-linked and shared with earlier checkpoints), plus `channels.bin`
+//!   for the in-flight data an unaligned checkpoint captured.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use weir_storage::{decode_batch, dir_size, encode_batch, state_file, StateDb, Store};
+
+use super::config::StateBackendKind;
+use crate::chunk::Chunk;
+use crate::error::{ExecError, ExecResult};
+use crate::message::CheckpointMode;
+use crate::operator::StateEntry;
+
+/// What one subtask contributes to a checkpoint.
+#[derive(Debug, Default)]
+pub struct SubtaskSnapshot {
+    pub node: usize,
+    pub subtask: usize,
+    pub entries: Vec<StateEntry>,
+    /// Sources: the log offset up to which input is covered.
+    pub source_offset: Option<u64>,
+    pub alignment_ms: u64,
+    /// Unaligned: (input channel, chunk) received before the barrier on that
+    /// channel but after the snapshot; replayed first on recovery.
+    pub channel_state: Vec<(usize, Chunk)>,
+    pub timed_out_to_unaligned: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceOffset {
+    pub node: usize,
+    pub subtask: usize,
+    pub offset: u64,
+}
+
+/// The durable description of a completed checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    pub query_id: u64,
+    pub epoch: u64,
+    pub backend: StateBackendKind,
+    pub mode: CheckpointMode,
+    pub timed_out_to_unaligned: bool,
+    pub triggered_at_ms: u64,
+    pub completed_at_ms: u64,
+    pub duration_ms: u64,
+    pub state_bytes: u64,
+    pub incremental_bytes: u64,
+    pub in_flight_bytes: u64,
+    pub alignment_ms: u64,
+    /// Node names of the plan, to refuse a checkpoint of another plan.
+    pub nodes: Vec<String>,
+    pub sources: Vec<SourceOffset>,
+}
+
+/// State read back from a checkpoint.
+#[derive(Default)]
+pub struct LoadedState {
+    pub entries: HashMap<usize, Vec<StateEntry>>,
+    /// (node, subtask) → (input channel, chunk)
+    pub channels: HashMap<(usize, usize), Vec<(usize, Chunk)>>,
+}
+
+/// Sizes of what a checkpoint wrote.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WrittenSizes {
+    pub state_bytes: u64,
+    pub incremental_bytes: u64,
+    pub in_flight_bytes: u64,
+}
+
+pub struct CheckpointStorage {
+    store: Arc<Store>,
+    query_id: u64,
+    root: PathBuf,
+    state_db: Mutex<Option<StateDb>>,
+}
+
+fn ioerr(what: String) -> impl FnOnce(std::io::Error) -> ExecError {
+    move |e| ExecError::Storage(weir_storage::StorageError::io(what, e))
+}
+
+fn put_u32(buf: &mut Vec<u8>, v: usize) {
+    buf.extend_from_slice(&(v as u32).to_le_bytes());
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> ExecResult<&'a [u8]> {
+        if self.pos + n > self.bytes.len() {
+            return Err(ExecError::internal("checkpoint state ends early"));
+        }
+        let s = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn u32(&mut self) -> ExecResult<usize> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize)
+    }
+    fn u16(&mut self) -> ExecResult<u16> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+    fn done(&self) -> bool {
+        self.pos >= self.bytes.len()
+    }
+}
+
+/// RocksDB key of a state entry: node, key group (big endian, so one node's
+/// entries are contiguous and ordered by key group), key.
+fn db_key(node: usize, e: &StateEntry) -> Vec<u8> {
+    let mut k = Vec::with_capacity(6 + e.key.len());
+    k.extend_from_slice(&(node as u32).to_be_bytes());
+    k.extend_from_slice(&e.key_group.to_be_bytes());
+    k.extend_from_slice(&e.key);
+    k
+}
+
+impl CheckpointStorage {
+    pub fn new(store: Arc<Store>, data_dir: &Path, query_id: u64) -> Arc<Self> {
+        Arc::new(CheckpointStorage {
+            store,
+            query_id,
+            root: data_dir.join("checkpoints").join(format!("q{query_id}")),
+            state_db: Mutex::new(None),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn chk_dir(&self, epoch: u64) -> PathBuf {
+        self.root.join(format!("chk-{epoch}"))
+    }
+
+    fn prefix(&self) -> String {
+        format!("q/{:020}/", self.query_id)
+    }
+
+    pub fn record_key(&self, epoch: u64) -> String {
+        format!("{}{epoch:020}", self.prefix())
+    }
+
+    /// Completed checkpoints, oldest first.
+    pub fn records(&self) -> ExecResult<Vec<CheckpointRecord>> {
+        let mut out = Vec::new();
+        for (key, value) in self.store.list_checkpoint_records(&self.prefix())? {
+            match serde_json::from_slice::<CheckpointRecord>(&value) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::warn!(%key, error = %e, "unreadable checkpoint record skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Prepares the working state db: a copy of `from` (a RocksDB
+    /// checkpoint) or empty.
+    pub fn open_state_db(&self, from: Option<u64>) -> ExecResult<()> {
+        let work = self.root.join("state-db");
+        let mut slot = self.state_db.lock();
+        *slot = None;
+        let db = match from {
+            Some(epoch) => StateDb::open(&work, Some(&self.chk_dir(epoch).join("db")))?,
+            None => {
+                if work.exists() {
+                    std::fs::remove_dir_all(&work)
+                        .map_err(ioerr(format!("remove {}", work.display())))?;
+                }
+                std::fs::create_dir_all(&self.root)
+                    .map_err(ioerr(format!("create {}", self.root.display())))?;
+                StateDb::open(&work, None)?
+            }
+        };
+        *slot = Some(db);
+        Ok(())
+    }
+
+    /// Writes the state files of checkpoint `epoch`. Blocking: run it off
+    /// the processing path. `full` means every operator wrote all its state.
+    pub fn write_state(
+        &self,
+        epoch: u64,
+        backend: StateBackendKind,
+        full: bool,
+        previous: Option<u64>,
+        snaps: &[SubtaskSnapshot],
+    ) -> ExecResult<WrittenSizes> {
+        let dir = self.chk_dir(epoch);
+        if dir.exists() {
+            // Left over from a checkpoint that failed before its record.
+            std::fs::remove_dir_all(&dir).map_err(ioerr(format!("remove {}", dir.display())))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(ioerr(format!("create {}", dir.display())))?;
+        let mut sizes = WrittenSizes::default();
+        match backend {
+            StateBackendKind::Memory => {
+                let mut buf = Vec::new();
+                for s in snaps {
+                    for e in &s.entries {
+                        let Some(v) = &e.value else { continue };
+                        put_u32(&mut buf, s.node);
+                        buf.extend_from_slice(&e.key_group.to_le_bytes());
+                        put_u32(&mut buf, e.key.len());
+                        buf.extend_from_slice(&e.key);
+                        put_u32(&mut buf, v.len());
+                        buf.extend_from_slice(v);
+                    }
+                }
+                state_file::write(&dir.join("state.bin"), &buf)?;
+                sizes.state_bytes = buf.len() as u64;
+                sizes.incremental_bytes = buf.len() as u64;
+            }
+            StateBackendKind::Rocksdb => {
+                if full || self.state_db.lock().is_none() {
+                    self.open_state_db(None)?;
+                }
+                let slot = self.state_db.lock();
+                let db = slot.as_ref().expect("state db opened");
+                db.apply(snaps.iter().flat_map(|s| {
+                    s.entries.iter().map(|e| (db_key(s.node, e), e.value.clone()))
+                }))?;
+                let target = dir.join("db");
+                db.checkpoint(&target)?;
+                let files = StateDb::sst_files(&target);
+                let before: HashSet<String> = previous
+                    .map(|p| StateDb::sst_files(&self.chk_dir(p).join("db")))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect();
+                sizes.state_bytes = dir_size(&target);
+                let shared: u64 = files
+                    .iter()
+                    .filter(|(n, _)| before.contains(n))
+                    .map(|(_, s)| *s)
+                    .sum();
+                sizes.incremental_bytes = sizes.state_bytes - shared.min(sizes.state_bytes);
+            }
+        }
+        let mut chan = Vec::new();
+        for s in snaps {
+            for (input, chunk) in &s.channel_state {
+                let bytes = encode_batch(&chunk.to_stored_batch()?)?;
+                put_u32(&mut chan, s.node);
+                put_u32(&mut chan, s.subtask);
+                put_u32(&mut chan, *input);
+                put_u32(&mut chan, bytes.len());
+                chan.extend_from_slice(&bytes);
+            }
+        }
+        if !chan.is_empty() {
+            state_file::write(&dir.join("channels.bin"), &chan)?;
+            sizes.in_flight_bytes = chan.len() as u64;
+            sizes.state_bytes += chan.len() as u64;
+            sizes.incremental_bytes += chan.len() as u64;
+        }
+        Ok(sizes)
+    }
+
+    /// Reads a checkpoint's state. `input_schema(node, input)` gives the
+    /// schema of a channel, to decode captured in-flight chunks.
+    pub fn load(
+        &self,
+        rec: &CheckpointRecord,
+        input_schema: &dyn Fn(usize, usize) -> Option<SchemaRef>,
+    ) -> ExecResult<LoadedState> {
+        let dir = self.chk_dir(rec.epoch);
+        let mut state = LoadedState::default();
+        match rec.backend {
+            StateBackendKind::Memory => {
+                let bytes = state_file::read(&dir.join("state.bin"))?;
+                let mut r = Reader {
+                    bytes: &bytes,
+                    pos: 0,
+                };
+                while !r.done() {
+                    let node = r.u32()?;
+                    let key_group = r.u16()?;
+                    let klen = r.u32()?;
+                    let key = r.take(klen)?.to_vec();
+                    let vlen = r.u32()?;
+                    let value = r.take(vlen)?.to_vec();
+                    state.entries.entry(node).or_default().push(StateEntry {
+                        key_group,
+                        key,
+                        value: Some(value),
+                    });
+                }
+            }
+            StateBackendKind::Rocksdb => {
+                for (k, v) in StateDb::read_checkpoint(&dir.join("db"), b"")? {
+                    if k.len() < 6 {
+                        return Err(ExecError::internal("short key in state checkpoint"));
+                    }
+                    let node = u32::from_be_bytes(k[..4].try_into().expect("4 bytes")) as usize;
+                    let key_group = u16::from_be_bytes(k[4..6].try_into().expect("2 bytes"));
+                    state.entries.entry(node).or_default().push(StateEntry {
+                        key_group,
+                        key: k[6..].to_vec(),
+                        value: Some(v),
+                    });
+                }
+            }
+        }
+        let chan_path = dir.join("channels.bin");
+        if rec.in_flight_bytes > 0 {
+            let bytes = state_file::read(&chan_path)?;
+            let mut r = Reader {
+                bytes: &bytes,
+                pos: 0,
+            };
+            while !r.done() {
+                let node = r.u32()?;
+                let subtask = r.u32()?;
+                let input = r.u32()?;
+                let len = r.u32()?;
+                let batch = decode_batch(r.take(len)?)?;
+                let schema = input_schema(node, input).ok_or_else(|| {
+                    ExecError::internal(format!("channel state for unknown input {node}/{input}"))
+                })?;
+                let chunk = Chunk::from_stored_batch(batch, &schema)?;
+                state
+                    .channels
+                    .entry((node, subtask))
+                    .or_default()
+                    .push((input, chunk));
+            }
+        }
+        Ok(state)
+    }
+
+    pub fn delete_files(&self, epoch: u64) {
+        let dir = self.chk_dir(epoch);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not delete old checkpoint");
+            }
+        }
+    }
+
+    /// Removes every checkpoint of the query (DROP).
+    pub fn drop_all(&self) -> ExecResult<()> {
+        *self.state_db.lock() = None;
+        let keys: Vec<String> = self
+            .store
+            .list_checkpoint_records(&self.prefix())?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        self.store.commit(weir_storage::Commit {
+            checkpoint_deletes: keys,
+            ..Default::default()
+        })?;
+        if self.root.exists() {
+            std::fs::remove_dir_all(&self.root)
+                .map_err(ioerr(format!("remove {}", self.root.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Old checkpoints' files, beyond the retained ones, once a newer
+    /// checkpoint's record is durable.
+    pub fn prune_dirs(&self, keep: &HashSet<u64>) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(epoch) = name.strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()) {
+                if !keep.contains(&epoch) {
+                    self.delete_files(epoch);
+                }
+            }
+        }
+    }
+}
