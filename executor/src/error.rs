@@ -44,6 +44,9 @@ pub enum ExecError {
     /// A broken invariant inside Weir.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Checkpointing failed beyond what the query tolerates.
+    #[error("{0}")]
+    Checkpoint(String),
     /// The query was stopped (dropped or server shutdown).
     #[error("streaming query was canceled")]
     Canceled,
@@ -72,7 +75,9 @@ impl ExecError {
                 arrow_sqlstate(e).map_or(ErrorDomain::System, |_| ErrorDomain::User)
             }
             ExecError::Storage(_) => ErrorDomain::External,
-            ExecError::Internal(_) | ExecError::Canceled => ErrorDomain::System,
+            ExecError::Internal(_) | ExecError::Checkpoint(_) | ExecError::Canceled => {
+                ErrorDomain::System
+            }
         }
     }
 
@@ -88,6 +93,7 @@ impl ExecError {
             ExecError::Arrow(e) => arrow_sqlstate(e).unwrap_or("XX000"),
             ExecError::Storage(_) => "58030",
             ExecError::Internal(_) => "XX000",
+            ExecError::Checkpoint(_) => "58000",
             ExecError::Canceled => "57014",
         }
     }

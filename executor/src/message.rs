@@ -34,6 +34,10 @@ pub struct Barrier {
     pub epoch: u64,
     pub kind: BarrierKind,
     pub mode: CheckpointMode,
+    /// Operators write all their state, not only what changed.
+    pub full: bool,
+    /// Aligned barriers: switch to unaligned when alignment takes longer.
+    pub aligned_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]

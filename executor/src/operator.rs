@@ -122,7 +122,12 @@ pub trait Operator: Send {
         Ok(())
     }
 
-    fn open(&mut self, _ctx: &OperatorContext, _restored: bool, _out: &mut Output) -> ExecResult<()> {
+    fn open(
+        &mut self,
+        _ctx: &OperatorContext,
+        _restored: bool,
+        _out: &mut Output,
+    ) -> ExecResult<()> {
         Ok(())
     }
 

@@ -61,6 +61,8 @@ struct Inner {
 
 pub struct Table {
     pub desc: TableDesc,
+    /// The result table of a streaming query (written only by its commits).
+    result: bool,
     store: Option<Arc<Store>>,
     row_enc: KeyEncoder,
     pk_enc: Option<KeyEncoder>,
@@ -103,6 +105,7 @@ impl Table {
         let (version_tx, _) = watch::channel(0);
         Ok(Table {
             desc,
+            result: false,
             store,
             row_enc,
             pk_enc,
@@ -120,7 +123,18 @@ impl Table {
 
     /// A durable base table; replays its log from the store.
     pub fn open_durable(desc: TableDesc, store: Arc<Store>) -> ExecResult<Arc<Table>> {
-        let table = Table::build(desc, Some(store.clone()))?;
+        Table::open_logged(desc, store, false)
+    }
+
+    /// The result table of a streaming query: its log holds the changes of
+    /// completed checkpoints, replayed here.
+    pub fn open_result(desc: TableDesc, store: Arc<Store>) -> ExecResult<Arc<Table>> {
+        Table::open_logged(desc, store, true)
+    }
+
+    fn open_logged(desc: TableDesc, store: Arc<Store>, result: bool) -> ExecResult<Arc<Table>> {
+        let mut table = Table::build(desc, Some(store.clone()))?;
+        table.result = result;
         {
             let mut inner = table.inner.lock();
             let mut from = 0;
@@ -142,9 +156,46 @@ impl Table {
         Ok(Arc::new(table))
     }
 
-    /// A result table of a streaming query (contents rebuilt by the query).
-    pub fn new_result(desc: TableDesc) -> ExecResult<Arc<Table>> {
+    /// An in-memory table (tests; nothing survives a restart).
+    pub fn new_in_memory(desc: TableDesc) -> ExecResult<Arc<Table>> {
         Ok(Arc::new(Table::build(desc, None)?))
+    }
+
+    /// First half of a checkpoint commit of a result table: the log entries
+    /// (offset, payload) for `chunks`, to be written in the checkpoint's
+    /// atomic batch. Only the table's one committer may call this.
+    pub fn prepare_commit(&self, chunks: &[Chunk]) -> ExecResult<Vec<(u64, Vec<u8>)>> {
+        let first = self.inner.lock().version + 1;
+        chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let c = c.clone().with_schema(self.desc.schema.clone())?;
+                Ok((first + i as u64, encode_batch(&c.to_stored_batch()?)?))
+            })
+            .collect()
+    }
+
+    /// Second half: applies the chunks once their log entries are durable.
+    pub fn apply_committed(&self, chunks: Vec<Chunk>) -> ExecResult<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.inner.lock();
+        for c in chunks {
+            let c = c.with_schema(self.desc.schema.clone())?;
+            self.apply(&mut inner, &c)?;
+            inner.version += 1;
+        }
+        let v = inner.version;
+        drop(inner);
+        self.version_tx.send_replace(v);
+        Ok(())
+    }
+
+    /// The log id of a durable table.
+    pub fn log_id(&self) -> u64 {
+        self.desc.id
     }
 
     pub fn schema(&self) -> SchemaRef {
@@ -162,6 +213,10 @@ impl Table {
 
     pub fn is_durable(&self) -> bool {
         self.store.is_some()
+    }
+
+    pub fn is_result(&self) -> bool {
+        self.result
     }
 
     pub fn row_count(&self) -> usize {
@@ -377,11 +432,39 @@ impl Table {
         ))
     }
 
-    fn read_since(&self, reader: u64, after: u64) -> ExecResult<Vec<(u64, Chunk)>> {
+    /// A reader that starts after log offset `pos` (a checkpointed source
+    /// offset), without a snapshot. Durable tables only: their log is kept.
+    pub fn reader_from(self: &Arc<Self>, pos: u64) -> ExecResult<TableReader> {
+        if self.store.is_none() {
+            return Err(ExecError::internal(format!(
+                "table \"{}\" keeps no log to resume from",
+                self.desc.name
+            )));
+        }
+        let mut inner = self.inner.lock();
+        if pos > inner.version {
+            return Err(ExecError::internal(format!(
+                "checkpointed offset {pos} of table \"{}\" is beyond its log end {}",
+                self.desc.name, inner.version
+            )));
+        }
+        let id = inner.next_reader;
+        inner.next_reader += 1;
+        drop(inner);
+        Ok(TableReader {
+            table: self.clone(),
+            id,
+            pos,
+            watch: self.version_tx.subscribe(),
+        })
+    }
+
+    fn read_since(&self, reader: u64, after: u64, limit: u64) -> ExecResult<Vec<(u64, Chunk)>> {
         if let Some(store) = &self.store {
             let entries = store.read_log(self.desc.id, after + 1, READ_BATCH_ENTRIES)?;
             return entries
                 .into_iter()
+                .filter(|e| e.offset <= limit)
                 .map(|e| {
                     Ok((
                         e.offset,
@@ -394,7 +477,7 @@ impl Table {
         let out: Vec<(u64, Chunk)> = inner
             .mem_log
             .iter()
-            .filter(|(off, _)| *off > after)
+            .filter(|(off, _)| *off > after && *off <= limit)
             .take(READ_BATCH_ENTRIES)
             .cloned()
             .collect();
@@ -445,7 +528,12 @@ impl TableReader {
 
     /// Next changes after the position (possibly none).
     pub fn read(&mut self) -> ExecResult<Vec<Chunk>> {
-        let entries = self.table.read_since(self.id, self.pos)?;
+        self.read_up_to(u64::MAX)
+    }
+
+    /// Like [`TableReader::read`], but not past offset `limit`.
+    pub fn read_up_to(&mut self, limit: u64) -> ExecResult<Vec<Chunk>> {
+        let entries = self.table.read_since(self.id, self.pos, limit)?;
         if let Some((off, _)) = entries.last() {
             self.pos = *off;
         }

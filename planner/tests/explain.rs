@@ -50,7 +50,7 @@ fn setup() -> (SessionContext, Tables) {
             Arc::new(MemTable::try_new(schema.clone(), vec![vec![]]).unwrap()),
         )
         .unwrap();
-        let t = Table::new_result(TableDesc {
+        let t = Table::new_in_memory(TableDesc {
             id: i as u64 + 1,
             name: name.into(),
             schema,
@@ -66,7 +66,7 @@ async fn explain(sql: &str) -> Result<String, PlanError> {
     let (ctx, tables) = setup();
     let plan = ctx.state().create_logical_plan(sql).await?;
     let plan = ctx.state().optimize(&plan)?;
-    let result = Table::new_result(TableDesc {
+    let result = Table::new_in_memory(TableDesc {
         id: 99,
         name: "q".into(),
         schema: arrow_schema(plan.schema()),

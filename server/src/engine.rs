@@ -15,7 +15,8 @@ use datafusion::sql::sqlparser::ast::{
     self, ColumnOption, CopySource, CopyTarget, ObjectType, Statement, TableConstraint,
 };
 use parking_lot::Mutex;
-use weir_executor::runtime::{QueryRuntime, QueryStatus};
+use weir_executor::checkpoint::{CheckpointConfig, CheckpointStorage};
+use weir_executor::runtime::{plan_restore, QueryRuntime, QueryStatus, StartOptions};
 use weir_executor::table::{Table, TableDesc, WriteCheck};
 use weir_executor::Chunk;
 use weir_planner::stream_plan::arrow_schema;
@@ -59,6 +60,7 @@ struct CatalogState {
 
 pub struct Engine {
     store: Arc<Store>,
+    data_dir: std::path::PathBuf,
     ctx: SessionContext,
     relations: Relations,
     state: Mutex<CatalogState>,
@@ -165,6 +167,7 @@ impl Engine {
             .unwrap_or(1);
         let engine = Arc::new(Engine {
             store,
+            data_dir: data_dir.to_path_buf(),
             ctx,
             relations,
             state: Mutex::new(CatalogState {
@@ -557,7 +560,7 @@ impl Engine {
                 explain,
             } => {
                 if explain {
-                    let plan = self.plan_query(&name, &query, &options).await?;
+                    let plan = self.plan_query(&name, &query, &options, None).await?;
                     let rows = plan
                         .0
                         .explain()
@@ -1009,8 +1012,11 @@ impl Engine {
         name: &str,
         sql: &str,
         options: &BTreeMap<String, String>,
+        id: Option<u64>,
     ) -> SqlResult<(weir_executor::graph::StreamGraph, Arc<Table>, Vec<String>)> {
-        let parallelism = parse_options(options)?.unwrap_or(self.default_parallelism);
+        let parallelism = parse_options(options)?
+            .0
+            .unwrap_or(self.default_parallelism);
         let state = self.ctx.state();
         let stmt = self.parse_rewritten(sql)?;
 
@@ -1038,12 +1044,18 @@ impl Engine {
                 .with_hint("Give the columns distinct names with AS."));
             }
         }
-        let result = Table::new_result(TableDesc {
-            id: 0,
+        let desc = TableDesc {
+            id: id.unwrap_or(0),
             name: name.to_string(),
             schema,
             primary_key: vec![],
-        })?;
+        };
+        // EXPLAIN plans against a throwaway table; a query's result table
+        // is durable, its log id being the query's id.
+        let result = match id {
+            Some(_) => Table::open_result(desc, self.store.clone())?,
+            None => Table::new_in_memory(desc)?,
+        };
         let resolver = RecordingResolver::new(self.relations.clone());
         let graph = StreamPlanner::new(&resolver, parallelism).plan(&plan, result.clone())?;
         let used = resolver.used.lock().clone();
@@ -1073,9 +1085,9 @@ impl Engine {
             ));
         }
         // Plan first so that errors surface before anything is stored.
-        let planned = self.plan_query(&name, &sql, &options).await?;
-        let depends_on = planned.2.clone();
         let id = self.allocate_id()?;
+        let planned = self.plan_query(&name, &sql, &options, Some(id)).await?;
+        let depends_on = planned.2.clone();
         let meta = QueryMeta {
             id,
             name: name.clone(),
@@ -1099,7 +1111,7 @@ impl Engine {
     /// Plans and starts a query from its catalog entry (at recovery).
     async fn start_query(&self, meta: QueryMeta) -> SqlResult<()> {
         let planned = self
-            .plan_query(&meta.name, &meta.sql, &meta.options)
+            .plan_query(&meta.name, &meta.sql, &meta.options, Some(meta.id))
             .await?;
         self.run_query(meta, planned)
     }
@@ -1109,7 +1121,33 @@ impl Engine {
         meta: QueryMeta,
         (graph, result, _): (weir_executor::graph::StreamGraph, Arc<Table>, Vec<String>),
     ) -> SqlResult<()> {
-        let runtime = QueryRuntime::start(&meta.name, graph)?;
+        let config = parse_options(&meta.options)?.1;
+        let storage = CheckpointStorage::new(self.store.clone(), &self.data_dir, meta.id);
+        let plan = plan_restore(&storage, &graph)?;
+        for (epoch, reason) in &plan.skipped {
+            tracing::error!(query = %meta.name, checkpoint = epoch, %reason, "checkpoint not usable");
+        }
+        let first_commit = if plan.recompute && result.row_count() > 0 {
+            tracing::warn!(query = %meta.name, "no usable checkpoint: recomputing the results from the tables");
+            Some(Chunk::deletes(result.snapshot()?))
+        } else {
+            None
+        };
+        if let Some(r) = &plan.restore {
+            tracing::info!(query = %meta.name, checkpoint = r.record.epoch, catch_up = ?r.catch_up.as_ref().map(|c| c.epoch), "resuming from checkpoint");
+        }
+        let runtime = QueryRuntime::start(
+            &meta.name,
+            graph,
+            StartOptions {
+                config: Arc::new(parking_lot::Mutex::new(config)),
+                storage,
+                restore: plan.restore,
+                next_epoch: plan.next_epoch,
+                first_commit,
+                skipped: plan.skipped,
+            },
+        )?;
         self.relations
             .write()
             .insert(meta.name.clone(), result.clone());
@@ -1215,6 +1253,13 @@ impl Engine {
             self.relations.write().remove(name);
             if let Some(e) = entry {
                 e.runtime.cancel();
+                e.runtime.stopped().await;
+                // Its checkpoints and committed results go with it.
+                let storage = CheckpointStorage::new(self.store.clone(), &self.data_dir, e.meta.id);
+                if let Err(err) = storage.drop_all() {
+                    tracing::warn!(query = %name, error = %err, "could not delete all checkpoint files");
+                }
+                self.store.drop_log(e.meta.id)?;
                 drop(e.table);
             }
         }
@@ -1308,8 +1353,12 @@ impl Engine {
     }
 }
 
-fn parse_options(options: &BTreeMap<String, String>) -> SqlResult<Option<usize>> {
+/// The options of a streaming query: parallelism and checkpoint settings.
+fn parse_options(
+    options: &BTreeMap<String, String>,
+) -> SqlResult<(Option<usize>, CheckpointConfig)> {
     let mut parallelism = None;
+    let mut config = CheckpointConfig::default();
     for (k, v) in options {
         match k.as_str() {
             "parallelism" => {
@@ -1328,16 +1377,23 @@ fn parse_options(options: &BTreeMap<String, String>) -> SqlResult<Option<usize>>
                 }
                 parallelism = Some(n);
             }
-            other => {
-                return Err(SqlError::new(
-                    "22023",
-                    format!("unrecognized streaming query option \"{other}\""),
-                )
-                .with_hint("Valid options: parallelism."))
-            }
+            other => match config.set(other, v) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(SqlError::new(
+                        "22023",
+                        format!("unrecognized streaming query option \"{other}\""),
+                    )
+                    .with_hint(format!(
+                        "Valid options: parallelism, {}.",
+                        weir_executor::checkpoint::config::OPTION_NAMES.join(", ")
+                    )))
+                }
+                Err(msg) => return Err(SqlError::new("22023", msg)),
+            },
         }
     }
-    Ok(parallelism)
+    Ok((parallelism, config))
 }
 
 /// Casts a batch to a table's schema (same column count and order).

@@ -37,7 +37,7 @@ impl TableProvider for LiveTableProvider {
     }
 
     fn table_type(&self) -> TableType {
-        if self.table.is_durable() {
+        if !self.table.is_result() {
             TableType::Base
         } else {
             TableType::View

@@ -16,8 +16,8 @@
 
 mod codec;
 mod error;
-pub mod state_file;
 mod state_db;
+pub mod state_file;
 mod store;
 
 pub use codec::{decode_batch, encode_batch};

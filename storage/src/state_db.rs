@@ -7,7 +7,9 @@
 
 use std::path::Path;
 
-use rocksdb::{checkpoint::Checkpoint, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    checkpoint::Checkpoint, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 
 use crate::error::{StorageError, StorageResult};
 
@@ -37,7 +39,8 @@ impl StateDb {
                     std::fs::hard_link(&path, &target)
                         .map_err(io(format!("link {}", path.display())))?;
                 } else {
-                    std::fs::copy(&path, &target).map_err(io(format!("copy {}", path.display())))?;
+                    std::fs::copy(&path, &target)
+                        .map_err(io(format!("copy {}", path.display())))?;
                 }
             }
         }
@@ -144,17 +147,40 @@ mod tests {
         let one = StateDb::sst_files(&root.join("chk-1"));
         let two = StateDb::sst_files(&root.join("chk-2"));
         assert!(!one.is_empty());
-        assert!(one.iter().all(|f| two.contains(f)), "chk-2 shares chk-1's files");
+        assert!(
+            one.iter().all(|f| two.contains(f)),
+            "chk-2 shares chk-1's files"
+        );
         assert_eq!(two.len(), one.len() + 1);
-        assert_eq!(StateDb::read_checkpoint(&root.join("chk-1"), b"").unwrap().len(), 1000);
-        assert_eq!(StateDb::read_checkpoint(&root.join("chk-2"), b"").unwrap().len(), 999);
+        assert_eq!(
+            StateDb::read_checkpoint(&root.join("chk-1"), b"")
+                .unwrap()
+                .len(),
+            1000
+        );
+        assert_eq!(
+            StateDb::read_checkpoint(&root.join("chk-2"), b"")
+                .unwrap()
+                .len(),
+            999
+        );
         drop(db);
         // Restore the working db from chk-1, then change it: chk-1 unchanged.
         let db = StateDb::open(&root.join("work"), Some(&root.join("chk-1"))).unwrap();
         db.apply([(7u32.to_be_bytes().to_vec(), None)]).unwrap();
         db.checkpoint(&root.join("chk-3")).unwrap();
-        assert_eq!(StateDb::read_checkpoint(&root.join("chk-1"), b"").unwrap().len(), 1000);
-        assert_eq!(StateDb::read_checkpoint(&root.join("chk-3"), b"").unwrap().len(), 999);
+        assert_eq!(
+            StateDb::read_checkpoint(&root.join("chk-1"), b"")
+                .unwrap()
+                .len(),
+            1000
+        );
+        assert_eq!(
+            StateDb::read_checkpoint(&root.join("chk-3"), b"")
+                .unwrap()
+                .len(),
+            999
+        );
         assert!(StateDb::read_checkpoint(&root.join("missing"), b"").is_err());
         let _ = std::fs::remove_dir_all(&root);
     }

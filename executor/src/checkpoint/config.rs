@@ -81,10 +81,11 @@ fn duration(name: &str, value: &str) -> Result<Duration, String> {
 }
 
 fn count(name: &str, value: &str) -> Result<u64, String> {
-    value
-        .trim()
-        .parse::<u64>()
-        .map_err(|_| format!("invalid value for option \"{name}\": \"{value}\" (expected a non-negative integer)"))
+    value.trim().parse::<u64>().map_err(|_| {
+        format!(
+            "invalid value for option \"{name}\": \"{value}\" (expected a non-negative integer)"
+        )
+    })
 }
 
 impl CheckpointConfig {

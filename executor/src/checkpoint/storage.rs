@@ -26,7 +26,7 @@ use crate::message::CheckpointMode;
 use crate::operator::StateEntry;
 
 /// What one subtask contributes to a checkpoint.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct SubtaskSnapshot {
     pub node: usize,
     pub subtask: usize,
@@ -38,6 +38,8 @@ pub struct SubtaskSnapshot {
     /// channel but after the snapshot; replayed first on recovery.
     pub channel_state: Vec<(usize, Chunk)>,
     pub timed_out_to_unaligned: bool,
+    /// The subtask snapshotted at the first barrier without aligning.
+    pub unaligned: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,7 +118,9 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize)
     }
     fn u16(&mut self) -> ExecResult<u16> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn done(&self) -> bool {
         self.pos >= self.bytes.len()
@@ -141,6 +145,10 @@ impl CheckpointStorage {
             root: data_dir.join("checkpoints").join(format!("q{query_id}")),
             state_db: Mutex::new(None),
         })
+    }
+
+    pub fn query_id(&self) -> u64 {
+        self.query_id
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -235,7 +243,9 @@ impl CheckpointStorage {
                 let slot = self.state_db.lock();
                 let db = slot.as_ref().expect("state db opened");
                 db.apply(snaps.iter().flat_map(|s| {
-                    s.entries.iter().map(|e| (db_key(s.node, e), e.value.clone()))
+                    s.entries
+                        .iter()
+                        .map(|e| (db_key(s.node, e), e.value.clone()))
                 }))?;
                 let target = dir.join("db");
                 db.checkpoint(&target)?;
@@ -384,7 +394,10 @@ impl CheckpointStorage {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(epoch) = name.strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()) {
+            if let Some(epoch) = name
+                .strip_prefix("chk-")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
                 if !keep.contains(&epoch) {
                     self.delete_files(epoch);
                 }

@@ -4,6 +4,5 @@ pub mod filter;
 pub mod hash_agg;
 pub mod hash_join;
 pub mod project;
-pub mod result_sink;
 pub mod union;
 pub mod values;

@@ -19,12 +19,7 @@ impl ValuesOperator {
 }
 
 impl Operator for ValuesOperator {
-    fn open(
-        &mut self,
-        ctx: &OperatorContext,
-        restored: bool,
-        out: &mut Output,
-    ) -> ExecResult<()> {
+    fn open(&mut self, ctx: &OperatorContext, restored: bool, out: &mut Output) -> ExecResult<()> {
         // Resumed from a checkpoint: the rows went out before it.
         if ctx.subtask == 0 && !restored {
             out.push(Chunk::inserts(self.batch.clone()));

@@ -1,25 +1,39 @@
 //! The runtime: starts one task per subtask of a [`StreamGraph`], wires the
-//! bounded channels, and coordinates barriers. `flush` injects a barrier at
-//! every source and resolves once every sink subtask has seen it, which means
-//! all input accepted before the call has been processed.
+//! bounded channels, and runs the query's checkpointer. `flush` asks for a
+//! checkpoint and resolves once one that started after the call completed,
+//! which means all input accepted before the call is processed and its
+//! results committed.
 
+mod checkpointer;
+mod coordinator;
+mod restore;
 mod router;
+mod sink;
 mod source_task;
 mod task;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::checkpoint::{
+    CheckpointConfig, CheckpointRecord, CheckpointStats, CheckpointStorage, LoadedState,
+    StateBackendKind,
+};
+use crate::chunk::Chunk;
 use crate::error::{ExecError, ExecResult};
 use crate::graph::{NodeKind, StreamGraph};
-use crate::message::{Barrier, BarrierKind, CheckpointMode, Message};
+use crate::keys::subtask_for_key_group;
+use crate::message::Message;
 use crate::operator::OperatorContext;
+use checkpointer::{Checkpointer, FlushWaiter};
+use coordinator::Coordinator;
+pub use restore::{plan_restore, RestorePlan};
 use router::{EdgeOut, OutputRouter};
+pub use sink::SinkStaging;
 
 /// Messages a channel holds before its sender waits (backpressure).
 pub const CHANNEL_CAPACITY_MESSAGES: usize = 16;
@@ -33,69 +47,30 @@ pub enum QueryStatus {
     Canceled,
 }
 
-struct PendingEpoch {
-    remaining: usize,
-    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+/// Where a query resumes.
+pub struct Restore {
+    /// The checkpoint whose state is loaded.
+    pub record: CheckpointRecord,
+    pub state: LoadedState,
+    /// A newer checkpoint whose results are committed but whose state could
+    /// not be read: sources replay up to its offsets and the replayed
+    /// output is not committed again.
+    pub catch_up: Option<CheckpointRecord>,
 }
 
-/// Shared between the tasks of one query and its handle.
-pub(crate) struct Coordinator {
-    query: Arc<str>,
-    pending: Mutex<HashMap<u64, PendingEpoch>>,
-    status: Mutex<QueryStatus>,
-    failure: Mutex<Option<Arc<ExecError>>>,
-    cancel: watch::Sender<bool>,
-    /// Sink subtasks whose every input ended.
-    finished_sinks: watch::Sender<usize>,
-}
-
-impl Coordinator {
-    /// A sink subtask saw the end of all its inputs.
-    pub(crate) fn sink_finished(&self) {
-        self.finished_sinks.send_modify(|n| *n += 1);
-    }
-
-    /// A sink subtask has seen the barrier of `epoch`.
-    pub(crate) fn ack(&self, epoch: u64) {
-        let mut pending = self.pending.lock();
-        if let Some(p) = pending.get_mut(&epoch) {
-            p.remaining -= 1;
-            if p.remaining == 0 {
-                let p = pending.remove(&epoch).expect("present");
-                for w in p.waiters {
-                    let _ = w.send(Ok(()));
-                }
-            }
-        }
-    }
-
-    /// A task failed: the query fails and every waiter hears why.
-    pub(crate) fn fail(&self, err: ExecError) {
-        {
-            let mut status = self.status.lock();
-            if *status != QueryStatus::Running {
-                return;
-            }
-            tracing::warn!(query = %self.query, error = %err, "streaming query failed");
-            *status = QueryStatus::Failed(err.message());
-        }
-        *self.failure.lock() = Some(Arc::new(err));
-        let _ = self.cancel.send(true);
-        let msg = self.failure_message();
-        for (_, p) in self.pending.lock().drain() {
-            for w in p.waiters {
-                let _ = w.send(Err(msg.clone()));
-            }
-        }
-    }
-
-    fn failure_message(&self) -> String {
-        match &*self.status.lock() {
-            QueryStatus::Failed(m) => format!("streaming query \"{}\" failed: {m}", self.query),
-            QueryStatus::Canceled => format!("streaming query \"{}\" was canceled", self.query),
-            QueryStatus::Running => String::new(),
-        }
-    }
+/// Everything a query needs besides its graph.
+pub struct StartOptions {
+    pub config: Arc<Mutex<CheckpointConfig>>,
+    pub storage: Arc<CheckpointStorage>,
+    pub restore: Option<Restore>,
+    /// First epoch to use (above every recorded one).
+    pub next_epoch: u64,
+    /// Changes committed with the first checkpoint before anything else
+    /// (the retraction of stale results when recomputing from scratch).
+    pub first_commit: Option<Chunk>,
+    /// Checkpoints that could not be restored: (id, reason), shown as
+    /// failed rows in the checkpoint history.
+    pub skipped: Vec<(u64, String)>,
 }
 
 /// A subtask's input channel and the operator input it feeds.
@@ -111,6 +86,7 @@ where
     tokio::spawn(async move {
         match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
             Ok(Ok(())) => {}
+            Ok(Err(ExecError::Canceled)) if *coord.cancel.borrow() => {}
             Ok(Err(e)) => coord.fail(e),
             Err(panic) => {
                 let msg = panic
@@ -129,36 +105,54 @@ where
 pub struct QueryRuntime {
     pub name: Arc<str>,
     coordinator: Arc<Coordinator>,
-    barrier_txs: Vec<mpsc::Sender<Barrier>>,
-    sink_subtasks: usize,
-    next_epoch: AtomicU64,
+    flush_tx: mpsc::UnboundedSender<FlushWaiter>,
+    config: Arc<Mutex<CheckpointConfig>>,
+    history: Arc<Mutex<VecDeque<CheckpointStats>>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The node names of a graph, as recorded in its checkpoints.
+pub fn node_names(graph: &StreamGraph) -> Vec<String> {
+    graph.nodes.iter().map(|n| n.name.clone()).collect()
 }
 
 impl QueryRuntime {
     /// Starts every subtask of the graph. Must be called inside a tokio runtime.
     // Subtask indices address the channel tables of two nodes at once.
     #[allow(clippy::needless_range_loop)]
-    pub fn start(name: &str, graph: StreamGraph) -> ExecResult<Arc<QueryRuntime>> {
+    pub fn start(
+        name: &str,
+        graph: StreamGraph,
+        mut opts: StartOptions,
+    ) -> ExecResult<Arc<QueryRuntime>> {
         let name: Arc<str> = Arc::from(name);
-        let (cancel, _) = watch::channel(false);
-        let coordinator = Arc::new(Coordinator {
-            query: name.clone(),
-            pending: Mutex::new(HashMap::new()),
-            status: Mutex::new(QueryStatus::Running),
-            failure: Mutex::new(None),
-            cancel,
-            finished_sinks: watch::channel(0).0,
-        });
+        let total: usize = graph.nodes.iter().map(|n| n.parallelism).sum();
+        let coordinator = Arc::new(Coordinator::new(name.clone(), total));
+        let backend = opts.config.lock().backend;
+        match (&opts.restore, backend) {
+            (Some(r), StateBackendKind::Rocksdb)
+                if r.record.backend == StateBackendKind::Rocksdb =>
+            {
+                opts.storage.open_state_db(Some(r.record.epoch))?
+            }
+            (_, StateBackendKind::Rocksdb) => opts.storage.open_state_db(None)?,
+            _ => {}
+        }
+        // A restore into an empty state db (or from another backend) needs
+        // a full first snapshot.
+        let force_full = backend == StateBackendKind::Rocksdb
+            && opts
+                .restore
+                .as_ref()
+                .is_some_and(|r| r.record.backend != StateBackendKind::Rocksdb);
 
         // Channels: one per (edge, upstream subtask, downstream subtask).
-        // inputs[node][subtask] = Vec<(input index, receiver)>
         let mut inputs: Vec<Vec<Vec<InputChannel>>> = graph
             .nodes
             .iter()
             .map(|n| (0..n.parallelism).map(|_| Vec::new()).collect())
             .collect();
-        // outputs[node][subtask] = Vec<EdgeOut>
         let mut outputs: Vec<Vec<Vec<EdgeOut>>> = graph
             .nodes
             .iter()
@@ -192,12 +186,39 @@ impl QueryRuntime {
             }
         }
 
-        let mut barrier_txs = Vec::new();
+        let restored = opts.restore.is_some();
+        let restored_epoch = opts.restore.as_ref().map(|r| r.record.epoch);
+        let catch_up = opts.restore.as_mut().and_then(|r| r.catch_up.take());
+        let (mut state, offsets) = match opts.restore.take() {
+            Some(r) => {
+                let offsets: HashMap<(usize, usize), u64> = r
+                    .record
+                    .sources
+                    .iter()
+                    .map(|s| ((s.node, s.subtask), s.offset))
+                    .collect();
+                (r.state, offsets)
+            }
+            None => (LoadedState::default(), HashMap::new()),
+        };
+        let mut sources = Vec::new();
+        let mut staging = Vec::new();
         let mut handles = Vec::new();
-        let mut sink_subtasks = 0;
         for node in &graph.nodes {
             let node_inputs = std::mem::take(&mut inputs[node.id]);
             let node_outputs = std::mem::take(&mut outputs[node.id]);
+            let node_entries = state.entries.remove(&node.id).unwrap_or_default();
+            let sink_staging = match &node.kind {
+                NodeKind::ResultSink(table) => {
+                    let s = SinkStaging::new(table.clone(), node.parallelism);
+                    if let Some(first) = opts.first_commit.take() {
+                        s.stage_first(first);
+                    }
+                    staging.push(s.clone());
+                    Some(s)
+                }
+                _ => None,
+            };
             for (subtask, (ins, outs)) in node_inputs.into_iter().zip(node_outputs).enumerate() {
                 let ctx = OperatorContext {
                     query: name.clone(),
@@ -205,49 +226,134 @@ impl QueryRuntime {
                     subtask,
                     parallelism: node.parallelism,
                 };
+                let ids = task::TaskIds {
+                    node: node.id,
+                    subtask,
+                };
                 let router = OutputRouter::new(outs);
                 let coord = coordinator.clone();
-                let cancel_rx = coordinator.cancel.subscribe();
                 let handle = match &node.kind {
                     NodeKind::TableSource(table) => {
                         let (btx, brx) = mpsc::channel(16);
-                        barrier_txs.push(btx);
+                        sources.push((node.id, subtask, btx));
                         let table = table.clone();
-                        spawn_guarded(coord, async move {
-                            source_task::run(table, router, brx, cancel_rx).await
-                        })
-                    }
-                    NodeKind::Operator(factory) => {
-                        let op = factory.create(subtask, node.parallelism)?;
+                        let offset = offsets.get(&(node.id, subtask)).copied();
+                        if restored && offset.is_none() {
+                            return Err(ExecError::internal(format!(
+                                "checkpoint has no offset for source {}",
+                                node.name
+                            )));
+                        }
+                        let hold_at = catch_up.as_ref().and_then(|r| {
+                            r.sources
+                                .iter()
+                                .find(|s| s.node == node.id && s.subtask == subtask)
+                                .map(|s| s.offset)
+                        });
                         let c2 = coord.clone();
                         spawn_guarded(coord, async move {
-                            task::run(ctx, op, ins, router, false, c2, cancel_rx).await
+                            source_task::run(ids, table, offset, hold_at, router, brx, c2).await
                         })
                     }
-                    NodeKind::ResultSink(table) => {
-                        sink_subtasks += 1;
-                        let op: Box<dyn crate::operator::Operator> = Box::new(
-                            crate::operators::result_sink::ResultSinkOperator::new(table.clone()),
-                        );
+                    NodeKind::Operator(_) | NodeKind::ResultSink(_) => {
+                        let op: Box<dyn crate::operator::Operator> = match &node.kind {
+                            NodeKind::Operator(factory) => {
+                                factory.create(subtask, node.parallelism)?
+                            }
+                            _ => Box::new(NoOp),
+                        };
+                        let restore = restored.then(|| task::TaskRestore {
+                            entries: node_entries
+                                .iter()
+                                .filter(|e| {
+                                    subtask_for_key_group(e.key_group as usize, node.parallelism)
+                                        == subtask
+                                })
+                                .cloned()
+                                .collect(),
+                            channels: state
+                                .channels
+                                .remove(&(node.id, subtask))
+                                .unwrap_or_default(),
+                        });
                         let c2 = coord.clone();
+                        let sink = sink_staging.clone();
                         spawn_guarded(coord, async move {
-                            task::run(ctx, op, ins, router, true, c2, cancel_rx).await
+                            task::run(ctx, ids, op, ins, router, sink, restore, c2).await
                         })
                     }
                 };
                 handles.push(handle);
             }
         }
+
+        let config = opts.config.clone();
+        let history = Arc::new(Mutex::new(VecDeque::new()));
+        for (epoch, reason) in &opts.skipped {
+            let now = std::time::SystemTime::now();
+            history.lock().push_back(CheckpointStats {
+                query: name.to_string(),
+                checkpoint_id: *epoch,
+                kind: "restore",
+                mode: opts.config.lock().mode,
+                timed_out_to_unaligned: false,
+                status: crate::checkpoint::CheckpointStatus::Failed,
+                triggered_at: now,
+                completed_at: Some(now),
+                duration_ms: Some(0),
+                state_bytes: 0,
+                incremental_bytes: 0,
+                persisted_in_flight_bytes: 0,
+                alignment_ms: 0,
+                failure: Some(format!(
+                    "could not restore from checkpoint {epoch}: {reason}"
+                )),
+            });
+        }
+        let (flush_tx, flush_rx) = mpsc::unbounded_channel();
+        let checkpointer = Checkpointer {
+            coord: coordinator.clone(),
+            config: config.clone(),
+            storage: opts.storage.clone(),
+            sources,
+            staging,
+            history: history.clone(),
+            flush_rx,
+            node_names: node_names(&graph),
+            next_epoch: opts.next_epoch,
+            // The previous checkpoint, for the incremental-size figures.
+            last_completed: restored_epoch,
+            catch_up,
+            force_full,
+        };
+        let checkpointer = tokio::spawn(checkpointer.run());
         Ok(Arc::new(QueryRuntime {
             name,
             coordinator,
-            barrier_txs,
-            sink_subtasks,
-            next_epoch: AtomicU64::new(1),
+            flush_tx,
+            config,
+            history,
             handles: Mutex::new(handles),
+            checkpointer: Mutex::new(Some(checkpointer)),
         }))
     }
+}
 
+/// The sink node's operator: the task stages its input for commit itself.
+struct NoOp;
+
+impl crate::operator::Operator for NoOp {
+    fn on_chunk(
+        &mut self,
+        _input: usize,
+        _chunk: Chunk,
+        _out: &mut crate::operator::Output,
+    ) -> ExecResult<()> {
+        Ok(())
+    }
+}
+
+impl QueryRuntime {
     pub fn status(&self) -> QueryStatus {
         self.coordinator.status.lock().clone()
     }
@@ -257,53 +363,34 @@ impl QueryRuntime {
         self.coordinator.failure.lock().clone()
     }
 
-    /// Injects a barrier and waits until every sink has processed it.
+    /// Asks for a checkpoint and waits until one that started after this
+    /// call has completed (its results are then visible).
     pub async fn flush(&self) -> Result<(), String> {
-        let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
+        if self.status() != QueryStatus::Running {
+            return Err(self.coordinator.failure_message());
+        }
         let (tx, rx) = oneshot::channel();
-        {
-            let status = self.status();
-            if status != QueryStatus::Running {
-                return Err(self.coordinator.failure_message());
-            }
-            let mut pending = self.coordinator.pending.lock();
-            pending.insert(
-                epoch,
-                PendingEpoch {
-                    remaining: self.sink_subtasks,
-                    waiters: vec![tx],
-                },
-            );
-        }
-        if self.sink_subtasks == 0 || self.barrier_txs.is_empty() {
-            // No input that can change (constants only): done once every
-            // sink has seen the end of its input.
-            self.coordinator.pending.lock().remove(&epoch);
-            let mut finished = self.coordinator.finished_sinks.subscribe();
-            let mut cancel = self.coordinator.cancel.subscribe();
-            let want = self.sink_subtasks;
-            tokio::select! {
-                _ = finished.wait_for(|n| *n >= want) => return Ok(()),
-                _ = cancel.wait_for(|c| *c) => return Err(self.coordinator.failure_message()),
-            }
-        }
-        let barrier = Barrier {
-            epoch,
-            kind: BarrierKind::Checkpoint,
-            mode: CheckpointMode::Aligned,
-        };
-        for btx in &self.barrier_txs {
-            if btx.send(barrier).await.is_err() {
-                // The source ended (finite input) or the query failed.
-                if self.status() != QueryStatus::Running {
-                    return Err(self.coordinator.failure_message());
-                }
-            }
+        if self.flush_tx.send(tx).is_err() {
+            return Err(self.coordinator.failure_message());
         }
         match rx.await {
             Ok(r) => r,
             Err(_) => Err(self.coordinator.failure_message()),
         }
+    }
+
+    /// The query's checkpoints, oldest first (in memory since the start).
+    pub fn checkpoint_history(&self) -> Vec<CheckpointStats> {
+        self.history.lock().iter().cloned().collect()
+    }
+
+    pub fn checkpoint_config(&self) -> CheckpointConfig {
+        self.config.lock().clone()
+    }
+
+    /// Changes the checkpoint settings; they apply from the next checkpoint.
+    pub fn set_checkpoint_config(&self, config: CheckpointConfig) {
+        *self.config.lock() = config;
     }
 
     /// Stops every task.
@@ -318,17 +405,21 @@ impl QueryRuntime {
         for h in self.handles.lock().drain(..) {
             h.abort();
         }
-        let msg = self.coordinator.failure_message();
-        for (_, p) in self.coordinator.pending.lock().drain() {
-            for w in p.waiters {
-                let _ = w.send(Err(msg.clone()));
-            }
+    }
+
+    /// Waits until the checkpointer stopped after [`QueryRuntime::cancel`]
+    /// (a checkpoint being written is finished first, never cut in half).
+    pub async fn stopped(&self) {
+        let handle = self.checkpointer.lock().take();
+        if let Some(h) = handle {
+            let _ = h.await;
         }
     }
 }
 
 impl Drop for QueryRuntime {
     fn drop(&mut self) {
+        let _ = self.coordinator.cancel.send(true);
         for h in self.handles.lock().drain(..) {
             h.abort();
         }

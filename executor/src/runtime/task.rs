@@ -7,11 +7,16 @@ use std::task::Poll;
 
 use tokio::sync::{mpsc, watch};
 
+use std::time::Instant;
+
+use super::coordinator::Coordinator;
 use super::router::OutputRouter;
-use super::Coordinator;
+use super::sink::SinkStaging;
+use crate::checkpoint::SubtaskSnapshot;
+use crate::chunk::Chunk;
 use crate::error::{ExecError, ExecResult};
 use crate::message::{Barrier, Message};
-use crate::operator::{Operator, OperatorContext, Output};
+use crate::operator::{Operator, OperatorContext, Output, StateEntry, StateWriter};
 
 struct Input {
     index: usize,
@@ -71,15 +76,38 @@ async fn route(out: &mut Output, router: &mut OutputRouter) -> ExecResult<()> {
     Ok(())
 }
 
+/// Which subtask a task runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TaskIds {
+    pub node: usize,
+    pub subtask: usize,
+}
+
+/// What a subtask resumes from.
+pub(crate) struct TaskRestore {
+    pub entries: Vec<StateEntry>,
+    /// In-flight input captured by an unaligned checkpoint: replayed first.
+    pub channels: Vec<(usize, Chunk)>,
+}
+
+/// The barrier being aligned and since when.
+struct Aligning {
+    barrier: Barrier,
+    since: Instant,
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     ctx: OperatorContext,
+    ids: TaskIds,
     mut op: Box<dyn Operator>,
     channels: Vec<(usize, mpsc::Receiver<Message>)>,
     mut router: OutputRouter,
-    terminal: bool,
+    sink: Option<Arc<SinkStaging>>,
+    restore: Option<TaskRestore>,
     coordinator: Arc<Coordinator>,
-    mut cancel: watch::Receiver<bool>,
 ) -> ExecResult<()> {
+    let mut cancel = coordinator.cancel.subscribe();
     let mut inputs: Vec<Input> = channels
         .into_iter()
         .map(|(index, rx)| Input {
@@ -91,10 +119,20 @@ pub(crate) async fn run(
         })
         .collect();
     let mut out = Output::default();
-    op.open(&ctx, false, &mut out)?;
+    let restored = restore.is_some();
+    let mut replay = Vec::new();
+    if let Some(r) = restore {
+        op.restore(&ctx, r.entries)?;
+        replay = r.channels;
+    }
+    op.open(&ctx, restored, &mut out)?;
     route(&mut out, &mut router).await?;
+    for (input, chunk) in replay {
+        deliver(op.as_mut(), &sink, ids, input, chunk, &mut out)?;
+        route(&mut out, &mut router).await?;
+    }
 
-    let mut aligning: Option<Barrier> = None;
+    let mut aligning: Option<Aligning> = None;
     let mut current_wm = i64::MIN;
     let mut start = 0;
     loop {
@@ -102,9 +140,17 @@ pub(crate) async fn run(
             op.close(&mut out)?;
             route(&mut out, &mut router).await?;
             router.broadcast(Message::EndOfStream).await?;
-            if terminal {
-                coordinator.sink_finished();
+            if let Some(s) = &sink {
+                s.seal(ids.subtask, 0);
             }
+            let mut state = StateWriter::new(true);
+            op.snapshot(&mut state)?;
+            coordinator.finish(SubtaskSnapshot {
+                node: ids.node,
+                subtask: ids.subtask,
+                entries: state.into_entries(),
+                ..Default::default()
+            });
             return Ok(());
         }
         let (i, msg) = match next_event(&mut inputs, &mut start, &mut cancel).await {
@@ -113,7 +159,7 @@ pub(crate) async fn run(
         };
         match msg {
             Message::Data(chunk) => {
-                op.on_chunk(inputs[i].index, chunk, &mut out)?;
+                deliver(op.as_mut(), &sink, ids, inputs[i].index, chunk, &mut out)?;
                 route(&mut out, &mut router).await?;
             }
             Message::Watermark(wm) => {
@@ -131,23 +177,29 @@ pub(crate) async fn run(
                 }
             }
             Message::Barrier(b) => {
-                match aligning {
-                    None => aligning = Some(b),
-                    Some(a) if a.epoch != b.epoch => {
+                match &aligning {
+                    None => {
+                        aligning = Some(Aligning {
+                            barrier: b,
+                            since: Instant::now(),
+                        })
+                    }
+                    Some(a) if a.barrier.epoch != b.epoch => {
                         return Err(ExecError::internal(format!(
                             "barrier {} arrived while aligning {}",
-                            b.epoch, a.epoch
+                            b.epoch, a.barrier.epoch
                         )))
                     }
                     Some(_) => {}
                 }
                 inputs[i].blocked = true;
                 complete_alignment(
+                    ids,
                     &mut inputs,
                     &mut aligning,
                     op.as_mut(),
                     &mut router,
-                    terminal,
+                    &sink,
                     &coordinator,
                 )
                 .await?;
@@ -155,11 +207,12 @@ pub(crate) async fn run(
             Message::EndOfStream => {
                 inputs[i].finished = true;
                 complete_alignment(
+                    ids,
                     &mut inputs,
                     &mut aligning,
                     op.as_mut(),
                     &mut router,
-                    terminal,
+                    &sink,
                     &coordinator,
                 )
                 .await?;
@@ -168,29 +221,59 @@ pub(crate) async fn run(
     }
 }
 
-/// If every live input delivered the barrier being aligned: snapshot, forward
-/// the barrier (or acknowledge it at a sink) and unblock the inputs.
+/// Hands a chunk to the operator, or, at a sink, stages it for commit.
+fn deliver(
+    op: &mut dyn Operator,
+    sink: &Option<Arc<SinkStaging>>,
+    ids: TaskIds,
+    input: usize,
+    chunk: Chunk,
+    out: &mut Output,
+) -> ExecResult<()> {
+    match sink {
+        Some(s) => {
+            s.push(ids.subtask, chunk);
+            Ok(())
+        }
+        None => op.on_chunk(input, chunk, out),
+    }
+}
+
+/// If every live input delivered the barrier being aligned: snapshot,
+/// acknowledge, forward the barrier and unblock the inputs.
 async fn complete_alignment(
+    ids: TaskIds,
     inputs: &mut [Input],
-    aligning: &mut Option<Barrier>,
+    aligning: &mut Option<Aligning>,
     op: &mut dyn Operator,
     router: &mut OutputRouter,
-    terminal: bool,
+    sink: &Option<Arc<SinkStaging>>,
     coordinator: &Coordinator,
 ) -> ExecResult<()> {
-    let Some(barrier) = *aligning else {
+    let Some(a) = aligning.as_ref() else {
         return Ok(());
     };
     if !inputs.iter().all(|i| i.blocked || i.finished) {
         return Ok(());
     }
-    let mut state = crate::operator::StateWriter::new(true);
+    let barrier = a.barrier;
+    let alignment_ms = a.since.elapsed().as_millis() as u64;
+    let mut state = StateWriter::new(barrier.full);
     op.snapshot(&mut state)?;
-    if terminal {
-        coordinator.ack(barrier.epoch);
-    } else {
-        router.broadcast(Message::Barrier(barrier)).await?;
+    if let Some(s) = sink {
+        s.seal(ids.subtask, barrier.epoch);
     }
+    coordinator.ack(
+        barrier.epoch,
+        SubtaskSnapshot {
+            node: ids.node,
+            subtask: ids.subtask,
+            entries: state.into_entries(),
+            alignment_ms,
+            ..Default::default()
+        },
+    );
+    router.broadcast(Message::Barrier(barrier)).await?;
     for i in inputs.iter_mut() {
         i.blocked = false;
     }

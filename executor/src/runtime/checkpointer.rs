@@ -1,0 +1,356 @@
+//! The checkpointer of one query: triggers a checkpoint every
+//! `checkpoint_interval` (or at once for `FLUSH`), waits for every subtask's
+//! acknowledgement, persists the state off the processing path, then commits
+//! the result-table changes together with the checkpoint's record.
+//! At most one checkpoint is in flight at a time.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+use weir_storage::Commit;
+
+use super::coordinator::Coordinator;
+use super::sink::SinkStaging;
+use crate::checkpoint::{
+    CheckpointConfig, CheckpointRecord, CheckpointStats, CheckpointStatus, CheckpointStorage,
+    SourceOffset, StateBackendKind, SubtaskSnapshot,
+};
+use crate::error::{ExecError, ExecResult};
+use crate::message::{Barrier, BarrierKind, CheckpointMode};
+
+/// Checkpoint rows kept in memory per query for `system.checkpoints`.
+pub const HISTORY_ROWS: usize = 200;
+
+/// What the checkpointer asks a source subtask.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SourceCommand {
+    pub barrier: Barrier,
+    /// Catch-up after a fallback: emit input up to exactly this offset
+    /// before the barrier.
+    pub stop_at: Option<u64>,
+}
+
+pub(crate) type FlushWaiter = oneshot::Sender<Result<(), String>>;
+
+pub(crate) struct Checkpointer {
+    pub coord: Arc<Coordinator>,
+    pub config: Arc<Mutex<CheckpointConfig>>,
+    pub storage: Arc<CheckpointStorage>,
+    pub sources: Vec<(usize, usize, mpsc::Sender<SourceCommand>)>,
+    pub staging: Vec<Arc<SinkStaging>>,
+    pub history: Arc<Mutex<VecDeque<CheckpointStats>>>,
+    pub flush_rx: mpsc::UnboundedReceiver<FlushWaiter>,
+    pub node_names: Vec<String>,
+    pub next_epoch: u64,
+    pub last_completed: Option<u64>,
+    /// Catch-up target after a fallback to an older checkpoint: the newer
+    /// checkpoint whose results are already committed.
+    pub catch_up: Option<CheckpointRecord>,
+    pub force_full: bool,
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+enum Outcome {
+    Completed,
+    Failed,
+    Stopped,
+}
+
+impl Checkpointer {
+    pub(crate) async fn run(mut self) {
+        let mut cancel = self.coord.cancel.subscribe();
+        let mut waiters: Vec<FlushWaiter> = Vec::new();
+        let mut failures = 0u32;
+        loop {
+            if waiters.is_empty() {
+                let interval = self.config.lock().interval;
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    w = self.flush_rx.recv() => match w {
+                        Some(w) => waiters.push(w),
+                        None => return,
+                    },
+                    _ = cancel.wait_for(|c| *c) => break,
+                }
+            }
+            while let Ok(w) = self.flush_rx.try_recv() {
+                waiters.push(w);
+            }
+            let round = std::mem::take(&mut waiters);
+            match self.checkpoint_once().await {
+                Outcome::Completed => {
+                    failures = 0;
+                    for w in round {
+                        let _ = w.send(Ok(()));
+                    }
+                }
+                Outcome::Failed => {
+                    failures += 1;
+                    waiters = round;
+                    let tolerable = self.config.lock().tolerable_failed;
+                    if failures > tolerable {
+                        self.coord.fail(ExecError::Checkpoint(format!(
+                            "exceeded checkpoint tolerable failure threshold ({failures} consecutive failed checkpoints, tolerable_failed_checkpoints = {tolerable})"
+                        )));
+                        break;
+                    }
+                    // Let the query breathe before the next attempt.
+                    if waiters.is_empty() {
+                        continue;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Outcome::Stopped => {
+                    waiters = round;
+                    break;
+                }
+            }
+        }
+        let msg = self.coord.failure_message();
+        for w in waiters {
+            let _ = w.send(Err(msg.clone()));
+        }
+        while let Ok(w) = self.flush_rx.try_recv() {
+            let _ = w.send(Err(msg.clone()));
+        }
+    }
+
+    fn push_history(&self, row: CheckpointStats) {
+        let mut h = self.history.lock();
+        if let Some(existing) = h.iter_mut().rev().find(|r| {
+            r.checkpoint_id == row.checkpoint_id && r.status == CheckpointStatus::InProgress
+        }) {
+            *existing = row;
+            return;
+        }
+        h.push_back(row);
+        while h.len() > HISTORY_ROWS {
+            h.pop_front();
+        }
+    }
+
+    async fn checkpoint_once(&mut self) -> Outcome {
+        let cfg = self.config.lock().clone();
+        let epoch = match &self.catch_up {
+            Some(rec) => rec.epoch,
+            None => self.next_epoch,
+        };
+        self.next_epoch = epoch + 1;
+        let full = self.force_full || cfg.backend == StateBackendKind::Memory;
+        let triggered_at = SystemTime::now();
+        let started = Instant::now();
+        let mut row = CheckpointStats {
+            query: self.coord.query.to_string(),
+            checkpoint_id: epoch,
+            kind: "checkpoint",
+            mode: cfg.mode,
+            timed_out_to_unaligned: false,
+            status: CheckpointStatus::InProgress,
+            triggered_at,
+            completed_at: None,
+            duration_ms: None,
+            state_bytes: 0,
+            incremental_bytes: 0,
+            persisted_in_flight_bytes: 0,
+            alignment_ms: 0,
+            failure: None,
+        };
+        self.push_history(row.clone());
+
+        let (done_tx, done_rx) = oneshot::channel();
+        self.coord.begin(epoch, done_tx);
+        let barrier = Barrier {
+            epoch,
+            kind: BarrierKind::Checkpoint,
+            mode: cfg.mode,
+            full,
+            aligned_timeout: cfg.aligned_timeout,
+        };
+        for (node, subtask, tx) in &self.sources {
+            let stop_at = self.catch_up.as_ref().and_then(|r| {
+                r.sources
+                    .iter()
+                    .find(|s| s.node == *node && s.subtask == *subtask)
+                    .map(|s| s.offset)
+            });
+            // A send fails only when the query is stopping.
+            let _ = tx.send(SourceCommand { barrier, stop_at }).await;
+        }
+        let fail = |row: &mut CheckpointStats, status, reason: String| {
+            row.status = status;
+            row.completed_at = Some(SystemTime::now());
+            row.duration_ms = Some(started.elapsed().as_millis() as u64);
+            row.failure = Some(reason);
+        };
+        let mut cancel = self.coord.cancel.subscribe();
+        let waited = tokio::select! {
+            r = tokio::time::timeout(cfg.timeout, done_rx) => match r {
+                Ok(Ok(snaps)) => Some(Ok(snaps)),
+                Ok(Err(_)) => None,
+                Err(_) => Some(Err(())),
+            },
+            _ = cancel.wait_for(|c| *c) => None,
+        };
+        let snaps = match waited {
+            Some(Ok(snaps)) => snaps,
+            None => {
+                fail(
+                    &mut row,
+                    CheckpointStatus::Failed,
+                    self.coord.failure_message(),
+                );
+                self.push_history(row);
+                return Outcome::Stopped;
+            }
+            Some(Err(())) => {
+                self.coord.abort(epoch);
+                self.force_full = true;
+                fail(
+                    &mut row,
+                    CheckpointStatus::Expired,
+                    format!(
+                        "checkpoint expired before completing (checkpoint_timeout = {:?})",
+                        cfg.timeout
+                    ),
+                );
+                tracing::warn!(query = %self.coord.query, epoch, "checkpoint expired");
+                self.push_history(row);
+                return Outcome::Failed;
+            }
+        };
+        row.alignment_ms = snaps.iter().map(|s| s.alignment_ms).max().unwrap_or(0);
+        row.timed_out_to_unaligned = snaps.iter().any(|s| s.timed_out_to_unaligned);
+        row.mode = if snaps.iter().any(|s| s.unaligned) {
+            CheckpointMode::Unaligned
+        } else {
+            CheckpointMode::Aligned
+        };
+        match self
+            .persist(epoch, &cfg, full, triggered_at, &row, snaps)
+            .await
+        {
+            Ok(rec) => {
+                row.status = CheckpointStatus::Completed;
+                row.completed_at = Some(SystemTime::now());
+                row.duration_ms = Some(rec.duration_ms);
+                row.state_bytes = rec.state_bytes;
+                row.incremental_bytes = rec.incremental_bytes;
+                row.persisted_in_flight_bytes = rec.in_flight_bytes;
+                self.push_history(row);
+                self.last_completed = Some(epoch);
+                self.catch_up = None;
+                self.force_full = false;
+                Outcome::Completed
+            }
+            Err(e) => {
+                tracing::warn!(query = %self.coord.query, epoch, error = %e, "checkpoint failed");
+                self.force_full = true;
+                fail(&mut row, CheckpointStatus::Failed, e.message());
+                self.push_history(row);
+                Outcome::Failed
+            }
+        }
+    }
+
+    /// Writes the state, then commits record and results in one batch.
+    async fn persist(
+        &mut self,
+        epoch: u64,
+        cfg: &CheckpointConfig,
+        full: bool,
+        triggered_at: SystemTime,
+        row: &CheckpointStats,
+        snaps: Vec<SubtaskSnapshot>,
+    ) -> ExecResult<CheckpointRecord> {
+        let mut sources: Vec<SourceOffset> = snaps
+            .iter()
+            .filter_map(|s| {
+                s.source_offset.map(|offset| SourceOffset {
+                    node: s.node,
+                    subtask: s.subtask,
+                    offset,
+                })
+            })
+            .collect();
+        sources.sort_by_key(|s| (s.node, s.subtask));
+        let storage = self.storage.clone();
+        let backend = cfg.backend;
+        let previous = self.last_completed;
+        let sizes = tokio::task::spawn_blocking(move || {
+            storage.write_state(epoch, backend, full, previous, &snaps)
+        })
+        .await
+        .map_err(|e| ExecError::internal(format!("checkpoint writer panicked: {e}")))??;
+
+        let completed_at = SystemTime::now();
+        let record = CheckpointRecord {
+            query_id: self.storage.query_id(),
+            epoch,
+            backend,
+            mode: row.mode,
+            timed_out_to_unaligned: row.timed_out_to_unaligned,
+            triggered_at_ms: ms(triggered_at),
+            completed_at_ms: ms(completed_at),
+            duration_ms: completed_at
+                .duration_since(triggered_at)
+                .map_or(0, |d| d.as_millis() as u64),
+            state_bytes: sizes.state_bytes,
+            incremental_bytes: sizes.incremental_bytes,
+            in_flight_bytes: sizes.in_flight_bytes,
+            alignment_ms: row.alignment_ms,
+            nodes: self.node_names.clone(),
+            sources,
+        };
+
+        // Result changes of every epoch up to this one; after a fallback,
+        // the replayed epochs up to the catch-up target are committed already.
+        let discard = self.catch_up.is_some();
+        let mut commit = Commit::default();
+        let mut applied = Vec::new();
+        for staging in &self.staging {
+            let staged = staging.take_through(epoch);
+            if discard {
+                continue;
+            }
+            let chunks: Vec<_> = staged.into_iter().map(|(_, c)| c).collect();
+            for (offset, payload) in staging.table.prepare_commit(&chunks)? {
+                commit
+                    .log_appends
+                    .push((staging.table.log_id(), offset, payload));
+            }
+            applied.push((staging.clone(), chunks));
+        }
+        let existing = self.storage.records()?;
+        let mut keep: HashSet<u64> = existing
+            .iter()
+            .rev()
+            .filter(|r| r.epoch != epoch)
+            .take(cfg.retained.saturating_sub(1))
+            .map(|r| r.epoch)
+            .collect();
+        keep.insert(epoch);
+        commit.checkpoint_deletes = existing
+            .iter()
+            .filter(|r| !keep.contains(&r.epoch))
+            .map(|r| self.storage.record_key(r.epoch))
+            .collect();
+        commit.checkpoint_puts.push((
+            self.storage.record_key(epoch),
+            serde_json::to_vec(&record).expect("json"),
+        ));
+        self.storage.store().commit(commit)?;
+        for (staging, chunks) in applied {
+            staging.table.apply_committed(chunks)?;
+        }
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || storage.prune_dirs(&keep));
+        Ok(record)
+    }
+}

@@ -1,0 +1,73 @@
+//! Choosing where a query resumes: the newest completed checkpoint whose
+//! files are readable and whose plan matches. A damaged newer checkpoint is
+//! reported and skipped; the query then catches up to it (its results are
+//! already committed) instead of committing them twice.
+
+use crate::checkpoint::CheckpointStorage;
+use crate::error::ExecResult;
+use crate::graph::StreamGraph;
+
+use super::{node_names, Restore};
+
+pub struct RestorePlan {
+    pub restore: Option<Restore>,
+    /// Above every recorded epoch.
+    pub next_epoch: u64,
+    /// Checkpoints exist but none could be used: results committed so far
+    /// are stale and must be retracted before recomputing from scratch.
+    pub recompute: bool,
+    /// (checkpoint id, why it could not be used)
+    pub skipped: Vec<(u64, String)>,
+}
+
+pub fn plan_restore(storage: &CheckpointStorage, graph: &StreamGraph) -> ExecResult<RestorePlan> {
+    let records = storage.records()?;
+    let Some(latest) = records.last().cloned() else {
+        return Ok(RestorePlan {
+            restore: None,
+            next_epoch: 1,
+            recompute: false,
+            skipped: Vec::new(),
+        });
+    };
+    let names = node_names(graph);
+    let input_schema = |node: usize, input: usize| {
+        graph
+            .edges
+            .iter()
+            .find(|e| e.to == node && e.input == input)
+            .map(|e| graph.nodes[e.from].schema.clone())
+    };
+    let mut skipped = Vec::new();
+    for rec in records.iter().rev() {
+        if rec.nodes != names {
+            skipped.push((
+                rec.epoch,
+                "the query's plan differs from the checkpoint's".to_string(),
+            ));
+            // Catching up needs the newer checkpoint's plan too.
+            break;
+        }
+        match storage.load(rec, &input_schema) {
+            Ok(state) => {
+                return Ok(RestorePlan {
+                    restore: Some(Restore {
+                        record: rec.clone(),
+                        state,
+                        catch_up: (rec.epoch != latest.epoch).then(|| latest.clone()),
+                    }),
+                    next_epoch: latest.epoch + 1,
+                    recompute: false,
+                    skipped,
+                })
+            }
+            Err(e) => skipped.push((rec.epoch, e.message())),
+        }
+    }
+    Ok(RestorePlan {
+        restore: None,
+        next_epoch: latest.epoch + 1,
+        recompute: true,
+        skipped,
+    })
+}
