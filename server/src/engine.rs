@@ -60,6 +60,8 @@ struct CatalogState {
 
 pub struct Engine {
     store: Arc<Store>,
+    /// Running queries, as the system tables see them.
+    runtimes: crate::system::Runtimes,
     data_dir: std::path::PathBuf,
     ctx: SessionContext,
     relations: Relations,
@@ -142,6 +144,11 @@ impl Engine {
             .catalog("weir")
             .ok_or_else(|| anyhow::anyhow!("default catalog missing"))?;
         catalog.register_schema("public", Arc::new(PublicSchema::new(relations.clone())))?;
+        let runtimes: crate::system::Runtimes = Arc::default();
+        catalog.register_schema(
+            "system",
+            Arc::new(crate::system::SystemSchema::new(runtimes.clone())),
+        )?;
         datafusion_pg_catalog::setup_pg_catalog(
             &ctx,
             "weir",
@@ -167,6 +174,7 @@ impl Engine {
             .unwrap_or(1);
         let engine = Arc::new(Engine {
             store,
+            runtimes,
             data_dir: data_dir.to_path_buf(),
             ctx,
             relations,
@@ -602,6 +610,11 @@ impl Engine {
                 names,
                 if_exists,
             } => self.drop_query(kind, &names, if_exists).await,
+            Custom::AlterQuery {
+                kind,
+                name,
+                options,
+            } => self.alter_query(kind, name, options).await,
             Custom::Flush => {
                 self.flush().await?;
                 Ok(Output::Command {
@@ -1151,6 +1164,9 @@ impl Engine {
         self.relations
             .write()
             .insert(meta.name.clone(), result.clone());
+        self.runtimes
+            .write()
+            .insert(meta.name.clone(), runtime.clone());
         self.state.lock().queries.insert(
             meta.name.clone(),
             QueryEntry {
@@ -1251,6 +1267,7 @@ impl Engine {
             self.store.delete_catalog(&query_key(name))?;
             let entry = self.state.lock().queries.remove(name);
             self.relations.write().remove(name);
+            self.runtimes.write().remove(name);
             if let Some(e) = entry {
                 e.runtime.cancel();
                 e.runtime.stopped().await;
@@ -1263,6 +1280,68 @@ impl Engine {
                 drop(e.table);
             }
         }
+        Ok(Output::Command { tag, rows: None })
+    }
+
+    /// `ALTER STREAMING QUERY q SET (...)`: checkpoint settings apply from
+    /// the next checkpoint; a new parallelism restarts the query from a
+    /// fresh checkpoint, its keyed state redistributed by key group.
+    async fn alter_query(
+        &self,
+        kind: QueryKind,
+        name: String,
+        options: BTreeMap<String, String>,
+    ) -> SqlResult<Output> {
+        let tag = match kind {
+            QueryKind::StreamingQuery => "ALTER STREAMING QUERY",
+            QueryKind::MaterializedView => "ALTER MATERIALIZED VIEW",
+        };
+        let _ddl = self.ddl.lock().await;
+        let current = self
+            .state
+            .lock()
+            .queries
+            .get(&name)
+            .map(|q| (q.meta.clone(), q.runtime.clone()));
+        let Some((mut meta, runtime)) = current else {
+            if self.state.lock().tables.contains_key(&name) {
+                return Err(SqlError::new(
+                    "42809",
+                    format!("\"{name}\" is not a {}", kind.noun()),
+                ));
+            }
+            return Err(SqlError::new(
+                "42P01",
+                format!("{} \"{name}\" does not exist", kind.noun()),
+            ));
+        };
+        let old_parallelism = parse_options(&meta.options)?
+            .0
+            .unwrap_or(self.default_parallelism);
+        let mut merged = meta.options.clone();
+        merged.extend(options);
+        let (parallelism, config) = parse_options(&merged)?;
+        meta.options = merged;
+        self.store.put_catalog(
+            &query_key(&name),
+            serde_json::to_string(&meta).expect("json").as_bytes(),
+        )?;
+        if parallelism.unwrap_or(self.default_parallelism) == old_parallelism {
+            runtime.set_checkpoint_config(config);
+            if let Some(q) = self.state.lock().queries.get_mut(&name) {
+                q.meta = meta;
+            }
+            return Ok(Output::Command { tag, rows: None });
+        }
+        // Rescale: checkpoint, stop, resume from that checkpoint.
+        if let Err(msg) = runtime.flush().await {
+            tracing::warn!(query = %name, error = %msg, "no final checkpoint before rescaling");
+        }
+        runtime.cancel();
+        runtime.stopped().await;
+        self.state.lock().queries.remove(&name);
+        self.runtimes.write().remove(&name);
+        self.start_query(meta).await?;
         Ok(Output::Command { tag, rows: None })
     }
 

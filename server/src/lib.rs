@@ -14,6 +14,7 @@ pub mod pg;
 pub mod providers;
 pub mod session;
 pub mod statements;
+pub mod system;
 pub mod types;
 
 use std::sync::Arc;

@@ -50,6 +50,12 @@ pub enum Custom {
         if_exists: bool,
     },
     Flush,
+    /// ALTER STREAMING QUERY / MATERIALIZED VIEW name SET (...)
+    AlterQuery {
+        kind: QueryKind,
+        name: String,
+        options: BTreeMap<String, String>,
+    },
 }
 
 fn tokenize(sql: &str) -> SqlResult<Vec<Token>> {
@@ -108,6 +114,76 @@ fn word(t: Option<&(usize, Token)>, s: &str) -> bool {
 }
 
 /// Parses one statement if it is one of Weir's own; `None` otherwise.
+/// `( key = value [, ...] )` starting at `sig[q]`; returns the options and
+/// the index after the closing parenthesis.
+fn option_list(
+    sig: &[(usize, Token)],
+    mut q: usize,
+    after: &str,
+) -> SqlResult<(BTreeMap<String, String>, usize)> {
+    let at = |i: usize| sig.get(i);
+    let mut options = BTreeMap::new();
+    if !matches!(at(q), Some((_, Token::LParen))) {
+        return Err(SqlError::syntax(format!("syntax error: expected ( after {after}")));
+    }
+    q += 1;
+    loop {
+        let key = match at(q) {
+            Some((_, Token::Word(w))) => w.value.to_lowercase(),
+            Some((_, Token::SingleQuotedString(s))) => s.to_lowercase(),
+            Some((_, Token::RParen)) => {
+                q += 1;
+                break;
+            }
+            _ => {
+                return Err(SqlError::syntax(format!(
+                    "syntax error in {after} options: expected an option name"
+                )))
+            }
+        };
+        q += 1;
+        // dotted keys: restart_strategy.attempts
+        let mut key = key;
+        while matches!(at(q), Some((_, Token::Period))) {
+            match at(q + 1) {
+                Some((_, Token::Word(w))) => key = format!("{key}.{}", w.value.to_lowercase()),
+                _ => return Err(SqlError::syntax(format!("syntax error in {after} options"))),
+            }
+            q += 2;
+        }
+        if !matches!(at(q), Some((_, Token::Eq))) {
+            return Err(SqlError::syntax(format!(
+                "syntax error in {after} options: expected = after {key}"
+            )));
+        }
+        let value = match at(q + 1) {
+            Some((_, Token::Number(n, _))) => n.clone(),
+            Some((_, Token::SingleQuotedString(s))) => s.clone(),
+            Some((_, Token::Word(w))) => w.value.clone(),
+            _ => {
+                return Err(SqlError::syntax(format!(
+                    "syntax error in {after} options: expected a value for {key}"
+                )))
+            }
+        };
+        options.insert(key, value);
+        q += 2;
+        match at(q) {
+            Some((_, Token::Comma)) => q += 1,
+            Some((_, Token::RParen)) => {
+                q += 1;
+                break;
+            }
+            _ => {
+                return Err(SqlError::syntax(format!(
+                    "syntax error in {after} options: expected , or )"
+                )))
+            }
+        }
+    }
+    Ok((options, q))
+}
+
 pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
     let tokens = tokenize(sql)?;
     // Significant tokens with their index in `tokens`.
@@ -123,6 +199,36 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
         p += 1;
     }
     let at = |i: usize| sig.get(i);
+    if !explain && kw(at(p), Keyword::ALTER) {
+        let (kind, q) = if word(at(p + 1), "streaming") && kw(at(p + 2), Keyword::QUERY) {
+            (QueryKind::StreamingQuery, p + 3)
+        } else if kw(at(p + 1), Keyword::MATERIALIZED) && kw(at(p + 2), Keyword::VIEW) {
+            (QueryKind::MaterializedView, p + 3)
+        } else {
+            return Ok(None);
+        };
+        let name = at(q).and_then(|(_, t)| ident(t)).ok_or_else(|| {
+            SqlError::syntax(format!(
+                "syntax error: expected a name after ALTER {}",
+                kind.noun().to_uppercase()
+            ))
+        })?;
+        if !kw(at(q + 1), Keyword::SET) {
+            return Err(SqlError::syntax(format!(
+                "syntax error: expected SET (...) after ALTER {} {name}",
+                kind.noun().to_uppercase()
+            )));
+        }
+        let (options, end) = option_list(&sig, q + 2, "SET")?;
+        if end < sig.len() {
+            return Err(SqlError::syntax("syntax error: unexpected text after SET (...)"));
+        }
+        return Ok(Some(Custom::AlterQuery {
+            kind,
+            name,
+            options,
+        }));
+    }
     if kw(at(p), Keyword::CREATE) {
         let (kind, next) = if word(at(p + 1), "streaming") && kw(at(p + 2), Keyword::QUERY) {
             (QueryKind::StreamingQuery, p + 3)
@@ -159,66 +265,7 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
         }
         let mut options = BTreeMap::new();
         if kw(at(q), Keyword::WITH) {
-            if !matches!(at(q + 1), Some((_, Token::LParen))) {
-                return Err(SqlError::syntax("syntax error: expected ( after WITH"));
-            }
-            q += 2;
-            loop {
-                let key = match at(q) {
-                    Some((_, Token::Word(w))) => w.value.to_lowercase(),
-                    Some((_, Token::SingleQuotedString(s))) => s.to_lowercase(),
-                    Some((_, Token::RParen)) => {
-                        q += 1;
-                        break;
-                    }
-                    _ => {
-                        return Err(SqlError::syntax(
-                            "syntax error in WITH options: expected an option name",
-                        ))
-                    }
-                };
-                q += 1;
-                // dotted keys: restart_strategy.attempts
-                let mut key = key;
-                while matches!(at(q), Some((_, Token::Period))) {
-                    match at(q + 1) {
-                        Some((_, Token::Word(w))) => {
-                            key = format!("{key}.{}", w.value.to_lowercase())
-                        }
-                        _ => return Err(SqlError::syntax("syntax error in WITH options")),
-                    }
-                    q += 2;
-                }
-                if !matches!(at(q), Some((_, Token::Eq))) {
-                    return Err(SqlError::syntax(format!(
-                        "syntax error in WITH options: expected = after {key}"
-                    )));
-                }
-                let value = match at(q + 1) {
-                    Some((_, Token::Number(n, _))) => n.clone(),
-                    Some((_, Token::SingleQuotedString(s))) => s.clone(),
-                    Some((_, Token::Word(w))) => w.value.clone(),
-                    _ => {
-                        return Err(SqlError::syntax(format!(
-                            "syntax error in WITH options: expected a value for {key}"
-                        )))
-                    }
-                };
-                options.insert(key, value);
-                q += 2;
-                match at(q) {
-                    Some((_, Token::Comma)) => q += 1,
-                    Some((_, Token::RParen)) => {
-                        q += 1;
-                        break;
-                    }
-                    _ => {
-                        return Err(SqlError::syntax(
-                            "syntax error in WITH options: expected , or )",
-                        ))
-                    }
-                }
-            }
+            (options, q) = option_list(&sig, q + 1, "WITH")?;
         }
         if !kw(at(q), Keyword::AS) {
             return Err(SqlError::syntax(format!(

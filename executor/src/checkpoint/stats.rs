@@ -48,3 +48,26 @@ pub struct CheckpointStats {
     pub alignment_ms: u64,
     pub failure: Option<String>,
 }
+
+impl CheckpointStats {
+    /// The row of a completed checkpoint from its durable record.
+    pub fn from_record(query: &str, r: &super::CheckpointRecord) -> CheckpointStats {
+        let at = |ms: u64| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        CheckpointStats {
+            query: query.to_string(),
+            checkpoint_id: r.epoch,
+            kind: "checkpoint",
+            mode: r.mode,
+            timed_out_to_unaligned: r.timed_out_to_unaligned,
+            status: CheckpointStatus::Completed,
+            triggered_at: at(r.triggered_at_ms),
+            completed_at: Some(at(r.completed_at_ms)),
+            duration_ms: Some(r.duration_ms),
+            state_bytes: r.state_bytes,
+            incremental_bytes: r.incremental_bytes,
+            persisted_in_flight_bytes: r.in_flight_bytes,
+            alignment_ms: r.alignment_ms,
+            failure: None,
+        }
+    }
+}

@@ -50,6 +50,8 @@ pub(crate) struct Checkpointer {
     /// checkpoint whose results are already committed.
     pub catch_up: Option<CheckpointRecord>,
     pub force_full: bool,
+    /// Backend of the last completed checkpoint: a switch needs a full one.
+    pub last_backend: Option<StateBackendKind>,
 }
 
 fn ms(t: SystemTime) -> u64 {
@@ -143,7 +145,9 @@ impl Checkpointer {
             None => self.next_epoch,
         };
         self.next_epoch = epoch + 1;
-        let full = self.force_full || cfg.backend == StateBackendKind::Memory;
+        let full = self.force_full
+            || cfg.backend == StateBackendKind::Memory
+            || self.last_backend != Some(cfg.backend);
         let triggered_at = SystemTime::now();
         let started = Instant::now();
         let mut row = CheckpointStats {
@@ -245,6 +249,7 @@ impl Checkpointer {
                 row.persisted_in_flight_bytes = rec.in_flight_bytes;
                 self.push_history(row);
                 self.last_completed = Some(epoch);
+                self.last_backend = Some(cfg.backend);
                 self.catch_up = None;
                 self.force_full = false;
                 Outcome::Completed

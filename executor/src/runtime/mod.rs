@@ -139,13 +139,9 @@ impl QueryRuntime {
             (_, StateBackendKind::Rocksdb) => opts.storage.open_state_db(None)?,
             _ => {}
         }
-        // A restore into an empty state db (or from another backend) needs
-        // a full first snapshot.
-        let force_full = backend == StateBackendKind::Rocksdb
-            && opts
-                .restore
-                .as_ref()
-                .is_some_and(|r| r.record.backend != StateBackendKind::Rocksdb);
+        // The working state db mirrors the restored checkpoint only when
+        // that one was a RocksDB one; otherwise the first checkpoint is full.
+        let last_backend = opts.restore.as_ref().map(|r| r.record.backend);
 
         // Channels: one per (edge, upstream subtask, downstream subtask).
         let mut inputs: Vec<Vec<Vec<InputChannel>>> = graph
@@ -289,6 +285,10 @@ impl QueryRuntime {
 
         let config = opts.config.clone();
         let history = Arc::new(Mutex::new(VecDeque::new()));
+        // Completed checkpoints from before this start, as recorded.
+        for r in opts.storage.records()? {
+            history.lock().push_back(CheckpointStats::from_record(&name, &r));
+        }
         for (epoch, reason) in &opts.skipped {
             let now = std::time::SystemTime::now();
             history.lock().push_back(CheckpointStats {
@@ -324,7 +324,8 @@ impl QueryRuntime {
             // The previous checkpoint, for the incremental-size figures.
             last_completed: restored_epoch,
             catch_up,
-            force_full,
+            force_full: false,
+            last_backend,
         };
         let checkpointer = tokio::spawn(checkpointer.run());
         Ok(Arc::new(QueryRuntime {
