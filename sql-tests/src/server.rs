@@ -118,6 +118,7 @@ pub struct TestServer {
     child: Option<Child>,
     generation: u64,
     extra_args: Vec<String>,
+    keep_dir: bool,
 }
 
 impl std::fmt::Debug for TestServer {
@@ -161,6 +162,7 @@ impl TestServer {
             child: None,
             generation: 0,
             extra_args,
+            keep_dir: false,
         };
         server.launch()?;
         Ok(server)
@@ -308,6 +310,13 @@ impl TestServer {
         }
         self.child = None;
         self.launch()
+    }
+
+    /// Keeps the temporary directory (data dir and `server.log`) when the
+    /// value is dropped, as `WEIR_TEST_KEEP_DATA` does for every server.
+    /// A test calls it before failing with a message that names the log.
+    pub fn keep_dir_on_drop(&mut self) {
+        self.keep_dir = true;
     }
 
     /// Whole server log so far.
@@ -483,7 +492,8 @@ impl Drop for TestServer {
         if std::thread::panicking() {
             eprintln!("{}", self.log_tail_block(LOG_TAIL_LINES));
         }
-        let keep = std::env::var_os("WEIR_TEST_KEEP_DATA").is_some_and(|v| !v.is_empty());
+        let keep =
+            self.keep_dir || std::env::var_os("WEIR_TEST_KEEP_DATA").is_some_and(|v| !v.is_empty());
         if let Some(root) = self.root.take() {
             if keep {
                 let path = root.keep();

@@ -13,8 +13,16 @@
 //! the old row and an insert of the new one; a group that became empty emits
 //! only the delete. Without GROUP BY there is exactly one group, present even
 //! when empty, as in a batch `SELECT count(*) FROM t`.
+//!
+//! Checkpoint state: one entry per group, keyed by the group key's row bytes
+//! (the bytes the exchange hashes, so the key group is the routing one; the
+//! global group is in key group 0). The value (see [`encode_group`]) holds
+//! the row count, the last emitted row and each aggregate's state: the
+//! accumulator's `state()` for retractable aggregates (restored with
+//! `merge_batch` into a fresh sliding accumulator), the argument multiset
+//! for the others.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
@@ -28,8 +36,9 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::chunk::{Chunk, Op};
 use crate::error::{ExecError, ExecResult};
-use crate::keys::KeyEncoder;
-use crate::operator::{Operator, OperatorContext, Output};
+use crate::keys::{key_group_of, KeyEncoder};
+use crate::operator::{Operator, OperatorContext, Output, StateEntry, StateWriter};
+use crate::operators::state_codec::{ByteReader, ByteWriter, RowCodec, ScalarsCodec};
 
 /// How an aggregate keeps its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,14 +106,26 @@ struct GroupState {
     last: Option<Vec<ScalarValue>>,
 }
 
+/// Encoders of the scalar lists in a group's checkpoint value.
+struct StateCodecs {
+    /// The last emitted row: group key values then aggregate values.
+    last: ScalarsCodec,
+    /// Per aggregate, for retractable ones: the accumulator state.
+    accs: Vec<Option<ScalarsCodec>>,
+}
+
 pub struct HashAggOperator {
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    group_types: Vec<DataType>,
     group_enc: KeyEncoder,
     aggs: Vec<AggSpec>,
     arg_encs: Vec<Option<KeyEncoder>>,
     groups: HashMap<OwnedRow, GroupState>,
     schema: SchemaRef,
     global_key: OwnedRow,
+    /// Groups changed (or removed) since the previous snapshot.
+    dirty: HashSet<OwnedRow>,
+    codecs: StateCodecs,
 }
 
 impl HashAggOperator {
@@ -121,14 +142,44 @@ impl HashAggOperator {
                 _ => KeyEncoder::new(&a.arg_types).map(Some),
             })
             .collect::<ExecResult<Vec<_>>>()?;
+        let last_types = group_types
+            .iter()
+            .cloned()
+            .chain(aggs.iter().map(|a| a.func.field().data_type().clone()))
+            .collect();
+        // The types of a retractable accumulator's state, from a fresh one
+        // (`state_fields()` describes the plain accumulator, whose state
+        // can differ from the sliding one's: sum keeps a count too).
+        let accs = aggs
+            .iter()
+            .map(|a| match a.kind {
+                AggKind::Retractable => {
+                    let types = a
+                        .func
+                        .create_sliding_accumulator()?
+                        .state()?
+                        .iter()
+                        .map(|v| v.data_type())
+                        .collect();
+                    Ok(Some(ScalarsCodec::new(types)))
+                }
+                _ => Ok(None),
+            })
+            .collect::<ExecResult<Vec<_>>>()?;
         Ok(HashAggOperator {
             group_exprs,
             group_enc: KeyEncoder::new(&group_types)?,
+            group_types,
             aggs,
             arg_encs,
             groups: HashMap::new(),
             schema,
             global_key: make_global_key()?,
+            dirty: HashSet::new(),
+            codecs: StateCodecs {
+                last: ScalarsCodec::new(last_types),
+                accs,
+            },
         })
     }
 
@@ -152,6 +203,71 @@ impl HashAggOperator {
             rows: 0,
             accs,
             last: None,
+        })
+    }
+
+    /// A group from its checkpoint value (the inverse of [`encode_group`]).
+    fn decode_group(
+        &self,
+        key: Vec<ScalarValue>,
+        value: &[u8],
+        arg_codecs: &[Option<RowCodec>],
+    ) -> ExecResult<GroupState> {
+        let mut r = ByteReader::new(value);
+        if r.u8()? != STATE_VERSION {
+            return Err(ExecError::internal("aggregate state: unknown version"));
+        }
+        let rows = r.i64()?;
+        let last = match r.u8()? {
+            0 => None,
+            1 => Some(self.codecs.last.decode(&mut r)?),
+            _ => return Err(ExecError::internal("aggregate state: bad last-row flag")),
+        };
+        if r.length()? != self.aggs.len() {
+            return Err(ExecError::internal(
+                "aggregate state: number of aggregates differs from the plan",
+            ));
+        }
+        let mut accs = Vec::with_capacity(self.aggs.len());
+        for (i, spec) in self.aggs.iter().enumerate() {
+            let tag = r.u8()?;
+            let acc = match (tag, &self.codecs.accs[i], &arg_codecs[i]) {
+                (TAG_ACCUMULATOR, Some(codec), _) => {
+                    let state = codec.decode(&mut r)?;
+                    let mut acc = spec.func.create_sliding_accumulator()?;
+                    let arrays = state
+                        .iter()
+                        .map(|v| v.to_array_of_size(1))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    acc.merge_batch(&arrays)?;
+                    AccState::Retractable(acc)
+                }
+                (TAG_MULTISET, None, Some(codec)) => {
+                    let n = r.length()?;
+                    let mut bytes = Vec::with_capacity(n);
+                    let mut counts = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        bytes.push(r.bytes()?);
+                        counts.push(r.i64()?);
+                    }
+                    let enc = self.arg_encs[i].as_ref().expect("multiset has an encoder");
+                    let rows = codec.rehydrate(enc, &bytes)?;
+                    AccState::Multiset(rows.into_iter().zip(counts).collect())
+                }
+                _ => {
+                    return Err(ExecError::internal(
+                        "aggregate state: state kind differs from the plan",
+                    ))
+                }
+            };
+            accs.push(acc);
+        }
+        r.finish()?;
+        Ok(GroupState {
+            key,
+            rows,
+            accs,
+            last,
         })
     }
 
@@ -223,6 +339,100 @@ impl HashAggOperator {
     }
 }
 
+/// The key group of a group's state entry: the one the exchange routes the
+/// group key's bytes to; the one group of a global aggregate is in group 0.
+fn key_group(global: bool, key: &OwnedRow) -> usize {
+    if global {
+        0
+    } else {
+        key_group_of(key.as_ref())
+    }
+}
+
+const STATE_VERSION: u8 = 1;
+const TAG_ACCUMULATOR: u8 = 1;
+const TAG_MULTISET: u8 = 2;
+
+/// A group's checkpoint value:
+///
+/// ```text
+/// u8 version, i64 rows,
+/// u8 has_last (0/1), [scalars last],
+/// u32 number of aggregates, then per aggregate:
+///   u8 1 (accumulator), scalars state
+///   u8 2 (multiset), u32 n, n x (u32 len, row bytes, i64 count)
+/// ```
+///
+/// `scalars` is a [`ScalarsCodec`] encoding; integers are little-endian.
+fn encode_group(
+    aggs: &[AggSpec],
+    codecs: &StateCodecs,
+    group: &mut GroupState,
+) -> ExecResult<Vec<u8>> {
+    let mut w = ByteWriter::new();
+    w.u8(STATE_VERSION);
+    w.i64(group.rows);
+    match &group.last {
+        None => w.u8(0),
+        Some(last) => {
+            w.u8(1);
+            codecs.last.encode(last, &mut w)?;
+        }
+    }
+    w.length(group.accs.len())?;
+    for (i, acc) in group.accs.iter_mut().enumerate() {
+        match acc {
+            AccState::Retractable(acc) => {
+                w.u8(TAG_ACCUMULATOR);
+                let state = accumulator_state(&aggs[i], acc.as_mut())?;
+                codecs.accs[i]
+                    .as_ref()
+                    .expect("retractable aggregate has a state codec")
+                    .encode(&state, &mut w)?;
+            }
+            AccState::Multiset(set) => {
+                w.u8(TAG_MULTISET);
+                w.length(set.len())?;
+                for (row, count) in set.iter() {
+                    w.bytes(row.as_ref())?;
+                    w.i64(*count);
+                }
+            }
+        }
+    }
+    Ok(w.finish())
+}
+
+/// The state of a retractable accumulator, such that `merge_batch` of it
+/// into a fresh sliding accumulator gives one that evaluates, updates and
+/// retracts exactly like `acc`.
+///
+/// `state()` is exact for count, avg and integer/decimal sum, but a sum's
+/// sliding accumulator reports its sum as NULL once no value is left, while a
+/// float sum still holds the rounding residual of its retractions, which the
+/// next results include. That residual is read by adding and retracting a
+/// zero (both exact in floating point).
+fn accumulator_state(spec: &AggSpec, acc: &mut dyn Accumulator) -> ExecResult<Vec<ScalarValue>> {
+    let mut state = acc.state()?;
+    let lost_residual = spec.func.fun().name().eq_ignore_ascii_case("sum")
+        && state.len() == 2
+        && state[0].is_null()
+        && state[0].data_type().is_floating()
+        && state[1] == ScalarValue::UInt64(Some(0))
+        && spec.arg_types.len() == 1;
+    if lost_residual {
+        let zero = ScalarValue::new_zero(&spec.arg_types[0])?.to_array_of_size(1)?;
+        acc.update_batch(std::slice::from_ref(&zero))?;
+        let probed = acc.state();
+        acc.retract_batch(&[zero])?;
+        let probed = probed?;
+        if probed.len() == 2 && probed[1] == ScalarValue::UInt64(Some(1)) {
+            state[0] = probed[0].clone();
+        }
+    }
+    Ok(state)
+}
+
 fn take_rows(columns: &[ArrayRef], idx: &[u32]) -> ExecResult<Vec<ArrayRef>> {
     let idx = UInt32Array::from(idx.to_vec());
     columns
@@ -232,21 +442,100 @@ fn take_rows(columns: &[ArrayRef], idx: &[u32]) -> ExecResult<Vec<ArrayRef>> {
 }
 
 impl Operator for HashAggOperator {
-    fn open(
-        &mut self,
-        ctx: &OperatorContext,
-        _restored: bool,
-        out: &mut Output,
-    ) -> ExecResult<()> {
+    fn restore(&mut self, _ctx: &OperatorContext, entries: Vec<StateEntry>) -> ExecResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let arg_codecs = self
+            .aggs
+            .iter()
+            .map(|a| match a.kind {
+                AggKind::Retractable => Ok(None),
+                _ => RowCodec::new(&a.arg_types).map(Some),
+            })
+            .collect::<ExecResult<Vec<_>>>()?;
+        let values = entries
+            .iter()
+            .map(|e| {
+                e.value
+                    .as_deref()
+                    .ok_or_else(|| ExecError::internal("aggregate restore: entry without value"))
+            })
+            .collect::<ExecResult<Vec<_>>>()?;
+        if self.is_global() {
+            for (e, value) in entries.iter().zip(values) {
+                if e.key.as_slice() != self.global_key.as_ref() {
+                    return Err(ExecError::internal(
+                        "aggregate restore: grouped state for a global aggregate",
+                    ));
+                }
+                let group = self.decode_group(Vec::new(), value, &arg_codecs)?;
+                self.groups.insert(self.global_key.clone(), group);
+            }
+            return Ok(());
+        }
+        let keys: Vec<&[u8]> = entries.iter().map(|e| e.key.as_slice()).collect();
+        let key_cols = RowCodec::new(&self.group_types)?.decode(&keys)?;
+        let rows = self.group_enc.encode(&key_cols)?;
+        for (i, value) in values.into_iter().enumerate() {
+            let row = rows.row(i).owned();
+            if row.as_ref() != keys[i] {
+                return Err(ExecError::internal(
+                    "aggregate restore: group key does not round-trip",
+                ));
+            }
+            let key_values = key_cols
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let group = self.decode_group(key_values, value, &arg_codecs)?;
+            self.groups.insert(row, group);
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, ctx: &OperatorContext, restored: bool, out: &mut Output) -> ExecResult<()> {
         if self.is_global() && ctx.subtask == 0 {
+            // Resumed: the group came from the checkpoint and its first row
+            // went out before it. (A checkpoint without the group still had
+            // the row emitted: create the group silently.)
+            if restored && self.groups.contains_key(&self.global_key) {
+                return Ok(());
+            }
             let mut group = self.new_group(Vec::new())?;
             let values = self.evaluate(&mut group)?;
             group.last = Some(values.clone());
             self.groups.insert(self.global_key.clone(), group);
-            if let Some(chunk) = self.build_chunk(vec![(Op::Insert, values)])? {
-                out.push(chunk);
+            self.dirty.insert(self.global_key.clone());
+            if !restored {
+                if let Some(chunk) = self.build_chunk(vec![(Op::Insert, values)])? {
+                    out.push(chunk);
+                }
             }
         }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, state: &mut StateWriter) -> ExecResult<()> {
+        let global = self.is_global();
+        if state.is_full() {
+            for (key, group) in self.groups.iter_mut() {
+                let value = encode_group(&self.aggs, &self.codecs, group)?;
+                state.put(key_group(global, key), key.as_ref().to_vec(), value);
+            }
+        } else {
+            for key in &self.dirty {
+                let kg = key_group(global, key);
+                match self.groups.get_mut(key) {
+                    Some(group) => {
+                        let value = encode_group(&self.aggs, &self.codecs, group)?;
+                        state.put(kg, key.as_ref().to_vec(), value);
+                    }
+                    None => state.delete(kg, key.as_ref().to_vec()),
+                }
+            }
+        }
+        self.dirty.clear();
         Ok(())
     }
 
@@ -314,6 +603,7 @@ impl Operator for HashAggOperator {
         let mut emitted = Vec::new();
         for key in order {
             let (ins, del) = by_group.remove(&key).expect("touched group");
+            self.dirty.insert(key.clone());
             if !self.groups.contains_key(&key) {
                 let first = ins.first().or(del.first()).copied().unwrap_or(0) as usize;
                 let key_values = group_cols
@@ -396,4 +686,494 @@ fn make_global_key() -> ExecResult<OwnedRow> {
     let enc = KeyEncoder::new(&[DataType::Boolean])?;
     let arr: ArrayRef = Arc::new(BooleanArray::from(vec![true]));
     Ok(enc.encode(&[arr])?.row(0).owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{
+        Decimal128Array, Float64Array, Int32Array, Int64Array, StringArray,
+    };
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::common::DFSchema;
+    use datafusion::datasource::MemTable;
+    use datafusion::execution::context::ExecutionProps;
+    use datafusion::logical_expr::{Expr, LogicalPlan};
+    use datafusion::physical_expr::create_physical_expr;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+    use crate::operator::Operator;
+    use crate::operators::state_codec::test_util::*;
+
+    fn table_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int32, true),
+            Field::new("v", DataType::Int32, true),
+            Field::new("b", DataType::Int64, true),
+            Field::new("d", DataType::Decimal128(10, 2), true),
+            Field::new("f", DataType::Float64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]))
+    }
+
+    /// As the planner's `arrow_schema`: every field nullable.
+    fn arrow_schema(schema: &DFSchema) -> SchemaRef {
+        Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    fn physical(expr: &Expr, schema: &DFSchema) -> Arc<dyn PhysicalExpr> {
+        create_physical_expr(
+            expr,
+            schema,
+            &ExecutionProps::new(),
+            &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(
+            ),
+        )
+        .unwrap()
+    }
+
+    /// One row of `t`.
+    #[derive(Clone)]
+    struct Row {
+        k: Option<i32>,
+        v: Option<i32>,
+        b: Option<i64>,
+        d: Option<i128>,
+        f: Option<f64>,
+        s: Option<&'static str>,
+    }
+
+    fn random_row(rng: &mut Rng) -> Row {
+        let opt = |rng: &mut Rng| !rng.percent(12);
+        const F: [f64; 8] = [0.1, 0.2, 0.3, 1e16, -1e16, 2.5, 1e-17, -0.7];
+        const S: [&str; 4] = ["a", "b", "cc", ""];
+        Row {
+            k: opt(rng).then(|| rng.below(5) as i32),
+            v: opt(rng).then(|| rng.below(11) as i32 - 5),
+            b: opt(rng).then(|| (rng.below(2001) as i64 - 1000) << 40),
+            d: opt(rng).then(|| rng.below(200_001) as i128 - 100_000),
+            f: opt(rng).then(|| F[rng.below(F.len())]),
+            s: opt(rng).then(|| S[rng.below(S.len())]),
+        }
+    }
+
+    fn table_chunk(rows: &[(Op, Row)]) -> Chunk {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.1.k))),
+            Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.1.v))),
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.1.b))),
+            Arc::new(
+                Decimal128Array::from_iter(rows.iter().map(|r| r.1.d))
+                    .with_precision_and_scale(10, 2)
+                    .unwrap(),
+            ),
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.1.f))),
+            Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1.s))),
+        ];
+        let batch = RecordBatch::try_new(table_schema(), cols).unwrap();
+        Chunk::new(batch, rows.iter().map(|r| r.0).collect())
+    }
+
+    /// A random changelog of `t`: deletes only of live rows, in phases that
+    /// grow and shrink the table (so groups appear and vanish).
+    fn random_changes(rng: &mut Rng, chunks: usize) -> Vec<Chunk> {
+        let mut live: Vec<Row> = Vec::new();
+        let mut out = Vec::new();
+        for c in 0..chunks {
+            let del_pct = if (c / 8) % 2 == 0 { 25 } else { 75 };
+            let n = 1 + rng.below(6);
+            let mut rows = Vec::new();
+            for _ in 0..n {
+                if !live.is_empty() && rng.percent(del_pct) {
+                    let r = live.swap_remove(rng.below(live.len()));
+                    rows.push((Op::Delete, r));
+                } else {
+                    let r = random_row(rng);
+                    live.push(r.clone());
+                    rows.push((Op::Insert, r));
+                }
+            }
+            out.push(table_chunk(&rows));
+        }
+        out
+    }
+
+    /// A planned aggregate: builds operators like the stream planner, and
+    /// turns chunks of `t` into chunks of the aggregate's input.
+    struct Planned {
+        input_plan: LogicalPlan,
+        group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        group_types: Vec<DataType>,
+        specs: Vec<(Arc<AggregateFunctionExpr>, Option<Arc<dyn PhysicalExpr>>)>,
+        in_schema: SchemaRef,
+        schema: SchemaRef,
+    }
+
+    impl Planned {
+        fn make(&self) -> Box<dyn Operator> {
+            let aggs = self
+                .specs
+                .iter()
+                .map(|(f, filter)| AggSpec::new(f.clone(), filter.clone(), &self.in_schema))
+                .collect::<ExecResult<Vec<_>>>()
+                .unwrap();
+            Box::new(
+                HashAggOperator::new(
+                    self.group_exprs.clone(),
+                    self.group_types.clone(),
+                    aggs,
+                    self.schema.clone(),
+                )
+                .unwrap(),
+            )
+        }
+
+        fn input(&self, chunk: &Chunk) -> Chunk {
+            Chunk {
+                batch: to_input(&self.input_plan, &chunk.batch),
+                ops: chunk.ops.clone(),
+            }
+        }
+
+        fn route(&self) -> Route {
+            Route {
+                keys: self.group_exprs.clone(),
+                schema: self.in_schema.clone(),
+            }
+        }
+    }
+
+    /// Evaluates the (table scan / projection) input of the aggregate.
+    fn to_input(plan: &LogicalPlan, table: &RecordBatch) -> RecordBatch {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                let schema = arrow_schema(&scan.projected_schema);
+                let cols = schema
+                    .fields()
+                    .iter()
+                    .map(|f| table.column_by_name(f.name()).unwrap().clone())
+                    .collect();
+                RecordBatch::try_new(schema, cols).unwrap()
+            }
+            LogicalPlan::Projection(p) => {
+                let input = to_input(&p.input, table);
+                let cols = p
+                    .expr
+                    .iter()
+                    .map(|e| {
+                        physical(e, p.input.schema())
+                            .evaluate(&input)
+                            .unwrap()
+                            .into_array(input.num_rows())
+                            .unwrap()
+                    })
+                    .collect();
+                RecordBatch::try_new(arrow_schema(&p.schema), cols).unwrap()
+            }
+            other => panic!("unexpected aggregate input {other}"),
+        }
+    }
+
+    fn find_agg(plan: &LogicalPlan) -> &datafusion::logical_expr::Aggregate {
+        match plan {
+            LogicalPlan::Aggregate(a) => a,
+            other => find_agg(other.inputs()[0]),
+        }
+    }
+
+    #[allow(deprecated)]
+    fn plan(sql: &str) -> Planned {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_table(
+            "t",
+            Arc::new(MemTable::try_new(table_schema(), vec![vec![]]).unwrap()),
+        )
+        .unwrap();
+        let plan = rt.block_on(ctx.state().create_logical_plan(sql)).unwrap();
+        let plan = ctx.state().optimize(&plan).unwrap();
+        let agg = find_agg(&plan);
+        let in_df = agg.input.schema();
+        let in_schema = arrow_schema(in_df);
+        let group_exprs: Vec<_> = agg.group_expr.iter().map(|e| physical(e, in_df)).collect();
+        let group_types = group_exprs
+            .iter()
+            .map(|e| e.data_type(&in_schema).unwrap())
+            .collect();
+        let specs = agg
+            .aggr_expr
+            .iter()
+            .map(|e| {
+                let (func, filter, _) =
+                    datafusion::physical_planner::create_aggregate_expr_and_maybe_filter(
+                        e,
+                        in_df,
+                        &in_schema,
+                        &ExecutionProps::new(),
+                    )
+                    .unwrap();
+                (Arc::new(func.as_ref().clone()), filter)
+            })
+            .collect();
+        Planned {
+            input_plan: agg.input.as_ref().clone(),
+            group_exprs,
+            group_types,
+            specs,
+            in_schema,
+            schema: arrow_schema(&agg.schema),
+        }
+    }
+
+    const QUERIES: [&str; 7] = [
+        "SELECT k, count(*), sum(v), avg(v), min(v), max(v), count(distinct v) FROM t GROUP BY k",
+        "SELECT k, count(b), sum(b), avg(b), sum(d), avg(d), count(d), min(d) FROM t GROUP BY k",
+        "SELECT k, sum(f), avg(f), count(f), max(f), min(s), string_agg(s, ',') FROM t GROUP BY k",
+        "SELECT s, k % 3, count(*) FILTER (WHERE v > 0), sum(f) FILTER (WHERE v > 0), \
+         avg(v) FILTER (WHERE v > 0), sum(DISTINCT v) FROM t GROUP BY s, k % 3",
+        "SELECT count(*), sum(f), avg(f), sum(v), avg(d), max(s), count(DISTINCT k) FROM t",
+        "SELECT count(*), sum(v) FILTER (WHERE k = 1) FROM t",
+        "SELECT d, f, count(*), sum(b) FROM t GROUP BY d, f",
+    ];
+
+    fn is_global(sql: &str) -> bool {
+        !sql.contains("GROUP BY")
+    }
+
+    fn inputs(p: &Planned, rng: &mut Rng, chunks: usize) -> Vec<Input> {
+        random_changes(rng, chunks)
+            .iter()
+            .map(|c| (0, p.input(c)))
+            .collect()
+    }
+
+    #[test]
+    fn restore_continues_like_the_original() {
+        for (q, sql) in QUERIES.iter().enumerate() {
+            let p = plan(sql);
+            for seed in 0..4u64 {
+                let mut rng = Rng::new(seed * 31 + q as u64);
+                let inputs = inputs(&p, &mut rng, 48);
+                let mut cuts = vec![0, 1, inputs.len() / 2, inputs.len()];
+                for _ in 0..3 {
+                    cuts.push(rng.below(inputs.len() + 1));
+                }
+                check_restore(&|| p.make(), &inputs, &cuts);
+            }
+        }
+    }
+
+    #[test]
+    fn incremental_snapshots_add_up_to_a_full_one() {
+        for (q, sql) in QUERIES.iter().enumerate() {
+            let p = plan(sql);
+            for seed in 0..4u64 {
+                let mut rng = Rng::new(seed * 17 + q as u64 + 1000);
+                let inputs = inputs(&p, &mut rng, 40);
+                check_incremental(&|| p.make(), &inputs, &mut rng);
+            }
+        }
+    }
+
+    #[test]
+    fn key_groups_follow_the_router_and_survive_rescale() {
+        for (q, sql) in QUERIES.iter().enumerate() {
+            let p = plan(sql);
+            let global = is_global(sql);
+            let key_of = |key: &[u8]| (!global).then(|| (0, key.to_vec()));
+            let route = if global {
+                Route {
+                    keys: vec![],
+                    schema: p.in_schema.clone(),
+                }
+            } else {
+                p.route()
+            };
+            for (seed, par) in [(1u64, 2usize), (2, 3), (3, 5)] {
+                let mut rng = Rng::new(seed + 77 * q as u64);
+                let inputs = inputs(&p, &mut rng, 40);
+                let cut = 10 + rng.below(20);
+                check_rescale(
+                    &|| p.make(),
+                    &inputs,
+                    std::slice::from_ref(&route),
+                    &key_of,
+                    cut,
+                    par,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn restored_global_aggregate_does_not_emit_its_first_row_again() {
+        let p = plan("SELECT count(*), sum(v) FROM t");
+        let c = ctx(0, 1);
+        let mut a = p.make();
+        assert_eq!(open(a.as_mut(), &c, false).len(), 1);
+        let entries = snapshot(a.as_mut(), true);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].key_group, 0);
+        let mut b = p.make();
+        b.restore(&c, entries).unwrap();
+        assert!(open(b.as_mut(), &c, true).is_empty());
+        // Without a checkpointed group: created silently, then updated with
+        // a delete of the row emitted before.
+        let mut b2 = p.make();
+        b2.restore(&c, vec![]).unwrap();
+        assert!(open(b2.as_mut(), &c, true).is_empty());
+        let mut rng = Rng::new(5);
+        let input = &inputs(&p, &mut rng, 1)[0];
+        assert_eq!(feed(a.as_mut(), input), feed(b2.as_mut(), input));
+        // The silently created group is in the next incremental snapshot.
+        let mut b3 = p.make();
+        assert!(open(b3.as_mut(), &c, true).is_empty());
+        assert_eq!(snapshot(b3.as_mut(), false).len(), 1);
+        assert!(snapshot(b3.as_mut(), false).is_empty());
+        // Other subtasks have no global group.
+        let mut other = p.make();
+        assert!(open(other.as_mut(), &ctx(1, 2), false).is_empty());
+        assert!(snapshot(other.as_mut(), true).is_empty());
+    }
+
+    /// A float sum keeps the rounding residual of its retractions even when
+    /// no value is left; `state()` reports NULL then, so the residual must be
+    /// recovered for the restored sum to go on identically.
+    #[test]
+    fn float_sum_residual_survives_restore() {
+        let p = plan("SELECT sum(f), avg(f), count(f) FROM t");
+        let row = |f: f64| Row {
+            k: None,
+            v: None,
+            b: None,
+            d: None,
+            f: Some(f),
+            s: None,
+        };
+        let before = [
+            table_chunk(&[(Op::Insert, row(0.1)), (Op::Insert, row(0.2))]),
+            table_chunk(&[(Op::Delete, row(0.1))]),
+            table_chunk(&[(Op::Delete, row(0.2))]),
+        ];
+        let after = table_chunk(&[(Op::Insert, row(1e-17))]);
+        let inputs: Vec<Input> = before
+            .iter()
+            .chain(std::iter::once(&after))
+            .map(|c| (0, p.input(c)))
+            .collect();
+        check_restore(&|| p.make(), &inputs, &[3]);
+        // The residual is really there: the sum is not just 1e-17.
+        let mut a = p.make();
+        open(a.as_mut(), &ctx(0, 1), false);
+        let mut last = Vec::new();
+        for input in &inputs {
+            last = feed(a.as_mut(), input);
+        }
+        let (batch, ops) = last.last().unwrap();
+        assert_eq!(ops.last(), Some(&Op::Insert));
+        let sum = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .value(batch.num_rows() - 1);
+        assert_ne!(sum, 1e-17);
+    }
+
+    /// Round trip of each retractable accumulator through state() and
+    /// merge_batch, then updates and retractions on both.
+    #[test]
+    fn sliding_accumulators_round_trip_through_state() {
+        let p = plan(
+            "SELECT count(v), sum(v), avg(v), count(b), sum(b), avg(b), sum(d), avg(d), \
+             sum(f), avg(f), count(*) FROM t",
+        );
+        let specs: Vec<AggSpec> = p
+            .specs
+            .iter()
+            .map(|(f, filter)| AggSpec::new(f.clone(), filter.clone(), &p.in_schema).unwrap())
+            .collect();
+        assert!(specs.iter().all(|s| s.kind == AggKind::Retractable));
+        let mut rng = Rng::new(9);
+        let chunks: Vec<Chunk> = random_changes(&mut rng, 60)
+            .iter()
+            .map(|c| p.input(c))
+            .collect();
+        for spec in &specs {
+            for cut in [0, 5, 17, 30, 59] {
+                let mut a = spec.func.create_sliding_accumulator().unwrap();
+                let mut b: Option<Box<dyn Accumulator>> = None;
+                for (i, chunk) in chunks.iter().enumerate() {
+                    if i == cut {
+                        let state = accumulator_state(spec, a.as_mut()).unwrap();
+                        let mut fresh = spec.func.create_sliding_accumulator().unwrap();
+                        let arrays: Vec<ArrayRef> = state
+                            .iter()
+                            .map(|v| v.to_array_of_size(1).unwrap())
+                            .collect();
+                        fresh.merge_batch(&arrays).unwrap();
+                        assert_eq!(fresh.evaluate().unwrap(), a.evaluate().unwrap());
+                        b = Some(fresh);
+                    }
+                    let args: Vec<ArrayRef> = spec
+                        .args
+                        .iter()
+                        .map(|e| {
+                            e.evaluate(&chunk.batch)
+                                .unwrap()
+                                .into_array(chunk.num_rows())
+                                .unwrap()
+                        })
+                        .collect();
+                    let (ins, del): (Vec<u32>, Vec<u32>) = (0..chunk.num_rows() as u32)
+                        .partition(|i| chunk.op(*i as usize) == Op::Insert);
+                    for acc in std::iter::once(&mut a).chain(b.as_mut()) {
+                        if !ins.is_empty() {
+                            acc.update_batch(&take_rows(&args, &ins).unwrap()).unwrap();
+                        }
+                        if !del.is_empty() {
+                            acc.retract_batch(&take_rows(&args, &del).unwrap()).unwrap();
+                        }
+                    }
+                    if let Some(b) = b.as_mut() {
+                        assert_eq!(
+                            a.evaluate().unwrap(),
+                            b.evaluate().unwrap(),
+                            "{} after chunk {i}",
+                            spec.func.name()
+                        );
+                        assert_eq!(a.state().unwrap(), b.state().unwrap());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error() {
+        let p = plan(QUERIES[0]);
+        let mut a = p.make();
+        let c = ctx(0, 1);
+        open(a.as_mut(), &c, false);
+        let mut rng = Rng::new(3);
+        for input in inputs(&p, &mut rng, 5) {
+            feed(a.as_mut(), &input);
+        }
+        let mut entries = snapshot(a.as_mut(), true);
+        let v = entries[0].value.as_mut().unwrap();
+        v.truncate(v.len() - 1);
+        assert!(p.make().restore(&c, entries).is_err());
+        // A plan with other aggregates refuses the state.
+        let entries = snapshot(a.as_mut(), true);
+        let other = plan("SELECT k, count(*) FROM t GROUP BY k");
+        assert!(other.make().restore(&c, entries).is_err());
+    }
 }

@@ -6,8 +6,14 @@
 //! against the other side's state; outer, semi and anti joins use the match
 //! counts to emit or retract the null-padded (or the semi/anti) rows exactly
 //! when a row's matches go from zero to non-zero or back.
+//!
+//! Checkpoint state: one entry per side and join key, keyed by a side byte
+//! (0 left, 1 right) then the join key's row bytes; its key group is the one
+//! of the join key bytes alone, which the exchanges of both inputs hash. The
+//! value is the key's entries in order: `u8 version, u32 n, n x (u32 len,
+//! row bytes, i64 count, i64 matches)`, integers little-endian.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::new_null_array;
@@ -18,8 +24,9 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::chunk::{Chunk, Op};
 use crate::error::{ExecError, ExecResult};
-use crate::keys::KeyEncoder;
-use crate::operator::{Operator, Output};
+use crate::keys::{key_group_of, KeyEncoder};
+use crate::operator::{Operator, OperatorContext, Output, StateEntry, StateWriter};
+use crate::operators::state_codec::{ByteReader, ByteWriter, RowCodec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinKind {
@@ -62,10 +69,14 @@ struct Entry {
 
 struct Side {
     key_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    key_types: Vec<DataType>,
     key_enc: KeyEncoder,
+    row_types: Vec<DataType>,
     row_enc: KeyEncoder,
     null_row: OwnedRow,
     rows: HashMap<OwnedRow, Vec<Entry>>,
+    /// Join keys whose entries changed since the previous snapshot.
+    dirty: HashSet<OwnedRow>,
 }
 
 impl Side {
@@ -85,12 +96,86 @@ impl Side {
         Ok(Side {
             key_exprs,
             key_enc: KeyEncoder::new(&key_types)?,
+            key_types,
+            row_types: types,
             row_enc,
             null_row,
             rows: HashMap::new(),
+            dirty: HashSet::new(),
         })
     }
+
+    /// Writes the state of one join key: its entries, or a delete if it
+    /// has none left.
+    fn snapshot_key(&self, side: u8, key: &OwnedRow, state: &mut StateWriter) -> ExecResult<()> {
+        let kg = key_group_of(key.as_ref());
+        let mut skey = Vec::with_capacity(key.as_ref().len() + 1);
+        skey.push(side);
+        skey.extend_from_slice(key.as_ref());
+        match self.rows.get(key) {
+            Some(bucket) if !bucket.is_empty() => {
+                let mut w = ByteWriter::new();
+                w.u8(STATE_VERSION);
+                w.length(bucket.len())?;
+                for e in bucket {
+                    w.bytes(e.row.as_ref())?;
+                    w.i64(e.count);
+                    w.i64(e.matches);
+                }
+                state.put(kg, skey, w.finish());
+            }
+            _ => state.delete(kg, skey),
+        }
+        Ok(())
+    }
+
+    /// Restores the given (join key bytes, value) pairs.
+    fn restore(&mut self, entries: &[(&[u8], &[u8])]) -> ExecResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        // Per key its number of entries; per entry (count, matches).
+        let mut lens: Vec<usize> = Vec::with_capacity(entries.len());
+        let mut counts: Vec<(i64, i64)> = Vec::new();
+        let mut row_bytes: Vec<&[u8]> = Vec::new();
+        for (_, value) in entries {
+            let mut r = ByteReader::new(value);
+            if r.u8()? != STATE_VERSION {
+                return Err(ExecError::internal("join state: unknown version"));
+            }
+            let n = r.length()?;
+            for _ in 0..n {
+                row_bytes.push(r.bytes()?);
+                counts.push((r.i64()?, r.i64()?));
+            }
+            r.finish()?;
+            lens.push(n);
+        }
+        let key_bytes: Vec<&[u8]> = entries.iter().map(|(k, _)| *k).collect();
+        let keys = RowCodec::new(&self.key_types)?.rehydrate(&self.key_enc, &key_bytes)?;
+        let rows = RowCodec::new(&self.row_types)?.rehydrate(&self.row_enc, &row_bytes)?;
+        let mut rows = rows.into_iter().zip(counts);
+        for (key, n) in keys.into_iter().zip(lens) {
+            let bucket: Vec<Entry> = rows
+                .by_ref()
+                .take(n)
+                .map(|(row, (count, matches))| Entry {
+                    row,
+                    count,
+                    matches,
+                })
+                .collect();
+            if bucket.is_empty() {
+                self.rows.remove(&key);
+            } else {
+                self.rows.insert(key, bucket);
+            }
+        }
+        Ok(())
+    }
 }
+
+const STATE_VERSION: u8 = 1;
 
 /// One output row: (op, left part, right part); `None` parts are absent
 /// (semi/anti output) — null padding uses the side's null row.
@@ -194,6 +279,42 @@ fn repeat_push(out: &mut Vec<OutRow>, times: i64, row: OutRow) {
 }
 
 impl Operator for HashJoinOperator {
+    fn restore(&mut self, _ctx: &OperatorContext, entries: Vec<StateEntry>) -> ExecResult<()> {
+        let mut by_side: [Vec<(&[u8], &[u8])>; 2] = [Vec::new(), Vec::new()];
+        for e in &entries {
+            let value = e
+                .value
+                .as_deref()
+                .ok_or_else(|| ExecError::internal("join restore: entry without value"))?;
+            match e.key.split_first() {
+                Some((&side, key)) if side < 2 => by_side[side as usize].push((key, value)),
+                _ => return Err(ExecError::internal("join restore: bad state key")),
+            }
+        }
+        for (side, entries) in by_side.iter().enumerate() {
+            self.sides[side].restore(entries)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, state: &mut StateWriter) -> ExecResult<()> {
+        for (i, side) in self.sides.iter_mut().enumerate() {
+            if state.is_full() {
+                for key in side.rows.keys() {
+                    side.snapshot_key(i as u8, key, state)?;
+                }
+            } else {
+                for key in &side.dirty {
+                    side.snapshot_key(i as u8, key, state)?;
+                }
+            }
+        }
+        for side in self.sides.iter_mut() {
+            side.dirty.clear();
+        }
+        Ok(())
+    }
+
     fn on_chunk(&mut self, input: usize, chunk: Chunk, out: &mut Output) -> ExecResult<()> {
         let s = input;
         let o = 1 - input;
@@ -261,6 +382,10 @@ impl Operator for HashJoinOperator {
             let me = rows.row(i).owned();
             let key = keys.row(i).owned();
             let mut total = 0i64;
+            if !matched.is_empty() {
+                // Their match counts change.
+                self.sides[o].dirty.insert(key.clone());
+            }
             if let Some(bucket) = self.sides[o].rows.get_mut(&key) {
                 for &j in matched {
                     let e = &mut bucket[j];
@@ -320,6 +445,7 @@ impl Operator for HashJoinOperator {
                 }
             }
             // Own state.
+            self.sides[s].dirty.insert(key.clone());
             let bucket = self.sides[s].rows.entry(key.clone()).or_default();
             match bucket.iter().position(|e| e.row == me) {
                 Some(p) => {
@@ -368,5 +494,255 @@ impl Operator for HashJoinOperator {
             out.push(c);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int32Array, Int64Array};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::logical_expr::Operator as BinOp;
+    use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column};
+
+    use super::*;
+    use crate::operators::state_codec::test_util::*;
+
+    const KINDS: [JoinKind; 8] = [
+        JoinKind::Inner,
+        JoinKind::Left,
+        JoinKind::Right,
+        JoinKind::Full,
+        JoinKind::LeftSemi,
+        JoinKind::LeftAnti,
+        JoinKind::RightSemi,
+        JoinKind::RightAnti,
+    ];
+
+    fn left_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("lid", DataType::Int32, true),
+            Field::new("lk", DataType::Int64, true),
+            Field::new("lv", DataType::Int32, true),
+        ]))
+    }
+
+    fn right_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("rid", DataType::Int32, true),
+            Field::new("rk", DataType::Int32, true),
+            Field::new("rw", DataType::Int32, true),
+        ]))
+    }
+
+    fn col(name: &str, i: usize) -> Arc<dyn PhysicalExpr> {
+        Arc::new(Column::new(name, i))
+    }
+
+    /// `l JOIN r ON l.lk = r.rk [AND l.lv < r.rw]`; the right key is cast
+    /// to the left key's type, as the planner does.
+    struct Spec {
+        kind: JoinKind,
+        filter: bool,
+        null_equals_null: bool,
+    }
+
+    impl Spec {
+        fn left_keys(&self) -> Vec<Arc<dyn PhysicalExpr>> {
+            vec![col("lk", 1)]
+        }
+
+        fn right_keys(&self) -> Vec<Arc<dyn PhysicalExpr>> {
+            vec![Arc::new(CastExpr::new(col("rk", 1), DataType::Int64, None))]
+        }
+
+        fn make(&self) -> Box<dyn Operator> {
+            let (ls, rs) = (left_schema(), right_schema());
+            let joined: SchemaRef = Arc::new(Schema::new(
+                ls.fields()
+                    .iter()
+                    .chain(rs.fields().iter())
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ));
+            let output = match self.kind.semi_side() {
+                Some((0, _)) => ls.clone(),
+                Some(_) => rs.clone(),
+                None => joined.clone(),
+            };
+            let filter = self.filter.then(|| {
+                Arc::new(BinaryExpr::new(col("lv", 2), BinOp::Lt, col("rw", 5)))
+                    as Arc<dyn PhysicalExpr>
+            });
+            Box::new(
+                HashJoinOperator::new(
+                    self.kind,
+                    self.left_keys(),
+                    self.right_keys(),
+                    vec![DataType::Int64],
+                    &ls,
+                    &rs,
+                    filter,
+                    joined,
+                    output,
+                    self.null_equals_null,
+                )
+                .unwrap(),
+            )
+        }
+
+        fn routes(&self) -> Vec<Route> {
+            vec![
+                Route {
+                    keys: self.left_keys(),
+                    schema: left_schema(),
+                },
+                Route {
+                    keys: self.right_keys(),
+                    schema: right_schema(),
+                },
+            ]
+        }
+    }
+
+    fn specs() -> Vec<Spec> {
+        let mut out = Vec::new();
+        for kind in KINDS {
+            for (filter, null_equals_null) in [(false, false), (true, false), (false, true)] {
+                out.push(Spec {
+                    kind,
+                    filter,
+                    null_equals_null,
+                });
+            }
+        }
+        out
+    }
+
+    type Row = (Option<i32>, Option<i32>, Option<i32>);
+
+    fn side_chunk(side: usize, rows: &[(Op, Row)]) -> Chunk {
+        let ids = Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.1 .0)));
+        let vals = Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.1 .2)));
+        let (schema, key): (SchemaRef, ArrayRef) = if side == 0 {
+            (
+                left_schema(),
+                Arc::new(Int64Array::from_iter(
+                    rows.iter().map(|r| r.1 .1.map(|k| k as i64)),
+                )),
+            )
+        } else {
+            (
+                right_schema(),
+                Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.1 .1))),
+            )
+        };
+        let batch = RecordBatch::try_new(schema, vec![ids, key, vals]).unwrap();
+        Chunk::new(batch, rows.iter().map(|r| r.0).collect())
+    }
+
+    /// Random changes to both sides: few distinct rows, so rows repeat
+    /// (counts above one), null keys, and deletes only of live rows.
+    fn random_inputs(rng: &mut Rng, chunks: usize) -> Vec<Input> {
+        let mut live: [Vec<Row>; 2] = [Vec::new(), Vec::new()];
+        let mut out = Vec::new();
+        for c in 0..chunks {
+            let side = rng.below(2);
+            let del_pct = if (c / 10) % 2 == 0 { 25 } else { 70 };
+            let mut rows = Vec::new();
+            for _ in 0..1 + rng.below(5) {
+                let live = &mut live[side];
+                if !live.is_empty() && rng.percent(del_pct) {
+                    let r = live.swap_remove(rng.below(live.len()));
+                    rows.push((Op::Delete, r));
+                } else {
+                    let r: Row = (
+                        Some(rng.below(3) as i32),
+                        (!rng.percent(12)).then(|| rng.below(5) as i32),
+                        (!rng.percent(10)).then(|| rng.below(6) as i32),
+                    );
+                    live.push(r);
+                    rows.push((Op::Insert, r));
+                }
+            }
+            out.push((side, side_chunk(side, &rows)));
+        }
+        out
+    }
+
+    #[test]
+    fn restore_continues_like_the_original() {
+        for (i, spec) in specs().iter().enumerate() {
+            for seed in 0..3u64 {
+                let mut rng = Rng::new(seed * 1000 + i as u64);
+                let inputs = random_inputs(&mut rng, 60);
+                let mut cuts = vec![0, 1, inputs.len() / 2, inputs.len()];
+                for _ in 0..3 {
+                    cuts.push(rng.below(inputs.len() + 1));
+                }
+                check_restore(&|| spec.make(), &inputs, &cuts);
+            }
+        }
+    }
+
+    #[test]
+    fn incremental_snapshots_add_up_to_a_full_one() {
+        for (i, spec) in specs().iter().enumerate() {
+            for seed in 0..3u64 {
+                let mut rng = Rng::new(seed * 1000 + i as u64 + 500);
+                let inputs = random_inputs(&mut rng, 60);
+                check_incremental(&|| spec.make(), &inputs, &mut rng);
+            }
+        }
+    }
+
+    #[test]
+    fn key_groups_follow_the_router_and_survive_rescale() {
+        for (i, spec) in specs().iter().enumerate() {
+            let routes = spec.routes();
+            let key_of = |key: &[u8]| Some((key[0] as usize, key[1..].to_vec()));
+            for (seed, par) in [(1u64, 2usize), (2, 3), (3, 4)] {
+                let mut rng = Rng::new(seed + 31 * i as u64);
+                let inputs = random_inputs(&mut rng, 60);
+                let cut = 20 + rng.below(20);
+                check_rescale(&|| spec.make(), &inputs, &routes, &key_of, cut, par);
+            }
+        }
+    }
+
+    #[test]
+    fn state_keys_keep_the_sides_apart() {
+        let spec = Spec {
+            kind: JoinKind::Inner,
+            filter: false,
+            null_equals_null: false,
+        };
+        let mut op = spec.make();
+        let c = ctx(0, 1);
+        open(op.as_mut(), &c, false);
+        let row = (Some(1), Some(7), Some(1));
+        feed(op.as_mut(), &(0, side_chunk(0, &[(Op::Insert, row)])));
+        feed(op.as_mut(), &(1, side_chunk(1, &[(Op::Insert, row)])));
+        let map = to_map(snapshot(op.as_mut(), true));
+        assert_eq!(map.len(), 2);
+        let keys: Vec<_> = map.keys().collect();
+        assert_eq!(keys[0][0], 0);
+        assert_eq!(keys[1][0], 1);
+        assert_eq!(keys[0][1..], keys[1][1..]);
+        assert_eq!(map[keys[0]].0, map[keys[1]].0);
+        // Deleting the row: incremental delete of that side's key only...
+        feed(op.as_mut(), &(0, side_chunk(0, &[(Op::Delete, row)])));
+        let delta = snapshot(op.as_mut(), false);
+        assert_eq!(delta.len(), 2, "left deleted, right's matches changed");
+        let del: Vec<_> = delta.iter().filter(|e| e.value.is_none()).collect();
+        assert_eq!(del.len(), 1);
+        assert_eq!(del[0].key[0], 0);
+        // ...and nothing when nothing changed.
+        assert!(snapshot(op.as_mut(), false).is_empty());
+        let bad = vec![StateEntry {
+            key_group: 0,
+            key: vec![2, 1],
+            value: Some(vec![1, 0, 0, 0, 0]),
+        }];
+        assert!(spec.make().restore(&c, bad).is_err());
     }
 }

@@ -4,5 +4,6 @@ pub mod filter;
 pub mod hash_agg;
 pub mod hash_join;
 pub mod project;
+pub mod state_codec;
 pub mod union;
 pub mod values;
