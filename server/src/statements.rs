@@ -124,7 +124,9 @@ fn option_list(
     let at = |i: usize| sig.get(i);
     let mut options = BTreeMap::new();
     if !matches!(at(q), Some((_, Token::LParen))) {
-        return Err(SqlError::syntax(format!("syntax error: expected ( after {after}")));
+        return Err(SqlError::syntax(format!(
+            "syntax error: expected ( after {after}"
+        )));
     }
     q += 1;
     loop {
@@ -221,7 +223,9 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
         }
         let (options, end) = option_list(&sig, q + 2, "SET")?;
         if end < sig.len() {
-            return Err(SqlError::syntax("syntax error: unexpected text after SET (...)"));
+            return Err(SqlError::syntax(
+                "syntax error: unexpected text after SET (...)",
+            ));
         }
         return Ok(Some(Custom::AlterQuery {
             kind,

@@ -9,5 +9,6 @@ pub mod storage;
 pub use config::{CheckpointConfig, StateBackendKind};
 pub use stats::{CheckpointStats, CheckpointStatus};
 pub use storage::{
-    CheckpointRecord, CheckpointStorage, LoadedState, SourceOffset, SubtaskSnapshot, WrittenSizes,
+    ChannelChunk, CheckpointRecord, CheckpointStorage, LoadedState, SourceOffset, SubtaskSnapshot,
+    WrittenSizes,
 };

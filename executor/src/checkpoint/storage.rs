@@ -34,12 +34,25 @@ pub struct SubtaskSnapshot {
     /// Sources: the log offset up to which input is covered.
     pub source_offset: Option<u64>,
     pub alignment_ms: u64,
-    /// Unaligned: (input channel, chunk) received before the barrier on that
-    /// channel but after the snapshot; replayed first on recovery.
-    pub channel_state: Vec<(usize, Chunk)>,
+    /// Unaligned: in-flight data the barrier overtook; replayed first on
+    /// recovery.
+    pub channel_state: Vec<ChannelChunk>,
     pub timed_out_to_unaligned: bool,
     /// The subtask snapshotted at the first barrier without aligning.
     pub unaligned: bool,
+}
+
+/// A chunk in flight at an unaligned barrier, addressed to the subtask
+/// input that must receive it on recovery.
+#[derive(Debug, Clone)]
+pub struct ChannelChunk {
+    pub node: usize,
+    pub subtask: usize,
+    pub input: usize,
+    pub chunk: Chunk,
+    /// Captured by the sender from its output queue (delivered after what
+    /// the receiver captured from the same channel).
+    pub from_sender: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -267,11 +280,12 @@ impl CheckpointStorage {
         }
         let mut chan = Vec::new();
         for s in snaps {
-            for (input, chunk) in &s.channel_state {
-                let bytes = encode_batch(&chunk.to_stored_batch()?)?;
-                put_u32(&mut chan, s.node);
-                put_u32(&mut chan, s.subtask);
-                put_u32(&mut chan, *input);
+            for c in &s.channel_state {
+                let bytes = encode_batch(&c.chunk.to_stored_batch()?)?;
+                put_u32(&mut chan, c.node);
+                put_u32(&mut chan, c.subtask);
+                put_u32(&mut chan, c.input);
+                put_u32(&mut chan, c.from_sender as usize);
                 put_u32(&mut chan, bytes.len());
                 chan.extend_from_slice(&bytes);
             }
@@ -333,6 +347,7 @@ impl CheckpointStorage {
         let chan_path = dir.join("channels.bin");
         if rec.in_flight_bytes > 0 {
             let bytes = state_file::read(&chan_path)?;
+            let mut captured = Vec::new();
             let mut r = Reader {
                 bytes: &bytes,
                 pos: 0,
@@ -341,12 +356,19 @@ impl CheckpointStorage {
                 let node = r.u32()?;
                 let subtask = r.u32()?;
                 let input = r.u32()?;
+                let from_sender = r.u32()? != 0;
                 let len = r.u32()?;
                 let batch = decode_batch(r.take(len)?)?;
                 let schema = input_schema(node, input).ok_or_else(|| {
                     ExecError::internal(format!("channel state for unknown input {node}/{input}"))
                 })?;
                 let chunk = Chunk::from_stored_batch(batch, &schema)?;
+                captured.push((from_sender, node, subtask, input, chunk));
+            }
+            // Per channel: what the receiver captured, then what the sender
+            // still held.
+            captured.sort_by_key(|c| c.0);
+            for (_, node, subtask, input, chunk) in captured {
                 state
                     .channels
                     .entry((node, subtask))

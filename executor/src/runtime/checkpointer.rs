@@ -33,7 +33,24 @@ pub(crate) struct SourceCommand {
     pub stop_at: Option<u64>,
 }
 
-pub(crate) type FlushWaiter = oneshot::Sender<Result<(), String>>;
+/// A `FLUSH`: done once a completed checkpoint covers, at every source,
+/// the table offset that was visible when it was asked for.
+pub(crate) struct FlushWaiter {
+    pub targets: Vec<(usize, usize, u64)>,
+    pub done: oneshot::Sender<Result<(), String>>,
+}
+
+impl FlushWaiter {
+    fn covered_by(&self, rec: &CheckpointRecord) -> bool {
+        // In-flight data of an unaligned checkpoint is not committed yet.
+        rec.in_flight_bytes == 0
+            && self.targets.iter().all(|(node, subtask, version)| {
+                rec.sources
+                    .iter()
+                    .any(|s| s.node == *node && s.subtask == *subtask && s.offset >= *version)
+            })
+    }
+}
 
 pub(crate) struct Checkpointer {
     pub coord: Arc<Coordinator>,
@@ -60,7 +77,7 @@ fn ms(t: SystemTime) -> u64 {
 }
 
 enum Outcome {
-    Completed,
+    Completed(CheckpointRecord),
     Failed,
     Stopped,
 }
@@ -86,11 +103,17 @@ impl Checkpointer {
                 waiters.push(w);
             }
             let round = std::mem::take(&mut waiters);
-            match self.checkpoint_once().await {
-                Outcome::Completed => {
+            match self.checkpoint_once(!round.is_empty()).await {
+                Outcome::Completed(rec) => {
                     failures = 0;
+                    // An unaligned checkpoint may cover less than was
+                    // visible (sources do not drain first): go again.
                     for w in round {
-                        let _ = w.send(Ok(()));
+                        if w.covered_by(&rec) {
+                            let _ = w.done.send(Ok(()));
+                        } else {
+                            waiters.push(w);
+                        }
                     }
                 }
                 Outcome::Failed => {
@@ -117,10 +140,10 @@ impl Checkpointer {
         }
         let msg = self.coord.failure_message();
         for w in waiters {
-            let _ = w.send(Err(msg.clone()));
+            let _ = w.done.send(Err(msg.clone()));
         }
         while let Ok(w) = self.flush_rx.try_recv() {
-            let _ = w.send(Err(msg.clone()));
+            let _ = w.done.send(Err(msg.clone()));
         }
     }
 
@@ -138,8 +161,15 @@ impl Checkpointer {
         }
     }
 
-    async fn checkpoint_once(&mut self) -> Outcome {
-        let cfg = self.config.lock().clone();
+    /// `for_flush`: the checkpoint is aligned whatever the setting (like a
+    /// Flink savepoint), so that its completion means every result of the
+    /// input before it is committed.
+    async fn checkpoint_once(&mut self, for_flush: bool) -> Outcome {
+        let mut cfg = self.config.lock().clone();
+        if for_flush {
+            cfg.mode = CheckpointMode::Aligned;
+            cfg.aligned_timeout = None;
+        }
         let epoch = match &self.catch_up {
             Some(rec) => rec.epoch,
             None => self.next_epoch,
@@ -252,7 +282,7 @@ impl Checkpointer {
                 self.last_backend = Some(cfg.backend);
                 self.catch_up = None;
                 self.force_full = false;
-                Outcome::Completed
+                Outcome::Completed(rec)
             }
             Err(e) => {
                 tracing::warn!(query = %self.coord.query, epoch, error = %e, "checkpoint failed");

@@ -4,6 +4,7 @@
 //! which means all input accepted before the call is processed and its
 //! results committed.
 
+mod channel;
 mod checkpointer;
 mod coordinator;
 mod restore;
@@ -27,7 +28,6 @@ use crate::chunk::Chunk;
 use crate::error::{ExecError, ExecResult};
 use crate::graph::{NodeKind, StreamGraph};
 use crate::keys::subtask_for_key_group;
-use crate::message::Message;
 use crate::operator::OperatorContext;
 use checkpointer::{Checkpointer, FlushWaiter};
 use coordinator::Coordinator;
@@ -74,7 +74,7 @@ pub struct StartOptions {
 }
 
 /// A subtask's input channel and the operator input it feeds.
-type InputChannel = (usize, mpsc::Receiver<Message>);
+type InputChannel = (usize, channel::Receiver);
 
 /// Runs a subtask; an error or a panic (a bug) fails the query instead of
 /// leaving it wedged.
@@ -106,6 +106,8 @@ pub struct QueryRuntime {
     pub name: Arc<str>,
     coordinator: Arc<Coordinator>,
     flush_tx: mpsc::UnboundedSender<FlushWaiter>,
+    /// (node, subtask, table) of every source subtask.
+    source_tables: Vec<(usize, usize, Arc<crate::table::Table>)>,
     config: Arc<Mutex<CheckpointConfig>>,
     history: Arc<Mutex<VecDeque<CheckpointStats>>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
@@ -169,8 +171,8 @@ impl QueryRuntime {
                     if edge.partitioning.is_forward() && u != d {
                         continue;
                     }
-                    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY_MESSAGES);
-                    senders.push(tx);
+                    let (tx, rx) = channel::channel(CHANNEL_CAPACITY_MESSAGES);
+                    senders.push((tx, (edge.to, d, edge.input)));
                     inputs[edge.to][d].push((edge.input, rx));
                 }
                 outputs[edge.from][u].push(EdgeOut::new(
@@ -198,6 +200,7 @@ impl QueryRuntime {
             None => (LoadedState::default(), HashMap::new()),
         };
         let mut sources = Vec::new();
+        let mut source_tables = Vec::new();
         let mut staging = Vec::new();
         let mut handles = Vec::new();
         for node in &graph.nodes {
@@ -232,6 +235,7 @@ impl QueryRuntime {
                     NodeKind::TableSource(table) => {
                         let (btx, brx) = mpsc::channel(16);
                         sources.push((node.id, subtask, btx));
+                        source_tables.push((node.id, subtask, table.clone()));
                         let table = table.clone();
                         let offset = offsets.get(&(node.id, subtask)).copied();
                         if restored && offset.is_none() {
@@ -287,7 +291,9 @@ impl QueryRuntime {
         let history = Arc::new(Mutex::new(VecDeque::new()));
         // Completed checkpoints from before this start, as recorded.
         for r in opts.storage.records()? {
-            history.lock().push_back(CheckpointStats::from_record(&name, &r));
+            history
+                .lock()
+                .push_back(CheckpointStats::from_record(&name, &r));
         }
         for (epoch, reason) in &opts.skipped {
             let now = std::time::SystemTime::now();
@@ -332,6 +338,7 @@ impl QueryRuntime {
             name,
             coordinator,
             flush_tx,
+            source_tables,
             config,
             history,
             handles: Mutex::new(handles),
@@ -371,7 +378,13 @@ impl QueryRuntime {
             return Err(self.coordinator.failure_message());
         }
         let (tx, rx) = oneshot::channel();
-        if self.flush_tx.send(tx).is_err() {
+        let targets = self
+            .source_tables
+            .iter()
+            .map(|(node, subtask, table)| (*node, *subtask, table.version()))
+            .collect();
+        let waiter = FlushWaiter { targets, done: tx };
+        if self.flush_tx.send(waiter).is_err() {
             return Err(self.coordinator.failure_message());
         }
         match rx.await {

@@ -1,14 +1,20 @@
 //! The task of a table source subtask: the table's contents at start (or,
 //! resuming from a checkpoint, nothing but the changes after the
-//! checkpointed log offset), then its changes. A barrier is emitted after
-//! every change visible at that moment, and the offset reached is the
-//! source's part of the checkpoint.
+//! checkpointed log offset), then its changes.
 //!
+//! On an aligned barrier the source first emits every change visible at
+//! that moment, then the barrier; the offset reached is its part of the
+//! checkpoint. On an unaligned one it records the offset read so far and
+//! puts the barrier ahead of its queued output, which becomes channel state.
 //! After a fallback to an older checkpoint the source first replays up to
 //! exactly the offsets of the newer (already committed) one, where the
 //! first barrier goes.
 
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::Poll;
+
+use tokio::sync::mpsc;
 
 use super::checkpointer::SourceCommand;
 use super::coordinator::Coordinator;
@@ -18,31 +24,39 @@ use super::SOURCE_CHUNK_ROWS;
 use crate::checkpoint::SubtaskSnapshot;
 use crate::chunk::Chunk;
 use crate::error::ExecResult;
-use crate::message::Message;
+use crate::message::{CheckpointMode, Message};
 use crate::table::{Table, TableReader};
-use tokio::sync::mpsc;
 
-async fn emit(router: &mut OutputRouter, chunk: Chunk) -> ExecResult<()> {
+fn enqueue(router: &mut OutputRouter, chunk: Chunk) -> ExecResult<()> {
     let n = chunk.num_rows();
-    if n <= SOURCE_CHUNK_ROWS {
-        return router.send_chunk(chunk).await;
-    }
     let mut start = 0;
     while start < n {
         let len = SOURCE_CHUNK_ROWS.min(n - start);
-        let part = Chunk {
-            batch: chunk.batch.slice(start, len),
-            ops: chunk
-                .ops
-                .as_ref()
-                .map(|ops| Arc::new(ops[start..start + len].to_vec())),
+        let part = if len == n {
+            chunk.clone()
+        } else {
+            Chunk {
+                batch: chunk.batch.slice(start, len),
+                ops: chunk
+                    .ops
+                    .as_ref()
+                    .map(|ops| Arc::new(ops[start..start + len].to_vec())),
+            }
         };
-        router.send_chunk(part).await?;
+        router.enqueue_chunk(part)?;
         start += len;
     }
     Ok(())
 }
 
+enum Wake {
+    Command(Option<SourceCommand>),
+    Flushed,
+    Data,
+    Cancel,
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     ids: TaskIds,
     table: Arc<Table>,
@@ -57,65 +71,83 @@ pub(crate) async fn run(
         Some(pos) => table.reader_from(pos)?,
         None => {
             let (snapshot, reader) = table.reader()?;
-            emit(&mut router, snapshot).await?;
+            enqueue(&mut router, snapshot)?;
             reader
         }
     };
+    let mut watch = table.version_watch();
     loop {
-        // Emit what is there before waiting (while catching up after a
-        // fallback, not past the offset of the first barrier).
-        drain(&mut reader, &mut router, hold_at.unwrap_or(u64::MAX)).await?;
-        let mut watch = reader.table().version_watch();
+        // Read more only when the previous output is out (backpressure).
+        if !router.has_pending() {
+            let limit = hold_at.unwrap_or(u64::MAX);
+            if reader.has_more() && reader.position() < limit {
+                for c in reader.read_up_to(limit)? {
+                    enqueue(&mut router, c)?;
+                }
+                continue;
+            }
+        }
         let pos = reader.position();
+        let pending = router.has_pending();
         let wake = tokio::select! {
             c = commands.recv() => Wake::Command(c),
-            _ = async { watch.wait_for(|v| *v > pos).await.is_ok() } => Wake::Data,
+            r = poll_fn(|cx| if pending { router.poll_flush(cx) } else { Poll::Pending }) => {
+                r?;
+                Wake::Flushed
+            }
+            _ = async { watch.wait_for(|v| *v > pos).await.is_ok() }, if !pending => Wake::Data,
             _ = async { cancel.wait_for(|c| *c).await.is_ok() } => Wake::Cancel,
         };
         match wake {
             Wake::Command(None) | Wake::Cancel => return Ok(()),
             Wake::Command(Some(cmd)) => {
-                let offset = match cmd.stop_at {
-                    Some(limit) => {
-                        drain(&mut reader, &mut router, limit).await?;
-                        limit.min(reader.position())
-                    }
-                    None => {
-                        drain(&mut reader, &mut router, u64::MAX).await?;
-                        reader.position()
-                    }
-                };
-                coord.ack(
-                    cmd.barrier.epoch,
-                    SubtaskSnapshot {
-                        node: ids.node,
-                        subtask: ids.subtask,
-                        source_offset: Some(offset),
-                        ..Default::default()
-                    },
-                );
-                router.broadcast(Message::Barrier(cmd.barrier)).await?;
+                let unaligned =
+                    cmd.barrier.mode == CheckpointMode::Unaligned && cmd.stop_at.is_none();
+                if unaligned {
+                    let channel_state = router.send_priority_barrier(cmd.barrier)?;
+                    coord.ack(
+                        cmd.barrier.epoch,
+                        SubtaskSnapshot {
+                            node: ids.node,
+                            subtask: ids.subtask,
+                            source_offset: Some(reader.position()),
+                            channel_state,
+                            unaligned: true,
+                            ..Default::default()
+                        },
+                    );
+                } else {
+                    let limit = cmd.stop_at.unwrap_or(u64::MAX);
+                    drain(&mut reader, &mut router, limit).await?;
+                    coord.ack(
+                        cmd.barrier.epoch,
+                        SubtaskSnapshot {
+                            node: ids.node,
+                            subtask: ids.subtask,
+                            source_offset: Some(reader.position().min(limit)),
+                            ..Default::default()
+                        },
+                    );
+                    router.broadcast(Message::Barrier(cmd.barrier)).await?;
+                }
                 hold_at = None;
             }
-            Wake::Data => {}
+            Wake::Flushed | Wake::Data => {}
         }
     }
 }
 
-enum Wake {
-    Command(Option<SourceCommand>),
-    Data,
-    Cancel,
-}
-
+/// Emits everything visible up to `limit`, waiting for channel room.
 async fn drain(reader: &mut TableReader, router: &mut OutputRouter, limit: u64) -> ExecResult<()> {
+    router.flush().await?;
     while reader.has_more() && reader.position() < limit {
         let chunks = reader.read_up_to(limit)?;
         if chunks.is_empty() {
             break;
         }
         for c in chunks {
-            emit(router, c).await?;
+            enqueue(router, c)?;
+            router.flush().await?;
         }
     }
     Ok(())

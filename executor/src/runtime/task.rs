@@ -1,80 +1,37 @@
-//! The task loop of an operator subtask: reads its input channels, aligns
+//! The task loop of an operator subtask: reads its input channels, handles
 //! barriers, merges watermarks, calls the operator and routes its output.
+//!
+//! Checkpoints at this subtask:
+//! - *aligned*: an input that delivered the barrier is blocked until every
+//!   input did; then the operator snapshots and the barrier goes on. If that
+//!   takes longer than the barrier's `aligned_timeout`, the subtask switches
+//!   to unaligned for this checkpoint.
+//! - *unaligned*: at the first barrier (which overtook the data queued in
+//!   its channel) the operator snapshots and the barrier is put ahead of the
+//!   subtask's queued output. The overtaken input, the unsent output, and
+//!   whatever arrives on the other inputs before their barrier, are the
+//!   checkpoint's channel state; processing never stops.
+//!
+//! The subtask acknowledges the checkpoint once every input delivered it.
+//! While its output is blocked by backpressure it keeps watching its inputs
+//! for barriers that jumped the queue.
 
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use std::time::Instant;
-
+use super::channel::{Received, Receiver};
 use super::coordinator::Coordinator;
 use super::router::OutputRouter;
 use super::sink::SinkStaging;
-use crate::checkpoint::SubtaskSnapshot;
+use crate::checkpoint::{ChannelChunk, SubtaskSnapshot};
 use crate::chunk::Chunk;
 use crate::error::{ExecError, ExecResult};
-use crate::message::{Barrier, Message};
+use crate::message::{Barrier, CheckpointMode, Message};
 use crate::operator::{Operator, OperatorContext, Output, StateEntry, StateWriter};
-
-struct Input {
-    index: usize,
-    rx: mpsc::Receiver<Message>,
-    /// Blocked after delivering the barrier of the epoch being aligned.
-    blocked: bool,
-    finished: bool,
-    watermark: i64,
-}
-
-enum Event {
-    Message(usize, Message),
-    Canceled,
-}
-
-async fn next_event(
-    inputs: &mut [Input],
-    start: &mut usize,
-    cancel: &mut watch::Receiver<bool>,
-) -> Event {
-    let n = inputs.len();
-    let mut cancel_fut = std::pin::pin!(cancel.wait_for(|c| *c));
-    poll_fn(|cx| {
-        if cancel_fut.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Event::Canceled);
-        }
-        for k in 0..n {
-            let i = (*start + k) % n;
-            let input = &mut inputs[i];
-            if input.blocked || input.finished {
-                continue;
-            }
-            match input.rx.poll_recv(cx) {
-                Poll::Ready(Some(m)) => {
-                    *start = (i + 1) % n;
-                    return Poll::Ready(Event::Message(i, m));
-                }
-                Poll::Ready(None) => {
-                    *start = (i + 1) % n;
-                    return Poll::Ready(Event::Message(i, Message::EndOfStream));
-                }
-                Poll::Pending => {}
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-async fn route(out: &mut Output, router: &mut OutputRouter) -> ExecResult<()> {
-    for chunk in out.take_chunks() {
-        router.send_chunk(chunk).await?;
-    }
-    if let Some(wm) = out.watermark.take() {
-        router.broadcast(Message::Watermark(wm)).await?;
-    }
-    Ok(())
-}
 
 /// Which subtask a task runs.
 #[derive(Debug, Clone, Copy)]
@@ -90,25 +47,67 @@ pub(crate) struct TaskRestore {
     pub channels: Vec<(usize, Chunk)>,
 }
 
-/// The barrier being aligned and since when.
-struct Aligning {
-    barrier: Barrier,
-    since: Instant,
+struct Input {
+    index: usize,
+    rx: Receiver,
+    /// Blocked after delivering the barrier of the epoch being aligned.
+    blocked: bool,
+    finished: bool,
+    watermark: i64,
+}
+
+/// The checkpoint this subtask is in the middle of.
+enum Checkpoint {
+    Idle,
+    Aligning {
+        barrier: Barrier,
+        since: Instant,
+    },
+    Unaligned {
+        barrier: Barrier,
+        since: Instant,
+        /// Per input: its barrier has not arrived yet.
+        waiting: Vec<bool>,
+        entries: Vec<StateEntry>,
+        channel_state: Vec<ChannelChunk>,
+        timed_out: bool,
+    },
+}
+
+enum Event {
+    Message(usize, Received),
+    Flushed,
+    AlignmentTimeout,
+    Canceled,
+}
+
+struct Task {
+    ctx: OperatorContext,
+    ids: TaskIds,
+    op: Box<dyn Operator>,
+    inputs: Vec<Input>,
+    router: OutputRouter,
+    sink: Option<Arc<SinkStaging>>,
+    coordinator: Arc<Coordinator>,
+    out: Output,
+    checkpoint: Checkpoint,
+    current_wm: i64,
+    start: usize,
 }
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     ctx: OperatorContext,
     ids: TaskIds,
-    mut op: Box<dyn Operator>,
-    channels: Vec<(usize, mpsc::Receiver<Message>)>,
-    mut router: OutputRouter,
+    op: Box<dyn Operator>,
+    channels: Vec<(usize, Receiver)>,
+    router: OutputRouter,
     sink: Option<Arc<SinkStaging>>,
     restore: Option<TaskRestore>,
     coordinator: Arc<Coordinator>,
 ) -> ExecResult<()> {
     let mut cancel = coordinator.cancel.subscribe();
-    let mut inputs: Vec<Input> = channels
+    let inputs = channels
         .into_iter()
         .map(|(index, rx)| Input {
             index,
@@ -118,165 +117,424 @@ pub(crate) async fn run(
             watermark: i64::MIN,
         })
         .collect();
-    let mut out = Output::default();
-    let restored = restore.is_some();
-    let mut replay = Vec::new();
-    if let Some(r) = restore {
-        op.restore(&ctx, r.entries)?;
-        replay = r.channels;
+    let mut t = Task {
+        ctx,
+        ids,
+        op,
+        inputs,
+        router,
+        sink,
+        coordinator,
+        out: Output::default(),
+        checkpoint: Checkpoint::Idle,
+        current_wm: i64::MIN,
+        start: 0,
+    };
+    t.open(restore)?;
+    loop {
+        if t.inputs.iter().all(|i| i.finished) && !t.router.has_pending() {
+            return t.finish().await;
+        }
+        match t.next_event(&mut cancel).await {
+            Event::Canceled => return Ok(()),
+            Event::Flushed => {}
+            Event::AlignmentTimeout => t.switch_to_unaligned()?,
+            Event::Message(i, r) => t.on_message(i, r)?,
+        }
     }
-    op.open(&ctx, restored, &mut out)?;
-    route(&mut out, &mut router).await?;
-    for (input, chunk) in replay {
-        deliver(op.as_mut(), &sink, ids, input, chunk, &mut out)?;
-        route(&mut out, &mut router).await?;
+}
+
+impl Task {
+    fn open(&mut self, restore: Option<TaskRestore>) -> ExecResult<()> {
+        let restored = restore.is_some();
+        let mut replay = Vec::new();
+        if let Some(r) = restore {
+            self.op.restore(&self.ctx, r.entries)?;
+            replay = r.channels;
+        }
+        self.op.open(&self.ctx, restored, &mut self.out)?;
+        self.route()?;
+        for (input, chunk) in replay {
+            self.deliver(input, chunk)?;
+        }
+        Ok(())
     }
 
-    let mut aligning: Option<Aligning> = None;
-    let mut current_wm = i64::MIN;
-    let mut start = 0;
-    loop {
-        if inputs.iter().all(|i| i.finished) {
-            op.close(&mut out)?;
-            route(&mut out, &mut router).await?;
-            router.broadcast(Message::EndOfStream).await?;
-            if let Some(s) = &sink {
-                s.seal(ids.subtask, 0);
-            }
-            let mut state = StateWriter::new(true);
-            op.snapshot(&mut state)?;
-            coordinator.finish(SubtaskSnapshot {
-                node: ids.node,
-                subtask: ids.subtask,
-                entries: state.into_entries(),
-                ..Default::default()
-            });
-            return Ok(());
+    async fn finish(mut self) -> ExecResult<()> {
+        self.op.close(&mut self.out)?;
+        self.route()?;
+        self.router.broadcast(Message::EndOfStream).await?;
+        if let Some(s) = &self.sink {
+            s.seal(self.ids.subtask, 0);
         }
-        let (i, msg) = match next_event(&mut inputs, &mut start, &mut cancel).await {
-            Event::Canceled => return Ok(()),
-            Event::Message(i, m) => (i, m),
-        };
-        match msg {
-            Message::Data(chunk) => {
-                deliver(op.as_mut(), &sink, ids, inputs[i].index, chunk, &mut out)?;
-                route(&mut out, &mut router).await?;
+        let mut state = StateWriter::new(true);
+        self.op.snapshot(&mut state)?;
+        self.coordinator.finish(SubtaskSnapshot {
+            node: self.ids.node,
+            subtask: self.ids.subtask,
+            entries: state.into_entries(),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    /// Queues the operator's output in the router.
+    fn route(&mut self) -> ExecResult<()> {
+        for chunk in self.out.take_chunks() {
+            self.router.enqueue_chunk(chunk)?;
+        }
+        if let Some(wm) = self.out.watermark.take() {
+            self.router.enqueue_broadcast(Message::Watermark(wm));
+        }
+        Ok(())
+    }
+
+    /// Hands a chunk to the operator, or, at a sink, stages it for commit.
+    fn deliver(&mut self, input: usize, chunk: Chunk) -> ExecResult<()> {
+        match &self.sink {
+            Some(s) => s.push(self.ids.subtask, chunk),
+            None => {
+                self.op.on_chunk(input, chunk, &mut self.out)?;
+                self.route()?;
             }
-            Message::Watermark(wm) => {
-                inputs[i].watermark = inputs[i].watermark.max(wm);
-                let min = inputs
+        }
+        Ok(())
+    }
+
+    fn alignment_deadline(&self) -> Option<Instant> {
+        match &self.checkpoint {
+            Checkpoint::Aligning { barrier, since } => barrier.aligned_timeout.map(|t| *since + t),
+            _ => None,
+        }
+    }
+
+    /// Waits for the next thing to do. With output queued, only its
+    /// progress and barriers that jumped the queue are looked at.
+    async fn next_event(&mut self, cancel: &mut watch::Receiver<bool>) -> Event {
+        let deadline = self.alignment_deadline();
+        let mut cancel_fut = std::pin::pin!(cancel.wait_for(|c| *c));
+        let mut timeout = std::pin::pin!(tokio::time::sleep(
+            deadline.map_or(Duration::from_secs(86_400), |d| {
+                d.saturating_duration_since(Instant::now())
+            })
+        ));
+        let n = self.inputs.len();
+        poll_fn(|cx| {
+            if cancel_fut.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Canceled);
+            }
+            if deadline.is_some() && timeout.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::AlignmentTimeout);
+            }
+            if self.router.has_pending() {
+                match self.router.poll_flush(cx) {
+                    Poll::Ready(Ok(())) => return Poll::Ready(Event::Flushed),
+                    Poll::Ready(Err(_)) => return Poll::Ready(Event::Canceled),
+                    Poll::Pending => {}
+                }
+                for i in 0..n {
+                    let input = &mut self.inputs[i];
+                    if input.finished {
+                        continue;
+                    }
+                    if input.rx.poll_priority(cx).is_ready() {
+                        if let Poll::Ready(Some(r)) = input.rx.poll_recv(cx) {
+                            return Poll::Ready(Event::Message(i, r));
+                        }
+                    }
+                }
+                return Poll::Pending;
+            }
+            for k in 0..n {
+                let i = (self.start + k) % n;
+                let input = &mut self.inputs[i];
+                if input.blocked || input.finished {
+                    // A blocked input may still hold a barrier that jumped
+                    // its queue (an upstream switched to unaligned).
+                    if input.blocked && input.rx.poll_priority(cx).is_ready() {
+                        if let Poll::Ready(Some(r)) = input.rx.poll_recv(cx) {
+                            return Poll::Ready(Event::Message(i, r));
+                        }
+                    }
+                    continue;
+                }
+                match input.rx.poll_recv(cx) {
+                    Poll::Ready(Some(r)) => {
+                        self.start = (i + 1) % n;
+                        return Poll::Ready(Event::Message(i, r));
+                    }
+                    Poll::Ready(None) => {
+                        self.start = (i + 1) % n;
+                        return Poll::Ready(Event::Message(i, Received::Msg(Message::EndOfStream)));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn on_message(&mut self, i: usize, r: Received) -> ExecResult<()> {
+        match r {
+            Received::Priority { barrier, overtaken } => {
+                self.on_priority_barrier(i, barrier, overtaken)
+            }
+            Received::Msg(Message::Data(chunk)) => {
+                if let Checkpoint::Unaligned {
+                    waiting,
+                    channel_state,
+                    ..
+                } = &mut self.checkpoint
+                {
+                    if waiting[i] {
+                        channel_state.push(ChannelChunk {
+                            node: self.ids.node,
+                            subtask: self.ids.subtask,
+                            input: self.inputs[i].index,
+                            chunk: chunk.clone(),
+                            from_sender: false,
+                        });
+                    }
+                }
+                self.deliver(self.inputs[i].index, chunk)
+            }
+            Received::Msg(Message::Watermark(wm)) => {
+                self.inputs[i].watermark = self.inputs[i].watermark.max(wm);
+                let min = self
+                    .inputs
                     .iter()
                     .filter(|i| !i.finished)
                     .map(|i| i.watermark)
                     .min()
                     .unwrap_or(i64::MIN);
-                if min > current_wm {
-                    current_wm = min;
-                    op.on_watermark(min, &mut out)?;
-                    route(&mut out, &mut router).await?;
+                if min > self.current_wm {
+                    self.current_wm = min;
+                    self.op.on_watermark(min, &mut self.out)?;
+                    self.route()?;
                 }
+                Ok(())
             }
-            Message::Barrier(b) => {
-                match &aligning {
-                    None => {
-                        aligning = Some(Aligning {
-                            barrier: b,
-                            since: Instant::now(),
-                        })
-                    }
-                    Some(a) if a.barrier.epoch != b.epoch => {
-                        return Err(ExecError::internal(format!(
-                            "barrier {} arrived while aligning {}",
-                            b.epoch, a.barrier.epoch
-                        )))
-                    }
-                    Some(_) => {}
+            Received::Msg(Message::Barrier(b)) => self.on_aligned_barrier(i, b),
+            Received::Msg(Message::EndOfStream) => {
+                self.inputs[i].finished = true;
+                self.inputs[i].blocked = false;
+                if let Checkpoint::Unaligned { waiting, .. } = &mut self.checkpoint {
+                    waiting[i] = false;
                 }
-                inputs[i].blocked = true;
-                complete_alignment(
-                    ids,
-                    &mut inputs,
-                    &mut aligning,
-                    op.as_mut(),
-                    &mut router,
-                    &sink,
-                    &coordinator,
-                )
-                .await?;
-            }
-            Message::EndOfStream => {
-                inputs[i].finished = true;
-                complete_alignment(
-                    ids,
-                    &mut inputs,
-                    &mut aligning,
-                    op.as_mut(),
-                    &mut router,
-                    &sink,
-                    &coordinator,
-                )
-                .await?;
+                self.progress()
             }
         }
     }
-}
 
-/// Hands a chunk to the operator, or, at a sink, stages it for commit.
-fn deliver(
-    op: &mut dyn Operator,
-    sink: &Option<Arc<SinkStaging>>,
-    ids: TaskIds,
-    input: usize,
-    chunk: Chunk,
-    out: &mut Output,
-) -> ExecResult<()> {
-    match sink {
-        Some(s) => {
-            s.push(ids.subtask, chunk);
-            Ok(())
+    fn on_aligned_barrier(&mut self, i: usize, b: Barrier) -> ExecResult<()> {
+        match &mut self.checkpoint {
+            Checkpoint::Idle if b.mode == CheckpointMode::Unaligned => {
+                // An unaligned barrier that did not need to jump a queue.
+                return self.on_priority_barrier(i, b, Vec::new());
+            }
+            Checkpoint::Idle => {
+                self.checkpoint = Checkpoint::Aligning {
+                    barrier: b,
+                    since: Instant::now(),
+                }
+            }
+            Checkpoint::Aligning { barrier, .. } if barrier.epoch != b.epoch => {
+                return Err(ExecError::internal(format!(
+                    "barrier {} arrived while aligning {}",
+                    b.epoch, barrier.epoch
+                )))
+            }
+            Checkpoint::Aligning { .. } => {}
+            Checkpoint::Unaligned {
+                barrier, waiting, ..
+            } => {
+                if barrier.epoch != b.epoch {
+                    return Err(ExecError::internal(format!(
+                        "barrier {} arrived during unaligned checkpoint {}",
+                        b.epoch, barrier.epoch
+                    )));
+                }
+                // An upstream kept this checkpoint aligned.
+                waiting[i] = false;
+                return self.progress();
+            }
         }
-        None => op.on_chunk(input, chunk, out),
+        self.inputs[i].blocked = true;
+        self.progress()
     }
-}
 
-/// If every live input delivered the barrier being aligned: snapshot,
-/// acknowledge, forward the barrier and unblock the inputs.
-async fn complete_alignment(
-    ids: TaskIds,
-    inputs: &mut [Input],
-    aligning: &mut Option<Aligning>,
-    op: &mut dyn Operator,
-    router: &mut OutputRouter,
-    sink: &Option<Arc<SinkStaging>>,
-    coordinator: &Coordinator,
-) -> ExecResult<()> {
-    let Some(a) = aligning.as_ref() else {
-        return Ok(());
-    };
-    if !inputs.iter().all(|i| i.blocked || i.finished) {
-        return Ok(());
+    fn on_priority_barrier(
+        &mut self,
+        i: usize,
+        b: Barrier,
+        overtaken: Vec<Chunk>,
+    ) -> ExecResult<()> {
+        if let Checkpoint::Aligning { barrier, .. } = &self.checkpoint {
+            if barrier.epoch == b.epoch {
+                // An upstream switched this checkpoint to unaligned.
+                self.switch_to_unaligned()?;
+            }
+        }
+        if matches!(self.checkpoint, Checkpoint::Idle) {
+            self.start_unaligned(b, false)?;
+        }
+        let node = self.ids.node;
+        let subtask = self.ids.subtask;
+        let input = self.inputs[i].index;
+        let Checkpoint::Unaligned {
+            barrier,
+            waiting,
+            channel_state,
+            ..
+        } = &mut self.checkpoint
+        else {
+            return Err(ExecError::internal(
+                "unaligned barrier during another checkpoint",
+            ));
+        };
+        if barrier.epoch != b.epoch {
+            return Err(ExecError::internal(format!(
+                "barrier {} arrived during unaligned checkpoint {}",
+                b.epoch, barrier.epoch
+            )));
+        }
+        waiting[i] = false;
+        channel_state.extend(overtaken.into_iter().map(|chunk| ChannelChunk {
+            node,
+            subtask,
+            input,
+            chunk,
+            from_sender: false,
+        }));
+        self.progress()
     }
-    let barrier = a.barrier;
-    let alignment_ms = a.since.elapsed().as_millis() as u64;
-    let mut state = StateWriter::new(barrier.full);
-    op.snapshot(&mut state)?;
-    if let Some(s) = sink {
-        s.seal(ids.subtask, barrier.epoch);
-    }
-    coordinator.ack(
-        barrier.epoch,
-        SubtaskSnapshot {
-            node: ids.node,
-            subtask: ids.subtask,
+
+    /// Snapshot now, and put the barrier ahead of the queued output.
+    fn start_unaligned(&mut self, b: Barrier, timed_out: bool) -> ExecResult<()> {
+        let mut state = StateWriter::new(b.full);
+        self.op.snapshot(&mut state)?;
+        if let Some(s) = &self.sink {
+            s.seal(self.ids.subtask, b.epoch);
+        }
+        let forward = Barrier {
+            mode: CheckpointMode::Unaligned,
+            ..b
+        };
+        let channel_state = self.router.send_priority_barrier(forward)?;
+        self.checkpoint = Checkpoint::Unaligned {
+            barrier: forward,
+            since: Instant::now(),
+            waiting: self.inputs.iter().map(|i| !i.finished).collect(),
             entries: state.into_entries(),
-            alignment_ms,
-            ..Default::default()
-        },
-    );
-    router.broadcast(Message::Barrier(barrier)).await?;
-    for i in inputs.iter_mut() {
-        i.blocked = false;
+            channel_state,
+            timed_out,
+        };
+        Ok(())
     }
-    *aligning = None;
-    Ok(())
+
+    /// Alignment took too long (or an upstream switched): continue this
+    /// checkpoint unaligned.
+    fn switch_to_unaligned(&mut self) -> ExecResult<()> {
+        let Checkpoint::Aligning { barrier, since } = self.checkpoint else {
+            return Ok(());
+        };
+        self.start_unaligned(barrier, true)?;
+        let node = self.ids.node;
+        let subtask = self.ids.subtask;
+        if let Checkpoint::Unaligned {
+            waiting,
+            channel_state,
+            since: started,
+            ..
+        } = &mut self.checkpoint
+        {
+            *started = since;
+            for (k, input) in self.inputs.iter_mut().enumerate() {
+                if input.blocked {
+                    // Its barrier came; what is queued behind it is after.
+                    input.blocked = false;
+                    waiting[k] = false;
+                } else if !input.finished {
+                    if let Some(overtaken) = input.rx.pull_barrier_forward(barrier.epoch) {
+                        waiting[k] = false;
+                        channel_state.extend(overtaken.into_iter().map(|chunk| ChannelChunk {
+                            node,
+                            subtask,
+                            input: input.index,
+                            chunk,
+                            from_sender: false,
+                        }));
+                    }
+                }
+            }
+        }
+        self.progress()
+    }
+
+    /// Completes the current checkpoint at this subtask if every input
+    /// delivered its barrier.
+    fn progress(&mut self) -> ExecResult<()> {
+        match &self.checkpoint {
+            Checkpoint::Idle => Ok(()),
+            Checkpoint::Aligning { barrier, since } => {
+                if !self.inputs.iter().all(|i| i.blocked || i.finished) {
+                    return Ok(());
+                }
+                let barrier = *barrier;
+                let alignment_ms = since.elapsed().as_millis() as u64;
+                let mut state = StateWriter::new(barrier.full);
+                self.op.snapshot(&mut state)?;
+                if let Some(s) = &self.sink {
+                    s.seal(self.ids.subtask, barrier.epoch);
+                }
+                self.coordinator.ack(
+                    barrier.epoch,
+                    SubtaskSnapshot {
+                        node: self.ids.node,
+                        subtask: self.ids.subtask,
+                        entries: state.into_entries(),
+                        alignment_ms,
+                        ..Default::default()
+                    },
+                );
+                self.router.enqueue_broadcast(Message::Barrier(barrier));
+                for i in self.inputs.iter_mut() {
+                    i.blocked = false;
+                }
+                self.checkpoint = Checkpoint::Idle;
+                Ok(())
+            }
+            Checkpoint::Unaligned { waiting, .. } => {
+                if waiting.iter().any(|w| *w) {
+                    return Ok(());
+                }
+                let Checkpoint::Unaligned {
+                    barrier,
+                    since,
+                    entries,
+                    channel_state,
+                    timed_out,
+                    ..
+                } = std::mem::replace(&mut self.checkpoint, Checkpoint::Idle)
+                else {
+                    unreachable!("matched above")
+                };
+                self.coordinator.ack(
+                    barrier.epoch,
+                    SubtaskSnapshot {
+                        node: self.ids.node,
+                        subtask: self.ids.subtask,
+                        entries,
+                        alignment_ms: since.elapsed().as_millis() as u64,
+                        channel_state,
+                        timed_out_to_unaligned: timed_out,
+                        unaligned: true,
+                        source_offset: None,
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
 }

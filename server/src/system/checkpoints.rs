@@ -96,7 +96,9 @@ impl SystemTable for Checkpoints {
             i64s(&|r| r.incremental_bytes as i64),
             i64s(&|r| r.persisted_in_flight_bytes as i64),
             i64s(&|r| r.alignment_ms as i64),
-            Arc::new(StringArray::from_iter(rows.iter().map(|r| r.failure.clone()))),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.failure.clone()),
+            )),
         ];
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }

@@ -57,9 +57,9 @@ impl SchemaProvider for SystemSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        Ok(self.find(name).map(|t| {
-            Arc::new(SystemTableProvider { table: t.clone() }) as Arc<dyn TableProvider>
-        }))
+        Ok(self
+            .find(name)
+            .map(|t| Arc::new(SystemTableProvider { table: t.clone() }) as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {
