@@ -31,6 +31,9 @@ pub(crate) struct SourceCommand {
     /// Catch-up after a fallback: emit input up to exactly this offset
     /// before the barrier.
     pub stop_at: Option<u64>,
+    /// Emit every change visible now before the barrier (FLUSH); otherwise
+    /// the barrier goes at the current read position, as in Flink.
+    pub drain: bool,
 }
 
 /// A `FLUSH`: done once a completed checkpoint covers, at every source,
@@ -55,6 +58,8 @@ impl FlushWaiter {
 pub(crate) struct Checkpointer {
     pub coord: Arc<Coordinator>,
     pub config: Arc<Mutex<CheckpointConfig>>,
+    /// Signalled when the settings change (a new interval applies at once).
+    pub config_changed: Arc<tokio::sync::Notify>,
     pub storage: Arc<CheckpointStorage>,
     pub sources: Vec<(usize, usize, mpsc::Sender<SourceCommand>)>,
     pub staging: Vec<Arc<SinkStaging>>,
@@ -92,6 +97,7 @@ impl Checkpointer {
                 let interval = self.config.lock().interval;
                 tokio::select! {
                     _ = tokio::time::sleep(interval) => {}
+                    _ = self.config_changed.notified() => continue,
                     w = self.flush_rx.recv() => match w {
                         Some(w) => waiters.push(w),
                         None => return,
@@ -215,7 +221,13 @@ impl Checkpointer {
                     .map(|s| s.offset)
             });
             // A send fails only when the query is stopping.
-            let _ = tx.send(SourceCommand { barrier, stop_at }).await;
+            let _ = tx
+                .send(SourceCommand {
+                    barrier,
+                    stop_at,
+                    drain: for_flush,
+                })
+                .await;
         }
         let fail = |row: &mut CheckpointStats, status, reason: String| {
             row.status = status;

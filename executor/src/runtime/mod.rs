@@ -12,6 +12,8 @@ mod router;
 mod sink;
 mod source_task;
 mod task;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -109,6 +111,7 @@ pub struct QueryRuntime {
     /// (node, subtask, table) of every source subtask.
     source_tables: Vec<(usize, usize, Arc<crate::table::Table>)>,
     config: Arc<Mutex<CheckpointConfig>>,
+    config_changed: Arc<tokio::sync::Notify>,
     history: Arc<Mutex<VecDeque<CheckpointStats>>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
@@ -317,9 +320,11 @@ impl QueryRuntime {
             });
         }
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
+        let config_changed = Arc::new(tokio::sync::Notify::new());
         let checkpointer = Checkpointer {
             coord: coordinator.clone(),
             config: config.clone(),
+            config_changed: config_changed.clone(),
             storage: opts.storage.clone(),
             sources,
             staging,
@@ -340,6 +345,7 @@ impl QueryRuntime {
             flush_tx,
             source_tables,
             config,
+            config_changed,
             history,
             handles: Mutex::new(handles),
             checkpointer: Mutex::new(Some(checkpointer)),
@@ -405,6 +411,7 @@ impl QueryRuntime {
     /// Changes the checkpoint settings; they apply from the next checkpoint.
     pub fn set_checkpoint_config(&self, config: CheckpointConfig) {
         *self.config.lock() = config;
+        self.config_changed.notify_one();
     }
 
     /// Stops every task.

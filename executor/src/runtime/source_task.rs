@@ -2,9 +2,9 @@
 //! resuming from a checkpoint, nothing but the changes after the
 //! checkpointed log offset), then its changes.
 //!
-//! On an aligned barrier the source first emits every change visible at
-//! that moment, then the barrier; the offset reached is its part of the
-//! checkpoint. On an unaligned one it records the offset read so far and
+//! On an aligned barrier the source emits what it has read, then the
+//! barrier (for `FLUSH`, first every change visible at that moment); the
+//! offset reached is its part of the checkpoint. On an unaligned one it records the offset read so far and
 //! puts the barrier ahead of its queued output, which becomes channel state.
 //! After a fallback to an older checkpoint the source first replays up to
 //! exactly the offsets of the newer (already committed) one, where the
@@ -101,8 +101,9 @@ pub(crate) async fn run(
         match wake {
             Wake::Command(None) | Wake::Cancel => return Ok(()),
             Wake::Command(Some(cmd)) => {
-                let unaligned =
-                    cmd.barrier.mode == CheckpointMode::Unaligned && cmd.stop_at.is_none();
+                let unaligned = cmd.barrier.mode == CheckpointMode::Unaligned
+                    && cmd.stop_at.is_none()
+                    && !cmd.drain;
                 if unaligned {
                     let channel_state = router.send_priority_barrier(cmd.barrier)?;
                     coord.ack(
@@ -117,7 +118,12 @@ pub(crate) async fn run(
                         },
                     );
                 } else {
-                    let limit = cmd.stop_at.unwrap_or(u64::MAX);
+                    let limit = match (cmd.stop_at, cmd.drain) {
+                        (Some(limit), _) => limit,
+                        (None, true) => u64::MAX,
+                        // Only what was read already goes before the barrier.
+                        (None, false) => reader.position(),
+                    };
                     drain(&mut reader, &mut router, limit).await?;
                     coord.ack(
                         cmd.barrier.epoch,
@@ -139,9 +145,25 @@ pub(crate) async fn run(
 
 /// Emits everything visible up to `limit`, waiting for channel room.
 async fn drain(reader: &mut TableReader, router: &mut OutputRouter, limit: u64) -> ExecResult<()> {
+    eprintln!(
+        "DBG drain start pos {} has_more {}",
+        reader.position(),
+        reader.has_more()
+    );
     router.flush().await?;
+    eprintln!(
+        "DBG drain flushed pos {} has_more {} table v {}",
+        reader.position(),
+        reader.has_more(),
+        reader.table().version()
+    );
     while reader.has_more() && reader.position() < limit {
         let chunks = reader.read_up_to(limit)?;
+        eprintln!(
+            "DBG drain read {} now pos {}",
+            chunks.len(),
+            reader.position()
+        );
         if chunks.is_empty() {
             break;
         }
