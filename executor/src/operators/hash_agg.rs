@@ -804,13 +804,16 @@ mod tests {
         out
     }
 
+    /// An aggregate function with its FILTER.
+    type Spec = (Arc<AggregateFunctionExpr>, Option<Arc<dyn PhysicalExpr>>);
+
     /// A planned aggregate: builds operators like the stream planner, and
     /// turns chunks of `t` into chunks of the aggregate's input.
     struct Planned {
         input_plan: LogicalPlan,
         group_exprs: Vec<Arc<dyn PhysicalExpr>>,
         group_types: Vec<DataType>,
-        specs: Vec<(Arc<AggregateFunctionExpr>, Option<Arc<dyn PhysicalExpr>>)>,
+        specs: Vec<Spec>,
         in_schema: SchemaRef,
         schema: SchemaRef,
     }

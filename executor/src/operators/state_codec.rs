@@ -652,12 +652,15 @@ pub(crate) mod test_util {
     /// `None` for the global group, which must be in key group 0). Then
     /// restore the entries at parallelism `p`, each subtask getting the key
     /// groups it owns, route the rest of the input like the exchanges do,
+    /// Stored key → (key group, routing key bytes), if the key is routed.
+    pub type KeyOf<'a> = &'a dyn Fn(&[u8]) -> Option<(usize, Vec<u8>)>;
+
     /// and compare the net output with A's.
     pub fn check_rescale(
         make: Make<'_>,
         inputs: &[Input],
         routes: &[Route],
-        key_of: &dyn Fn(&[u8]) -> Option<(usize, Vec<u8>)>,
+        key_of: KeyOf<'_>,
         cut: usize,
         p: usize,
     ) {

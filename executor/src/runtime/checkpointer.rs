@@ -397,7 +397,7 @@ impl Checkpointer {
             staging.table.apply_committed(chunks)?;
         }
         let storage = self.storage.clone();
-        tokio::task::spawn_blocking(move || storage.prune_dirs(&keep));
+        let _ = tokio::task::spawn_blocking(move || storage.prune_dirs(&keep)).await;
         Ok(record)
     }
 }

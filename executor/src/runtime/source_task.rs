@@ -27,26 +27,56 @@ use crate::error::ExecResult;
 use crate::message::{CheckpointMode, Message};
 use crate::table::{Table, TableReader};
 
-fn enqueue(router: &mut OutputRouter, chunk: Chunk) -> ExecResult<()> {
-    let n = chunk.num_rows();
-    let mut start = 0;
-    while start < n {
-        let len = SOURCE_CHUNK_ROWS.min(n - start);
-        let part = if len == n {
-            chunk.clone()
-        } else {
-            Chunk {
-                batch: chunk.batch.slice(start, len),
-                ops: chunk
-                    .ops
-                    .as_ref()
-                    .map(|ops| Arc::new(ops[start..start + len].to_vec())),
-            }
-        };
-        router.enqueue_chunk(part)?;
-        start += len;
+/// Rows of a chunk not yet handed to the router, handed over one piece of
+/// at most [`SOURCE_CHUNK_ROWS`] at a time, so that the output queue stays
+/// short and a barrier never waits behind a whole table.
+#[derive(Default)]
+struct Unsent {
+    chunks: std::collections::VecDeque<Chunk>,
+}
+
+impl Unsent {
+    fn push(&mut self, chunk: Chunk) {
+        if !chunk.is_empty() {
+            self.chunks.push_back(chunk);
+        }
     }
-    Ok(())
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Queues the next piece in the router.
+    fn enqueue_next(&mut self, router: &mut OutputRouter) -> ExecResult<()> {
+        let Some(chunk) = self.chunks.pop_front() else {
+            return Ok(());
+        };
+        let n = chunk.num_rows();
+        if n <= SOURCE_CHUNK_ROWS {
+            return router.enqueue_chunk(chunk);
+        }
+        let head = Chunk {
+            batch: chunk.batch.slice(0, SOURCE_CHUNK_ROWS),
+            ops: chunk
+                .ops
+                .as_ref()
+                .map(|ops| Arc::new(ops[..SOURCE_CHUNK_ROWS].to_vec())),
+        };
+        let rest = Chunk {
+            batch: chunk.batch.slice(SOURCE_CHUNK_ROWS, n - SOURCE_CHUNK_ROWS),
+            ops: chunk
+                .ops
+                .as_ref()
+                .map(|ops| Arc::new(ops[SOURCE_CHUNK_ROWS..].to_vec())),
+        };
+        self.chunks.push_front(rest);
+        router.enqueue_chunk(head)
+    }
+
+    /// Everything still unsent, as whole chunks (channel state).
+    fn take_all(&mut self) -> Vec<Chunk> {
+        self.chunks.drain(..).collect()
+    }
 }
 
 enum Wake {
@@ -67,11 +97,12 @@ pub(crate) async fn run(
     coord: Arc<Coordinator>,
 ) -> ExecResult<()> {
     let mut cancel = coord.cancel.subscribe();
+    let mut unsent = Unsent::default();
     let mut reader = match resume_after {
         Some(pos) => table.reader_from(pos)?,
         None => {
             let (snapshot, reader) = table.reader()?;
-            enqueue(&mut router, snapshot)?;
+            unsent.push(snapshot);
             reader
         }
     };
@@ -79,10 +110,14 @@ pub(crate) async fn run(
     loop {
         // Read more only when the previous output is out (backpressure).
         if !router.has_pending() {
+            if !unsent.is_empty() {
+                unsent.enqueue_next(&mut router)?;
+                continue;
+            }
             let limit = hold_at.unwrap_or(u64::MAX);
             if reader.has_more() && reader.position() < limit {
                 for c in reader.read_up_to(limit)? {
-                    enqueue(&mut router, c)?;
+                    unsent.push(c);
                 }
                 continue;
             }
@@ -105,6 +140,11 @@ pub(crate) async fn run(
                     && cmd.stop_at.is_none()
                     && !cmd.drain;
                 if unaligned {
+                    // Read but unsent: goes out after the barrier, so it is
+                    // in flight for this checkpoint, like the queued output.
+                    for c in unsent.take_all() {
+                        router.enqueue_chunk(c)?;
+                    }
                     let channel_state = router.send_priority_barrier(cmd.barrier)?;
                     coord.ack(
                         cmd.barrier.epoch,
@@ -124,6 +164,10 @@ pub(crate) async fn run(
                         // Only what was read already goes before the barrier.
                         (None, false) => reader.position(),
                     };
+                    while !unsent.is_empty() {
+                        unsent.enqueue_next(&mut router)?;
+                        router.flush().await?;
+                    }
                     drain(&mut reader, &mut router, limit).await?;
                     coord.ack(
                         cmd.barrier.epoch,
@@ -145,30 +189,18 @@ pub(crate) async fn run(
 
 /// Emits everything visible up to `limit`, waiting for channel room.
 async fn drain(reader: &mut TableReader, router: &mut OutputRouter, limit: u64) -> ExecResult<()> {
-    eprintln!(
-        "DBG drain start pos {} has_more {}",
-        reader.position(),
-        reader.has_more()
-    );
     router.flush().await?;
-    eprintln!(
-        "DBG drain flushed pos {} has_more {} table v {}",
-        reader.position(),
-        reader.has_more(),
-        reader.table().version()
-    );
     while reader.has_more() && reader.position() < limit {
         let chunks = reader.read_up_to(limit)?;
-        eprintln!(
-            "DBG drain read {} now pos {}",
-            chunks.len(),
-            reader.position()
-        );
         if chunks.is_empty() {
             break;
         }
+        let mut unsent = Unsent::default();
         for c in chunks {
-            enqueue(router, c)?;
+            unsent.push(c);
+        }
+        while !unsent.is_empty() {
+            unsent.enqueue_next(router)?;
             router.flush().await?;
         }
     }
