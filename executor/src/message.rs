@@ -36,8 +36,12 @@ pub struct Barrier {
     pub mode: CheckpointMode,
     /// Operators write all their state, not only what changed.
     pub full: bool,
-    /// Aligned barriers: switch to unaligned when alignment takes longer.
+    /// Aligned barriers: switch to unaligned when the checkpoint is older
+    /// than this and the barrier still waits (in a queue or for alignment).
     pub aligned_timeout: Option<std::time::Duration>,
+    /// When the checkpoint was triggered (the aligned timeout counts from
+    /// here, as in Flink).
+    pub triggered_at: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,4 +51,14 @@ pub enum Message {
     Watermark(i64),
     Barrier(Barrier),
     EndOfStream,
+}
+
+impl Barrier {
+    /// When an aligned barrier should switch to unaligned.
+    pub fn alignment_deadline(&self) -> Option<std::time::Instant> {
+        match (self.mode, self.aligned_timeout, self.triggered_at) {
+            (CheckpointMode::Aligned, Some(t), Some(at)) => Some(at + t),
+            _ => None,
+        }
+    }
 }

@@ -185,6 +185,16 @@ impl Receiver {
         Poll::Pending
     }
 
+    /// The first aligned barrier queued in the channel, if it has a
+    /// deadline to switch to unaligned.
+    pub(crate) fn queued_barrier(&self) -> Option<Barrier> {
+        let st = self.shared.state.lock();
+        st.queue.iter().find_map(|i| match i {
+            Item::Msg(Message::Barrier(b)) if b.alignment_deadline().is_some() => Some(*b),
+            _ => None,
+        })
+    }
+
     /// Aligned barrier timed out: takes the barrier of `epoch` out of the
     /// queue if it is there, with copies of the data chunks queued before
     /// it (which it thereby overtakes).
@@ -253,6 +263,7 @@ mod tests {
             mode: CheckpointMode::Unaligned,
             full: true,
             aligned_timeout: None,
+            triggered_at: None,
         }
     }
 

@@ -212,6 +212,7 @@ impl Checkpointer {
             mode: cfg.mode,
             full,
             aligned_timeout: cfg.aligned_timeout,
+            triggered_at: Some(started),
         };
         for (node, subtask, tx) in &self.sources {
             let stop_at = self.catch_up.as_ref().and_then(|r| {

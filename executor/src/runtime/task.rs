@@ -138,7 +138,7 @@ pub(crate) async fn run(
         match t.next_event(&mut cancel).await {
             Event::Canceled => return Ok(()),
             Event::Flushed => {}
-            Event::AlignmentTimeout => t.switch_to_unaligned()?,
+            Event::AlignmentTimeout => t.alignment_timed_out()?,
             Event::Message(i, r) => t.on_message(i, r)?,
         }
     }
@@ -201,27 +201,43 @@ impl Task {
         Ok(())
     }
 
+    /// When the aligned checkpoint in progress (or one whose barrier is
+    /// still queued in an input) times out into unaligned.
     fn alignment_deadline(&self) -> Option<Instant> {
         match &self.checkpoint {
-            Checkpoint::Aligning { barrier, since } => barrier.aligned_timeout.map(|t| *since + t),
-            _ => None,
+            Checkpoint::Aligning { barrier, .. } => barrier.alignment_deadline(),
+            Checkpoint::Unaligned { .. } => None,
+            Checkpoint::Idle => self
+                .inputs
+                .iter()
+                .filter(|i| !i.finished)
+                .filter_map(|i| i.rx.queued_barrier())
+                .filter_map(|b| b.alignment_deadline())
+                .min(),
         }
     }
 
     /// Waits for the next thing to do. With output queued, only its
     /// progress and barriers that jumped the queue are looked at.
     async fn next_event(&mut self, cancel: &mut watch::Receiver<bool>) -> Event {
-        let deadline = self.alignment_deadline();
+        let mut deadline = self.alignment_deadline();
         let mut cancel_fut = std::pin::pin!(cancel.wait_for(|c| *c));
-        let mut timeout = std::pin::pin!(tokio::time::sleep(
-            deadline.map_or(Duration::from_secs(86_400), |d| {
-                d.saturating_duration_since(Instant::now())
-            })
+        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+        let mut timeout = std::pin::pin!(tokio::time::sleep_until(
+            deadline.map_or_else(far, tokio::time::Instant::from_std)
         ));
         let n = self.inputs.len();
         poll_fn(|cx| {
             if cancel_fut.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Canceled);
+            }
+            // A barrier may have arrived in a queue since the last poll.
+            let now_deadline = self.alignment_deadline();
+            if now_deadline != deadline {
+                deadline = now_deadline;
+                timeout
+                    .as_mut()
+                    .reset(deadline.map_or_else(far, tokio::time::Instant::from_std));
             }
             if deadline.is_some() && timeout.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::AlignmentTimeout);
@@ -431,6 +447,27 @@ impl Task {
             timed_out,
         };
         Ok(())
+    }
+
+    /// The aligned checkpoint is older than its timeout: switch to unaligned,
+    /// also when its barrier is still queued behind data in an input.
+    fn alignment_timed_out(&mut self) -> ExecResult<()> {
+        if let Checkpoint::Idle = self.checkpoint {
+            let queued = self
+                .inputs
+                .iter()
+                .filter(|i| !i.finished)
+                .filter_map(|i| i.rx.queued_barrier())
+                .min_by_key(|b| b.epoch);
+            let Some(barrier) = queued else {
+                return Ok(());
+            };
+            self.checkpoint = Checkpoint::Aligning {
+                barrier,
+                since: Instant::now(),
+            };
+        }
+        self.switch_to_unaligned()
     }
 
     /// Alignment took too long (or an upstream switched): continue this
