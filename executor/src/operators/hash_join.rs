@@ -7,11 +7,16 @@
 //! counts to emit or retract the null-padded (or the semi/anti) rows exactly
 //! when a row's matches go from zero to non-zero or back.
 //!
+//! A join without equality keys (a cross join, or an ON without
+//! equalities, planned with parallelism 1 over Single edges) gives every row
+//! the same constant join key, so each side is one bucket.
+//!
 //! Checkpoint state: one entry per side and join key, keyed by a side byte
 //! (0 left, 1 right) then the join key's row bytes; its key group is the one
-//! of the join key bytes alone, which the exchanges of both inputs hash. The
-//! value is the key's entries in order: `u8 version, u32 n, n x (u32 len,
-//! row bytes, i64 count, i64 matches)`, integers little-endian.
+//! of the join key bytes alone, which the exchanges of both inputs hash (key
+//! group 0 for the constant key of a join without keys). The value is the
+//! key's entries in order: `u8 version, u32 n, n x (u32 len, row bytes, i64
+//! count, i64 matches)`, integers little-endian.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -69,6 +74,9 @@ struct Entry {
 
 struct Side {
     key_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    /// No join keys: every row has the constant key (one `true` column),
+    /// in key group 0.
+    constant_key: bool,
     key_types: Vec<DataType>,
     key_enc: KeyEncoder,
     row_types: Vec<DataType>,
@@ -93,8 +101,17 @@ impl Side {
         let row_enc = KeyEncoder::new(&types)?;
         let nulls: Vec<ArrayRef> = types.iter().map(|t| new_null_array(t, 1)).collect();
         let null_row = row_enc.encode(&nulls)?.row(0).owned();
+        // A row converter over zero columns encodes zero rows, whatever the
+        // input's length: give such a join a constant one-column key.
+        let constant_key = key_exprs.is_empty();
+        let key_types = if constant_key {
+            vec![DataType::Boolean]
+        } else {
+            key_types
+        };
         Ok(Side {
             key_exprs,
+            constant_key,
             key_enc: KeyEncoder::new(&key_types)?,
             key_types,
             row_types: types,
@@ -108,7 +125,11 @@ impl Side {
     /// Writes the state of one join key: its entries, or a delete if it
     /// has none left.
     fn snapshot_key(&self, side: u8, key: &OwnedRow, state: &mut StateWriter) -> ExecResult<()> {
-        let kg = key_group_of(key.as_ref());
+        let kg = if self.constant_key {
+            0
+        } else {
+            key_group_of(key.as_ref())
+        };
         let mut skey = Vec::with_capacity(key.as_ref().len() + 1);
         skey.push(side);
         skey.extend_from_slice(key.as_ref());
@@ -127,6 +148,20 @@ impl Side {
             _ => state.delete(kg, skey),
         }
         Ok(())
+    }
+
+    /// The join key columns of a batch (for a join without keys, the
+    /// constant `true` column).
+    fn key_columns(&self, batch: &RecordBatch) -> ExecResult<Vec<ArrayRef>> {
+        let n = batch.num_rows();
+        if self.constant_key {
+            return Ok(vec![Arc::new(BooleanArray::from(vec![true; n]))]);
+        }
+        Ok(self
+            .key_exprs
+            .iter()
+            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
+            .collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Restores the given (join key bytes, value) pairs.
@@ -320,11 +355,7 @@ impl Operator for HashJoinOperator {
         let o = 1 - input;
         let n = chunk.num_rows();
         let batch = &chunk.batch;
-        let key_cols = self.sides[s]
-            .key_exprs
-            .iter()
-            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let key_cols = self.sides[s].key_columns(batch)?;
         let keys = self.sides[s].key_enc.encode(&key_cols)?;
         let rows = self.sides[s].row_enc.encode(batch.columns())?;
         let key_has_null: Vec<bool> = (0..n)
@@ -539,20 +570,36 @@ mod tests {
     }
 
     /// `l JOIN r ON l.lk = r.rk [AND l.lv < r.rw]`; the right key is cast
-    /// to the left key's type, as the planner does.
+    /// to the left key's type, as the planner does. `cross`: no equality
+    /// keys at all (`l, r [WHERE l.lv < r.rw]` or `ON l.lv < r.rw`), as the
+    /// planner builds it: empty key lists, inputs over Single edges.
     struct Spec {
         kind: JoinKind,
         filter: bool,
         null_equals_null: bool,
+        cross: bool,
     }
 
     impl Spec {
         fn left_keys(&self) -> Vec<Arc<dyn PhysicalExpr>> {
+            if self.cross {
+                return vec![];
+            }
             vec![col("lk", 1)]
         }
 
         fn right_keys(&self) -> Vec<Arc<dyn PhysicalExpr>> {
+            if self.cross {
+                return vec![];
+            }
             vec![Arc::new(CastExpr::new(col("rk", 1), DataType::Int64, None))]
+        }
+
+        fn key_types(&self) -> Vec<DataType> {
+            if self.cross {
+                return vec![];
+            }
+            vec![DataType::Int64]
         }
 
         fn make(&self) -> Box<dyn Operator> {
@@ -578,7 +625,7 @@ mod tests {
                     self.kind,
                     self.left_keys(),
                     self.right_keys(),
-                    vec![DataType::Int64],
+                    self.key_types(),
                     &ls,
                     &rs,
                     filter,
@@ -612,6 +659,15 @@ mod tests {
                     kind,
                     filter,
                     null_equals_null,
+                    cross: false,
+                });
+            }
+            for filter in [false, true] {
+                out.push(Spec {
+                    kind,
+                    filter,
+                    null_equals_null: false,
+                    cross: true,
                 });
             }
         }
@@ -699,7 +755,8 @@ mod tests {
     fn key_groups_follow_the_router_and_survive_rescale() {
         for (i, spec) in specs().iter().enumerate() {
             let routes = spec.routes();
-            let key_of = |key: &[u8]| Some((key[0] as usize, key[1..].to_vec()));
+            // Without join keys the state is in key group 0 (Single edges).
+            let key_of = |key: &[u8]| (!spec.cross).then(|| (key[0] as usize, key[1..].to_vec()));
             for (seed, par) in [(1u64, 2usize), (2, 3), (3, 4)] {
                 let mut rng = Rng::new(seed + 31 * i as u64);
                 let inputs = random_inputs(&mut rng, 60);
@@ -715,6 +772,7 @@ mod tests {
             kind: JoinKind::Inner,
             filter: false,
             null_equals_null: false,
+            cross: false,
         };
         let mut op = spec.make();
         let c = ctx(0, 1);
@@ -744,5 +802,119 @@ mod tests {
             value: Some(vec![1, 0, 0, 0, 0]),
         }];
         assert!(spec.make().restore(&c, bad).is_err());
+    }
+
+    /// Output rows as (op, lid, lk, lv, rid, rk, rw), sorted.
+    type Joined = Vec<(Op, [Option<i64>; 6])>;
+
+    fn joined(outs: &Outs) -> Joined {
+        let mut rows = Vec::new();
+        for (batch, ops) in outs {
+            let cols: Vec<Vec<Option<i64>>> = batch
+                .columns()
+                .iter()
+                .map(|c| {
+                    let c = datafusion::arrow::compute::cast(c, &DataType::Int64).unwrap();
+                    let c = c.as_any().downcast_ref::<Int64Array>().unwrap();
+                    c.iter().collect()
+                })
+                .collect();
+            for (i, op) in ops.iter().enumerate() {
+                let mut r = [None; 6];
+                for (j, col) in cols.iter().enumerate() {
+                    r[j] = col[i];
+                }
+                rows.push((*op, r));
+            }
+        }
+        rows.sort_by_key(|(op, r)| (*op == Op::Delete, *r));
+        rows
+    }
+
+    /// A join without equality keys (cross join, or an ON without
+    /// equalities) used to panic on its first row: the key encoder over
+    /// zero columns yields zero rows. Every row now has the one constant key.
+    #[test]
+    fn join_without_keys_matches_every_pair() {
+        let c = ctx(0, 1);
+        let l = |id: i32, v: i32| (Op::Insert, (Some(id), Some(id * 100), Some(v)));
+        let r = |id: i32, w: i32| (Op::Insert, (Some(id), Some(-id), Some(w)));
+        let row = |lid: i64, lv: i64, rid: i64, rw: i64| {
+            [
+                Some(lid),
+                Some(lid * 100),
+                Some(lv),
+                Some(rid),
+                Some(-rid),
+                Some(rw),
+            ]
+        };
+        for filter in [false, true] {
+            let spec = Spec {
+                kind: JoinKind::Inner,
+                filter,
+                null_equals_null: false,
+                cross: true,
+            };
+            let mut op = spec.make();
+            open(op.as_mut(), &c, false);
+            // Left (1, v=1), (2, v=5); right (10, w=3).
+            assert!(feed(op.as_mut(), &(0, side_chunk(0, &[l(1, 1), l(2, 5)]))).is_empty());
+            let out = joined(&feed(op.as_mut(), &(1, side_chunk(1, &[r(10, 3)]))));
+            let mut want = vec![(Op::Insert, row(1, 1, 10, 3))];
+            if !filter {
+                // lv < rw only holds for the first left row.
+                want.push((Op::Insert, row(2, 5, 10, 3)));
+            }
+            assert_eq!(out, want, "filter {filter}");
+            // A null in a would-be key column does not stop a match.
+            let out = joined(&feed(
+                op.as_mut(),
+                &(0, side_chunk(0, &[(Op::Insert, (Some(3), None, Some(0)))])),
+            ));
+            assert_eq!(
+                out,
+                vec![(
+                    Op::Insert,
+                    [Some(3), None, Some(0), Some(10), Some(-10), Some(3)]
+                )]
+            );
+            // Restored from a snapshot, a delete retracts the pairs.
+            let entries = snapshot(op.as_mut(), true);
+            assert_eq!(entries.len(), 2, "one entry per side");
+            assert!(entries.iter().all(|e| e.key_group == 0));
+            let mut b = spec.make();
+            b.restore(&c, entries).unwrap();
+            assert!(open(b.as_mut(), &c, true).is_empty());
+            let del = (Op::Delete, (Some(10), Some(-10), Some(3)));
+            let out_a = feed(op.as_mut(), &(1, side_chunk(1, &[del])));
+            let out_b = feed(b.as_mut(), &(1, side_chunk(1, &[del])));
+            assert_eq!(out_a, out_b);
+            assert_eq!(joined(&out_b).len(), if filter { 2 } else { 3 });
+            assert!(joined(&out_b).iter().all(|(op, _)| *op == Op::Delete));
+        }
+        // Outer join without keys: a left row pads until the right side
+        // has a row.
+        let spec = Spec {
+            kind: JoinKind::Left,
+            filter: false,
+            null_equals_null: false,
+            cross: true,
+        };
+        let mut op = spec.make();
+        open(op.as_mut(), &c, false);
+        let out = joined(&feed(op.as_mut(), &(0, side_chunk(0, &[l(1, 1)]))));
+        assert_eq!(
+            out,
+            vec![(Op::Insert, [Some(1), Some(100), Some(1), None, None, None])]
+        );
+        let out = joined(&feed(op.as_mut(), &(1, side_chunk(1, &[r(10, 3)]))));
+        assert_eq!(
+            out,
+            vec![
+                (Op::Insert, row(1, 1, 10, 3)),
+                (Op::Delete, [Some(1), Some(100), Some(1), None, None, None]),
+            ]
+        );
     }
 }
