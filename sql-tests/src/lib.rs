@@ -117,3 +117,26 @@ pub async fn drop_reference_database(base: &str, name: &str) -> anyhow::Result<(
         .await?;
     Ok(())
 }
+
+/// Rows only in `left` and only in `right`, as multisets (a row twice in
+/// one and once in the other is once in the difference).
+pub fn multiset_diff<R: Ord + Clone>(left: &[R], right: &[R]) -> (Vec<R>, Vec<R>) {
+    let mut counts: std::collections::BTreeMap<&R, i64> = std::collections::BTreeMap::new();
+    for r in left {
+        *counts.entry(r).or_default() += 1;
+    }
+    for r in right {
+        *counts.entry(r).or_default() -= 1;
+    }
+    let mut only_left = Vec::new();
+    let mut only_right = Vec::new();
+    for (row, n) in counts {
+        for _ in 0..n.max(0) {
+            only_left.push(row.clone());
+        }
+        for _ in 0..(-n).max(0) {
+            only_right.push(row.clone());
+        }
+    }
+    (only_left, only_right)
+}

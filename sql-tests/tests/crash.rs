@@ -57,6 +57,7 @@ use rand::{Rng, SeedableRng};
 use tokio::task::{block_in_place, JoinHandle};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
+use weir_sql_tests::multiset_diff;
 use weir_sql_tests::{connect_session, db::describe_pg_error, TestServer};
 
 /// One checkpoint configuration: the options added to every view's WITH
@@ -991,27 +992,6 @@ impl Run {
         self.check_writers();
         total
     }
-}
-
-fn multiset_diff(left: &[Row], right: &[Row]) -> (Vec<Row>, Vec<Row>) {
-    let mut counts: BTreeMap<&Row, i64> = BTreeMap::new();
-    for r in left {
-        *counts.entry(r).or_default() += 1;
-    }
-    for r in right {
-        *counts.entry(r).or_default() -= 1;
-    }
-    let mut only_left = Vec::new();
-    let mut only_right = Vec::new();
-    for (row, n) in counts {
-        for _ in 0..n.max(0) {
-            only_left.push(row.clone());
-        }
-        for _ in 0..(-n).max(0) {
-            only_right.push(row.clone());
-        }
-    }
-    (only_left, only_right)
 }
 
 fn render(rows: &[Row]) -> String {

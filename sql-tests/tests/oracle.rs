@@ -16,7 +16,7 @@
 //! Every executed statement is written to
 //! `$TMPDIR/weir-oracle-<seed>.sql` so a failure can be replayed by hand.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::Client;
+use weir_sql_tests::multiset_diff;
 use weir_sql_tests::reference::{rewrite_for_postgres, Rewritten};
 use weir_sql_tests::{
     connect_session, connect_with_retry, create_reference_database, db::describe_pg_error,
@@ -482,27 +483,6 @@ impl Oracle {
 
 /// A result row as text (`None` is SQL NULL).
 type Row = Vec<Option<String>>;
-
-fn multiset_diff(left: &[Row], right: &[Row]) -> (Vec<Row>, Vec<Row>) {
-    let mut counts: BTreeMap<&Row, i64> = BTreeMap::new();
-    for r in left {
-        *counts.entry(r).or_default() += 1;
-    }
-    for r in right {
-        *counts.entry(r).or_default() -= 1;
-    }
-    let mut only_left = Vec::new();
-    let mut only_right = Vec::new();
-    for (row, n) in counts {
-        for _ in 0..n.max(0) {
-            only_left.push(row.clone());
-        }
-        for _ in 0..(-n).max(0) {
-            only_right.push(row.clone());
-        }
-    }
-    (only_left, only_right)
-}
 
 fn render(rows: &[Row]) -> String {
     let mut s = String::new();
