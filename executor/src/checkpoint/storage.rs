@@ -79,6 +79,9 @@ pub struct CheckpointRecord {
     pub alignment_ms: u64,
     /// Node names of the plan, to refuse a checkpoint of another plan.
     pub nodes: Vec<String>,
+    /// Parallelism of each node when the checkpoint was taken.
+    #[serde(default)]
+    pub parallelism: Vec<usize>,
     pub sources: Vec<SourceOffset>,
 }
 

@@ -66,6 +66,7 @@ pub(crate) struct Checkpointer {
     pub history: Arc<Mutex<VecDeque<CheckpointStats>>>,
     pub flush_rx: mpsc::UnboundedReceiver<FlushWaiter>,
     pub node_names: Vec<String>,
+    pub node_parallelism: Vec<usize>,
     pub next_epoch: u64,
     pub last_completed: Option<u64>,
     /// Catch-up target after a fallback to an older checkpoint: the newer
@@ -354,6 +355,7 @@ impl Checkpointer {
             in_flight_bytes: sizes.in_flight_bytes,
             alignment_ms: row.alignment_ms,
             nodes: self.node_names.clone(),
+            parallelism: self.node_parallelism.clone(),
             sources,
         };
 

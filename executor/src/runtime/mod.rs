@@ -331,6 +331,7 @@ impl QueryRuntime {
             history: history.clone(),
             flush_rx,
             node_names: node_names(&graph),
+            node_parallelism: graph.nodes.iter().map(|n| n.parallelism).collect(),
             next_epoch: opts.next_epoch,
             // The previous checkpoint, for the incremental-size figures.
             last_completed: restored_epoch,

@@ -48,6 +48,16 @@ pub fn plan_restore(storage: &CheckpointStorage, graph: &StreamGraph) -> ExecRes
             // Catching up needs the newer checkpoint's plan too.
             break;
         }
+        let parallelism: Vec<usize> = graph.nodes.iter().map(|n| n.parallelism).collect();
+        if rec.in_flight_bytes > 0 && rec.parallelism != parallelism {
+            // Channel state is addressed to subtasks of the old layout.
+            skipped.push((
+                rec.epoch,
+                "an unaligned checkpoint with in-flight data cannot be restored at another parallelism"
+                    .to_string(),
+            ));
+            continue;
+        }
         match storage.load(rec, &input_schema) {
             Ok(state) => {
                 return Ok(RestorePlan {
