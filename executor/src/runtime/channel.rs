@@ -8,6 +8,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use parking_lot::Mutex;
 
 use crate::chunk::Chunk;
@@ -31,6 +33,13 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// Queued aligned barriers that carry a timeout: lets the receiver skip
+    /// looking into the queue on every poll (the common case is none).
+    timed_barriers: AtomicUsize,
+}
+
+fn is_timed_barrier(item: &Item) -> bool {
+    matches!(item, Item::Msg(Message::Barrier(b)) if b.alignment_deadline().is_some())
 }
 
 pub(crate) struct Sender {
@@ -64,6 +73,7 @@ pub(crate) fn channel(capacity: usize) -> (Sender, Receiver) {
             rx_waker: None,
             tx_waker: None,
         }),
+        timed_barriers: AtomicUsize::new(0),
     });
     (
         Sender {
@@ -93,7 +103,11 @@ impl Sender {
         if !st.receiver_alive {
             return Err(Closed);
         }
-        st.queue.push_back(Item::Msg(msg));
+        let item = Item::Msg(msg);
+        if is_timed_barrier(&item) {
+            self.shared.timed_barriers.fetch_add(1, Ordering::Relaxed);
+        }
+        st.queue.push_back(item);
         if let Some(w) = st.rx_waker.take() {
             w.wake();
         }
@@ -151,6 +165,9 @@ impl Receiver {
                 if let Some(w) = st.tx_waker.take() {
                     w.wake();
                 }
+                if is_timed_barrier(&item) {
+                    self.shared.timed_barriers.fetch_sub(1, Ordering::Relaxed);
+                }
                 Poll::Ready(Some(match item {
                     Item::Msg(m) => Received::Msg(m),
                     Item::Priority(barrier, n) => Received::Priority {
@@ -188,6 +205,9 @@ impl Receiver {
     /// The first aligned barrier queued in the channel, if it has a
     /// deadline to switch to unaligned.
     pub(crate) fn queued_barrier(&self) -> Option<Barrier> {
+        if self.shared.timed_barriers.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let st = self.shared.state.lock();
         st.queue.iter().find_map(|i| match i {
             Item::Msg(Message::Barrier(b)) if b.alignment_deadline().is_some() => Some(*b),
@@ -204,7 +224,9 @@ impl Receiver {
             .queue
             .iter()
             .position(|i| matches!(i, Item::Msg(Message::Barrier(b)) if b.epoch == epoch))?;
-        st.queue.remove(pos);
+        if st.queue.remove(pos).as_ref().is_some_and(is_timed_barrier) {
+            self.shared.timed_barriers.fetch_sub(1, Ordering::Relaxed);
+        }
         if let Some(w) = st.tx_waker.take() {
             w.wake();
         }
