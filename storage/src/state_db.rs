@@ -138,6 +138,11 @@ mod tests {
     fn incremental_checkpoints_share_files_and_restore() {
         let root = std::env::temp_dir().join(format!("weir-state-db-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
+        let entries = |chk: &str| {
+            StateDb::read_checkpoint(&root.join(chk), b"")
+                .unwrap()
+                .len()
+        };
         let db = StateDb::open(&root.join("work"), None).unwrap();
         db.apply((0..1000u32).map(|i| (i.to_be_bytes().to_vec(), Some(vec![1u8; 100]))))
             .unwrap();
@@ -152,35 +157,15 @@ mod tests {
             "chk-2 shares chk-1's files"
         );
         assert_eq!(two.len(), one.len() + 1);
-        assert_eq!(
-            StateDb::read_checkpoint(&root.join("chk-1"), b"")
-                .unwrap()
-                .len(),
-            1000
-        );
-        assert_eq!(
-            StateDb::read_checkpoint(&root.join("chk-2"), b"")
-                .unwrap()
-                .len(),
-            999
-        );
+        assert_eq!(entries("chk-1"), 1000);
+        assert_eq!(entries("chk-2"), 999);
         drop(db);
         // Restore the working db from chk-1, then change it: chk-1 unchanged.
         let db = StateDb::open(&root.join("work"), Some(&root.join("chk-1"))).unwrap();
         db.apply([(7u32.to_be_bytes().to_vec(), None)]).unwrap();
         db.checkpoint(&root.join("chk-3")).unwrap();
-        assert_eq!(
-            StateDb::read_checkpoint(&root.join("chk-1"), b"")
-                .unwrap()
-                .len(),
-            1000
-        );
-        assert_eq!(
-            StateDb::read_checkpoint(&root.join("chk-3"), b"")
-                .unwrap()
-                .len(),
-            999
-        );
+        assert_eq!(entries("chk-1"), 1000);
+        assert_eq!(entries("chk-3"), 999);
         assert!(StateDb::read_checkpoint(&root.join("missing"), b"").is_err());
         let _ = std::fs::remove_dir_all(&root);
     }
