@@ -54,6 +54,23 @@ pub enum ExecError {
 
 pub type ExecResult<T> = Result<T, ExecError>;
 
+/// A failure caused on purpose (`fail_if(...)`), for tests and drills.
+/// A transient one stands for an infrastructure hiccup: it is external and
+/// retryable; a permanent one is a user error.
+#[derive(Debug, Clone)]
+pub struct InjectedFailure {
+    pub message: String,
+    pub transient: bool,
+}
+
+impl std::fmt::Display for InjectedFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for InjectedFailure {}
+
 impl ExecError {
     pub fn user(sqlstate: &'static str, message: impl Into<String>) -> Self {
         ExecError::User {
@@ -67,7 +84,74 @@ impl ExecError {
         ExecError::Internal(message.into())
     }
 
+    /// The failure injected with `fail_if`, if this is one.
+    pub fn injected(&self) -> Option<&InjectedFailure> {
+        match self {
+            ExecError::DataFusion(e) => match root(e) {
+                DataFusionError::External(b) => b.downcast_ref::<InjectedFailure>(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// A short name for the kind of error, e.g. `division_by_zero`, `cast`,
+    /// `storage`: what `system.exceptions.error_class` shows.
+    pub fn error_class(&self) -> &'static str {
+        if self.injected().is_some() {
+            return "injected";
+        }
+        match self {
+            ExecError::Storage(_) => return "storage",
+            ExecError::Checkpoint(_) => return "checkpoint",
+            ExecError::Canceled => return "canceled",
+            ExecError::Internal(m) if m.starts_with("subtask panicked") => return "panic",
+            ExecError::Internal(_) => return "internal",
+            _ => {}
+        }
+        match self.sqlstate() {
+            "22012" => "division_by_zero",
+            "22P02" => "cast",
+            "22003" => "numeric_overflow",
+            "22023" => "invalid_argument",
+            s if s.starts_with("23") => "constraint",
+            s if s.starts_with("22") => "data",
+            s if s.starts_with("53") => "resources",
+            s if s.starts_with("58") => "io",
+            s if s.starts_with("42") || s.starts_with("0A") => "plan",
+            _ => "execution",
+        }
+    }
+
+    /// The innermost error of the chain, as text.
+    pub fn root_cause(&self) -> String {
+        if let Some(i) = self.injected() {
+            return i.message.clone();
+        }
+        if let ExecError::DataFusion(_) | ExecError::Arrow(_) = self {
+            return self.message();
+        }
+        let mut cur: &dyn std::error::Error = self;
+        let mut depth = 0;
+        while let Some(next) = cur.source() {
+            cur = next;
+            depth += 1;
+        }
+        if depth == 0 {
+            self.message()
+        } else {
+            lower_first(&cur.to_string())
+        }
+    }
+
     pub fn domain(&self) -> ErrorDomain {
+        if let Some(i) = self.injected() {
+            return if i.transient {
+                ErrorDomain::External
+            } else {
+                ErrorDomain::User
+            };
+        }
         match self {
             ExecError::User { .. } => ErrorDomain::User,
             ExecError::DataFusion(e) => datafusion_domain(e),
@@ -87,6 +171,10 @@ impl ExecError {
     }
 
     pub fn sqlstate(&self) -> &'static str {
+        if self.injected().is_some() {
+            // PostgreSQL's raise_exception.
+            return "P0001";
+        }
         match self {
             ExecError::User { sqlstate, .. } => sqlstate,
             ExecError::DataFusion(e) => datafusion_sqlstate(e),
@@ -100,6 +188,9 @@ impl ExecError {
 
     /// The message without DataFusion's "Arrow error: " style prefixes.
     pub fn message(&self) -> String {
+        if let Some(i) = self.injected() {
+            return i.message.clone();
+        }
         match self {
             ExecError::DataFusion(e) => clean_datafusion_message(e),
             ExecError::Arrow(e) => clean_arrow_message(e),

@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod chunk;
 pub mod error;
+pub mod failure;
 pub mod graph;
 pub mod keys;
 pub mod message;

@@ -70,3 +70,7 @@ pub fn table_key(name: &str) -> String {
 pub fn query_key(name: &str) -> String {
     format!("query/{name}")
 }
+
+pub fn enricher_key(name: &str) -> String {
+    format!("enricher/{name}")
+}

@@ -10,6 +10,26 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: String,
     pub metrics_listen: String,
+    /// Failure enricher plugins, in the order they run.
+    pub failure_enrichers: Vec<EnricherConfig>,
+    /// How long one enricher may take before it is skipped.
+    pub enricher_timeout: std::time::Duration,
+}
+
+/// One `[[failure_enrichers]]` entry of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnricherConfig {
+    /// Its name in `system.failure_enrichers`.
+    pub name: String,
+    /// Which compiled-in plugin: `sqlstate` or `command`.
+    pub plugin: String,
+    /// `command`: the program and its arguments.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// `command`: the label keys it may set.
+    #[serde(default)]
+    pub output_keys: Vec<String>,
 }
 
 impl Default for Config {
@@ -18,6 +38,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./weir-data"),
             listen: "127.0.0.1:4566".into(),
             metrics_listen: "127.0.0.1:9249".into(),
+            failure_enrichers: Vec::new(),
+            enricher_timeout: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -29,6 +51,10 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub metrics_listen: Option<String>,
+    /// e.g. "500ms"
+    pub enricher_timeout: Option<String>,
+    #[serde(default)]
+    pub failure_enrichers: Vec<EnricherConfig>,
 }
 
 impl Config {
@@ -54,6 +80,15 @@ impl Config {
             if let Some(v) = f.metrics_listen {
                 c.metrics_listen = v;
             }
+            if let Some(v) = f.enricher_timeout {
+                c.enricher_timeout = humantime::parse_duration(&v).map_err(|e| {
+                    anyhow::anyhow!(
+                        "invalid enricher_timeout \"{v}\" in {}: {e}",
+                        path.display()
+                    )
+                })?;
+            }
+            c.failure_enrichers = f.failure_enrichers;
         }
         if let Some(v) = data_dir {
             c.data_dir = v;

@@ -16,14 +16,17 @@ use datafusion::sql::sqlparser::ast::{
 };
 use parking_lot::Mutex;
 use weir_executor::checkpoint::{CheckpointConfig, CheckpointStorage};
-use weir_executor::runtime::{plan_restore, QueryRuntime, QueryStatus, StartOptions};
+use weir_executor::failure::{Enrichers, FailureConfig};
+use weir_executor::runtime::{LaunchOptions, QueryState, StreamingQuery};
 use weir_executor::table::{Table, TableDesc, WriteCheck};
 use weir_executor::Chunk;
 use weir_planner::stream_plan::arrow_schema;
 use weir_planner::StreamPlanner;
 use weir_storage::Store;
 
-use crate::catalog::{query_key, table_key, ColumnMeta, QueryMeta, TableMeta, META_NEXT_ID};
+use crate::catalog::{
+    enricher_key, query_key, table_key, ColumnMeta, QueryMeta, TableMeta, META_NEXT_ID,
+};
 use crate::copy::CopyFormat;
 use crate::error::{SqlError, SqlResult};
 use crate::providers::{PublicSchema, RecordingResolver, Relations};
@@ -49,7 +52,7 @@ pub enum Output {
 struct QueryEntry {
     meta: QueryMeta,
     table: Arc<Table>,
-    runtime: Arc<QueryRuntime>,
+    runtime: Arc<StreamingQuery>,
 }
 
 struct CatalogState {
@@ -62,6 +65,8 @@ pub struct Engine {
     store: Arc<Store>,
     /// Running queries, as the system tables see them.
     runtimes: crate::system::Runtimes,
+    /// Failure enrichers: plugins from the config file and SQL rules.
+    pub(crate) enrichers: Arc<Enrichers>,
     data_dir: std::path::PathBuf,
     ctx: SessionContext,
     relations: Relations,
@@ -126,8 +131,17 @@ fn ident_name(id: &ast::Ident) -> String {
 }
 
 impl Engine {
-    /// Opens the data directory and brings back every table and query.
+    /// Opens the data directory and brings back every table and query,
+    /// with no enricher plugins.
     pub async fn open(data_dir: &std::path::Path) -> anyhow::Result<Arc<Engine>> {
+        Engine::open_with(data_dir, Arc::new(Enrichers::default())).await
+    }
+
+    /// Opens the data directory with the given failure enrichers.
+    pub async fn open_with(
+        data_dir: &std::path::Path,
+        enrichers: Arc<Enrichers>,
+    ) -> anyhow::Result<Arc<Engine>> {
         std::fs::create_dir_all(data_dir)?;
         let store = Arc::new(Store::open(&data_dir.join("db"))?);
         let config = SessionConfig::new()
@@ -147,7 +161,10 @@ impl Engine {
         let runtimes: crate::system::Runtimes = Arc::default();
         catalog.register_schema(
             "system",
-            Arc::new(crate::system::SystemSchema::new(runtimes.clone())),
+            Arc::new(crate::system::SystemSchema::new(
+                runtimes.clone(),
+                enrichers.clone(),
+            )),
         )?;
         datafusion_pg_catalog::setup_pg_catalog(
             &ctx,
@@ -170,12 +187,14 @@ impl Engine {
             }),
         ));
         ctx.register_udf(pg_sleep_udf());
+        ctx.register_udf(crate::fail_if::fail_if_udf());
         let default_parallelism = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
         let engine = Arc::new(Engine {
             store,
             runtimes,
+            enrichers,
             data_dir: data_dir.to_path_buf(),
             ctx,
             relations,
@@ -195,6 +214,7 @@ impl Engine {
     async fn recover(&self) -> anyhow::Result<()> {
         let mut tables = Vec::new();
         let mut queries = Vec::new();
+        let mut rules = Vec::new();
         for (key, value) in self.store.list_catalog()? {
             if key == META_NEXT_ID {
                 let next: u64 = serde_json::from_slice(&value)?;
@@ -203,6 +223,19 @@ impl Engine {
                 tables.push(serde_json::from_slice::<TableMeta>(&value)?);
             } else if key.starts_with("query/") {
                 queries.push(serde_json::from_slice::<QueryMeta>(&value)?);
+            } else if key.starts_with("enricher/") {
+                rules.push(serde_json::from_slice::<crate::enrichers::RuleMeta>(
+                    &value,
+                )?);
+            }
+        }
+        for meta in rules {
+            let name = meta.name.clone();
+            match crate::enrichers::SqlRule::compile(&self.ctx, meta) {
+                Ok(rule) => self.enrichers.set_rule(Arc::new(rule)),
+                Err(e) => {
+                    tracing::error!(enricher = %name, error = %e.message, "could not restore failure enricher")
+                }
             }
         }
         tables.sort_by_key(|t| t.id);
@@ -593,11 +626,7 @@ impl Engine {
                     .values()
                     .filter(|q| kind.is_none_or(|k| k.as_str() == q.meta.kind))
                     .map(|q| {
-                        let status = match q.runtime.status() {
-                            QueryStatus::Running => "RUNNING".to_string(),
-                            QueryStatus::Failed(_) => "FAILED".to_string(),
-                            QueryStatus::Canceled => "CANCELED".to_string(),
-                        };
+                        let status = q.runtime.state().as_str().to_string();
                         vec![q.meta.name.clone(), status, q.meta.sql.clone()]
                     })
                     .collect();
@@ -616,6 +645,79 @@ impl Engine {
                 name,
                 options,
             } => self.alter_query(kind, name, options).await,
+            Custom::CreateEnricher {
+                name,
+                or_replace,
+                if_not_exists,
+                predicate,
+                labels,
+            } => {
+                let _ddl = self.ddl.lock().await;
+                if self.enrichers.has(&name) {
+                    if if_not_exists {
+                        return Ok(Output::Command {
+                            tag: "CREATE FAILURE ENRICHER",
+                            rows: None,
+                        });
+                    }
+                    if !or_replace || name == "builtin" {
+                        return Err(SqlError::new(
+                            "42710",
+                            format!("failure enricher \"{name}\" already exists"),
+                        ));
+                    }
+                }
+                if name == "builtin" {
+                    return Err(SqlError::new(
+                        "42710",
+                        "failure enricher \"builtin\" already exists",
+                    ));
+                }
+                let meta = crate::enrichers::RuleMeta {
+                    name: name.clone(),
+                    predicate,
+                    labels,
+                };
+                let rule = crate::enrichers::SqlRule::compile(&self.ctx, meta.clone())?;
+                self.store.put_catalog(
+                    &enricher_key(&name),
+                    serde_json::to_string(&meta).expect("json").as_bytes(),
+                )?;
+                self.enrichers.set_rule(Arc::new(rule));
+                Ok(Output::Command {
+                    tag: "CREATE FAILURE ENRICHER",
+                    rows: None,
+                })
+            }
+            Custom::DropEnricher { name, if_exists } => {
+                let _ddl = self.ddl.lock().await;
+                let exists = self.enrichers.is_rule(&name);
+                if !exists {
+                    if if_exists {
+                        return Ok(Output::Command {
+                            tag: "DROP FAILURE ENRICHER",
+                            rows: None,
+                        });
+                    }
+                    let hint = self.enrichers.has(&name).then(|| {
+                        "It is a plugin from the config file; remove it there.".to_string()
+                    });
+                    let e = SqlError::new(
+                        "42704",
+                        format!("failure enricher \"{name}\" does not exist"),
+                    );
+                    return Err(match hint {
+                        Some(h) => e.with_hint(h),
+                        None => e,
+                    });
+                }
+                self.store.delete_catalog(&enricher_key(&name))?;
+                self.enrichers.drop_rule(&name);
+                Ok(Output::Command {
+                    tag: "DROP FAILURE ENRICHER",
+                    rows: None,
+                })
+            }
             Custom::Flush => {
                 self.flush().await?;
                 Ok(Output::Command {
@@ -628,18 +730,26 @@ impl Engine {
 
     /// Waits until every streaming query processed all input accepted before
     /// the call. Queries are flushed in creation order, so a query reading
-    /// another query's result sees that result's flushed changes.
+    /// another query's result sees that result's flushed changes. A query
+    /// that was already FAILED or CANCELED is passed over (its state is in
+    /// `system.streaming_queries`); one that fails during the flush with an
+    /// error a restart cannot cure makes FLUSH report that error.
     pub async fn flush(&self) -> SqlResult<()> {
-        let runtimes: Vec<Arc<QueryRuntime>> = {
+        let runtimes: Vec<Arc<StreamingQuery>> = {
             let st = self.state.lock();
             let mut qs: Vec<&QueryEntry> = st.queries.values().collect();
             qs.sort_by_key(|q| q.meta.id);
             qs.iter().map(|q| q.runtime.clone()).collect()
         };
         for rt in runtimes {
+            if matches!(rt.state(), QueryState::Failed | QueryState::Canceled) {
+                continue;
+            }
             if let Err(msg) = rt.flush().await {
-                let sqlstate = rt.failure().map_or("XX000", |f| f.sqlstate());
-                return Err(SqlError::new(sqlstate, msg));
+                return Err(SqlError::new(rt.failure_sqlstate(), msg).with_hint(format!(
+                    "See SELECT * FROM system.exceptions WHERE query = '{}'.",
+                    rt.name
+                )));
             }
         }
         Ok(())
@@ -1135,39 +1245,31 @@ impl Engine {
         meta: QueryMeta,
         (graph, result, _): (weir_executor::graph::StreamGraph, Arc<Table>, Vec<String>),
     ) -> SqlResult<()> {
-        let config = parse_options(&meta.options)?.1;
+        let (_, config, failure) = parse_options(&meta.options)?;
         let storage = CheckpointStorage::new(self.store.clone(), &self.data_dir, meta.id);
-        let plan = plan_restore(&storage, &graph)?;
-        for (epoch, reason) in &plan.skipped {
-            tracing::error!(query = %meta.name, checkpoint = epoch, %reason, "checkpoint not usable");
-        }
-        let first_commit = if plan.recompute && result.row_count() > 0 {
-            tracing::warn!(query = %meta.name, "no usable checkpoint: recomputing the results from the tables");
-            Some(Chunk::deletes(result.snapshot()?))
-        } else {
-            None
-        };
-        if let Some(r) = &plan.restore {
-            tracing::info!(query = %meta.name, checkpoint = r.record.epoch, catch_up = ?r.catch_up.as_ref().map(|c| c.epoch), "resuming from checkpoint");
-        }
-        let runtime = QueryRuntime::start(
+        let runtime = StreamingQuery::launch(
             &meta.name,
             graph,
-            StartOptions {
+            LaunchOptions {
                 config: Arc::new(parking_lot::Mutex::new(config)),
+                failure: Arc::new(parking_lot::Mutex::new(failure)),
                 storage,
-                restore: plan.restore,
-                next_epoch: plan.next_epoch,
-                first_commit,
-                skipped: plan.skipped,
+                result: result.clone(),
+                enrichers: self.enrichers.clone(),
             },
         )?;
         self.relations
             .write()
             .insert(meta.name.clone(), result.clone());
-        self.runtimes
-            .write()
-            .insert(meta.name.clone(), runtime.clone());
+        self.runtimes.write().insert(
+            meta.name.clone(),
+            crate::system::RegisteredQuery {
+                handle: runtime.clone(),
+                kind: meta.kind.clone(),
+                sql: meta.sql.clone(),
+                options: meta.options.clone(),
+            },
+        );
         self.state.lock().queries.insert(
             meta.name.clone(),
             QueryEntry {
@@ -1270,8 +1372,7 @@ impl Engine {
             self.relations.write().remove(name);
             self.runtimes.write().remove(name);
             if let Some(e) = entry {
-                e.runtime.cancel();
-                e.runtime.stopped().await;
+                e.runtime.stop().await;
                 // Its checkpoints and committed results go with it.
                 let storage = CheckpointStorage::new(self.store.clone(), &self.data_dir, e.meta.id);
                 if let Err(err) = storage.drop_all() {
@@ -1320,8 +1421,12 @@ impl Engine {
             .0
             .unwrap_or(self.default_parallelism);
         let mut merged = meta.options.clone();
+        if options.contains_key("restart_strategy") {
+            // A new strategy starts from its own defaults.
+            merged.retain(|k, _| !k.starts_with("restart_strategy."));
+        }
         merged.extend(options);
-        let (parallelism, config) = parse_options(&merged)?;
+        let (parallelism, config, failure) = parse_options(&merged)?;
         meta.options = merged;
         self.store.put_catalog(
             &query_key(&name),
@@ -1329,6 +1434,10 @@ impl Engine {
         )?;
         if parallelism.unwrap_or(self.default_parallelism) == old_parallelism {
             runtime.set_checkpoint_config(config);
+            runtime.set_failure_config(failure);
+            if let Some(r) = self.runtimes.write().get_mut(&name) {
+                r.options = meta.options.clone();
+            }
             if let Some(q) = self.state.lock().queries.get_mut(&name) {
                 q.meta = meta;
             }
@@ -1338,8 +1447,7 @@ impl Engine {
         if let Err(msg) = runtime.flush().await {
             tracing::warn!(query = %name, error = %msg, "no final checkpoint before rescaling");
         }
-        runtime.cancel();
-        runtime.stopped().await;
+        runtime.stop().await;
         self.state.lock().queries.remove(&name);
         self.runtimes.write().remove(&name);
         self.start_query(meta).await?;
@@ -1501,12 +1609,14 @@ impl datafusion::logical_expr::ScalarUDFImpl for PgSleep {
     }
 }
 
-/// The options of a streaming query: parallelism and checkpoint settings.
+/// The options of a streaming query: parallelism, checkpoint and failure
+/// settings.
 fn parse_options(
     options: &BTreeMap<String, String>,
-) -> SqlResult<(Option<usize>, CheckpointConfig)> {
+) -> SqlResult<(Option<usize>, CheckpointConfig, FailureConfig)> {
     let mut parallelism = None;
     let mut config = CheckpointConfig::default();
+    let mut failure = FailureConfig::default();
     for (k, v) in options {
         match k.as_str() {
             "parallelism" => {
@@ -1525,23 +1635,31 @@ fn parse_options(
                 }
                 parallelism = Some(n);
             }
-            other => match config.set(other, v) {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Err(SqlError::new(
-                        "22023",
-                        format!("unrecognized streaming query option \"{other}\""),
-                    )
-                    .with_hint(format!(
-                        "Valid options: parallelism, {}.",
-                        weir_executor::checkpoint::config::OPTION_NAMES.join(", ")
-                    )))
+            other => {
+                let known = match config.set(other, v) {
+                    Ok(false) => failure.set(other, v),
+                    r => r,
+                };
+                match known {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(SqlError::new(
+                            "22023",
+                            format!("unrecognized streaming query option \"{other}\""),
+                        )
+                        .with_hint(format!(
+                            "Valid options: parallelism, {}, {}.",
+                            weir_executor::checkpoint::config::OPTION_NAMES.join(", "),
+                            weir_executor::failure::config::OPTION_NAMES.join(", ")
+                        )))
+                    }
+                    Err(msg) => return Err(SqlError::new("22023", msg)),
                 }
-                Err(msg) => return Err(SqlError::new("22023", msg)),
-            },
+            }
         }
     }
-    Ok((parallelism, config))
+    failure.finish().map_err(|m| SqlError::new("22023", m))?;
+    Ok((parallelism, config, failure))
 }
 
 /// Casts a batch to a table's schema (same column count and order).

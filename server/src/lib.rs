@@ -8,7 +8,9 @@ pub mod catalog;
 pub mod config;
 pub mod copy;
 pub mod engine;
+pub mod enrichers;
 pub mod error;
+pub mod fail_if;
 pub mod naming;
 pub mod pg;
 pub mod providers;
@@ -28,7 +30,12 @@ pub const SERVER_VERSION: &str = "16.0 (Weir 0.1.0)";
 
 /// Serves until a shutdown signal arrives.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let engine = engine::Engine::open(&config.data_dir).await?;
+    let plugins = enrichers::plugins(&config.failure_enrichers)?;
+    let enrichers = Arc::new(weir_executor::failure::Enrichers::new(
+        plugins,
+        config.enricher_timeout,
+    ));
+    let engine = engine::Engine::open_with(&config.data_dir, enrichers).await?;
     let listener = TcpListener::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir listening on {addr}");

@@ -56,6 +56,19 @@ pub enum Custom {
         name: String,
         options: BTreeMap<String, String>,
     },
+    /// CREATE [OR REPLACE] FAILURE ENRICHER [IF NOT EXISTS] name
+    /// WHEN predicate SET LABELS (key = 'value', ...)
+    CreateEnricher {
+        name: String,
+        or_replace: bool,
+        if_not_exists: bool,
+        predicate: String,
+        labels: BTreeMap<String, String>,
+    },
+    DropEnricher {
+        name: String,
+        if_exists: bool,
+    },
 }
 
 fn tokenize(sql: &str) -> SqlResult<Vec<Token>> {
@@ -233,6 +246,11 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
             options,
         }));
     }
+    if !explain && kw(at(p), Keyword::CREATE) {
+        if let Some(c) = parse_create_enricher(&tokens, &sig)? {
+            return Ok(Some(c));
+        }
+    }
     if kw(at(p), Keyword::CREATE) {
         let (kind, next) = if word(at(p + 1), "streaming") && kw(at(p + 2), Keyword::QUERY) {
             (QueryKind::StreamingQuery, p + 3)
@@ -309,6 +327,23 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
             return Ok(Some(Custom::ShowTables));
         }
     }
+    if kw(at(0), Keyword::DROP) && word(at(1), "failure") && word(at(2), "enricher") {
+        let mut q = 3;
+        let mut if_exists = false;
+        if kw(at(q), Keyword::IF) && kw(at(q + 1), Keyword::EXISTS) {
+            if_exists = true;
+            q += 2;
+        }
+        let name = at(q).and_then(|(_, t)| ident(t)).ok_or_else(|| {
+            SqlError::syntax("syntax error: expected a name after DROP FAILURE ENRICHER")
+        })?;
+        if at(q + 1).is_some() {
+            return Err(SqlError::syntax(
+                "syntax error at end of DROP FAILURE ENRICHER statement",
+            ));
+        }
+        return Ok(Some(Custom::DropEnricher { name, if_exists }));
+    }
     if kw(at(0), Keyword::DROP) {
         let (kind, mut q) = if word(at(1), "streaming") && kw(at(2), Keyword::QUERY) {
             (QueryKind::StreamingQuery, 3)
@@ -358,6 +393,70 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
         }));
     }
     Ok(None)
+}
+
+/// `CREATE [OR REPLACE] FAILURE ENRICHER [IF NOT EXISTS] name WHEN
+/// predicate SET LABELS (...)`; `None` when the statement is another CREATE.
+fn parse_create_enricher(tokens: &[Token], sig: &[(usize, Token)]) -> SqlResult<Option<Custom>> {
+    let at = |i: usize| sig.get(i);
+    let mut q = 1;
+    let mut or_replace = false;
+    if kw(at(q), Keyword::OR) && kw(at(q + 1), Keyword::REPLACE) {
+        or_replace = true;
+        q += 2;
+    }
+    if !(word(at(q), "failure") && word(at(q + 1), "enricher")) {
+        return Ok(None);
+    }
+    q += 2;
+    let mut if_not_exists = false;
+    if kw(at(q), Keyword::IF) && kw(at(q + 1), Keyword::NOT) && kw(at(q + 2), Keyword::EXISTS) {
+        if_not_exists = true;
+        q += 3;
+    }
+    let name = at(q).and_then(|(_, t)| ident(t)).ok_or_else(|| {
+        SqlError::syntax("syntax error: expected a name after CREATE FAILURE ENRICHER")
+    })?;
+    q += 1;
+    if !kw(at(q), Keyword::WHEN) {
+        return Err(SqlError::syntax(format!(
+            "syntax error: expected WHEN <condition> SET LABELS (...) after CREATE FAILURE ENRICHER {name}"
+        )));
+    }
+    let set = (q + 1..sig.len())
+        .rev()
+        .find(|&i| kw(at(i), Keyword::SET) && word(at(i + 1), "labels"))
+        .ok_or_else(|| {
+            SqlError::syntax(
+                "syntax error: expected SET LABELS (key = 'value', ...) after the WHEN condition",
+            )
+        })?;
+    let (from, to) = (sig[q].0 + 1, sig[set].0);
+    let predicate: String = tokens[from..to].iter().map(|t| t.to_string()).collect();
+    let predicate = predicate.trim().to_string();
+    if predicate.is_empty() {
+        return Err(SqlError::syntax(
+            "syntax error: expected a condition after WHEN",
+        ));
+    }
+    let (labels, end) = option_list(sig, set + 2, "SET LABELS")?;
+    if end < sig.len() {
+        return Err(SqlError::syntax(
+            "syntax error: unexpected text after SET LABELS (...)",
+        ));
+    }
+    if labels.is_empty() {
+        return Err(SqlError::syntax(
+            "syntax error: SET LABELS needs at least one label",
+        ));
+    }
+    Ok(Some(Custom::CreateEnricher {
+        name,
+        or_replace,
+        if_not_exists,
+        predicate,
+        labels,
+    }))
 }
 
 #[cfg(test)]
@@ -413,6 +512,23 @@ mod tests {
             Some(Custom::CreateQuery { explain: true, ref name, .. }) if name == "MV"
         ));
         assert_eq!(parse_custom("select 1").unwrap(), None);
+        match parse_custom("CREATE FAILURE ENRICHER cast_errors WHEN error_class = 'cast' OR message LIKE '%invalid input syntax%' SET LABELS ('priority' = 'High', team = 'ingest')").unwrap() {
+            Some(Custom::CreateEnricher { name, predicate, labels, or_replace: false, if_not_exists: false }) => {
+                assert_eq!(name, "cast_errors");
+                assert_eq!(predicate, "error_class = 'cast' OR message LIKE '%invalid input syntax%'");
+                assert_eq!(labels["priority"], "High");
+                assert_eq!(labels["team"], "ingest");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse_custom("drop failure enricher if exists e").unwrap(),
+            Some(Custom::DropEnricher {
+                name: "e".into(),
+                if_exists: true
+            })
+        );
+        assert!(parse_custom("create failure enricher e when true").is_err());
         assert!(parse_custom("create streaming query q select 1").is_err());
     }
 }

@@ -16,6 +16,7 @@ pub mod db;
 pub mod pgtext;
 pub mod reference;
 pub mod server;
+pub mod sql;
 
 use std::path::Path;
 

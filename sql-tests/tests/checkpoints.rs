@@ -6,36 +6,8 @@
 use std::time::{Duration, Instant};
 
 use tokio::task::block_in_place;
-use tokio_postgres::Client;
-use weir_sql_tests::{simple_query_rows, TestServer};
-
-type Rows = Vec<Vec<Option<String>>>;
-
-async fn rows(client: &Client, sql: &str) -> Rows {
-    simple_query_rows(client, sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-async fn exec(client: &Client, sql: &str) {
-    client
-        .batch_execute(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-async fn int(client: &Client, sql: &str) -> i64 {
-    rows(client, sql).await[0][0]
-        .as_deref()
-        .map_or(0, |v| v.parse().unwrap())
-}
-
-/// The view equals its defining query run over the base table.
-async fn assert_view_matches(client: &Client, view: &str, query: &str) {
-    let got = rows(client, &format!("SELECT * FROM {view} ORDER BY 1")).await;
-    let want = rows(client, &format!("{query} ORDER BY 1")).await;
-    assert_eq!(got, want, "view {view} differs from its query");
-}
+use weir_sql_tests::sql::{assert_view_matches, exec, int, rows};
+use weir_sql_tests::TestServer;
 
 const SLOW: &str =
     "SELECT k, count(*) AS n, sum(v) AS s FROM t WHERE pg_sleep(0.00005) IS NULL GROUP BY k";

@@ -69,7 +69,7 @@ pub const OPTION_NAMES: &[&str] = &[
     "state_backend",
 ];
 
-fn duration(name: &str, value: &str) -> Result<Duration, String> {
+pub(crate) fn duration(name: &str, value: &str) -> Result<Duration, String> {
     let v = value.trim();
     let parsed = v
         .parse::<u64>()
@@ -80,7 +80,7 @@ fn duration(name: &str, value: &str) -> Result<Duration, String> {
     })
 }
 
-fn count(name: &str, value: &str) -> Result<u64, String> {
+pub(crate) fn count(name: &str, value: &str) -> Result<u64, String> {
     value.trim().parse::<u64>().map_err(|_| {
         format!(
             "invalid value for option \"{name}\": \"{value}\" (expected a non-negative integer)"

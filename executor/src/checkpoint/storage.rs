@@ -392,6 +392,12 @@ impl CheckpointStorage {
     }
 
     /// Removes every checkpoint of the query (DROP).
+    /// Closes the working state db (its files stay), so that another
+    /// storage of the same query can open it.
+    pub fn close_state_db(&self) {
+        *self.state_db.lock() = None;
+    }
+
     pub fn drop_all(&self) -> ExecResult<()> {
         *self.state_db.lock() = None;
         let keys: Vec<String> = self

@@ -14,6 +14,47 @@ use crate::error::ExecError;
 /// (node, subtask)
 pub(crate) type SubtaskId = (usize, usize);
 
+/// Where a failure happened.
+#[derive(Debug, Clone)]
+pub struct FailureSite {
+    pub node: usize,
+    pub operator: Arc<str>,
+    pub subtask: usize,
+}
+
+/// The failure that stopped a run of a query.
+#[derive(Debug)]
+pub struct TaskFailure {
+    pub error: ExecError,
+    /// `None` for failures of the query as a whole (checkpointing).
+    pub site: Option<FailureSite>,
+    pub at: std::time::SystemTime,
+}
+
+/// The life of one subtask, as `system.tasks` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// Restoring state and opening the operator.
+    Initializing,
+    Running,
+    /// Its inputs ended.
+    Finished,
+    Failed,
+    Canceled,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Initializing => "INITIALIZING",
+            TaskState::Running => "RUNNING",
+            TaskState::Finished => "FINISHED",
+            TaskState::Failed => "FAILED",
+            TaskState::Canceled => "CANCELED",
+        }
+    }
+}
+
 struct Pending {
     epoch: u64,
     acked: HashSet<SubtaskId>,
@@ -25,7 +66,9 @@ struct Pending {
 pub(crate) struct Coordinator {
     pub(crate) query: Arc<str>,
     pub(crate) status: Mutex<QueryStatus>,
-    pub(crate) failure: Mutex<Option<Arc<ExecError>>>,
+    pub(crate) failure: Mutex<Option<Arc<TaskFailure>>>,
+    /// State of every subtask.
+    pub(crate) tasks: Mutex<HashMap<SubtaskId, TaskState>>,
     pub(crate) cancel: watch::Sender<bool>,
     total_subtasks: usize,
     pending: Mutex<Option<Pending>>,
@@ -40,6 +83,7 @@ impl Coordinator {
             query,
             status: Mutex::new(QueryStatus::Running),
             failure: Mutex::new(None),
+            tasks: Mutex::new(HashMap::new()),
             cancel: watch::channel(false).0,
             total_subtasks,
             pending: Mutex::new(None),
@@ -104,17 +148,33 @@ impl Coordinator {
         let _ = p.done.send(p.snaps);
     }
 
-    /// A task failed: the query fails and stops.
+    pub(crate) fn set_task(&self, id: SubtaskId, state: TaskState) {
+        self.tasks.lock().insert(id, state);
+    }
+
+    /// The query as a whole failed (e.g. too many failed checkpoints).
     pub(crate) fn fail(&self, err: ExecError) {
+        self.fail_at(None, err)
+    }
+
+    /// A task failed: this run of the query stops.
+    pub(crate) fn fail_at(&self, site: Option<FailureSite>, err: ExecError) {
         {
             let mut status = self.status.lock();
             if *status != QueryStatus::Running {
                 return;
             }
-            tracing::warn!(query = %self.query, error = %err, "streaming query failed");
+            tracing::warn!(query = %self.query, operator = ?site.as_ref().map(|s| s.operator.clone()), subtask = ?site.as_ref().map(|s| s.subtask), error = %err, "streaming query failed");
             *status = QueryStatus::Failed(err.message());
         }
-        *self.failure.lock() = Some(Arc::new(err));
+        if let Some(s) = &site {
+            self.set_task((s.node, s.subtask), TaskState::Failed);
+        }
+        *self.failure.lock() = Some(Arc::new(TaskFailure {
+            error: err,
+            site,
+            at: std::time::SystemTime::now(),
+        }));
         let _ = self.cancel.send(true);
         *self.pending.lock() = None;
     }

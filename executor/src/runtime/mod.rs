@@ -11,6 +11,7 @@ mod restore;
 mod router;
 mod sink;
 mod source_task;
+pub mod supervisor;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -33,9 +34,11 @@ use crate::keys::subtask_for_key_group;
 use crate::operator::OperatorContext;
 use checkpointer::{Checkpointer, FlushWaiter};
 use coordinator::Coordinator;
+pub use coordinator::{FailureSite, TaskFailure, TaskState};
 pub use restore::{plan_restore, RestorePlan};
 use router::{EdgeOut, OutputRouter};
 pub use sink::SinkStaging;
+pub use supervisor::{LaunchOptions, QueryState, StreamingQuery, TaskInfo};
 
 /// Messages a channel holds before its sender waits (backpressure).
 pub const CHANNEL_CAPACITY_MESSAGES: usize = 16;
@@ -73,6 +76,9 @@ pub struct StartOptions {
     /// Checkpoints that could not be restored: (id, reason), shown as
     /// failed rows in the checkpoint history.
     pub skipped: Vec<(u64, String)>,
+    /// The checkpoint history to append to (kept across restarts); a
+    /// new one, filled from the recorded checkpoints, when `None`.
+    pub history: Option<Arc<Mutex<VecDeque<CheckpointStats>>>>,
 }
 
 /// A subtask's input channel and the operator input it feeds.
@@ -80,16 +86,30 @@ type InputChannel = (usize, channel::Receiver);
 
 /// Runs a subtask; an error or a panic (a bug) fails the query instead of
 /// leaving it wedged.
-fn spawn_guarded<F>(coord: Arc<Coordinator>, fut: F) -> JoinHandle<()>
+fn spawn_guarded<F>(coord: Arc<Coordinator>, site: FailureSite, fut: F) -> JoinHandle<()>
 where
     F: std::future::Future<Output = ExecResult<()>> + Send + 'static,
 {
     use futures::FutureExt;
+    let id = (site.node, site.subtask);
+    coord.set_task(id, TaskState::Initializing);
     tokio::spawn(async move {
         match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
-            Ok(Ok(())) => {}
-            Ok(Err(ExecError::Canceled)) if *coord.cancel.borrow() => {}
-            Ok(Err(e)) => coord.fail(e),
+            Ok(Ok(())) => {
+                let canceled = *coord.cancel.borrow();
+                coord.set_task(
+                    id,
+                    if canceled {
+                        TaskState::Canceled
+                    } else {
+                        TaskState::Finished
+                    },
+                );
+            }
+            Ok(Err(ExecError::Canceled)) if *coord.cancel.borrow() => {
+                coord.set_task(id, TaskState::Canceled)
+            }
+            Ok(Err(e)) => coord.fail_at(Some(site), e),
             Err(panic) => {
                 let msg = panic
                     .downcast_ref::<String>()
@@ -97,7 +117,10 @@ where
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "unknown panic".into());
                 tracing::error!(query = %coord.query, panic = %msg, "subtask panicked");
-                coord.fail(ExecError::internal(format!("subtask panicked: {msg}")));
+                coord.fail_at(
+                    Some(site),
+                    ExecError::internal(format!("subtask panicked: {msg}")),
+                );
             }
         }
     })
@@ -128,7 +151,7 @@ impl QueryRuntime {
     #[allow(clippy::needless_range_loop)]
     pub fn start(
         name: &str,
-        graph: StreamGraph,
+        graph: &StreamGraph,
         mut opts: StartOptions,
     ) -> ExecResult<Arc<QueryRuntime>> {
         let name: Arc<str> = Arc::from(name);
@@ -234,6 +257,11 @@ impl QueryRuntime {
                 };
                 let router = OutputRouter::new(outs);
                 let coord = coordinator.clone();
+                let site = FailureSite {
+                    node: node.id,
+                    operator: ctx.operator.clone(),
+                    subtask,
+                };
                 let handle = match &node.kind {
                     NodeKind::TableSource(table) => {
                         let (btx, brx) = mpsc::channel(16);
@@ -254,7 +282,7 @@ impl QueryRuntime {
                                 .map(|s| s.offset)
                         });
                         let c2 = coord.clone();
-                        spawn_guarded(coord, async move {
+                        spawn_guarded(coord, site, async move {
                             source_task::run(ids, table, offset, hold_at, router, brx, c2).await
                         })
                     }
@@ -281,7 +309,7 @@ impl QueryRuntime {
                         });
                         let c2 = coord.clone();
                         let sink = sink_staging.clone();
-                        spawn_guarded(coord, async move {
+                        spawn_guarded(coord, site, async move {
                             task::run(ctx, ids, op, ins, router, sink, restore, c2).await
                         })
                     }
@@ -291,13 +319,17 @@ impl QueryRuntime {
         }
 
         let config = opts.config.clone();
-        let history = Arc::new(Mutex::new(VecDeque::new()));
-        // Completed checkpoints from before this start, as recorded.
-        for r in opts.storage.records()? {
-            history
-                .lock()
-                .push_back(CheckpointStats::from_record(&name, &r));
-        }
+        let history = match opts.history.take() {
+            Some(h) => h,
+            None => {
+                let h = Arc::new(Mutex::new(VecDeque::new()));
+                // Completed checkpoints from before this start, as recorded.
+                for r in opts.storage.records()? {
+                    h.lock().push_back(CheckpointStats::from_record(&name, &r));
+                }
+                h
+            }
+        };
         for (epoch, reason) in &opts.skipped {
             let now = std::time::SystemTime::now();
             history.lock().push_back(CheckpointStats {
@@ -330,7 +362,7 @@ impl QueryRuntime {
             staging,
             history: history.clone(),
             flush_rx,
-            node_names: node_names(&graph),
+            node_names: node_names(graph),
             node_parallelism: graph.nodes.iter().map(|n| n.parallelism).collect(),
             next_epoch: opts.next_epoch,
             // The previous checkpoint, for the incremental-size figures.
@@ -373,9 +405,20 @@ impl QueryRuntime {
         self.coordinator.status.lock().clone()
     }
 
-    /// The error that failed the query, if it failed.
-    pub fn failure(&self) -> Option<Arc<ExecError>> {
+    /// The failure that stopped this run, if it failed.
+    pub fn failure(&self) -> Option<Arc<TaskFailure>> {
         self.coordinator.failure.lock().clone()
+    }
+
+    /// Resolves once this run failed or was canceled.
+    pub async fn stopping(&self) {
+        let mut rx = self.coordinator.cancel.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// State of each subtask: ((node, subtask), state).
+    pub fn task_states(&self) -> HashMap<(usize, usize), TaskState> {
+        self.coordinator.tasks.lock().clone()
     }
 
     /// Asks for a checkpoint and waits until one that started after this

@@ -107,6 +107,7 @@ pub(crate) async fn run(
         }
     };
     let mut watch = table.version_watch();
+    coord.set_task((ids.node, ids.subtask), super::TaskState::Running);
     loop {
         // Read more only when the previous output is out (backpressure).
         if !router.has_pending() {

@@ -131,6 +131,8 @@ pub(crate) async fn run(
         start: 0,
     };
     t.open(restore)?;
+    t.coordinator
+        .set_task((t.ids.node, t.ids.subtask), super::TaskState::Running);
     loop {
         if t.inputs.iter().all(|i| i.finished) && !t.router.has_pending() {
             return t.finish().await;

@@ -394,6 +394,7 @@ fn fresh(storage: Arc<CheckpointStorage>, cfg: CheckpointConfig) -> StartOptions
         next_epoch: 1,
         first_commit: None,
         skipped: Vec::new(),
+        history: None,
     }
 }
 
@@ -841,7 +842,7 @@ async fn aligned_checkpoint_snapshot_is_exactly_the_input_before_the_barriers() 
     let storage = g.env.storage();
     let rt = QueryRuntime::start(
         "aligned",
-        g.graph(),
+        &g.graph(),
         fresh(
             storage.clone(),
             // Only FLUSH checkpoints (always aligned).
@@ -922,7 +923,7 @@ async fn aligned_checkpoint_timeout_switches_to_unaligned() {
     let storage = g.env.storage();
     let mut cfg = config(CheckpointMode::Aligned, Duration::from_millis(50));
     cfg.aligned_timeout = Some(Duration::from_millis(20));
-    let rt = QueryRuntime::start("timeout", g.graph(), fresh(storage.clone(), cfg)).unwrap();
+    let rt = QueryRuntime::start("timeout", &g.graph(), fresh(storage.clone(), cfg)).unwrap();
     // b's barrier cannot pass the gate: J only snapshots by timing out.
     eventually("J's snapshot", Some(&rt), || g.j.snapshots(0) == 1).await;
     assert!(rt
@@ -1007,7 +1008,7 @@ async fn backpressured(mode: CheckpointMode) -> Backpressured {
     let storage = env.storage();
     let rt = QueryRuntime::start(
         "bp",
-        graph,
+        &graph,
         fresh(storage.clone(), config(mode, Duration::from_millis(50))),
     )
     .unwrap();
@@ -1251,7 +1252,7 @@ async fn uninterrupted_agg() -> Vec<Vec<Option<i64>>> {
     let slow = Probes::new(agg_schema(), 2, false);
     let rt = QueryRuntime::start(
         "agg",
-        agg_graph(&t, &result, &slow),
+        &agg_graph(&t, &result, &slow),
         fresh(
             env.storage(),
             config(CheckpointMode::Unaligned, Duration::from_millis(50)),
@@ -1290,7 +1291,7 @@ async fn unaligned_channel_state_is_replayed_on_restore() {
         let storage = env.storage();
         let rt = QueryRuntime::start(
             "agg",
-            agg_graph(&t, &result, &slow),
+            &agg_graph(&t, &result, &slow),
             fresh(storage.clone(), cfg.clone()),
         )
         .unwrap();
@@ -1331,7 +1332,7 @@ async fn unaligned_channel_state_is_replayed_on_restore() {
         assert!(!plan.recompute && plan.skipped.is_empty());
         let rt = QueryRuntime::start(
             "agg",
-            graph,
+            &graph,
             StartOptions {
                 config: Arc::new(Mutex::new(cfg)),
                 storage: storage.clone(),
@@ -1339,6 +1340,7 @@ async fn unaligned_channel_state_is_replayed_on_restore() {
                 next_epoch: plan.next_epoch,
                 first_commit: None,
                 skipped: plan.skipped,
+                history: None,
             },
         )
         .unwrap();

@@ -60,7 +60,7 @@ impl SystemTable for Checkpoints {
         let runtimes: Vec<_> = self.runtimes.read().values().cloned().collect();
         let rows: Vec<CheckpointStats> = runtimes
             .iter()
-            .flat_map(|rt| rt.checkpoint_history())
+            .flat_map(|rt| rt.handle.checkpoint_history())
             .collect();
         let i64s = |f: &dyn Fn(&CheckpointStats) -> i64| -> ArrayRef {
             Arc::new(Int64Array::from_iter_values(rows.iter().map(f)))

@@ -2,13 +2,20 @@
 //! Each table is computed when a query reads it.
 
 mod checkpoints;
+mod exceptions;
+mod failure_enrichers;
+mod streaming_queries;
+mod tasks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::TimestampMicrosecondArray;
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::TableType;
@@ -16,10 +23,95 @@ use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use parking_lot::RwLock;
-use weir_executor::runtime::QueryRuntime;
+use weir_executor::failure::Enrichers;
+use weir_executor::runtime::StreamingQuery;
 
-/// Running queries by name, for the system tables.
-pub type Runtimes = Arc<RwLock<BTreeMap<String, Arc<QueryRuntime>>>>;
+/// A streaming query as the system tables see it.
+#[derive(Clone)]
+pub struct RegisteredQuery {
+    pub handle: Arc<StreamingQuery>,
+    /// `streaming_query` or `materialized_view`.
+    pub kind: String,
+    pub sql: String,
+    pub options: BTreeMap<String, String>,
+}
+
+/// Streaming queries by name, for the system tables.
+pub type Runtimes = Arc<RwLock<BTreeMap<String, RegisteredQuery>>>;
+
+/// Builds a system table's batch column by column, so that its schema
+/// and its values are declared in one place.
+pub(crate) struct Columns {
+    fields: Vec<Field>,
+    arrays: Vec<ArrayRef>,
+}
+
+impl Columns {
+    pub(crate) fn new() -> Self {
+        Columns {
+            fields: Vec::new(),
+            arrays: Vec::new(),
+        }
+    }
+
+    pub(crate) fn text(
+        mut self,
+        name: &str,
+        values: impl IntoIterator<Item = Option<String>>,
+    ) -> Self {
+        self.fields.push(Field::new(name, DataType::Utf8, true));
+        self.arrays
+            .push(Arc::new(StringArray::from_iter(values)) as ArrayRef);
+        self
+    }
+
+    pub(crate) fn int(mut self, name: &str, values: impl IntoIterator<Item = Option<i64>>) -> Self {
+        self.fields.push(Field::new(name, DataType::Int64, true));
+        self.arrays
+            .push(Arc::new(Int64Array::from_iter(values)) as ArrayRef);
+        self
+    }
+
+    pub(crate) fn boolean(
+        mut self,
+        name: &str,
+        values: impl IntoIterator<Item = Option<bool>>,
+    ) -> Self {
+        self.fields.push(Field::new(name, DataType::Boolean, true));
+        self.arrays
+            .push(Arc::new(BooleanArray::from_iter(values)) as ArrayRef);
+        self
+    }
+
+    pub(crate) fn timestamp(
+        mut self,
+        name: &str,
+        values: impl IntoIterator<Item = Option<std::time::SystemTime>>,
+    ) -> Self {
+        self.fields.push(Field::new(
+            name,
+            DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("+00:00"))),
+            true,
+        ));
+        let micros = values.into_iter().map(|t| {
+            t.map(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64)
+            })
+        });
+        self.arrays.push(Arc::new(
+            TimestampMicrosecondArray::from_iter(micros).with_timezone("+00:00"),
+        ) as ArrayRef);
+        self
+    }
+
+    pub(crate) fn finish(self) -> Result<RecordBatch> {
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(self.fields)),
+            self.arrays,
+        )?)
+    }
+}
 
 /// A system table: a schema and a function computing its rows.
 pub trait SystemTable: Send + Sync {
@@ -39,9 +131,15 @@ impl std::fmt::Debug for SystemSchema {
 }
 
 impl SystemSchema {
-    pub fn new(runtimes: Runtimes) -> Self {
+    pub fn new(runtimes: Runtimes, enrichers: Arc<Enrichers>) -> Self {
         SystemSchema {
-            tables: vec![Arc::new(checkpoints::Checkpoints::new(runtimes))],
+            tables: vec![
+                Arc::new(checkpoints::Checkpoints::new(runtimes.clone())),
+                Arc::new(streaming_queries::StreamingQueries::new(runtimes.clone())),
+                Arc::new(tasks::Tasks::new(runtimes.clone())),
+                Arc::new(exceptions::Exceptions::new(runtimes)),
+                Arc::new(failure_enrichers::FailureEnrichers::new(enrichers)),
+            ],
         }
     }
 

@@ -1,0 +1,621 @@
+//! The supervisor of one streaming query: runs it, and when a run fails,
+//! records the failure (enriched with labels) in the query's exception
+//! history, asks the restart strategy what to do, and restarts the query
+//! from its last completed checkpoint after the strategy's delay — or
+//! leaves it FAILED, its results still readable and its last exception
+//! kept. Each run is a [`QueryRuntime`]; a restart starts a new one.
+//!
+//! Every edge of a Weir plan is pipelined and every source has one
+//! subtask, so today each query is a single failover region: a region
+//! restart and a full restart both restart every subtask. Regions are
+//! computed and shown (`system.tasks.region`) so that the distinction is
+//! visible once parallel sources split queries into lanes.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{plan_restore, QueryRuntime, QueryStatus, StartOptions, TaskFailure, TaskState};
+use crate::checkpoint::{CheckpointConfig, CheckpointStats, CheckpointStorage};
+use crate::chunk::Chunk;
+use crate::error::{ExecError, ExecResult};
+use crate::failure::{
+    regions::regions, Enrichers, ExceptionRow, FailoverStrategy, FailureConfig, FailureContext,
+    RestartDecision, RestartTracker,
+};
+use crate::graph::StreamGraph;
+use crate::table::Table;
+
+/// The status of a streaming query, with Flink's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryState {
+    Created,
+    Running,
+    /// A run failed; its subtasks are being stopped.
+    Failing,
+    /// Waiting for the restart delay, or restoring.
+    Restarting,
+    /// Restarts exhausted (or not allowed): stopped for good.
+    Failed,
+    Canceled,
+    Finished,
+}
+
+impl QueryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryState::Created => "CREATED",
+            QueryState::Running => "RUNNING",
+            QueryState::Failing => "FAILING",
+            QueryState::Restarting => "RESTARTING",
+            QueryState::Failed => "FAILED",
+            QueryState::Canceled => "CANCELED",
+            QueryState::Finished => "FINISHED",
+        }
+    }
+}
+
+/// Everything a query needs besides its graph, shared by all its runs.
+pub struct LaunchOptions {
+    pub config: Arc<Mutex<CheckpointConfig>>,
+    pub failure: Arc<Mutex<FailureConfig>>,
+    pub storage: Arc<CheckpointStorage>,
+    /// The result table (its stale rows are retracted when the query must
+    /// recompute from scratch).
+    pub result: Arc<Table>,
+    pub enrichers: Arc<Enrichers>,
+}
+
+/// One subtask, as `system.tasks` shows it.
+#[derive(Debug, Clone)]
+pub struct TaskInfo {
+    pub node: usize,
+    pub operator: String,
+    pub subtask: usize,
+    pub parallelism: usize,
+    pub region: usize,
+    pub status: &'static str,
+    /// Which run of the query (0 = the first).
+    pub attempt: u32,
+}
+
+struct Shared {
+    state: QueryState,
+    runtime: Option<Arc<QueryRuntime>>,
+    /// Run number of the current runtime (0 = the first).
+    attempt: u32,
+    num_restarts: u64,
+    full_restarts: u64,
+    /// When restarts happened, for restart-loop detection.
+    restarts_at: VecDeque<Instant>,
+    /// When the current run started (for uptime).
+    running_since: Option<Instant>,
+    /// Total time spent failing and restarting.
+    restarting_time: Duration,
+    restarting_since: Option<Instant>,
+    last_failure_at: Option<SystemTime>,
+    /// Newest first.
+    exceptions: VecDeque<ExceptionRow>,
+    /// Why the query is FAILED.
+    failed_reason: Option<String>,
+    last_error: Option<Arc<TaskFailure>>,
+}
+
+/// A streaming query under supervision.
+pub struct StreamingQuery {
+    pub name: Arc<str>,
+    graph: Arc<StreamGraph>,
+    opts: LaunchOptions,
+    regions: Vec<Vec<usize>>,
+    history: Arc<Mutex<VecDeque<CheckpointStats>>>,
+    shared: Mutex<Shared>,
+    /// Bumped on every state change (flush waits on it across restarts).
+    changed: watch::Sender<u64>,
+    cancel: watch::Sender<bool>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl StreamingQuery {
+    /// Starts the query's first run (errors surface here, e.g. a plan that
+    /// cannot be restored) and its supervisor.
+    pub fn launch(
+        name: &str,
+        graph: StreamGraph,
+        opts: LaunchOptions,
+    ) -> ExecResult<Arc<StreamingQuery>> {
+        let regions = regions(&graph);
+        let history = Arc::new(Mutex::new(VecDeque::new()));
+        for r in opts.storage.records()? {
+            history
+                .lock()
+                .push_back(CheckpointStats::from_record(name, &r));
+        }
+        let q = Arc::new(StreamingQuery {
+            name: Arc::from(name),
+            graph: Arc::new(graph),
+            opts,
+            regions,
+            history,
+            shared: Mutex::new(Shared {
+                state: QueryState::Created,
+                runtime: None,
+                attempt: 0,
+                num_restarts: 0,
+                full_restarts: 0,
+                restarts_at: VecDeque::new(),
+                running_since: None,
+                restarting_time: Duration::ZERO,
+                restarting_since: None,
+                last_failure_at: None,
+                exceptions: VecDeque::new(),
+                failed_reason: None,
+                last_error: None,
+            }),
+            changed: watch::channel(0).0,
+            cancel: watch::channel(false).0,
+            supervisor: Mutex::new(None),
+        });
+        let rt = q.start_run()?;
+        q.set_running(rt.clone(), false);
+        let handle = tokio::spawn(q.clone().supervise(rt));
+        *q.supervisor.lock() = Some(handle);
+        Ok(q)
+    }
+
+    /// Plans the restore from the last usable checkpoint and starts a run.
+    fn start_run(&self) -> ExecResult<Arc<QueryRuntime>> {
+        let storage = self.opts.storage.clone();
+        let plan = plan_restore(&storage, &self.graph)?;
+        for (epoch, reason) in &plan.skipped {
+            tracing::error!(query = %self.name, checkpoint = epoch, %reason, "checkpoint not usable");
+        }
+        let first_commit = if plan.recompute && self.opts.result.row_count() > 0 {
+            tracing::warn!(query = %self.name, "no usable checkpoint: recomputing the results from the tables");
+            Some(Chunk::deletes(self.opts.result.snapshot()?))
+        } else {
+            None
+        };
+        if let Some(r) = &plan.restore {
+            tracing::info!(query = %self.name, checkpoint = r.record.epoch, catch_up = ?r.catch_up.as_ref().map(|c| c.epoch), "resuming from checkpoint");
+        }
+        QueryRuntime::start(
+            &self.name,
+            &self.graph,
+            StartOptions {
+                config: self.opts.config.clone(),
+                storage,
+                restore: plan.restore,
+                next_epoch: plan.next_epoch,
+                first_commit,
+                skipped: plan.skipped,
+                history: Some(self.history.clone()),
+            },
+        )
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    fn set_state(&self, state: QueryState) {
+        {
+            let mut s = self.shared.lock();
+            let now = Instant::now();
+            let was_restarting = matches!(s.state, QueryState::Failing | QueryState::Restarting);
+            let is_restarting = matches!(state, QueryState::Failing | QueryState::Restarting);
+            if is_restarting && !was_restarting {
+                s.restarting_since = Some(now);
+            }
+            if was_restarting && !is_restarting {
+                if let Some(t) = s.restarting_since.take() {
+                    s.restarting_time += now - t;
+                }
+            }
+            s.state = state;
+        }
+        self.bump();
+    }
+
+    fn set_running(&self, rt: Arc<QueryRuntime>, restarted: bool) {
+        {
+            let mut s = self.shared.lock();
+            s.runtime = Some(rt);
+            s.running_since = Some(Instant::now());
+            if restarted {
+                s.attempt += 1;
+            }
+        }
+        self.set_state(QueryState::Running);
+    }
+
+    async fn supervise(self: Arc<Self>, mut rt: Arc<QueryRuntime>) {
+        let mut cancel = self.cancel.subscribe();
+        let mut tracker = RestartTracker::new();
+        tracker.running(Instant::now());
+        loop {
+            tokio::select! {
+                _ = rt.stopping() => {}
+                _ = cancel.wait_for(|c| *c) => {}
+            }
+            if *cancel.borrow() {
+                rt.cancel();
+                rt.stopped().await;
+                self.set_state(QueryState::Canceled);
+                return;
+            }
+            let Some(first) = rt.failure() else {
+                // Stopped without a failure: canceled from inside.
+                rt.stopped().await;
+                self.set_state(QueryState::Canceled);
+                return;
+            };
+            self.set_state(QueryState::Failing);
+            rt.cancel();
+            rt.stopped().await;
+            let mut failure = first;
+            loop {
+                let delay = match self.handle_failure(&failure, &mut tracker).await {
+                    Some(d) => d,
+                    None => return,
+                };
+                self.set_state(QueryState::Restarting);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.wait_for(|c| *c) => {
+                        self.set_state(QueryState::Canceled);
+                        return;
+                    }
+                }
+                let me = self.clone();
+                let started = tokio::task::spawn_blocking(move || me.start_run()).await;
+                let started = started
+                    .unwrap_or_else(|e| Err(ExecError::internal(format!("restart panicked: {e}"))));
+                match started {
+                    Ok(new_rt) => {
+                        if *cancel.borrow() {
+                            new_rt.cancel();
+                            new_rt.stopped().await;
+                            self.set_state(QueryState::Canceled);
+                            return;
+                        }
+                        rt = new_rt;
+                        {
+                            let mut s = self.shared.lock();
+                            s.num_restarts += 1;
+                            // One region covers every subtask (see the module docs).
+                            s.full_restarts += 1;
+                            s.restarts_at.push_back(Instant::now());
+                        }
+                        self.set_running(rt.clone(), true);
+                        tracker.running(Instant::now());
+                        tracing::info!(query = %self.name, "streaming query restarted");
+                        break;
+                    }
+                    Err(e) => {
+                        failure = Arc::new(TaskFailure {
+                            error: e,
+                            site: None,
+                            at: SystemTime::now(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a failure and decides: `Some(delay)` to restart, `None`
+    /// when the query is now FAILED.
+    async fn handle_failure(
+        &self,
+        failure: &Arc<TaskFailure>,
+        tracker: &mut RestartTracker,
+    ) -> Option<Duration> {
+        let region = failure
+            .site
+            .as_ref()
+            .and_then(|s| self.regions.get(s.node)?.get(s.subtask).copied());
+        let ctx = FailureContext::new(
+            &self.name,
+            &failure.error,
+            failure.site.as_ref().map(|s| s.operator.to_string()),
+            failure.site.as_ref().map(|s| s.subtask),
+            region,
+            failure.at,
+        );
+        let labels = self.opts.enrichers.enrich(&ctx).await;
+        let config = self.opts.failure.lock().clone();
+        let decision = match labels.get("restart").map(|v| v.to_ascii_lowercase()) {
+            Some(v) if v == "never" => {
+                RestartDecision::Fail("a failure enricher set the label restart = 'never'".into())
+            }
+            _ => tracker.on_failure(&config.restart, Instant::now()),
+        };
+        let (action, delay, attempt) = match &decision {
+            RestartDecision::Restart(d) => {
+                let action = match config.failover {
+                    FailoverStrategy::Region => "region restart",
+                    FailoverStrategy::Full => "full restart",
+                };
+                let attempt = self.shared.lock().num_restarts as u32 + 1;
+                (action, Some(*d), attempt)
+            }
+            RestartDecision::Fail(_) => ("query failed", None, self.shared.lock().attempt),
+        };
+        let row = ExceptionRow {
+            failure: ctx,
+            labels,
+            restart_attempt: attempt,
+            action: action.to_string(),
+            restart_delay_ms: delay.map(|d| d.as_millis() as u64),
+        };
+        {
+            let mut s = self.shared.lock();
+            s.last_failure_at = Some(failure.at);
+            s.last_error = Some(failure.clone());
+            s.exceptions.push_front(row);
+            s.exceptions.truncate(config.exception_history_size);
+        }
+        match decision {
+            RestartDecision::Restart(d) => {
+                tracing::warn!(query = %self.name, error = %failure.error, delay = ?d, "restarting streaming query");
+                Some(d)
+            }
+            RestartDecision::Fail(reason) => {
+                tracing::error!(query = %self.name, error = %failure.error, %reason, "streaming query failed");
+                // The last run stays, for its subtasks' final states.
+                self.shared.lock().failed_reason = Some(reason);
+                self.set_state(QueryState::Failed);
+                None
+            }
+        }
+    }
+
+    pub fn state(&self) -> QueryState {
+        self.shared.lock().state
+    }
+
+    /// The message of the failure that stopped the query (or its last run).
+    pub fn failure_message(&self) -> String {
+        let s = self.shared.lock();
+        match (&s.last_error, s.state) {
+            (_, QueryState::Canceled) => format!("streaming query \"{}\" was canceled", self.name),
+            (Some(f), QueryState::Failed) => format!(
+                "streaming query \"{}\" failed: {}",
+                self.name,
+                f.error.message()
+            ),
+            (Some(f), _) => format!(
+                "streaming query \"{}\" failed: {} (restarting)",
+                self.name,
+                f.error.message()
+            ),
+            (None, _) => format!("streaming query \"{}\" is not running", self.name),
+        }
+    }
+
+    /// SQLSTATE of the last failure.
+    pub fn failure_sqlstate(&self) -> &'static str {
+        self.shared
+            .lock()
+            .last_error
+            .as_ref()
+            .map_or("XX000", |f| f.error.sqlstate())
+    }
+
+    /// Asks for a checkpoint and waits until one that started after this
+    /// call completed. Across a restart it waits for the next run, unless
+    /// the failure was not retryable (bad data fails again): then, and
+    /// when the query is FAILED, it returns the failure.
+    pub async fn flush(&self) -> Result<(), String> {
+        let mut changed = self.changed.subscribe();
+        loop {
+            let (state, rt) = {
+                let s = self.shared.lock();
+                (s.state, s.runtime.clone())
+            };
+            match (state, rt) {
+                (QueryState::Running | QueryState::Created, Some(rt)) => match rt.flush().await {
+                    Ok(()) => return Ok(()),
+                    Err(msg) => {
+                        let retryable = rt.failure().is_none_or(|f| f.error.retryable());
+                        if !retryable && rt.status() != QueryStatus::Canceled {
+                            return Err(msg);
+                        }
+                    }
+                },
+                (QueryState::Failed | QueryState::Canceled | QueryState::Finished, _) => {
+                    return Err(self.failure_message())
+                }
+                _ => {
+                    // Restarting after bad data: the next run fails again.
+                    let hopeless = self
+                        .shared
+                        .lock()
+                        .last_error
+                        .as_ref()
+                        .is_some_and(|f| !f.error.retryable());
+                    if hopeless {
+                        return Err(self.failure_message());
+                    }
+                }
+            }
+            // Wait for the next state change (a restart).
+            if changed.changed().await.is_err() {
+                return Err(self.failure_message());
+            }
+        }
+    }
+
+    /// Asks the query to stop for good without waiting (server shutdown).
+    pub fn cancel(&self) {
+        let _ = self.cancel.send(true);
+        if let Some(rt) = self.shared.lock().runtime.clone() {
+            rt.cancel();
+        }
+    }
+
+    /// Stops the query for good; resolves once every task and the
+    /// checkpointer stopped.
+    pub async fn stop(&self) {
+        let _ = self.cancel.send(true);
+        let handle = self.supervisor.lock().take();
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
+        let rt = self.shared.lock().runtime.clone();
+        if let Some(rt) = rt {
+            rt.cancel();
+            rt.stopped().await;
+        }
+        // Free the state db's lock for whoever runs the query next.
+        self.opts.storage.close_state_db();
+    }
+
+    /// The checkpoint history (kept across restarts).
+    pub fn checkpoint_history(&self) -> Vec<CheckpointStats> {
+        self.history.lock().iter().cloned().collect()
+    }
+
+    pub fn checkpoint_config(&self) -> CheckpointConfig {
+        self.opts.config.lock().clone()
+    }
+
+    /// New checkpoint settings, from the next checkpoint on.
+    pub fn set_checkpoint_config(&self, config: CheckpointConfig) {
+        let rt = self.shared.lock().runtime.clone();
+        match rt {
+            Some(rt) => rt.set_checkpoint_config(config),
+            None => *self.opts.config.lock() = config,
+        }
+    }
+
+    pub fn failure_config(&self) -> FailureConfig {
+        self.opts.failure.lock().clone()
+    }
+
+    /// New failure settings, from the next failure on.
+    pub fn set_failure_config(&self, config: FailureConfig) {
+        *self.opts.failure.lock() = config;
+    }
+
+    /// Newest first.
+    pub fn exceptions(&self) -> Vec<ExceptionRow> {
+        self.shared.lock().exceptions.iter().cloned().collect()
+    }
+
+    /// One row per subtask of the current (or last) run.
+    pub fn tasks(&self) -> Vec<TaskInfo> {
+        let (rt, attempt, state) = {
+            let s = self.shared.lock();
+            (s.runtime.clone(), s.attempt, s.state)
+        };
+        let states: HashMap<(usize, usize), TaskState> =
+            rt.map(|r| r.task_states()).unwrap_or_default();
+        let mut out = Vec::new();
+        for node in &self.graph.nodes {
+            for subtask in 0..node.parallelism {
+                let status = match (states.get(&(node.id, subtask)), state) {
+                    // Subtasks stopped because another one failed.
+                    (Some(TaskState::Running | TaskState::Initializing), QueryState::Failed)
+                    | (None, QueryState::Failed | QueryState::Canceled) => "CANCELED",
+                    (Some(t), _) => t.as_str(),
+                    (None, _) => "CREATED",
+                };
+                out.push(TaskInfo {
+                    node: node.id,
+                    operator: node.name.clone(),
+                    subtask,
+                    parallelism: node.parallelism,
+                    region: self.regions[node.id][subtask],
+                    status,
+                    attempt,
+                });
+            }
+        }
+        out
+    }
+
+    /// The query's status figures for `system.streaming_queries`.
+    pub fn stats(&self) -> QueryStats {
+        let config = self.opts.failure.lock().clone();
+        let s = self.shared.lock();
+        let now = Instant::now();
+        let recent = s
+            .restarts_at
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) <= config.restart_loop_window)
+            .count() as u32;
+        let health = match s.state {
+            QueryState::Failed => "failed",
+            _ if recent >= config.restart_loop_threshold => "restart_loop",
+            QueryState::Failing | QueryState::Restarting => "restarting",
+            _ => "healthy",
+        };
+        let uptime_ms = match s.state {
+            QueryState::Running => s
+                .running_since
+                .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64),
+            _ => 0,
+        };
+        let restarting_ms = (s.restarting_time
+            + s.restarting_since
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t)))
+        .as_millis() as u64;
+        QueryStats {
+            status: s.state.as_str(),
+            health,
+            restart_strategy: config.restart.describe(),
+            failover_strategy: config.failover.name(),
+            on_error: config.on_error.name(),
+            num_restarts: s.num_restarts,
+            full_restarts: s.full_restarts,
+            restarts_in_window: recent,
+            uptime_ms,
+            restarting_ms,
+            last_failure_at: s.last_failure_at,
+            last_failure: s.last_error.as_ref().map(|f| f.error.message()),
+            failed_reason: s.failed_reason.clone(),
+            attempt: s.attempt,
+        }
+    }
+
+    /// Labels of every exception kept, for counting failures by label.
+    pub fn exception_labels(&self) -> Vec<BTreeMap<String, String>> {
+        self.shared
+            .lock()
+            .exceptions
+            .iter()
+            .map(|e| e.labels.clone())
+            .collect()
+    }
+}
+
+impl Drop for StreamingQuery {
+    fn drop(&mut self) {
+        let _ = self.cancel.send(true);
+    }
+}
+
+/// Status figures of one query.
+#[derive(Debug, Clone)]
+pub struct QueryStats {
+    pub status: &'static str,
+    /// `healthy`, `restarting`, `restart_loop` or `failed`.
+    pub health: &'static str,
+    pub restart_strategy: String,
+    pub failover_strategy: &'static str,
+    pub on_error: &'static str,
+    pub num_restarts: u64,
+    pub full_restarts: u64,
+    pub restarts_in_window: u32,
+    pub uptime_ms: u64,
+    pub restarting_ms: u64,
+    pub last_failure_at: Option<SystemTime>,
+    pub last_failure: Option<String>,
+    pub failed_reason: Option<String>,
+    pub attempt: u32,
+}

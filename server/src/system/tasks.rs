@@ -1,0 +1,64 @@
+//! `system.tasks`: one row per subtask of every streaming query — its
+//! operator, failover region, status (INITIALIZING while it restores
+//! state) and the run (attempt) it belongs to.
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::error::Result;
+use weir_executor::runtime::TaskInfo;
+
+use super::{Columns, Runtimes, SystemTable};
+
+pub struct Tasks {
+    runtimes: Runtimes,
+}
+
+impl Tasks {
+    pub fn new(runtimes: Runtimes) -> Self {
+        Tasks { runtimes }
+    }
+}
+
+fn batch(rows: &[(String, TaskInfo)]) -> Result<RecordBatch> {
+    Columns::new()
+        .text("query", rows.iter().map(|(q, _)| Some(q.clone())))
+        .int("node_id", rows.iter().map(|(_, t)| Some(t.node as i64)))
+        .text(
+            "operator",
+            rows.iter().map(|(_, t)| Some(t.operator.clone())),
+        )
+        .int("subtask", rows.iter().map(|(_, t)| Some(t.subtask as i64)))
+        .int(
+            "parallelism",
+            rows.iter().map(|(_, t)| Some(t.parallelism as i64)),
+        )
+        .int("region", rows.iter().map(|(_, t)| Some(t.region as i64)))
+        .text(
+            "status",
+            rows.iter().map(|(_, t)| Some(t.status.to_string())),
+        )
+        .int("attempt", rows.iter().map(|(_, t)| Some(t.attempt as i64)))
+        .finish()
+}
+
+impl SystemTable for Tasks {
+    fn name(&self) -> &'static str {
+        "tasks"
+    }
+
+    fn schema(&self) -> SchemaRef {
+        batch(&[]).expect("empty batch").schema()
+    }
+
+    fn rows(&self) -> Result<RecordBatch> {
+        let queries: Vec<_> = self.runtimes.read().values().cloned().collect();
+        let rows: Vec<(String, TaskInfo)> = queries
+            .iter()
+            .flat_map(|q| {
+                let name = q.handle.name.to_string();
+                q.handle.tasks().into_iter().map(move |t| (name.clone(), t))
+            })
+            .collect();
+        batch(&rows)
+    }
+}

@@ -1,0 +1,58 @@
+//! Small helpers for end-to-end tests that talk SQL to a server: run a
+//! statement or query and panic with the SQL on error, read a number,
+//! compare a view with its query run ad hoc, wait for a condition.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use crate::simple_query_rows;
+
+/// Rows as text (NULL = None), as the simple query protocol returns them.
+pub type Rows = Vec<Vec<Option<String>>>;
+
+pub async fn rows(client: &Client, sql: &str) -> Rows {
+    simple_query_rows(client, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+pub async fn exec(client: &Client, sql: &str) {
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {}", crate::db::describe_pg_error(&e)));
+}
+
+/// The first column of the first row as an integer (NULL = 0).
+pub async fn int(client: &Client, sql: &str) -> i64 {
+    rows(client, sql).await[0][0]
+        .as_deref()
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+/// The first column of the first row as text.
+pub async fn text(client: &Client, sql: &str) -> Option<String> {
+    rows(client, sql).await.first().and_then(|r| r[0].clone())
+}
+
+/// The view equals its defining query run over the base tables.
+pub async fn assert_view_matches(client: &Client, view: &str, query: &str) {
+    let got = rows(client, &format!("SELECT * FROM {view} ORDER BY 1")).await;
+    let want = rows(client, &format!("{query} ORDER BY 1")).await;
+    assert_eq!(got, want, "view {view} differs from its query");
+}
+
+/// Polls `check` until it holds; panics with `what` after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
