@@ -77,6 +77,17 @@ impl Chunk {
         }
     }
 
+    /// Rows `offset..offset + len` (no copy).
+    pub fn slice(&self, offset: usize, len: usize) -> Chunk {
+        Chunk {
+            batch: self.batch.slice(offset, len),
+            ops: self
+                .ops
+                .as_ref()
+                .map(|ops| Arc::new(ops[offset..offset + len].to_vec())),
+        }
+    }
+
     pub fn is_append_only(&self) -> bool {
         self.ops.is_none()
     }

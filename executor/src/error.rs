@@ -50,6 +50,12 @@ pub enum ExecError {
     /// The query was stopped (dropped or server shutdown).
     #[error("streaming query was canceled")]
     Canceled,
+    /// An operator refused a chunk before changing anything, because an
+    /// expression failed on one of its rows: the chunk may be retried in
+    /// parts to find the bad record (`on_error = 'skip' | 'dead_letter'`).
+    /// Everything else about the error is its inner error's.
+    #[error("{0}")]
+    Rejected(Box<ExecError>),
 }
 
 pub type ExecResult<T> = Result<T, ExecError>;
@@ -84,8 +90,27 @@ impl ExecError {
         ExecError::Internal(message.into())
     }
 
+    /// Marks an error raised before the operator changed anything.
+    pub fn rejected(e: impl Into<ExecError>) -> Self {
+        match e.into() {
+            r @ ExecError::Rejected(_) => r,
+            e => ExecError::Rejected(Box::new(e)),
+        }
+    }
+
+    /// The error itself, without a [`ExecError::Rejected`] wrapper.
+    pub fn inner(&self) -> &ExecError {
+        match self {
+            ExecError::Rejected(e) => e.inner(),
+            e => e,
+        }
+    }
+
     /// The failure injected with `fail_if`, if this is one.
     pub fn injected(&self) -> Option<&InjectedFailure> {
+        if let ExecError::Rejected(e) = self {
+            return e.injected();
+        }
         match self {
             ExecError::DataFusion(e) => match root(e) {
                 DataFusionError::External(b) => b.downcast_ref::<InjectedFailure>(),
@@ -98,6 +123,9 @@ impl ExecError {
     /// A short name for the kind of error, e.g. `division_by_zero`, `cast`,
     /// `storage`: what `system.exceptions.error_class` shows.
     pub fn error_class(&self) -> &'static str {
+        if let ExecError::Rejected(e) = self {
+            return e.error_class();
+        }
         if self.injected().is_some() {
             return "injected";
         }
@@ -125,6 +153,9 @@ impl ExecError {
 
     /// The innermost error of the chain, as text.
     pub fn root_cause(&self) -> String {
+        if let ExecError::Rejected(e) = self {
+            return e.root_cause();
+        }
         if let Some(i) = self.injected() {
             return i.message.clone();
         }
@@ -145,6 +176,9 @@ impl ExecError {
     }
 
     pub fn domain(&self) -> ErrorDomain {
+        if let ExecError::Rejected(e) = self {
+            return e.domain();
+        }
         if let Some(i) = self.injected() {
             return if i.transient {
                 ErrorDomain::External
@@ -162,6 +196,7 @@ impl ExecError {
             ExecError::Internal(_) | ExecError::Checkpoint(_) | ExecError::Canceled => {
                 ErrorDomain::System
             }
+            ExecError::Rejected(e) => e.domain(),
         }
     }
 
@@ -171,6 +206,9 @@ impl ExecError {
     }
 
     pub fn sqlstate(&self) -> &'static str {
+        if let ExecError::Rejected(e) = self {
+            return e.sqlstate();
+        }
         if self.injected().is_some() {
             // PostgreSQL's raise_exception.
             return "P0001";
@@ -183,11 +221,15 @@ impl ExecError {
             ExecError::Internal(_) => "XX000",
             ExecError::Checkpoint(_) => "58000",
             ExecError::Canceled => "57014",
+            ExecError::Rejected(e) => e.sqlstate(),
         }
     }
 
     /// The message without DataFusion's "Arrow error: " style prefixes.
     pub fn message(&self) -> String {
+        if let ExecError::Rejected(e) = self {
+            return e.message();
+        }
         if let Some(i) = self.injected() {
             return i.message.clone();
         }
@@ -199,6 +241,9 @@ impl ExecError {
     }
 
     pub fn hint(&self) -> Option<&str> {
+        if let ExecError::Rejected(e) = self {
+            return e.hint();
+        }
         match self {
             ExecError::User { hint, .. } => hint.as_deref(),
             _ => None,

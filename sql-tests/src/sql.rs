@@ -37,11 +37,23 @@ pub async fn text(client: &Client, sql: &str) -> Option<String> {
     rows(client, sql).await.first().and_then(|r| r[0].clone())
 }
 
-/// The view equals its defining query run over the base tables.
+/// The view equals its defining query run over the base tables, as a
+/// multiset of rows; a mismatch shows the rows only on one side.
 pub async fn assert_view_matches(client: &Client, view: &str, query: &str) {
-    let got = rows(client, &format!("SELECT * FROM {view} ORDER BY 1")).await;
-    let want = rows(client, &format!("{query} ORDER BY 1")).await;
-    assert_eq!(got, want, "view {view} differs from its query");
+    let mut got = rows(client, &format!("SELECT * FROM {view}")).await;
+    let mut want = rows(client, query).await;
+    got.sort();
+    want.sort();
+    if got != want {
+        let (only_view, only_query) = crate::multiset_diff(&got, &want);
+        panic!(
+            "view {view} differs from its query ({} vs {} rows)\nonly in the view: {:?}\nonly in the query: {:?}",
+            got.len(),
+            want.len(),
+            &only_view[..only_view.len().min(20)],
+            &only_query[..only_query.len().min(20)]
+        );
+    }
 }
 
 /// Polls `check` until it holds; panics with `what` after `timeout`.

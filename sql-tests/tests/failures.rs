@@ -499,3 +499,142 @@ output_keys = ["x"]
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_are_skipped_or_dead_lettered_exactly_once() {
+    let (mut server, client) = start().await;
+    exec(&client, "CREATE TABLE t (k int, v int)").await;
+    exec(
+        &client,
+        "CREATE STREAMING QUERY skipping WITH (on_error = 'skip', parallelism = 2) AS \
+         SELECT k, 100 / v AS r FROM t",
+    )
+    .await;
+    // Bad rows inside an aggregate's argument; a transient failure on
+    // v = 7 restarts the query twice after bad records were met, which
+    // must not count them twice.
+    exec(
+        &client,
+        "CREATE STREAMING QUERY lettering WITH (on_error = 'dead_letter', parallelism = 2, \
+         checkpoint_interval = '50ms', restart_strategy = 'fixed-delay', \
+         restart_strategy.attempts = 5, restart_strategy.delay = '50ms') AS \
+         SELECT k, count(*) AS n, sum(100 / v) AS s FROM t \
+         WHERE NOT fail_if(v = 7, 'flaky', 2) GROUP BY k",
+    )
+    .await;
+    // The bad records come before the rows that fail transiently, so the
+    // restarts replay them.
+    exec(&client, "INSERT INTO t VALUES (1, 0), (2, 0), (3, 0)").await;
+    exec(
+        &client,
+        "INSERT INTO t SELECT i % 5, i % 50 + 1 FROM generate_series(1, 5000) AS s(i)",
+    )
+    .await;
+    exec(&client, "FLUSH").await;
+    assert_view_matches(
+        &client,
+        "skipping",
+        "SELECT k, 100 / v AS r FROM t WHERE v <> 0",
+    )
+    .await;
+    assert_view_matches(
+        &client,
+        "lettering",
+        "SELECT k, count(*) AS n, sum(100 / v) AS s FROM t WHERE v <> 0 GROUP BY k",
+    )
+    .await;
+    let counts = |q: &'static str| {
+        let client = &client;
+        async move {
+            rows(
+                client,
+                &format!(
+                    "SELECT skipped_records, dead_letter_records FROM system.streaming_queries \
+                     WHERE name = '{q}'"
+                ),
+            )
+            .await[0]
+                .clone()
+        }
+    };
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(counts("skipping").await, [s("3"), s("0")]);
+    assert_eq!(counts("lettering").await, [s("0"), s("3")]);
+    assert!(
+        int(
+            &client,
+            "SELECT num_restarts FROM system.streaming_queries WHERE name = 'lettering'"
+        )
+        .await
+            >= 1
+    );
+    let letters = rows(
+        &client,
+        "SELECT query, operator, change, record, error_class, sqlstate FROM system.dead_letters ORDER BY record",
+    )
+    .await;
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    for (i, k) in ["1", "2", "3"].iter().enumerate() {
+        assert_eq!(letters[i][0], s("lettering"));
+        assert_eq!(letters[i][1], s("StreamHashAgg"));
+        assert_eq!(letters[i][2], s("insert"));
+        assert_eq!(letters[i][3], Some(format!("{{\"k\":{k},\"v\":0}}")));
+        assert_eq!(letters[i][4], s("division_by_zero"));
+        assert_eq!(letters[i][5], s("22012"));
+    }
+    let skipped = rows(
+        &client,
+        "SELECT action, error_class, count(*) FROM system.exceptions \
+         WHERE query = 'skipping' GROUP BY action, error_class",
+    )
+    .await;
+    assert_eq!(
+        skipped,
+        [[s("skipped record"), s("division_by_zero"), s("3")]]
+    );
+
+    // After kill -9, the committed counts and letters come back, and a new
+    // bad record adds one, no more.
+    drop(client);
+    block_in_place(|| server.crash_and_restart()).unwrap();
+    let client = server.connect().await.unwrap();
+    exec(&client, "INSERT INTO t VALUES (4, 0), (4, 2)").await;
+    exec(&client, "FLUSH").await;
+    let counts = rows(
+        &client,
+        "SELECT name, skipped_records, dead_letter_records FROM system.streaming_queries ORDER BY name",
+    )
+    .await;
+    assert_eq!(
+        counts,
+        [
+            [s("lettering"), s("0"), s("4")],
+            [s("skipping"), s("4"), s("0")]
+        ]
+    );
+    assert_eq!(
+        int(&client, "SELECT count(*) FROM system.dead_letters").await,
+        4
+    );
+    assert_view_matches(
+        &client,
+        "skipping",
+        "SELECT k, 100 / v AS r FROM t WHERE v <> 0",
+    )
+    .await;
+    // Without on_error, bad data fails the query as before.
+    let err = client
+        .batch_execute("CREATE STREAMING QUERY strict WITH (restart_strategy = 'none') AS SELECT k, 100 / v AS r FROM t")
+        .await;
+    assert!(err.is_ok());
+    wait_status(&client, "strict", "FAILED").await;
+    assert_eq!(
+        text(
+            &client,
+            "SELECT error_class FROM system.exceptions WHERE query = 'strict'"
+        )
+        .await
+        .as_deref(),
+        Some("division_by_zero")
+    );
+}

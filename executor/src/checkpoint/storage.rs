@@ -83,6 +83,13 @@ pub struct CheckpointRecord {
     #[serde(default)]
     pub parallelism: Vec<usize>,
     pub sources: Vec<SourceOffset>,
+    /// Bad records skipped (`on_error = 'skip'`) up to this checkpoint,
+    /// since the query was created.
+    #[serde(default)]
+    pub skipped_records: u64,
+    /// Bad records sent to `system.dead_letters` up to this checkpoint.
+    #[serde(default)]
+    pub dead_letter_records: u64,
 }
 
 /// State read back from a checkpoint.
@@ -392,6 +399,30 @@ impl CheckpointStorage {
     }
 
     /// Removes every checkpoint of the query (DROP).
+    /// Key of a dead letter committed with checkpoint `epoch`.
+    pub fn dead_letter_key(&self, epoch: u64, seq: usize) -> String {
+        format!("{}{epoch:020}/{seq:06}", self.dead_letter_prefix())
+    }
+
+    fn dead_letter_prefix(&self) -> String {
+        format!("dl/{:020}/", self.query_id)
+    }
+
+    /// The query's dead letters, oldest first.
+    pub fn dead_letters(&self) -> ExecResult<Vec<crate::runtime::DeadLetter>> {
+        let mut out = Vec::new();
+        for (key, value) in self
+            .store
+            .list_checkpoint_records(&self.dead_letter_prefix())?
+        {
+            match serde_json::from_slice(&value) {
+                Ok(l) => out.push(l),
+                Err(e) => tracing::warn!(%key, error = %e, "unreadable dead letter skipped"),
+            }
+        }
+        Ok(out)
+    }
+
     /// Closes the working state db (its files stay), so that another
     /// storage of the same query can open it.
     pub fn close_state_db(&self) {
@@ -400,12 +431,15 @@ impl CheckpointStorage {
 
     pub fn drop_all(&self) -> ExecResult<()> {
         *self.state_db.lock() = None;
-        let keys: Vec<String> = self
-            .store
-            .list_checkpoint_records(&self.prefix())?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let mut keys: Vec<String> = Vec::new();
+        for prefix in [self.prefix(), self.dead_letter_prefix()] {
+            keys.extend(
+                self.store
+                    .list_checkpoint_records(&prefix)?
+                    .into_iter()
+                    .map(|(k, _)| k),
+            );
+        }
         self.store.commit(weir_storage::Commit {
             checkpoint_deletes: keys,
             ..Default::default()

@@ -23,8 +23,9 @@ impl Operator for FilterOperator {
     fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Output) -> ExecResult<()> {
         let mask = self
             .predicate
-            .evaluate(&chunk.batch)?
-            .into_array(chunk.num_rows())?;
+            .evaluate(&chunk.batch)
+            .and_then(|v| v.into_array(chunk.num_rows()))
+            .map_err(ExecError::rejected)?;
         let mask = mask
             .as_any()
             .downcast_ref::<BooleanArray>()

@@ -546,11 +546,16 @@ impl Operator for HashAggOperator {
             .group_exprs
             .iter()
             .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ExecError::rejected)?;
         let keys = if self.is_global() {
             None
         } else {
-            Some(self.group_enc.encode(&group_cols)?)
+            Some(
+                self.group_enc
+                    .encode(&group_cols)
+                    .map_err(ExecError::rejected)?,
+            )
         };
         // Per aggregate: argument columns, filter mask, encoded rows.
         let mut agg_args: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.aggs.len());
@@ -561,10 +566,14 @@ impl Operator for HashAggOperator {
                 .args
                 .iter()
                 .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ExecError::rejected)?;
             let mask = match &spec.filter {
                 Some(f) => {
-                    let m = f.evaluate(batch)?.into_array(n)?;
+                    let m = f
+                        .evaluate(batch)
+                        .and_then(|v| v.into_array(n))
+                        .map_err(ExecError::rejected)?;
                     Some(
                         m.as_any()
                             .downcast_ref::<BooleanArray>()
@@ -575,7 +584,7 @@ impl Operator for HashAggOperator {
                 None => None,
             };
             agg_rows.push(match &self.arg_encs[i] {
-                Some(enc) => Some(enc.encode(&args)?),
+                Some(enc) => Some(enc.encode(&args).map_err(ExecError::rejected)?),
                 None => None,
             });
             agg_args.push(args);

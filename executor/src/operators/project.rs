@@ -7,7 +7,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::chunk::Chunk;
-use crate::error::ExecResult;
+use crate::error::{ExecError, ExecResult};
 use crate::operator::{Operator, Output};
 
 pub struct ProjectOperator {
@@ -28,7 +28,8 @@ impl Operator for ProjectOperator {
             .exprs
             .iter()
             .map(|e| e.evaluate(&chunk.batch).and_then(|v| v.into_array(n)))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ExecError::rejected)?;
         let batch = RecordBatch::try_new_with_options(
             self.schema.clone(),
             columns,

@@ -338,6 +338,29 @@ impl Checkpointer {
         .await
         .map_err(|e| ExecError::internal(format!("checkpoint writer panicked: {e}")))??;
 
+        // Bad records of the epochs up to this one, and the running counts.
+        let discard = self.catch_up.is_some();
+        let letters = match &self.coord.bad_records {
+            Some(b) if !discard => b.take_through(epoch),
+            Some(b) => {
+                b.take_through(epoch);
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        let existing = self.storage.records()?;
+        // After a fallback, the catch-up target counted the replayed ones.
+        let (skipped_before, dead_before) = match &self.catch_up {
+            Some(c) => (c.skipped_records, c.dead_letter_records),
+            None => existing
+                .iter()
+                .rev()
+                .find(|r| r.epoch < epoch)
+                .map_or((0, 0), |r| (r.skipped_records, r.dead_letter_records)),
+        };
+        let dead_now = letters.iter().filter(|l| l.record.is_some()).count() as u64;
+        let skipped_now = letters.len() as u64 - dead_now;
+
         let completed_at = SystemTime::now();
         let record = CheckpointRecord {
             query_id: self.storage.query_id(),
@@ -357,12 +380,19 @@ impl Checkpointer {
             nodes: self.node_names.clone(),
             parallelism: self.node_parallelism.clone(),
             sources,
+            skipped_records: skipped_before + skipped_now,
+            dead_letter_records: dead_before + dead_now,
         };
 
         // Result changes of every epoch up to this one; after a fallback,
         // the replayed epochs up to the catch-up target are committed already.
-        let discard = self.catch_up.is_some();
         let mut commit = Commit::default();
+        for (seq, letter) in letters.iter().filter(|l| l.record.is_some()).enumerate() {
+            commit.checkpoint_puts.push((
+                self.storage.dead_letter_key(epoch, seq),
+                serde_json::to_vec(letter).expect("json"),
+            ));
+        }
         let mut applied = Vec::new();
         for staging in &self.staging {
             let staged = staging.take_through(epoch);
@@ -377,7 +407,6 @@ impl Checkpointer {
             }
             applied.push((staging.clone(), chunks));
         }
-        let existing = self.storage.records()?;
         let mut keep: HashSet<u64> = existing
             .iter()
             .rev()

@@ -67,6 +67,8 @@ pub(crate) struct Coordinator {
     pub(crate) query: Arc<str>,
     pub(crate) status: Mutex<QueryStatus>,
     pub(crate) failure: Mutex<Option<Arc<TaskFailure>>>,
+    /// Where bad records go (`on_error`); `None`: they fail the query.
+    pub(crate) bad_records: Option<Arc<super::bad_records::BadRecords>>,
     /// State of every subtask.
     pub(crate) tasks: Mutex<HashMap<SubtaskId, TaskState>>,
     pub(crate) cancel: watch::Sender<bool>,
@@ -78,8 +80,13 @@ pub(crate) struct Coordinator {
 }
 
 impl Coordinator {
-    pub(crate) fn new(query: Arc<str>, total_subtasks: usize) -> Coordinator {
+    pub(crate) fn new(
+        query: Arc<str>,
+        total_subtasks: usize,
+        bad_records: Option<Arc<super::bad_records::BadRecords>>,
+    ) -> Coordinator {
         Coordinator {
+            bad_records,
             query,
             status: Mutex::new(QueryStatus::Running),
             failure: Mutex::new(None),

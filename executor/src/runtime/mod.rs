@@ -4,6 +4,7 @@
 //! which means all input accepted before the call is processed and its
 //! results committed.
 
+mod bad_records;
 mod channel;
 mod checkpointer;
 mod coordinator;
@@ -32,6 +33,7 @@ use crate::error::{ExecError, ExecResult};
 use crate::graph::{NodeKind, StreamGraph};
 use crate::keys::subtask_for_key_group;
 use crate::operator::OperatorContext;
+pub use bad_records::{BadRecordEvent, BadRecords, DeadLetter};
 use checkpointer::{Checkpointer, FlushWaiter};
 use coordinator::Coordinator;
 pub use coordinator::{FailureSite, TaskFailure, TaskState};
@@ -79,6 +81,8 @@ pub struct StartOptions {
     /// The checkpoint history to append to (kept across restarts); a
     /// new one, filled from the recorded checkpoints, when `None`.
     pub history: Option<Arc<Mutex<VecDeque<CheckpointStats>>>>,
+    /// Where bad records go (`on_error`); `None`: they fail the query.
+    pub bad_records: Option<Arc<BadRecords>>,
 }
 
 /// A subtask's input channel and the operator input it feeds.
@@ -156,7 +160,11 @@ impl QueryRuntime {
     ) -> ExecResult<Arc<QueryRuntime>> {
         let name: Arc<str> = Arc::from(name);
         let total: usize = graph.nodes.iter().map(|n| n.parallelism).sum();
-        let coordinator = Arc::new(Coordinator::new(name.clone(), total));
+        let coordinator = Arc::new(Coordinator::new(
+            name.clone(),
+            total,
+            opts.bad_records.clone(),
+        ));
         let backend = opts.config.lock().backend;
         match (&opts.restore, backend) {
             (Some(r), StateBackendKind::Rocksdb)

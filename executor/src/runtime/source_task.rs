@@ -55,20 +55,8 @@ impl Unsent {
         if n <= SOURCE_CHUNK_ROWS {
             return router.enqueue_chunk(chunk);
         }
-        let head = Chunk {
-            batch: chunk.batch.slice(0, SOURCE_CHUNK_ROWS),
-            ops: chunk
-                .ops
-                .as_ref()
-                .map(|ops| Arc::new(ops[..SOURCE_CHUNK_ROWS].to_vec())),
-        };
-        let rest = Chunk {
-            batch: chunk.batch.slice(SOURCE_CHUNK_ROWS, n - SOURCE_CHUNK_ROWS),
-            ops: chunk
-                .ops
-                .as_ref()
-                .map(|ops| Arc::new(ops[SOURCE_CHUNK_ROWS..].to_vec())),
-        };
+        let head = chunk.slice(0, SOURCE_CHUNK_ROWS);
+        let rest = chunk.slice(SOURCE_CHUNK_ROWS, n - SOURCE_CHUNK_ROWS);
         self.chunks.push_front(rest);
         router.enqueue_chunk(head)
     }

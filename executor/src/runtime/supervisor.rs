@@ -19,7 +19,10 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{plan_restore, QueryRuntime, QueryStatus, StartOptions, TaskFailure, TaskState};
+use super::{
+    plan_restore, BadRecordEvent, BadRecords, QueryRuntime, QueryStatus, StartOptions, TaskFailure,
+    TaskState,
+};
 use crate::checkpoint::{CheckpointConfig, CheckpointStats, CheckpointStorage};
 use crate::chunk::Chunk;
 use crate::error::{ExecError, ExecResult};
@@ -112,6 +115,7 @@ pub struct StreamingQuery {
     opts: LaunchOptions,
     regions: Vec<Vec<usize>>,
     history: Arc<Mutex<VecDeque<CheckpointStats>>>,
+    bad_records: Arc<BadRecords>,
     shared: Mutex<Shared>,
     /// Bumped on every state change (flush waits on it across restarts).
     changed: watch::Sender<u64>,
@@ -134,12 +138,15 @@ impl StreamingQuery {
                 .lock()
                 .push_back(CheckpointStats::from_record(name, &r));
         }
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let bad_records = BadRecords::new(opts.failure.clone(), Some(events_tx));
         let q = Arc::new(StreamingQuery {
             name: Arc::from(name),
             graph: Arc::new(graph),
             opts,
             regions,
             history,
+            bad_records,
             shared: Mutex::new(Shared {
                 state: QueryState::Created,
                 runtime: None,
@@ -163,6 +170,7 @@ impl StreamingQuery {
         q.set_running(rt.clone(), false);
         let handle = tokio::spawn(q.clone().supervise(rt));
         *q.supervisor.lock() = Some(handle);
+        tokio::spawn(record_bad_records(Arc::downgrade(&q), events_rx));
         Ok(q)
     }
 
@@ -182,6 +190,7 @@ impl StreamingQuery {
         if let Some(r) = &plan.restore {
             tracing::info!(query = %self.name, checkpoint = r.record.epoch, catch_up = ?r.catch_up.as_ref().map(|c| c.epoch), "resuming from checkpoint");
         }
+        self.bad_records.reset();
         QueryRuntime::start(
             &self.name,
             &self.graph,
@@ -193,6 +202,7 @@ impl StreamingQuery {
                 first_commit,
                 skipped: plan.skipped,
                 history: Some(self.history.clone()),
+                bad_records: Some(self.bad_records.clone()),
             },
         )
     }
@@ -502,6 +512,11 @@ impl StreamingQuery {
         *self.opts.failure.lock() = config;
     }
 
+    /// Bad records kept by `on_error = 'dead_letter'`, oldest first.
+    pub fn dead_letters(&self) -> ExecResult<Vec<super::DeadLetter>> {
+        self.opts.storage.dead_letters()
+    }
+
     /// Newest first.
     pub fn exceptions(&self) -> Vec<ExceptionRow> {
         self.shared.lock().exceptions.iter().cloned().collect()
@@ -542,6 +557,14 @@ impl StreamingQuery {
     /// The query's status figures for `system.streaming_queries`.
     pub fn stats(&self) -> QueryStats {
         let config = self.opts.failure.lock().clone();
+        // Committed counts of bad records, from the latest checkpoint.
+        let (skipped_records, dead_letter_records) = self
+            .opts
+            .storage
+            .records()
+            .ok()
+            .and_then(|r| r.last().map(|r| (r.skipped_records, r.dead_letter_records)))
+            .unwrap_or((0, 0));
         let s = self.shared.lock();
         let now = Instant::now();
         let recent = s
@@ -580,6 +603,8 @@ impl StreamingQuery {
             last_failure: s.last_error.as_ref().map(|f| f.error.message()),
             failed_reason: s.failed_reason.clone(),
             attempt: s.attempt,
+            skipped_records,
+            dead_letter_records,
         }
     }
 
@@ -591,6 +616,34 @@ impl StreamingQuery {
             .iter()
             .map(|e| e.labels.clone())
             .collect()
+    }
+}
+
+/// Puts bad records into the exception history. Only the newest of a
+/// burst are enriched: the history keeps no more than that anyway.
+async fn record_bad_records(
+    query: std::sync::Weak<StreamingQuery>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<BadRecordEvent>,
+) {
+    let mut batch = Vec::new();
+    while events.recv_many(&mut batch, 1024).await > 0 {
+        let Some(q) = query.upgrade() else { return };
+        let keep = q.opts.failure.lock().exception_history_size;
+        let skip = batch.len().saturating_sub(keep);
+        for (ctx, action) in batch.drain(..).skip(skip) {
+            let labels = q.opts.enrichers.enrich(&ctx).await;
+            let attempt = q.shared.lock().attempt;
+            let row = ExceptionRow {
+                failure: ctx,
+                labels,
+                restart_attempt: attempt,
+                action: action.to_string(),
+                restart_delay_ms: None,
+            };
+            let mut s = q.shared.lock();
+            s.exceptions.push_front(row);
+            s.exceptions.truncate(keep);
+        }
     }
 }
 
@@ -618,4 +671,8 @@ pub struct QueryStats {
     pub last_failure: Option<String>,
     pub failed_reason: Option<String>,
     pub attempt: u32,
+    /// Bad records skipped, as of the last completed checkpoint.
+    pub skipped_records: u64,
+    /// Bad records dead-lettered, as of the last completed checkpoint.
+    pub dead_letter_records: u64,
 }

@@ -30,6 +30,7 @@ use super::sink::SinkStaging;
 use crate::checkpoint::{ChannelChunk, SubtaskSnapshot};
 use crate::chunk::Chunk;
 use crate::error::{ExecError, ExecResult};
+use crate::failure::OnError;
 use crate::message::{Barrier, CheckpointMode, Message};
 use crate::operator::{Operator, OperatorContext, Output, StateEntry, StateWriter};
 
@@ -166,9 +167,7 @@ impl Task {
         self.op.close(&mut self.out)?;
         self.route()?;
         self.router.broadcast(Message::EndOfStream).await?;
-        if let Some(s) = &self.sink {
-            s.seal(self.ids.subtask, 0);
-        }
+        self.seal(0);
         let mut state = StateWriter::new(true);
         self.op.snapshot(&mut state)?;
         self.coordinator.finish(SubtaskSnapshot {
@@ -191,16 +190,60 @@ impl Task {
         Ok(())
     }
 
+    /// The subtask's output and bad records so far belong to `epoch`.
+    fn seal(&self, epoch: u64) {
+        if let Some(s) = &self.sink {
+            s.seal(self.ids.subtask, epoch);
+        }
+        if let Some(b) = &self.coordinator.bad_records {
+            b.seal((self.ids.node, self.ids.subtask), epoch);
+        }
+    }
+
     /// Hands a chunk to the operator, or, at a sink, stages it for commit.
     fn deliver(&mut self, input: usize, chunk: Chunk) -> ExecResult<()> {
         match &self.sink {
             Some(s) => s.push(self.ids.subtask, chunk),
             None => {
-                self.op.on_chunk(input, chunk, &mut self.out)?;
+                self.apply(input, chunk)?;
                 self.route()?;
             }
         }
         Ok(())
+    }
+
+    /// Runs the operator on a chunk. When it rejects the chunk for bad
+    /// data and the query skips or dead-letters bad records, the chunk is
+    /// split in halves until the bad rows are alone, and those are taken
+    /// out; the other rows go through in their order.
+    fn apply(&mut self, input: usize, chunk: Chunk) -> ExecResult<()> {
+        let err = match self.op.on_chunk(input, chunk.clone(), &mut self.out) {
+            Ok(()) => return Ok(()),
+            Err(ExecError::Rejected(e)) => *e,
+            Err(e) => return Err(e),
+        };
+        let Some(bad) = self.coordinator.bad_records.clone() else {
+            return Err(err);
+        };
+        let action = bad.on_error();
+        if action == OnError::Fail || err.domain() != crate::ErrorDomain::User {
+            return Err(err);
+        }
+        let n = chunk.num_rows();
+        if n <= 1 {
+            bad.take(
+                &self.ctx.query,
+                &self.ctx.operator,
+                (self.ids.node, self.ids.subtask),
+                &chunk,
+                &err,
+                action,
+            );
+            return Ok(());
+        }
+        let half = n / 2;
+        self.apply(input, chunk.slice(0, half))?;
+        self.apply(input, chunk.slice(half, n - half))
     }
 
     /// When the aligned checkpoint in progress (or one whose barrier is
@@ -432,9 +475,7 @@ impl Task {
     fn start_unaligned(&mut self, b: Barrier, timed_out: bool) -> ExecResult<()> {
         let mut state = StateWriter::new(b.full);
         self.op.snapshot(&mut state)?;
-        if let Some(s) = &self.sink {
-            s.seal(self.ids.subtask, b.epoch);
-        }
+        self.seal(b.epoch);
         let forward = Barrier {
             mode: CheckpointMode::Unaligned,
             ..b
@@ -524,9 +565,7 @@ impl Task {
                 let alignment_ms = since.elapsed().as_millis() as u64;
                 let mut state = StateWriter::new(barrier.full);
                 self.op.snapshot(&mut state)?;
-                if let Some(s) = &self.sink {
-                    s.seal(self.ids.subtask, barrier.epoch);
-                }
+                self.seal(barrier.epoch);
                 self.coordinator.ack(
                     barrier.epoch,
                     SubtaskSnapshot {

@@ -395,6 +395,7 @@ fn fresh(storage: Arc<CheckpointStorage>, cfg: CheckpointConfig) -> StartOptions
         first_commit: None,
         skipped: Vec::new(),
         history: None,
+        bad_records: None,
     }
 }
 
@@ -519,7 +520,7 @@ struct OneTask {
 }
 
 fn one_task(out_capacity: usize, restore: Option<TaskRestore>) -> OneTask {
-    let coord = Arc::new(Coordinator::new("t".into(), 1));
+    let coord = Arc::new(Coordinator::new("t".into(), 1, None));
     let (tx0, rx0) = channel::channel(super::CHANNEL_CAPACITY_MESSAGES);
     let (tx1, rx1) = channel::channel(super::CHANNEL_CAPACITY_MESSAGES);
     let (otx, orx) = channel::channel(out_capacity);
@@ -1341,6 +1342,7 @@ async fn unaligned_channel_state_is_replayed_on_restore() {
                 first_commit: None,
                 skipped: plan.skipped,
                 history: None,
+                bad_records: None,
             },
         )
         .unwrap();

@@ -2,6 +2,7 @@
 //! Each table is computed when a query reads it.
 
 mod checkpoints;
+mod dead_letters;
 mod exceptions;
 mod failure_enrichers;
 mod streaming_queries;
@@ -137,7 +138,8 @@ impl SystemSchema {
                 Arc::new(checkpoints::Checkpoints::new(runtimes.clone())),
                 Arc::new(streaming_queries::StreamingQueries::new(runtimes.clone())),
                 Arc::new(tasks::Tasks::new(runtimes.clone())),
-                Arc::new(exceptions::Exceptions::new(runtimes)),
+                Arc::new(exceptions::Exceptions::new(runtimes.clone())),
+                Arc::new(dead_letters::DeadLetters::new(runtimes)),
                 Arc::new(failure_enrichers::FailureEnrichers::new(enrichers)),
             ],
         }

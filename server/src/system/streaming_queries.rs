@@ -47,6 +47,14 @@ fn batch(queries: &[RegisteredQuery]) -> Result<RecordBatch> {
             stats.iter().map(|s| Some(s.restarts_in_window as i64)),
         )
         .int("attempt", stats.iter().map(|s| Some(s.attempt as i64)))
+        .int(
+            "skipped_records",
+            stats.iter().map(|s| Some(s.skipped_records as i64)),
+        )
+        .int(
+            "dead_letter_records",
+            stats.iter().map(|s| Some(s.dead_letter_records as i64)),
+        )
         .int("uptime_ms", stats.iter().map(|s| Some(s.uptime_ms as i64)))
         .int(
             "restarting_time_ms",
