@@ -533,11 +533,20 @@ impl TableReader {
 
     /// Like [`TableReader::read`], but not past offset `limit`.
     pub fn read_up_to(&mut self, limit: u64) -> ExecResult<Vec<Chunk>> {
+        Ok(self
+            .read_entries_up_to(limit)?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect())
+    }
+
+    /// Like [`TableReader::read_up_to`], with each change's log offset.
+    pub fn read_entries_up_to(&mut self, limit: u64) -> ExecResult<Vec<(u64, Chunk)>> {
         let entries = self.table.read_since(self.id, self.pos, limit)?;
         if let Some((off, _)) = entries.last() {
             self.pos = *off;
         }
-        Ok(entries.into_iter().map(|(_, c)| c).collect())
+        Ok(entries)
     }
 
     /// Whether changes exist past the position.

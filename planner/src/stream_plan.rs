@@ -155,10 +155,12 @@ impl<'a> StreamPlanner<'a> {
                     return unsupported("LIMIT");
                 }
                 let table_schema = table.schema();
+                // Every subtask of the source reads its share of the
+                // table's key groups (see the executor's source_split).
                 let src = self.graph.add_node(
                     "StreamTableScan",
                     table.desc.name.clone(),
-                    1,
+                    self.parallelism,
                     table_schema.clone(),
                     NodeKind::TableSource(table.clone()),
                 );
@@ -179,7 +181,7 @@ impl<'a> StreamPlanner<'a> {
                 });
                 let mut stream = Stream {
                     node: src,
-                    parallelism: 1,
+                    parallelism: self.parallelism,
                     schema: full_df.clone(),
                     row_key,
                 };

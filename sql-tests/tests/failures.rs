@@ -92,11 +92,9 @@ async fn fixed_delay_restarts_then_fails_keeping_results_while_other_queries_run
 
     wait_status(&client, "q", "FAILED").await;
     let ex = exceptions(&client, "q").await;
+    // An aggregation joins the lanes into one region: restarts are full.
     let actions: Vec<&str> = ex.iter().map(|e| e.1.as_str()).collect();
-    assert_eq!(
-        actions,
-        ["region restart", "region restart", "query failed"]
-    );
+    assert_eq!(actions, ["full restart", "full restart", "query failed"]);
     assert_eq!(ex[0].2, Some(400));
     assert_eq!(ex[1].2, Some(400));
     assert_eq!(ex[2].2, None);
@@ -636,5 +634,114 @@ async fn bad_records_are_skipped_or_dead_lettered_exactly_once() {
         .await
         .as_deref(),
         Some("division_by_zero")
+    );
+}
+
+/// Region of the subtasks with the given attempt, as (region, attempt).
+async fn task_attempts(client: &Client, q: &str) -> Vec<(i64, i64)> {
+    rows(
+        client,
+        &format!(
+            "SELECT DISTINCT region, attempt FROM system.tasks WHERE query = '{q}' ORDER BY 1, 2"
+        ),
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        (
+            r[0].as_deref().unwrap().parse().unwrap(),
+            r[1].as_deref().unwrap().parse().unwrap(),
+        )
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_failover_restarts_one_lane_and_full_failover_restarts_all() {
+    let (_server, client) = start().await;
+    exec(&client, "CREATE TABLE t (k int, v int)").await;
+    // A forward-only pipeline with parallelism 2: two lanes, two regions.
+    for (name, failover, msg) in [("lanes", "region", "flake-a"), ("whole", "full", "flake-b")] {
+        exec(
+            &client,
+            &format!(
+                "CREATE STREAMING QUERY {name} WITH (parallelism = 2, failover_strategy = '{failover}', \
+                 restart_strategy = 'fixed-delay', restart_strategy.attempts = 3, \
+                 restart_strategy.delay = '1500ms', checkpoint_interval = '100ms') AS \
+                 SELECT k, v, 100 / v AS r FROM t WHERE NOT fail_if(v = 13, '{msg}', 1)"
+            ),
+        )
+        .await;
+    }
+    assert_eq!(task_attempts(&client, "lanes").await, [(0, 0), (1, 0)]);
+    exec(
+        &client,
+        "INSERT INTO t SELECT i % 10, i % 100 + 20 FROM generate_series(1, 2000) AS s(i)",
+    )
+    .await;
+    exec(&client, "FLUSH").await;
+    exec(&client, "INSERT INTO t VALUES (3, 13)").await;
+
+    // While the failed lane waits out its restart delay, the other lane
+    // is still running.
+    eventually(
+        "the failure to be recorded",
+        Duration::from_secs(20),
+        || async {
+            int(
+                &client,
+                "SELECT count(*) FROM system.exceptions WHERE query = 'lanes'",
+            )
+            .await
+                == 1
+        },
+    )
+    .await;
+    let failed_region = int(
+        &client,
+        "SELECT region FROM system.exceptions WHERE query = 'lanes'",
+    )
+    .await;
+    let during = rows(
+        &client,
+        &format!(
+            "SELECT region = {failed_region}, status FROM system.tasks WHERE query = 'lanes' \
+             GROUP BY 1, 2 ORDER BY 1, 2"
+        ),
+    )
+    .await;
+    let s = |v: &str| Some(v.to_string());
+    assert!(
+        during.contains(&vec![s("f"), s("RUNNING")])
+            && !during.contains(&vec![s("t"), s("RUNNING")]),
+        "{during:?}"
+    );
+    assert_eq!(status(&client, "lanes").await, "RUNNING");
+
+    exec(&client, "INSERT INTO t VALUES (4, 21)").await;
+    exec(&client, "FLUSH").await;
+    let oracle = "SELECT k, v, 100 / v AS r FROM t";
+    assert_view_matches(&client, "lanes", oracle).await;
+    assert_view_matches(&client, "whole", oracle).await;
+
+    // Region failover: only the failed lane's subtasks were restarted.
+    let other = 1 - failed_region;
+    let mut want = vec![(failed_region, 1), (other, 0)];
+    want.sort();
+    assert_eq!(task_attempts(&client, "lanes").await, want);
+    let ex = exceptions(&client, "lanes").await;
+    assert_eq!(ex.len(), 1);
+    assert_eq!(ex[0].1, "region restart");
+    // Full failover: every subtask was.
+    assert_eq!(task_attempts(&client, "whole").await, [(0, 1), (1, 1)]);
+    assert_eq!(exceptions(&client, "whole").await[0].1, "full restart");
+    let counters = rows(
+        &client,
+        "SELECT name, num_restarts, full_restarts FROM system.streaming_queries ORDER BY name",
+    )
+    .await;
+    assert_eq!(
+        counters,
+        [[s("lanes"), s("1"), s("0")], [s("whole"), s("1"), s("1")]]
     );
 }

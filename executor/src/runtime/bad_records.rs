@@ -42,11 +42,14 @@ pub struct DeadLetter {
 /// and what was done (`skipped record` or `dead-lettered`).
 pub type BadRecordEvent = (FailureContext, &'static str);
 
+type Sealed = (u64, (usize, usize), DeadLetter);
+
 /// A query's bad records, by subtask, until committed.
 pub struct BadRecords {
     config: Arc<Mutex<FailureConfig>>,
     open: Mutex<HashMap<(usize, usize), Vec<DeadLetter>>>,
-    sealed: Mutex<Vec<(u64, DeadLetter)>>,
+    /// (epoch, subtask, letter) sealed at barriers.
+    sealed: Mutex<Vec<Sealed>>,
     events: Option<mpsc::UnboundedSender<BadRecordEvent>>,
 }
 
@@ -127,16 +130,22 @@ impl BadRecords {
         if !letters.is_empty() {
             self.sealed
                 .lock()
-                .extend(letters.into_iter().map(|l| (epoch, l)));
+                .extend(letters.into_iter().map(|l| (epoch, id, l)));
         }
     }
 
     /// Bad records of every epoch up to `epoch`, oldest first.
     pub(crate) fn take_through(&self, epoch: u64) -> Vec<DeadLetter> {
         let mut sealed = self.sealed.lock();
-        let (take, keep): (Vec<_>, Vec<_>) = sealed.drain(..).partition(|(e, _)| *e <= epoch);
+        let (take, keep): (Vec<_>, Vec<_>) = sealed.drain(..).partition(|(e, _, _)| *e <= epoch);
         *sealed = keep;
-        take.into_iter().map(|(_, l)| l).collect()
+        take.into_iter().map(|(_, _, l)| l).collect()
+    }
+
+    /// Forgets what a restarted subtask staged and nothing committed yet.
+    pub(crate) fn discard(&self, id: (usize, usize)) {
+        self.open.lock().remove(&id);
+        self.sealed.lock().retain(|(_, s, _)| *s != id);
     }
 }
 

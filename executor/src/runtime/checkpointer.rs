@@ -61,7 +61,7 @@ pub(crate) struct Checkpointer {
     /// Signalled when the settings change (a new interval applies at once).
     pub config_changed: Arc<tokio::sync::Notify>,
     pub storage: Arc<CheckpointStorage>,
-    pub sources: Vec<(usize, usize, mpsc::Sender<SourceCommand>)>,
+    pub sources: super::SourceCommands,
     pub staging: Vec<Arc<SinkStaging>>,
     pub history: Arc<Mutex<VecDeque<CheckpointStats>>>,
     pub flush_rx: mpsc::UnboundedReceiver<FlushWaiter>,
@@ -85,6 +85,8 @@ fn ms(t: SystemTime) -> u64 {
 enum Outcome {
     Completed(CheckpointRecord),
     Failed,
+    /// Abandoned because a subtask failed; not held against the query.
+    Aborted,
     Stopped,
 }
 
@@ -105,6 +107,12 @@ impl Checkpointer {
                     },
                     _ = cancel.wait_for(|c| *c) => break,
                 }
+            }
+            // No checkpoint while a failed region waits for its restart.
+            let mut down = self.coord.down.subscribe();
+            tokio::select! {
+                r = down.wait_for(|d| d.is_empty()) => if r.is_err() { break },
+                _ = cancel.wait_for(|c| *c) => break,
             }
             while let Ok(w) = self.flush_rx.try_recv() {
                 waiters.push(w);
@@ -138,6 +146,9 @@ impl Checkpointer {
                         continue;
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Outcome::Aborted => {
+                    waiters = round;
                 }
                 Outcome::Stopped => {
                     waiters = round;
@@ -182,7 +193,12 @@ impl Checkpointer {
             None => self.next_epoch,
         };
         self.next_epoch = epoch + 1;
+        let restored_in_part = self
+            .coord
+            .force_full
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
         let full = self.force_full
+            || restored_in_part
             || cfg.backend == StateBackendKind::Memory
             || self.last_backend != Some(cfg.backend);
         let triggered_at = SystemTime::now();
@@ -205,6 +221,10 @@ impl Checkpointer {
         };
         self.push_history(row.clone());
 
+        let generation = self
+            .coord
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst);
         let (done_tx, done_rx) = oneshot::channel();
         self.coord.begin(epoch, done_tx);
         let barrier = Barrier {
@@ -215,7 +235,8 @@ impl Checkpointer {
             aligned_timeout: cfg.aligned_timeout,
             triggered_at: Some(started),
         };
-        for (node, subtask, tx) in &self.sources {
+        let sources: Vec<_> = self.sources.lock().clone();
+        for (node, subtask, tx) in &sources {
             let stop_at = self.catch_up.as_ref().and_then(|r| {
                 r.sources
                     .iter()
@@ -241,6 +262,17 @@ impl Checkpointer {
         let waited = tokio::select! {
             r = tokio::time::timeout(cfg.timeout, done_rx) => match r {
                 Ok(Ok(snaps)) => Some(Ok(snaps)),
+                // Abandoned: a subtask failed, or the query stops.
+                Ok(Err(_)) if !*self.coord.cancel.borrow() => {
+                    self.force_full = true;
+                    fail(
+                        &mut row,
+                        CheckpointStatus::Failed,
+                        "a subtask failed before acknowledging the checkpoint".to_string(),
+                    );
+                    self.push_history(row);
+                    return Outcome::Aborted;
+                }
                 Ok(Err(_)) => None,
                 Err(_) => Some(Err(())),
             },
@@ -273,6 +305,26 @@ impl Checkpointer {
                 return Outcome::Failed;
             }
         };
+        // No region may restart between here and the commit; one that did
+        // since the trigger makes these snapshots a mix of two pasts.
+        let coord = self.coord.clone();
+        let commit_lock = coord.commit_lock.lock().await;
+        if self
+            .coord
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+            != generation
+        {
+            drop(commit_lock);
+            self.force_full = true;
+            fail(
+                &mut row,
+                CheckpointStatus::Failed,
+                "a region restarted while the checkpoint was in progress".to_string(),
+            );
+            self.push_history(row);
+            return Outcome::Aborted;
+        }
         row.alignment_ms = snaps.iter().map(|s| s.alignment_ms).max().unwrap_or(0);
         row.timed_out_to_unaligned = snaps.iter().any(|s| s.timed_out_to_unaligned);
         row.mode = if snaps.iter().any(|s| s.unaligned) {

@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::{oneshot, watch};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::QueryStatus;
 use crate::checkpoint::SubtaskSnapshot;
@@ -66,7 +68,28 @@ struct Pending {
 pub(crate) struct Coordinator {
     pub(crate) query: Arc<str>,
     pub(crate) status: Mutex<QueryStatus>,
+    /// The latest failure.
     pub(crate) failure: Mutex<Option<Arc<TaskFailure>>>,
+    /// Bumped by every failure (FLUSH gives up on bad data).
+    pub(crate) failure_seq: watch::Sender<u64>,
+    /// Every failure, for whoever handles them (the supervisor).
+    failures_tx: mpsc::UnboundedSender<Arc<TaskFailure>>,
+    pub(crate) failures_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Arc<TaskFailure>>>,
+    /// Failover region of each subtask: `regions[node][subtask]`.
+    regions: Vec<Vec<usize>>,
+    /// Per region: stops its subtasks (a region restart, or everything).
+    region_cancel: Mutex<Vec<watch::Sender<bool>>>,
+    /// Regions stopped by a failure and not restarted yet; no checkpoint
+    /// is triggered meanwhile.
+    pub(crate) down: watch::Sender<HashSet<usize>>,
+    /// Bumped by every region restart: a checkpoint that began before one
+    /// must not commit.
+    pub(crate) generation: AtomicU64,
+    /// Held from a checkpoint's last acknowledgement to its commit, and by
+    /// a region restart, so that the two never interleave.
+    pub(crate) commit_lock: tokio::sync::Mutex<()>,
+    /// The next checkpoint must be full (state was restored in part).
+    pub(crate) force_full: AtomicBool,
     /// Where bad records go (`on_error`); `None`: they fail the query.
     pub(crate) bad_records: Option<Arc<super::bad_records::BadRecords>>,
     /// State of every subtask.
@@ -82,11 +105,27 @@ pub(crate) struct Coordinator {
 impl Coordinator {
     pub(crate) fn new(
         query: Arc<str>,
-        total_subtasks: usize,
+        regions: Vec<Vec<usize>>,
         bad_records: Option<Arc<super::bad_records::BadRecords>>,
     ) -> Coordinator {
+        let total_subtasks = regions.iter().map(|r| r.len()).sum();
+        let region_count = crate::failure::regions::region_count(&regions);
+        let (failures_tx, failures_rx) = mpsc::unbounded_channel();
         Coordinator {
             bad_records,
+            failure_seq: watch::channel(0).0,
+            failures_tx,
+            failures_rx: tokio::sync::Mutex::new(failures_rx),
+            region_cancel: Mutex::new(
+                (0..region_count.max(1))
+                    .map(|_| watch::channel(false).0)
+                    .collect(),
+            ),
+            regions,
+            down: watch::channel(HashSet::new()).0,
+            generation: AtomicU64::new(0),
+            commit_lock: tokio::sync::Mutex::new(()),
+            force_full: AtomicBool::new(false),
             query,
             status: Mutex::new(QueryStatus::Running),
             failure: Mutex::new(None),
@@ -109,6 +148,64 @@ impl Coordinator {
             done,
         });
         self.try_complete(&mut pending);
+    }
+
+    pub(crate) fn region_of(&self, id: SubtaskId) -> usize {
+        self.regions
+            .get(id.0)
+            .and_then(|r| r.get(id.1))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The subtasks of a region.
+    pub(crate) fn members(&self, region: usize) -> HashSet<SubtaskId> {
+        let mut out = HashSet::new();
+        for (node, subtasks) in self.regions.iter().enumerate() {
+            for (subtask, r) in subtasks.iter().enumerate() {
+                if *r == region {
+                    out.insert((node, subtask));
+                }
+            }
+        }
+        out
+    }
+
+    /// Resolves to true when the subtask must stop.
+    pub(crate) fn cancel_receiver(&self, id: SubtaskId) -> watch::Receiver<bool> {
+        self.region_cancel.lock()[self.region_of(id)].subscribe()
+    }
+
+    pub(crate) fn is_canceled(&self, id: SubtaskId) -> bool {
+        *self.cancel.borrow() || *self.region_cancel.lock()[self.region_of(id)].borrow()
+    }
+
+    /// Stops every subtask.
+    pub(crate) fn cancel_all(&self) {
+        self.cancel.send_replace(true);
+        for tx in self.region_cancel.lock().iter() {
+            tx.send_replace(true);
+        }
+    }
+
+    /// A new cancel signal for a region about to be restarted; its
+    /// subtasks leave the finished set.
+    pub(crate) fn reset_region(&self, region: usize) {
+        self.region_cancel.lock()[region] = watch::channel(false).0;
+        let members = self.members(region);
+        self.finished.lock().retain(|k, _| !members.contains(k));
+    }
+
+    /// The region runs again.
+    pub(crate) fn region_up(&self, region: usize) {
+        self.down.send_modify(|d| {
+            d.remove(&region);
+        });
+    }
+
+    /// Stops tracking whatever checkpoint is in progress.
+    pub(crate) fn abort_pending(&self) {
+        *self.pending.lock() = None;
     }
 
     /// Stops tracking `epoch` (it expired); late acknowledgements are ignored.
@@ -164,26 +261,49 @@ impl Coordinator {
         self.fail_at(None, err)
     }
 
-    /// A task failed: this run of the query stops.
+    /// A subtask failed: its region stops at once (the other regions go
+    /// on), the checkpoint in progress is abandoned, and the failure is
+    /// queued for the supervisor, which decides what restarts.
     pub(crate) fn fail_at(&self, site: Option<FailureSite>, err: ExecError) {
-        {
-            let mut status = self.status.lock();
-            if *status != QueryStatus::Running {
-                return;
-            }
-            tracing::warn!(query = %self.query, operator = ?site.as_ref().map(|s| s.operator.clone()), subtask = ?site.as_ref().map(|s| s.subtask), error = %err, "streaming query failed");
-            *status = QueryStatus::Failed(err.message());
+        if *self.status.lock() != QueryStatus::Running {
+            return;
         }
         if let Some(s) = &site {
+            let region = self.region_of((s.node, s.subtask));
+            let mut newly_down = false;
+            self.down.send_if_modified(|d| {
+                newly_down = d.insert(region);
+                newly_down
+            });
+            if !newly_down {
+                // A consequence of the region's first failure.
+                return;
+            }
             self.set_task((s.node, s.subtask), TaskState::Failed);
+            self.region_cancel.lock()[region].send_replace(true);
         }
-        *self.failure.lock() = Some(Arc::new(TaskFailure {
+        tracing::warn!(query = %self.query, operator = ?site.as_ref().map(|s| s.operator.clone()), subtask = ?site.as_ref().map(|s| s.subtask), error = %err, "streaming query failed");
+        self.abort_pending();
+        let failure = Arc::new(TaskFailure {
             error: err,
             site,
             at: std::time::SystemTime::now(),
-        }));
-        let _ = self.cancel.send(true);
-        *self.pending.lock() = None;
+        });
+        *self.failure.lock() = Some(failure.clone());
+        let _ = self.failures_tx.send(failure);
+        self.failure_seq.send_modify(|v| *v += 1);
+    }
+
+    /// Stops everything after `failure` (no region restart).
+    pub(crate) fn stop_failed(&self, failure: &TaskFailure) {
+        {
+            let mut status = self.status.lock();
+            if *status == QueryStatus::Running {
+                *status = QueryStatus::Failed(failure.error.message());
+            }
+        }
+        self.cancel_all();
+        self.abort_pending();
     }
 
     pub(crate) fn failure_message(&self) -> String {

@@ -11,7 +11,9 @@ mod coordinator;
 mod restore;
 mod router;
 mod sink;
+mod source_split;
 mod source_task;
+mod spawn;
 pub mod supervisor;
 mod task;
 #[cfg(test)]
@@ -31,14 +33,11 @@ use crate::checkpoint::{
 use crate::chunk::Chunk;
 use crate::error::{ExecError, ExecResult};
 use crate::graph::{NodeKind, StreamGraph};
-use crate::keys::subtask_for_key_group;
-use crate::operator::OperatorContext;
 pub use bad_records::{BadRecordEvent, BadRecords, DeadLetter};
 use checkpointer::{Checkpointer, FlushWaiter};
 use coordinator::Coordinator;
 pub use coordinator::{FailureSite, TaskFailure, TaskState};
 pub use restore::{plan_restore, RestorePlan};
-use router::{EdgeOut, OutputRouter};
 pub use sink::SinkStaging;
 pub use supervisor::{LaunchOptions, QueryState, StreamingQuery, TaskInfo};
 
@@ -100,7 +99,7 @@ where
     tokio::spawn(async move {
         match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
             Ok(Ok(())) => {
-                let canceled = *coord.cancel.borrow();
+                let canceled = coord.is_canceled(id);
                 coord.set_task(
                     id,
                     if canceled {
@@ -110,7 +109,7 @@ where
                     },
                 );
             }
-            Ok(Err(ExecError::Canceled)) if *coord.cancel.borrow() => {
+            Ok(Err(ExecError::Canceled)) if coord.is_canceled(id) => {
                 coord.set_task(id, TaskState::Canceled)
             }
             Ok(Err(e)) => coord.fail_at(Some(site), e),
@@ -133,16 +132,25 @@ where
 /// A running streaming query.
 pub struct QueryRuntime {
     pub name: Arc<str>,
+    graph: Arc<StreamGraph>,
     coordinator: Arc<Coordinator>,
+    storage: Arc<CheckpointStorage>,
     flush_tx: mpsc::UnboundedSender<FlushWaiter>,
     /// (node, subtask, table) of every source subtask.
     source_tables: Vec<(usize, usize, Arc<crate::table::Table>)>,
+    /// Command channels of the source subtasks, shared with the checkpointer.
+    sources: SourceCommands,
+    staging: HashMap<usize, Arc<SinkStaging>>,
     config: Arc<Mutex<CheckpointConfig>>,
     config_changed: Arc<tokio::sync::Notify>,
     history: Arc<Mutex<VecDeque<CheckpointStats>>>,
-    handles: Mutex<Vec<JoinHandle<()>>>,
+    handles: Mutex<HashMap<coordinator::SubtaskId, JoinHandle<()>>>,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
 }
+
+/// (node, subtask, command channel) of every source subtask.
+pub(crate) type SourceCommands =
+    Arc<Mutex<Vec<(usize, usize, mpsc::Sender<checkpointer::SourceCommand>)>>>;
 
 /// The node names of a graph, as recorded in its checkpoints.
 pub fn node_names(graph: &StreamGraph) -> Vec<String> {
@@ -151,18 +159,16 @@ pub fn node_names(graph: &StreamGraph) -> Vec<String> {
 
 impl QueryRuntime {
     /// Starts every subtask of the graph. Must be called inside a tokio runtime.
-    // Subtask indices address the channel tables of two nodes at once.
-    #[allow(clippy::needless_range_loop)]
     pub fn start(
         name: &str,
-        graph: &StreamGraph,
+        graph: Arc<StreamGraph>,
         mut opts: StartOptions,
     ) -> ExecResult<Arc<QueryRuntime>> {
         let name: Arc<str> = Arc::from(name);
-        let total: usize = graph.nodes.iter().map(|n| n.parallelism).sum();
+        let regions = crate::failure::regions::regions(&graph);
         let coordinator = Arc::new(Coordinator::new(
             name.clone(),
-            total,
+            regions,
             opts.bad_records.clone(),
         ));
         let backend = opts.config.lock().backend;
@@ -179,152 +185,34 @@ impl QueryRuntime {
         // that one was a RocksDB one; otherwise the first checkpoint is full.
         let last_backend = opts.restore.as_ref().map(|r| r.record.backend);
 
-        // Channels: one per (edge, upstream subtask, downstream subtask).
-        let mut inputs: Vec<Vec<Vec<InputChannel>>> = graph
-            .nodes
-            .iter()
-            .map(|n| (0..n.parallelism).map(|_| Vec::new()).collect())
-            .collect();
-        let mut outputs: Vec<Vec<Vec<EdgeOut>>> = graph
-            .nodes
-            .iter()
-            .map(|n| (0..n.parallelism).map(|_| Vec::new()).collect())
-            .collect();
-        for edge in &graph.edges {
-            let up = &graph.nodes[edge.from];
-            let down = &graph.nodes[edge.to];
-            if edge.partitioning.is_forward() && up.parallelism != down.parallelism {
-                return Err(ExecError::internal(format!(
-                    "forward edge between {} (parallelism {}) and {} (parallelism {})",
-                    up.name, up.parallelism, down.name, down.parallelism
-                )));
-            }
-            for u in 0..up.parallelism {
-                let mut senders = Vec::new();
-                for d in 0..down.parallelism {
-                    if edge.partitioning.is_forward() && u != d {
-                        continue;
-                    }
-                    let (tx, rx) = channel::channel(CHANNEL_CAPACITY_MESSAGES);
-                    senders.push((tx, (edge.to, d, edge.input)));
-                    inputs[edge.to][d].push((edge.input, rx));
+        let mut staging = HashMap::new();
+        for node in &graph.nodes {
+            if let NodeKind::ResultSink(table) = &node.kind {
+                let s = SinkStaging::new(table.clone(), node.parallelism);
+                if let Some(first) = opts.first_commit.take() {
+                    s.stage_first(first);
                 }
-                outputs[edge.from][u].push(EdgeOut::new(
-                    edge.partitioning.clone(),
-                    senders,
-                    &up.schema,
-                    down.parallelism,
-                )?);
+                staging.insert(node.id, s);
             }
         }
-
-        let restored = opts.restore.is_some();
         let restored_epoch = opts.restore.as_ref().map(|r| r.record.epoch);
         let catch_up = opts.restore.as_mut().and_then(|r| r.catch_up.take());
-        let (mut state, offsets) = match opts.restore.take() {
-            Some(r) => {
-                let offsets: HashMap<(usize, usize), u64> = r
-                    .record
-                    .sources
-                    .iter()
-                    .map(|s| ((s.node, s.subtask), s.offset))
-                    .collect();
-                (r.state, offsets)
-            }
-            None => (LoadedState::default(), HashMap::new()),
+        let (record, state) = match opts.restore.take() {
+            Some(r) => (Some(r.record), Some(r.state)),
+            None => (None, None),
         };
-        let mut sources = Vec::new();
-        let mut source_tables = Vec::new();
-        let mut staging = Vec::new();
-        let mut handles = Vec::new();
-        for node in &graph.nodes {
-            let node_inputs = std::mem::take(&mut inputs[node.id]);
-            let node_outputs = std::mem::take(&mut outputs[node.id]);
-            let node_entries = state.entries.remove(&node.id).unwrap_or_default();
-            let sink_staging = match &node.kind {
-                NodeKind::ResultSink(table) => {
-                    let s = SinkStaging::new(table.clone(), node.parallelism);
-                    if let Some(first) = opts.first_commit.take() {
-                        s.stage_first(first);
-                    }
-                    staging.push(s.clone());
-                    Some(s)
-                }
-                _ => None,
-            };
-            for (subtask, (ins, outs)) in node_inputs.into_iter().zip(node_outputs).enumerate() {
-                let ctx = OperatorContext {
-                    query: name.clone(),
-                    operator: Arc::from(node.name.as_str()),
-                    subtask,
-                    parallelism: node.parallelism,
-                };
-                let ids = task::TaskIds {
-                    node: node.id,
-                    subtask,
-                };
-                let router = OutputRouter::new(outs);
-                let coord = coordinator.clone();
-                let site = FailureSite {
-                    node: node.id,
-                    operator: ctx.operator.clone(),
-                    subtask,
-                };
-                let handle = match &node.kind {
-                    NodeKind::TableSource(table) => {
-                        let (btx, brx) = mpsc::channel(16);
-                        sources.push((node.id, subtask, btx));
-                        source_tables.push((node.id, subtask, table.clone()));
-                        let table = table.clone();
-                        let offset = offsets.get(&(node.id, subtask)).copied();
-                        if restored && offset.is_none() {
-                            return Err(ExecError::internal(format!(
-                                "checkpoint has no offset for source {}",
-                                node.name
-                            )));
-                        }
-                        let hold_at = catch_up.as_ref().and_then(|r| {
-                            r.sources
-                                .iter()
-                                .find(|s| s.node == node.id && s.subtask == subtask)
-                                .map(|s| s.offset)
-                        });
-                        let c2 = coord.clone();
-                        spawn_guarded(coord, site, async move {
-                            source_task::run(ids, table, offset, hold_at, router, brx, c2).await
-                        })
-                    }
-                    NodeKind::Operator(_) | NodeKind::ResultSink(_) => {
-                        let op: Box<dyn crate::operator::Operator> = match &node.kind {
-                            NodeKind::Operator(factory) => {
-                                factory.create(subtask, node.parallelism)?
-                            }
-                            _ => Box::new(NoOp),
-                        };
-                        let restore = restored.then(|| task::TaskRestore {
-                            entries: node_entries
-                                .iter()
-                                .filter(|e| {
-                                    subtask_for_key_group(e.key_group as usize, node.parallelism)
-                                        == subtask
-                                })
-                                .cloned()
-                                .collect(),
-                            channels: state
-                                .channels
-                                .remove(&(node.id, subtask))
-                                .unwrap_or_default(),
-                        });
-                        let c2 = coord.clone();
-                        let sink = sink_staging.clone();
-                        spawn_guarded(coord, site, async move {
-                            task::run(ctx, ids, op, ins, router, sink, restore, c2).await
-                        })
-                    }
-                };
-                handles.push(handle);
-            }
-        }
+        let spawned = spawn::spawn_subtasks(spawn::SpawnPlan {
+            name: &name,
+            graph: &graph,
+            coordinator: &coordinator,
+            staging: &staging,
+            members: &|_| true,
+            restore: record.as_ref().zip(state),
+            catch_up: catch_up.as_ref(),
+        })?;
+        let sources: SourceCommands = Arc::new(Mutex::new(spawned.sources));
+        let source_tables = spawned.source_tables;
+        let handles: HashMap<_, _> = spawned.handles.into_iter().collect();
 
         let config = opts.config.clone();
         let history = match opts.history.take() {
@@ -366,11 +254,11 @@ impl QueryRuntime {
             config: config.clone(),
             config_changed: config_changed.clone(),
             storage: opts.storage.clone(),
-            sources,
-            staging,
+            sources: sources.clone(),
+            staging: staging.values().cloned().collect(),
             history: history.clone(),
             flush_rx,
-            node_names: node_names(graph),
+            node_names: node_names(&graph),
             node_parallelism: graph.nodes.iter().map(|n| n.parallelism).collect(),
             next_epoch: opts.next_epoch,
             // The previous checkpoint, for the incremental-size figures.
@@ -382,9 +270,13 @@ impl QueryRuntime {
         let checkpointer = tokio::spawn(checkpointer.run());
         Ok(Arc::new(QueryRuntime {
             name,
+            graph,
             coordinator,
+            storage: opts.storage.clone(),
             flush_tx,
             source_tables,
+            sources,
+            staging,
             config,
             config_changed,
             history,
@@ -395,7 +287,7 @@ impl QueryRuntime {
 }
 
 /// The sink node's operator: the task stages its input for commit itself.
-struct NoOp;
+pub(crate) struct NoOp;
 
 impl crate::operator::Operator for NoOp {
     fn on_chunk(
@@ -418,12 +310,6 @@ impl QueryRuntime {
         self.coordinator.failure.lock().clone()
     }
 
-    /// Resolves once this run failed or was canceled.
-    pub async fn stopping(&self) {
-        let mut rx = self.coordinator.cancel.subscribe();
-        let _ = rx.wait_for(|c| *c).await;
-    }
-
     /// State of each subtask: ((node, subtask), state).
     pub fn task_states(&self) -> HashMap<(usize, usize), TaskState> {
         self.coordinator.tasks.lock().clone()
@@ -442,12 +328,29 @@ impl QueryRuntime {
             .map(|(node, subtask, table)| (*node, *subtask, table.version()))
             .collect();
         let waiter = FlushWaiter { targets, done: tx };
+        let mut failures = self.coordinator.failure_seq.subscribe();
         if self.flush_tx.send(waiter).is_err() {
             return Err(self.coordinator.failure_message());
         }
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(self.coordinator.failure_message()),
+        tokio::pin!(rx);
+        loop {
+            tokio::select! {
+                r = &mut rx => return r.unwrap_or_else(|_| Err(self.coordinator.failure_message())),
+                changed = failures.changed() => {
+                    if changed.is_err() {
+                        return Err(self.coordinator.failure_message());
+                    }
+                    // Bad data fails again after a restart: say so now
+                    // rather than wait through the restarts.
+                    if let Some(f) = self.failure().filter(|f| !f.error.retryable()) {
+                        return Err(format!(
+                            "streaming query \"{}\" failed: {}",
+                            self.name,
+                            f.error.message()
+                        ));
+                    }
+                }
+            }
         }
     }
 
@@ -474,10 +377,117 @@ impl QueryRuntime {
                 *status = QueryStatus::Canceled;
             }
         }
-        let _ = self.coordinator.cancel.send(true);
-        for h in self.handles.lock().drain(..) {
+        self.coordinator.cancel_all();
+        for (_, h) in self.handles.lock().drain() {
             h.abort();
         }
+    }
+
+    /// Stops every subtask after a failure that no region restart handles.
+    pub fn stop_failed(&self, failure: &TaskFailure) {
+        self.coordinator.stop_failed(failure);
+        for (_, h) in self.handles.lock().drain() {
+            h.abort();
+        }
+    }
+
+    /// The next failure of a subtask (or of the query as a whole); `None`
+    /// once the run is gone.
+    pub async fn next_failure(&self) -> Option<Arc<TaskFailure>> {
+        self.coordinator.failures_rx.lock().await.recv().await
+    }
+
+    /// The failover region of a subtask, and how many regions there are.
+    pub fn region_of(&self, node: usize, subtask: usize) -> (usize, usize) {
+        let regions = crate::failure::regions::regions(&self.graph);
+        let count = crate::failure::regions::region_count(&regions);
+        (self.coordinator.region_of((node, subtask)), count)
+    }
+
+    /// The subtasks of a failover region.
+    pub fn region_members(&self, region: usize) -> Vec<(usize, usize)> {
+        let mut m: Vec<_> = self.coordinator.members(region).into_iter().collect();
+        m.sort();
+        m
+    }
+
+    /// Restarts one failover region from the latest completed checkpoint
+    /// while the other regions keep running. The region's uncommitted
+    /// output and bad records are dropped (it produces them again), the
+    /// checkpoint in progress is abandoned, and the next one is full.
+    pub async fn restart_region(&self, region: usize) -> ExecResult<()> {
+        let coord = &self.coordinator;
+        let _commit = coord.commit_lock.lock().await;
+        coord
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        coord.abort_pending();
+        let members = coord.members(region);
+        // Stop what is left of the region.
+        let old: Vec<JoinHandle<()>> = {
+            let mut handles = self.handles.lock();
+            members.iter().filter_map(|m| handles.remove(m)).collect()
+        };
+        for h in old {
+            h.abort();
+            let _ = h.await;
+        }
+        for (node, staging) in &self.staging {
+            for (n, subtask) in &members {
+                if n == node {
+                    staging.discard(*subtask);
+                }
+            }
+        }
+        if let Some(b) = &coord.bad_records {
+            for m in &members {
+                b.discard(*m);
+            }
+        }
+        let record = self.storage.records()?.last().cloned();
+        let state = match &record {
+            Some(r) => {
+                let storage = self.storage.clone();
+                let graph = self.graph.clone();
+                let r = r.clone();
+                let loaded = tokio::task::spawn_blocking(move || {
+                    let input_schema = |node: usize, input: usize| {
+                        graph
+                            .edges
+                            .iter()
+                            .find(|e| e.to == node && e.input == input)
+                            .map(|e| graph.nodes[e.from].schema.clone())
+                    };
+                    storage.load(&r, &input_schema)
+                })
+                .await
+                .map_err(|e| ExecError::internal(format!("restore panicked: {e}")))??;
+                Some(loaded)
+            }
+            None => None,
+        };
+        coord.reset_region(region);
+        let spawned = spawn::spawn_subtasks(spawn::SpawnPlan {
+            name: &self.name,
+            graph: &self.graph,
+            coordinator: coord,
+            staging: &self.staging,
+            members: &|id| members.contains(&id),
+            restore: record.as_ref().zip(state),
+            catch_up: None,
+        })?;
+        {
+            let mut sources = self.sources.lock();
+            sources.retain(|(n, s, _)| !members.contains(&(*n, *s)));
+            sources.extend(spawned.sources);
+            sources.sort_by_key(|(n, s, _)| (*n, *s));
+        }
+        self.handles.lock().extend(spawned.handles);
+        coord
+            .force_full
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        coord.region_up(region);
+        Ok(())
     }
 
     /// Waits until the checkpointer stopped after [`QueryRuntime::cancel`]
@@ -492,8 +502,8 @@ impl QueryRuntime {
 
 impl Drop for QueryRuntime {
     fn drop(&mut self) {
-        let _ = self.coordinator.cancel.send(true);
-        for h in self.handles.lock().drain(..) {
+        self.coordinator.cancel_all();
+        for (_, h) in self.handles.lock().drain() {
             h.abort();
         }
     }

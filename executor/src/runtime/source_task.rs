@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use super::checkpointer::SourceCommand;
 use super::coordinator::Coordinator;
 use super::router::OutputRouter;
+use super::source_split::SourceSplit;
 use super::task::TaskIds;
 use super::SOURCE_CHUNK_ROWS;
 use crate::checkpoint::SubtaskSnapshot;
@@ -80,17 +81,21 @@ pub(crate) async fn run(
     table: Arc<Table>,
     resume_after: Option<u64>,
     mut hold_at: Option<u64>,
+    split: Option<SourceSplit>,
     mut router: OutputRouter,
     mut commands: mpsc::Receiver<SourceCommand>,
     coord: Arc<Coordinator>,
 ) -> ExecResult<()> {
-    let mut cancel = coord.cancel.subscribe();
+    let mut cancel = coord.cancel_receiver((ids.node, ids.subtask));
     let mut unsent = Unsent::default();
     let mut reader = match resume_after {
         Some(pos) => table.reader_from(pos)?,
         None => {
             let (snapshot, reader) = table.reader()?;
-            unsent.push(snapshot);
+            unsent.push(match &split {
+                Some(s) => s.keep(snapshot, 0)?,
+                None => snapshot,
+            });
             reader
         }
     };
@@ -105,7 +110,7 @@ pub(crate) async fn run(
             }
             let limit = hold_at.unwrap_or(u64::MAX);
             if reader.has_more() && reader.position() < limit {
-                for c in reader.read_up_to(limit)? {
+                for c in read(&mut reader, limit, split.as_ref())? {
                     unsent.push(c);
                 }
                 continue;
@@ -157,7 +162,7 @@ pub(crate) async fn run(
                         unsent.enqueue_next(&mut router)?;
                         router.flush().await?;
                     }
-                    drain(&mut reader, &mut router, limit).await?;
+                    drain(&mut reader, &mut router, limit, split.as_ref()).await?;
                     coord.ack(
                         cmd.barrier.epoch,
                         SubtaskSnapshot {
@@ -176,12 +181,34 @@ pub(crate) async fn run(
     }
 }
 
+/// The next changes up to `limit`, this subtask's share of them.
+fn read(
+    reader: &mut TableReader,
+    limit: u64,
+    split: Option<&SourceSplit>,
+) -> ExecResult<Vec<Chunk>> {
+    let entries = reader.read_entries_up_to(limit)?;
+    match split {
+        None => Ok(entries.into_iter().map(|(_, c)| c).collect()),
+        Some(s) => entries
+            .into_iter()
+            .map(|(offset, c)| s.keep(c, offset))
+            .collect(),
+    }
+}
+
 /// Emits everything visible up to `limit`, waiting for channel room.
-async fn drain(reader: &mut TableReader, router: &mut OutputRouter, limit: u64) -> ExecResult<()> {
+async fn drain(
+    reader: &mut TableReader,
+    router: &mut OutputRouter,
+    limit: u64,
+    split: Option<&SourceSplit>,
+) -> ExecResult<()> {
     router.flush().await?;
     while reader.has_more() && reader.position() < limit {
-        let chunks = reader.read_up_to(limit)?;
-        if chunks.is_empty() {
+        let before = reader.position();
+        let chunks = read(reader, limit, split)?;
+        if reader.position() == before {
             break;
         }
         let mut unsent = Unsent::default();

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::checkpoint::{CheckpointConfig, CheckpointStats, CheckpointStorage};
 use crate::chunk::Chunk;
-use crate::error::{ExecError, ExecResult};
+use crate::error::ExecResult;
 use crate::failure::{
     regions::regions, Enrichers, ExceptionRow, FailoverStrategy, FailureConfig, FailureContext,
     RestartDecision, RestartTracker,
@@ -91,6 +91,9 @@ struct Shared {
     runtime: Option<Arc<QueryRuntime>>,
     /// Run number of the current runtime (0 = the first).
     attempt: u32,
+    /// Per subtask: how often its region was restarted on its own (a
+    /// subtask's attempt adds the full restarts).
+    attempts: HashMap<(usize, usize), u32>,
     num_restarts: u64,
     full_restarts: u64,
     /// When restarts happened, for restart-loop detection.
@@ -151,6 +154,7 @@ impl StreamingQuery {
                 state: QueryState::Created,
                 runtime: None,
                 attempt: 0,
+                attempts: HashMap::new(),
                 num_restarts: 0,
                 full_restarts: 0,
                 restarts_at: VecDeque::new(),
@@ -193,7 +197,7 @@ impl StreamingQuery {
         self.bad_records.reset();
         QueryRuntime::start(
             &self.name,
-            &self.graph,
+            self.graph.clone(),
             StartOptions {
                 config: self.opts.config.clone(),
                 storage,
@@ -247,84 +251,154 @@ impl StreamingQuery {
         let mut tracker = RestartTracker::new();
         tracker.running(Instant::now());
         loop {
-            tokio::select! {
-                _ = rt.stopping() => {}
-                _ = cancel.wait_for(|c| *c) => {}
-            }
-            if *cancel.borrow() {
+            let failure = tokio::select! {
+                f = rt.next_failure() => f,
+                _ = cancel.wait_for(|c| *c) => None,
+            };
+            let Some(failure) = failure.filter(|_| !*cancel.borrow()) else {
                 rt.cancel();
                 rt.stopped().await;
                 self.set_state(QueryState::Canceled);
                 return;
-            }
-            let Some(first) = rt.failure() else {
-                // Stopped without a failure: canceled from inside.
+            };
+            let config = self.opts.failure.lock().clone();
+            // The failed subtask's region, when only it restarts.
+            let region = failure
+                .site
+                .as_ref()
+                .map(|s| rt.region_of(s.node, s.subtask))
+                .filter(|(_, count)| *count > 1 && config.failover == FailoverStrategy::Region)
+                .map(|(r, _)| r);
+            let Some(delay) = self.handle_failure(&failure, &mut tracker, region).await else {
+                rt.stop_failed(&failure);
                 rt.stopped().await;
-                self.set_state(QueryState::Canceled);
                 return;
             };
-            self.set_state(QueryState::Failing);
-            rt.cancel();
-            rt.stopped().await;
-            let mut failure = first;
-            loop {
-                let delay = match self.handle_failure(&failure, &mut tracker).await {
-                    Some(d) => d,
-                    None => return,
-                };
-                self.set_state(QueryState::Restarting);
+            if let Some(region) = region {
+                // The other regions keep running meanwhile.
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = cancel.wait_for(|c| *c) => {
-                        self.set_state(QueryState::Canceled);
-                        return;
-                    }
+                    _ = cancel.wait_for(|c| *c) => continue,
                 }
-                let me = self.clone();
-                let started = tokio::task::spawn_blocking(move || me.start_run()).await;
-                let started = started
-                    .unwrap_or_else(|e| Err(ExecError::internal(format!("restart panicked: {e}"))));
-                match started {
-                    Ok(new_rt) => {
-                        if *cancel.borrow() {
-                            new_rt.cancel();
-                            new_rt.stopped().await;
-                            self.set_state(QueryState::Canceled);
-                            return;
+                match rt.restart_region(region).await {
+                    Ok(()) => {
+                        let members = rt.region_members(region);
+                        let mut s = self.shared.lock();
+                        s.num_restarts += 1;
+                        s.restarts_at.push_back(Instant::now());
+                        for m in members {
+                            *s.attempts.entry(m).or_insert(0) += 1;
                         }
-                        rt = new_rt;
-                        {
-                            let mut s = self.shared.lock();
-                            s.num_restarts += 1;
-                            // One region covers every subtask (see the module docs).
-                            s.full_restarts += 1;
-                            s.restarts_at.push_back(Instant::now());
-                        }
-                        self.set_running(rt.clone(), true);
+                        drop(s);
                         tracker.running(Instant::now());
-                        tracing::info!(query = %self.name, "streaming query restarted");
-                        break;
+                        tracing::info!(query = %self.name, region, "failover region restarted");
+                        self.bump();
+                        continue;
                     }
                     Err(e) => {
-                        failure = Arc::new(TaskFailure {
+                        tracing::warn!(query = %self.name, region, error = %e, "region restart failed; restarting the whole query");
+                        let escalated = Arc::new(TaskFailure {
                             error: e,
                             site: None,
                             at: SystemTime::now(),
                         });
+                        match self
+                            .full_restart(&rt, escalated, &mut tracker, &mut cancel)
+                            .await
+                        {
+                            Some(new_rt) => rt = new_rt,
+                            None => return,
+                        }
+                        continue;
                     }
+                }
+            }
+            self.set_state(QueryState::Failing);
+            rt.stop_failed(&failure);
+            rt.stopped().await;
+            match self.restart_after(delay, &mut tracker, &mut cancel).await {
+                Some(new_rt) => rt = new_rt,
+                None => return,
+            }
+        }
+    }
+
+    /// Stops the run after `failure` (which is recorded and judged) and
+    /// starts a new one.
+    async fn full_restart(
+        &self,
+        rt: &Arc<QueryRuntime>,
+        failure: Arc<TaskFailure>,
+        tracker: &mut RestartTracker,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Option<Arc<QueryRuntime>> {
+        self.set_state(QueryState::Failing);
+        rt.stop_failed(&failure);
+        rt.stopped().await;
+        let delay = self.handle_failure(&failure, tracker, None).await?;
+        self.restart_after(delay, tracker, cancel).await
+    }
+
+    /// Waits `delay`, then starts a new run from the last checkpoint; a
+    /// run that cannot start is a failure of its own. `None` when the
+    /// query ends (FAILED or canceled).
+    async fn restart_after(
+        &self,
+        mut delay: Duration,
+        tracker: &mut RestartTracker,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Option<Arc<QueryRuntime>> {
+        loop {
+            self.set_state(QueryState::Restarting);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = cancel.wait_for(|c| *c) => {
+                    self.set_state(QueryState::Canceled);
+                    return None;
+                }
+            }
+            let started = tokio::task::block_in_place(|| self.start_run());
+            match started {
+                Ok(new_rt) => {
+                    if *cancel.borrow() {
+                        new_rt.cancel();
+                        new_rt.stopped().await;
+                        self.set_state(QueryState::Canceled);
+                        return None;
+                    }
+                    {
+                        let mut s = self.shared.lock();
+                        s.num_restarts += 1;
+                        s.full_restarts += 1;
+                        s.restarts_at.push_back(Instant::now());
+                    }
+                    self.set_running(new_rt.clone(), true);
+                    tracker.running(Instant::now());
+                    tracing::info!(query = %self.name, "streaming query restarted");
+                    return Some(new_rt);
+                }
+                Err(e) => {
+                    let failure = Arc::new(TaskFailure {
+                        error: e,
+                        site: None,
+                        at: SystemTime::now(),
+                    });
+                    delay = self.handle_failure(&failure, tracker, None).await?;
                 }
             }
         }
     }
 
-    /// Records a failure and decides: `Some(delay)` to restart, `None`
-    /// when the query is now FAILED.
+    /// Records a failure and decides: `Some(delay)` to restart (the
+    /// region, when given, else everything), `None` when the query is now
+    /// FAILED.
     async fn handle_failure(
         &self,
         failure: &Arc<TaskFailure>,
         tracker: &mut RestartTracker,
+        region: Option<usize>,
     ) -> Option<Duration> {
-        let region = failure
+        let region_of_site = failure
             .site
             .as_ref()
             .and_then(|s| self.regions.get(s.node)?.get(s.subtask).copied());
@@ -333,7 +407,7 @@ impl StreamingQuery {
             &failure.error,
             failure.site.as_ref().map(|s| s.operator.to_string()),
             failure.site.as_ref().map(|s| s.subtask),
-            region,
+            region_of_site,
             failure.at,
         );
         let labels = self.opts.enrichers.enrich(&ctx).await;
@@ -346,14 +420,16 @@ impl StreamingQuery {
         };
         let (action, delay, attempt) = match &decision {
             RestartDecision::Restart(d) => {
-                let action = match config.failover {
-                    FailoverStrategy::Region => "region restart",
-                    FailoverStrategy::Full => "full restart",
+                let action = match region {
+                    Some(_) => "region restart",
+                    None => "full restart",
                 };
                 let attempt = self.shared.lock().num_restarts as u32 + 1;
                 (action, Some(*d), attempt)
             }
-            RestartDecision::Fail(_) => ("query failed", None, self.shared.lock().attempt),
+            RestartDecision::Fail(_) => {
+                ("query failed", None, self.shared.lock().num_restarts as u32)
+            }
         };
         let row = ExceptionRow {
             failure: ctx,
@@ -369,9 +445,10 @@ impl StreamingQuery {
             s.exceptions.push_front(row);
             s.exceptions.truncate(config.exception_history_size);
         }
+        self.bump();
         match decision {
             RestartDecision::Restart(d) => {
-                tracing::warn!(query = %self.name, error = %failure.error, delay = ?d, "restarting streaming query");
+                tracing::warn!(query = %self.name, error = %failure.error, delay = ?d, action, "restarting");
                 Some(d)
             }
             RestartDecision::Fail(reason) => {
@@ -462,7 +539,7 @@ impl StreamingQuery {
 
     /// Asks the query to stop for good without waiting (server shutdown).
     pub fn cancel(&self) {
-        let _ = self.cancel.send(true);
+        self.cancel.send_replace(true);
         if let Some(rt) = self.shared.lock().runtime.clone() {
             rt.cancel();
         }
@@ -471,7 +548,7 @@ impl StreamingQuery {
     /// Stops the query for good; resolves once every task and the
     /// checkpointer stopped.
     pub async fn stop(&self) {
-        let _ = self.cancel.send(true);
+        self.cancel.send_replace(true);
         let handle = self.supervisor.lock().take();
         if let Some(h) = handle {
             let _ = h.await;
@@ -524,9 +601,14 @@ impl StreamingQuery {
 
     /// One row per subtask of the current (or last) run.
     pub fn tasks(&self) -> Vec<TaskInfo> {
-        let (rt, attempt, state) = {
+        let (rt, attempts, full, state) = {
             let s = self.shared.lock();
-            (s.runtime.clone(), s.attempt, s.state)
+            (
+                s.runtime.clone(),
+                s.attempts.clone(),
+                s.full_restarts,
+                s.state,
+            )
         };
         let states: HashMap<(usize, usize), TaskState> =
             rt.map(|r| r.task_states()).unwrap_or_default();
@@ -547,7 +629,7 @@ impl StreamingQuery {
                     parallelism: node.parallelism,
                     region: self.regions[node.id][subtask],
                     status,
-                    attempt,
+                    attempt: full as u32 + attempts.get(&(node.id, subtask)).copied().unwrap_or(0),
                 });
             }
         }
@@ -649,7 +731,7 @@ async fn record_bad_records(
 
 impl Drop for StreamingQuery {
     fn drop(&mut self) {
-        let _ = self.cancel.send(true);
+        self.cancel.send_replace(true);
     }
 }
 

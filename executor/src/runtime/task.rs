@@ -107,7 +107,7 @@ pub(crate) async fn run(
     restore: Option<TaskRestore>,
     coordinator: Arc<Coordinator>,
 ) -> ExecResult<()> {
-    let mut cancel = coordinator.cancel.subscribe();
+    let mut cancel = coordinator.cancel_receiver((ids.node, ids.subtask));
     let inputs = channels
         .into_iter()
         .map(|(index, rx)| Input {

@@ -520,7 +520,7 @@ struct OneTask {
 }
 
 fn one_task(out_capacity: usize, restore: Option<TaskRestore>) -> OneTask {
-    let coord = Arc::new(Coordinator::new("t".into(), 1, None));
+    let coord = Arc::new(Coordinator::new("t".into(), vec![vec![0]], None));
     let (tx0, rx0) = channel::channel(super::CHANNEL_CAPACITY_MESSAGES);
     let (tx1, rx1) = channel::channel(super::CHANNEL_CAPACITY_MESSAGES);
     let (otx, orx) = channel::channel(out_capacity);
@@ -584,7 +584,7 @@ impl OneTask {
     }
 
     async fn stop(self) {
-        let _ = self.coord.cancel.send(true);
+        self.coord.cancel_all();
         self.handle.await.unwrap().unwrap();
     }
 }
@@ -843,7 +843,7 @@ async fn aligned_checkpoint_snapshot_is_exactly_the_input_before_the_barriers() 
     let storage = g.env.storage();
     let rt = QueryRuntime::start(
         "aligned",
-        &g.graph(),
+        Arc::new(g.graph()),
         fresh(
             storage.clone(),
             // Only FLUSH checkpoints (always aligned).
@@ -924,7 +924,8 @@ async fn aligned_checkpoint_timeout_switches_to_unaligned() {
     let storage = g.env.storage();
     let mut cfg = config(CheckpointMode::Aligned, Duration::from_millis(50));
     cfg.aligned_timeout = Some(Duration::from_millis(20));
-    let rt = QueryRuntime::start("timeout", &g.graph(), fresh(storage.clone(), cfg)).unwrap();
+    let rt =
+        QueryRuntime::start("timeout", Arc::new(g.graph()), fresh(storage.clone(), cfg)).unwrap();
     // b's barrier cannot pass the gate: J only snapshots by timing out.
     eventually("J's snapshot", Some(&rt), || g.j.snapshots(0) == 1).await;
     assert!(rt
@@ -1009,7 +1010,7 @@ async fn backpressured(mode: CheckpointMode) -> Backpressured {
     let storage = env.storage();
     let rt = QueryRuntime::start(
         "bp",
-        &graph,
+        Arc::new(graph),
         fresh(storage.clone(), config(mode, Duration::from_millis(50))),
     )
     .unwrap();
@@ -1253,7 +1254,7 @@ async fn uninterrupted_agg() -> Vec<Vec<Option<i64>>> {
     let slow = Probes::new(agg_schema(), 2, false);
     let rt = QueryRuntime::start(
         "agg",
-        &agg_graph(&t, &result, &slow),
+        Arc::new(agg_graph(&t, &result, &slow)),
         fresh(
             env.storage(),
             config(CheckpointMode::Unaligned, Duration::from_millis(50)),
@@ -1292,7 +1293,7 @@ async fn unaligned_channel_state_is_replayed_on_restore() {
         let storage = env.storage();
         let rt = QueryRuntime::start(
             "agg",
-            &agg_graph(&t, &result, &slow),
+            Arc::new(agg_graph(&t, &result, &slow)),
             fresh(storage.clone(), cfg.clone()),
         )
         .unwrap();
@@ -1333,7 +1334,7 @@ async fn unaligned_channel_state_is_replayed_on_restore() {
         assert!(!plan.recompute && plan.skipped.is_empty());
         let rt = QueryRuntime::start(
             "agg",
-            &graph,
+            Arc::new(graph),
             StartOptions {
                 config: Arc::new(Mutex::new(cfg)),
                 storage: storage.clone(),

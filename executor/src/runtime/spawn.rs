@@ -1,0 +1,240 @@
+//! Starting subtasks: wires the channels between them and spawns one task
+//! per subtask, restoring state and source offsets from a checkpoint. Used
+//! for a whole query, and for one failover region when only that region
+//! restarts (a region's subtasks only talk to each other, so its channels
+//! can be rebuilt without touching the rest).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::channel;
+use super::checkpointer::SourceCommand;
+use super::coordinator::{Coordinator, FailureSite, SubtaskId};
+use super::router::{EdgeOut, OutputRouter};
+use super::sink::SinkStaging;
+use super::source_split::{rescaled_offsets, SourceSplit};
+use super::{source_task, spawn_guarded, task, InputChannel, NoOp, CHANNEL_CAPACITY_MESSAGES};
+use crate::checkpoint::{CheckpointRecord, LoadedState};
+use crate::error::{ExecError, ExecResult};
+use crate::graph::{NodeKind, StreamGraph};
+use crate::keys::subtask_for_key_group;
+use crate::operator::OperatorContext;
+use crate::table::Table;
+
+/// What to start.
+pub(crate) struct SpawnPlan<'a> {
+    pub name: &'a Arc<str>,
+    pub graph: &'a StreamGraph,
+    pub coordinator: &'a Arc<Coordinator>,
+    /// Staging of each sink node.
+    pub staging: &'a HashMap<usize, Arc<SinkStaging>>,
+    /// Which subtasks to start.
+    pub members: &'a dyn Fn(SubtaskId) -> bool,
+    /// The checkpoint to resume from, and its state.
+    pub restore: Option<(&'a CheckpointRecord, LoadedState)>,
+    /// After a fallback: sources replay up to this newer checkpoint first.
+    pub catch_up: Option<&'a CheckpointRecord>,
+}
+
+/// What was started.
+#[derive(Default)]
+pub(crate) struct Spawned {
+    pub handles: Vec<(SubtaskId, JoinHandle<()>)>,
+    /// (node, subtask, command channel) of each source subtask.
+    pub sources: Vec<(usize, usize, mpsc::Sender<SourceCommand>)>,
+    pub source_tables: Vec<(usize, usize, Arc<Table>)>,
+}
+
+/// Where a source subtask resumes: (offset, floors after a rescale).
+type Resume = (u64, Option<Vec<u64>>);
+
+/// Where each source subtask resumes.
+fn source_offsets(
+    graph: &StreamGraph,
+    record: &CheckpointRecord,
+) -> ExecResult<HashMap<SubtaskId, Resume>> {
+    let mut out = HashMap::new();
+    for node in &graph.nodes {
+        if !matches!(node.kind, NodeKind::TableSource(_)) {
+            continue;
+        }
+        let old = record
+            .parallelism
+            .get(node.id)
+            .copied()
+            .unwrap_or(node.parallelism);
+        let mut old_offsets = vec![None; old];
+        for s in record.sources.iter().filter(|s| s.node == node.id) {
+            if let Some(slot) = old_offsets.get_mut(s.subtask) {
+                *slot = Some(s.offset);
+            }
+        }
+        let old_offsets: Vec<u64> =
+            old_offsets
+                .into_iter()
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    ExecError::internal(format!(
+                        "checkpoint {} has no offset for every subtask of source {}",
+                        record.epoch, node.name
+                    ))
+                })?;
+        for (subtask, resume) in rescaled_offsets(&old_offsets, node.parallelism)
+            .into_iter()
+            .enumerate()
+        {
+            out.insert((node.id, subtask), resume);
+        }
+    }
+    Ok(out)
+}
+
+// Subtask indices address the channel tables of two nodes at once.
+#[allow(clippy::needless_range_loop)]
+pub(crate) fn spawn_subtasks(plan: SpawnPlan<'_>) -> ExecResult<Spawned> {
+    let graph = plan.graph;
+    let members = plan.members;
+    // Channels: one per (edge, upstream subtask, downstream subtask).
+    let mut inputs: Vec<Vec<Vec<InputChannel>>> = graph
+        .nodes
+        .iter()
+        .map(|n| (0..n.parallelism).map(|_| Vec::new()).collect())
+        .collect();
+    let mut outputs: Vec<Vec<Vec<EdgeOut>>> = graph
+        .nodes
+        .iter()
+        .map(|n| (0..n.parallelism).map(|_| Vec::new()).collect())
+        .collect();
+    for edge in &graph.edges {
+        let up = &graph.nodes[edge.from];
+        let down = &graph.nodes[edge.to];
+        if edge.partitioning.is_forward() && up.parallelism != down.parallelism {
+            return Err(ExecError::internal(format!(
+                "forward edge between {} (parallelism {}) and {} (parallelism {})",
+                up.name, up.parallelism, down.name, down.parallelism
+            )));
+        }
+        for u in 0..up.parallelism {
+            if !members((edge.from, u)) {
+                continue;
+            }
+            let mut senders = Vec::new();
+            for d in 0..down.parallelism {
+                if edge.partitioning.is_forward() && u != d {
+                    continue;
+                }
+                if !members((edge.to, d)) {
+                    return Err(ExecError::internal(format!(
+                        "edge from {} #{u} leaves the subtasks being started",
+                        up.name
+                    )));
+                }
+                let (tx, rx) = channel::channel(CHANNEL_CAPACITY_MESSAGES);
+                senders.push((tx, (edge.to, d, edge.input)));
+                inputs[edge.to][d].push((edge.input, rx));
+            }
+            outputs[edge.from][u].push(EdgeOut::new(
+                edge.partitioning.clone(),
+                senders,
+                &up.schema,
+                down.parallelism,
+            )?);
+        }
+    }
+
+    let (record, mut state) = match plan.restore {
+        Some((r, s)) => (Some(r), s),
+        None => (None, LoadedState::default()),
+    };
+    let offsets = match record {
+        Some(r) => source_offsets(graph, r)?,
+        None => HashMap::new(),
+    };
+    let mut out = Spawned::default();
+    for node in &graph.nodes {
+        let node_inputs = std::mem::take(&mut inputs[node.id]);
+        let node_outputs = std::mem::take(&mut outputs[node.id]);
+        let node_entries = state.entries.remove(&node.id).unwrap_or_default();
+        for (subtask, (ins, outs)) in node_inputs.into_iter().zip(node_outputs).enumerate() {
+            if !members((node.id, subtask)) {
+                continue;
+            }
+            let ctx = OperatorContext {
+                query: plan.name.clone(),
+                operator: Arc::from(node.name.as_str()),
+                subtask,
+                parallelism: node.parallelism,
+            };
+            let ids = task::TaskIds {
+                node: node.id,
+                subtask,
+            };
+            let router = OutputRouter::new(outs);
+            let coord = plan.coordinator.clone();
+            let site = FailureSite {
+                node: node.id,
+                operator: ctx.operator.clone(),
+                subtask,
+            };
+            let handle = match &node.kind {
+                NodeKind::TableSource(table) => {
+                    let (btx, brx) = mpsc::channel(16);
+                    out.sources.push((node.id, subtask, btx));
+                    out.source_tables.push((node.id, subtask, table.clone()));
+                    let table = table.clone();
+                    let (offset, floors) = match offsets.get(&(node.id, subtask)) {
+                        Some((o, f)) => (Some(*o), f.clone()),
+                        None if record.is_some() => {
+                            return Err(ExecError::internal(format!(
+                                "checkpoint has no offset for source {}",
+                                node.name
+                            )))
+                        }
+                        None => (None, None),
+                    };
+                    let split = SourceSplit::new(&table, subtask, node.parallelism, floors)?;
+                    let hold_at = plan.catch_up.and_then(|r| {
+                        r.sources
+                            .iter()
+                            .find(|s| s.node == node.id && s.subtask == subtask)
+                            .map(|s| s.offset)
+                    });
+                    let c2 = coord.clone();
+                    spawn_guarded(coord, site, async move {
+                        source_task::run(ids, table, offset, hold_at, split, router, brx, c2).await
+                    })
+                }
+                NodeKind::Operator(_) | NodeKind::ResultSink(_) => {
+                    let op: Box<dyn crate::operator::Operator> = match &node.kind {
+                        NodeKind::Operator(factory) => factory.create(subtask, node.parallelism)?,
+                        _ => Box::new(NoOp),
+                    };
+                    let restore = record.is_some().then(|| task::TaskRestore {
+                        entries: node_entries
+                            .iter()
+                            .filter(|e| {
+                                subtask_for_key_group(e.key_group as usize, node.parallelism)
+                                    == subtask
+                            })
+                            .cloned()
+                            .collect(),
+                        channels: state
+                            .channels
+                            .remove(&(node.id, subtask))
+                            .unwrap_or_default(),
+                    });
+                    let c2 = coord.clone();
+                    let sink = plan.staging.get(&node.id).cloned();
+                    spawn_guarded(coord, site, async move {
+                        task::run(ctx, ids, op, ins, router, sink, restore, c2).await
+                    })
+                }
+            };
+            out.handles.push(((node.id, subtask), handle));
+        }
+    }
+    Ok(out)
+}
