@@ -60,6 +60,19 @@ pub enum ExecError {
 
 pub type ExecResult<T> = Result<T, ExecError>;
 
+/// The `&'static str` for a SQLSTATE read back from storage.
+pub fn static_sqlstate(code: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "22000", "22003", "22012", "22023", "22P02", "23502", "23505", "42601", "42703", "42804",
+        "42883", "53000", "57014", "58000", "58030", "P0001", "0A000",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == code)
+        .copied()
+        .unwrap_or("XX000")
+}
+
 /// A failure caused on purpose (`fail_if(...)`), for tests and drills.
 /// A transient one stands for an infrastructure hiccup: it is external and
 /// retryable; a permanent one is a user error.

@@ -74,3 +74,8 @@ pub fn query_key(name: &str) -> String {
 pub fn enricher_key(name: &str) -> String {
     format!("enricher/{name}")
 }
+
+/// The FAILED state of a query (it stays FAILED across restarts).
+pub fn failed_key(name: &str) -> String {
+    format!("query_failed/{name}")
+}

@@ -25,7 +25,7 @@ use weir_planner::StreamPlanner;
 use weir_storage::Store;
 
 use crate::catalog::{
-    enricher_key, query_key, table_key, ColumnMeta, QueryMeta, TableMeta, META_NEXT_ID,
+    enricher_key, failed_key, query_key, table_key, ColumnMeta, QueryMeta, TableMeta, META_NEXT_ID,
 };
 use crate::copy::CopyFormat;
 use crate::error::{SqlError, SqlResult};
@@ -645,6 +645,7 @@ impl Engine {
                 name,
                 options,
             } => self.alter_query(kind, name, options).await,
+            Custom::RestartQuery { kind, name } => self.restart_query(kind, name).await,
             Custom::CreateEnricher {
                 name,
                 or_replace,
@@ -1247,17 +1248,32 @@ impl Engine {
     ) -> SqlResult<()> {
         let (_, config, failure) = parse_options(&meta.options)?;
         let storage = CheckpointStorage::new(self.store.clone(), &self.data_dir, meta.id);
-        let runtime = StreamingQuery::launch(
-            &meta.name,
-            graph,
-            LaunchOptions {
-                config: Arc::new(parking_lot::Mutex::new(config)),
-                failure: Arc::new(parking_lot::Mutex::new(failure)),
-                storage,
-                result: result.clone(),
-                enrichers: self.enrichers.clone(),
-            },
-        )?;
+        let store = self.store.clone();
+        let key = failed_key(&meta.name);
+        let on_failed: weir_executor::runtime::OnFailed = Arc::new(move |state| {
+            let json = serde_json::to_vec(state).expect("json");
+            if let Err(e) = store.put_catalog(&key, &json) {
+                tracing::error!(error = %e, "could not record the FAILED state of a query");
+            }
+        });
+        let opts = LaunchOptions {
+            config: Arc::new(parking_lot::Mutex::new(config)),
+            failure: Arc::new(parking_lot::Mutex::new(failure)),
+            storage,
+            result: result.clone(),
+            enrichers: self.enrichers.clone(),
+            on_failed: Some(on_failed),
+        };
+        // A query FAILED before a server restart stays FAILED until
+        // `ALTER ... RESTART`.
+        let failed = self
+            .store
+            .get_catalog(&failed_key(&meta.name))?
+            .and_then(|v| serde_json::from_slice::<weir_executor::runtime::FailedState>(&v).ok());
+        let runtime = match failed {
+            Some(state) => StreamingQuery::failed(&meta.name, graph, opts, state)?,
+            None => StreamingQuery::launch(&meta.name, graph, opts)?,
+        };
         self.relations
             .write()
             .insert(meta.name.clone(), result.clone());
@@ -1368,6 +1384,7 @@ impl Engine {
             }
             self.refuse_if_depended(name, kind.noun())?;
             self.store.delete_catalog(&query_key(name))?;
+            self.store.delete_catalog(&failed_key(name))?;
             let entry = self.state.lock().queries.remove(name);
             self.relations.write().remove(name);
             self.runtimes.write().remove(name);
@@ -1450,6 +1467,37 @@ impl Engine {
         runtime.stop().await;
         self.state.lock().queries.remove(&name);
         self.runtimes.write().remove(&name);
+        self.start_query(meta).await?;
+        Ok(Output::Command { tag, rows: None })
+    }
+
+    /// `ALTER STREAMING QUERY q RESTART`: stops the query (FAILED or not)
+    /// and starts it again from its last completed checkpoint, with a
+    /// fresh restart budget — e.g. after `SET (on_error = 'dead_letter')`
+    /// for the bad record that failed it.
+    async fn restart_query(&self, kind: QueryKind, name: String) -> SqlResult<Output> {
+        let tag = match kind {
+            QueryKind::StreamingQuery => "ALTER STREAMING QUERY",
+            QueryKind::MaterializedView => "ALTER MATERIALIZED VIEW",
+        };
+        let _ddl = self.ddl.lock().await;
+        let current = self
+            .state
+            .lock()
+            .queries
+            .get(&name)
+            .map(|q| (q.meta.clone(), q.runtime.clone()));
+        let Some((meta, runtime)) = current else {
+            return Err(SqlError::new(
+                "42P01",
+                format!("{} \"{name}\" does not exist", kind.noun()),
+            ));
+        };
+        runtime.stop().await;
+        self.store.delete_catalog(&failed_key(&name))?;
+        self.state.lock().queries.remove(&name);
+        self.runtimes.write().remove(&name);
+        drop(runtime);
         self.start_query(meta).await?;
         Ok(Output::Command { tag, rows: None })
     }

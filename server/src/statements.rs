@@ -56,6 +56,11 @@ pub enum Custom {
         name: String,
         options: BTreeMap<String, String>,
     },
+    /// ALTER STREAMING QUERY / MATERIALIZED VIEW name RESTART
+    RestartQuery {
+        kind: QueryKind,
+        name: String,
+    },
     /// CREATE [OR REPLACE] FAILURE ENRICHER [IF NOT EXISTS] name
     /// WHEN predicate SET LABELS (key = 'value', ...)
     CreateEnricher {
@@ -228,9 +233,17 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
                 kind.noun().to_uppercase()
             ))
         })?;
+        if word(at(q + 1), "restart") {
+            if at(q + 2).is_some() {
+                return Err(SqlError::syntax(
+                    "syntax error: unexpected text after RESTART",
+                ));
+            }
+            return Ok(Some(Custom::RestartQuery { kind, name }));
+        }
         if !kw(at(q + 1), Keyword::SET) {
             return Err(SqlError::syntax(format!(
-                "syntax error: expected SET (...) after ALTER {} {name}",
+                "syntax error: expected SET (...) or RESTART after ALTER {} {name}",
                 kind.noun().to_uppercase()
             )));
         }

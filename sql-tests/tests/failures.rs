@@ -62,7 +62,7 @@ const AGG: &str = "SELECT k, count(*) AS n, sum(v) AS s FROM t";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_delay_restarts_then_fails_keeping_results_while_other_queries_run() {
-    let (_server, client) = start().await;
+    let (mut server, client) = start().await;
     exec(&client, "CREATE TABLE t (k int, v int)").await;
     exec(
         &client,
@@ -158,6 +158,39 @@ async fn fixed_delay_restarts_then_fails_keeping_results_while_other_queries_run
     .await;
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(tasks[0][2].as_deref(), Some("2"));
+
+    // FAILED is kept across a server restart, with its exceptions.
+    drop(client);
+    block_in_place(|| server.restart()).unwrap();
+    let client = server.connect().await.unwrap();
+    assert_eq!(status(&client, "q").await, "FAILED");
+    assert_eq!(exceptions(&client, "q").await.len(), 3);
+    assert_eq!(rows(&client, "SELECT * FROM q ORDER BY k").await, before);
+    // The way out: dead-letter the bad row and restart from the last
+    // checkpoint.
+    exec(
+        &client,
+        "ALTER STREAMING QUERY q SET (on_error = 'dead_letter')",
+    )
+    .await;
+    exec(&client, "ALTER STREAMING QUERY q RESTART").await;
+    exec(&client, "FLUSH").await;
+    assert_eq!(status(&client, "q").await, "RUNNING");
+    assert_view_matches(&client, "q", &format!("{AGG} WHERE v <> 13 GROUP BY k")).await;
+    assert_eq!(
+        text(
+            &client,
+            "SELECT record FROM system.dead_letters WHERE query = 'q'"
+        )
+        .await
+        .as_deref(),
+        Some("{\"k\":2,\"v\":13}")
+    );
+    let err = client
+        .batch_execute("ALTER STREAMING QUERY nosuch RESTART")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42P01");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,6 +79,12 @@ impl Store {
         Ok(())
     }
 
+    /// One catalog entry.
+    pub fn get_catalog(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
+        let cf = self.cf(CF_CATALOG)?;
+        Ok(self.db.get_cf(cf, key.as_bytes())?)
+    }
+
     /// All catalog entries, in key order.
     pub fn list_catalog(&self) -> StorageResult<Vec<(String, Vec<u8>)>> {
         let cf = self.cf(CF_CATALOG)?;

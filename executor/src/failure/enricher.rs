@@ -80,7 +80,7 @@ impl Default for Enrichers {
 /// The built-in labels of a failure.
 pub fn builtin_labels(f: &FailureContext) -> Labels {
     let mut l = Labels::new();
-    let t = match f.domain {
+    let t = match f.domain.as_str() {
         "user" => "UserError",
         "external" => "ExternalError",
         _ => "SystemError",

@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use crate::error::ExecError;
 
 /// A failure before enrichment.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FailureContext {
     pub query: String,
     pub occurred_at: SystemTime,
@@ -22,11 +22,11 @@ pub struct FailureContext {
     pub operator: Option<String>,
     pub subtask: Option<usize>,
     pub region: Option<usize>,
-    pub error_class: &'static str,
+    pub error_class: String,
     pub message: String,
     pub root_cause: String,
-    pub domain: &'static str,
-    pub sqlstate: &'static str,
+    pub domain: String,
+    pub sqlstate: String,
     pub retryable: bool,
 }
 
@@ -45,11 +45,11 @@ impl FailureContext {
             operator,
             subtask,
             region,
-            error_class: error.error_class(),
+            error_class: error.error_class().to_string(),
             message: error.message(),
             root_cause: error.root_cause(),
-            domain: error.domain().as_str(),
-            sqlstate: error.sqlstate(),
+            domain: error.domain().as_str().to_string(),
+            sqlstate: error.sqlstate().to_string(),
             retryable: error.retryable(),
         }
     }
@@ -78,11 +78,11 @@ impl FailureContext {
             Arc::new(StringArray::from(vec![self.operator.clone()])),
             Arc::new(Int64Array::from(vec![self.subtask.map(|s| s as i64)])),
             Arc::new(Int64Array::from(vec![self.region.map(|s| s as i64)])),
-            text(self.error_class),
+            text(&self.error_class),
             text(&self.message),
             text(&self.root_cause),
-            text(self.domain),
-            text(self.sqlstate),
+            text(&self.domain),
+            text(&self.sqlstate),
             Arc::new(BooleanArray::from(vec![self.retryable])),
         ];
         RecordBatch::try_new(Self::schema(), columns).expect("failure context batch")
@@ -90,7 +90,7 @@ impl FailureContext {
 }
 
 /// A row of `system.exceptions`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ExceptionRow {
     pub failure: FailureContext,
     pub labels: BTreeMap<String, String>,

@@ -39,7 +39,7 @@ use coordinator::Coordinator;
 pub use coordinator::{FailureSite, TaskFailure, TaskState};
 pub use restore::{plan_restore, RestorePlan};
 pub use sink::SinkStaging;
-pub use supervisor::{LaunchOptions, QueryState, StreamingQuery, TaskInfo};
+pub use supervisor::{FailedState, LaunchOptions, OnFailed, QueryState, StreamingQuery, TaskInfo};
 
 /// Messages a channel holds before its sender waits (backpressure).
 pub const CHANNEL_CAPACITY_MESSAGES: usize = 16;

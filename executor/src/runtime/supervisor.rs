@@ -62,6 +62,20 @@ impl QueryState {
     }
 }
 
+/// What is kept of a FAILED query, so that it stays FAILED (with its
+/// exceptions) across a server restart until `ALTER ... RESTART`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FailedState {
+    pub reason: String,
+    /// Newest first.
+    pub exceptions: Vec<ExceptionRow>,
+    pub num_restarts: u64,
+    pub full_restarts: u64,
+}
+
+/// Called when a query becomes FAILED.
+pub type OnFailed = Arc<dyn Fn(&FailedState) + Send + Sync>;
+
 /// Everything a query needs besides its graph, shared by all its runs.
 pub struct LaunchOptions {
     pub config: Arc<Mutex<CheckpointConfig>>,
@@ -71,6 +85,8 @@ pub struct LaunchOptions {
     /// recompute from scratch).
     pub result: Arc<Table>,
     pub enrichers: Arc<Enrichers>,
+    /// Persists the FAILED state.
+    pub on_failed: Option<OnFailed>,
 }
 
 /// One subtask, as `system.tasks` shows it.
@@ -134,6 +150,56 @@ impl StreamingQuery {
         graph: StreamGraph,
         opts: LaunchOptions,
     ) -> ExecResult<Arc<StreamingQuery>> {
+        let (q, events_rx) = StreamingQuery::new(name, graph, opts)?;
+        let rt = q.start_run()?;
+        q.set_running(rt.clone(), false);
+        let handle = tokio::spawn(q.clone().supervise(rt));
+        *q.supervisor.lock() = Some(handle);
+        tokio::spawn(record_bad_records(Arc::downgrade(&q), events_rx));
+        Ok(q)
+    }
+
+    /// A query that was FAILED before the server restarted: it stays
+    /// FAILED, nothing runs, its results and exceptions are readable.
+    pub fn failed(
+        name: &str,
+        graph: StreamGraph,
+        opts: LaunchOptions,
+        state: FailedState,
+    ) -> ExecResult<Arc<StreamingQuery>> {
+        let (q, _) = StreamingQuery::new(name, graph, opts)?;
+        {
+            let mut s = q.shared.lock();
+            s.state = QueryState::Failed;
+            s.failed_reason = Some(state.reason);
+            s.num_restarts = state.num_restarts;
+            s.full_restarts = state.full_restarts;
+            if let Some(last) = state.exceptions.first() {
+                s.last_failure_at = Some(last.failure.occurred_at);
+                s.last_error = Some(Arc::new(TaskFailure {
+                    error: crate::error::ExecError::User {
+                        sqlstate: crate::error::static_sqlstate(&last.failure.sqlstate),
+                        message: last.failure.message.clone(),
+                        hint: None,
+                    },
+                    site: None,
+                    at: last.failure.occurred_at,
+                }));
+            }
+            s.exceptions = state.exceptions.into();
+        }
+        Ok(q)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn new(
+        name: &str,
+        graph: StreamGraph,
+        opts: LaunchOptions,
+    ) -> ExecResult<(
+        Arc<StreamingQuery>,
+        tokio::sync::mpsc::UnboundedReceiver<BadRecordEvent>,
+    )> {
         let regions = regions(&graph);
         let history = Arc::new(Mutex::new(VecDeque::new()));
         for r in opts.storage.records()? {
@@ -170,12 +236,7 @@ impl StreamingQuery {
             cancel: watch::channel(false).0,
             supervisor: Mutex::new(None),
         });
-        let rt = q.start_run()?;
-        q.set_running(rt.clone(), false);
-        let handle = tokio::spawn(q.clone().supervise(rt));
-        *q.supervisor.lock() = Some(handle);
-        tokio::spawn(record_bad_records(Arc::downgrade(&q), events_rx));
-        Ok(q)
+        Ok((q, events_rx))
     }
 
     /// Plans the restore from the last usable checkpoint and starts a run.
@@ -454,7 +515,19 @@ impl StreamingQuery {
             RestartDecision::Fail(reason) => {
                 tracing::error!(query = %self.name, error = %failure.error, %reason, "streaming query failed");
                 // The last run stays, for its subtasks' final states.
-                self.shared.lock().failed_reason = Some(reason);
+                let kept = {
+                    let mut s = self.shared.lock();
+                    s.failed_reason = Some(reason.clone());
+                    FailedState {
+                        reason,
+                        exceptions: s.exceptions.iter().cloned().collect(),
+                        num_restarts: s.num_restarts,
+                        full_restarts: s.full_restarts,
+                    }
+                };
+                if let Some(persist) = &self.opts.on_failed {
+                    persist(&kept);
+                }
                 self.set_state(QueryState::Failed);
                 None
             }

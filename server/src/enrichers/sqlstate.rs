@@ -53,8 +53,8 @@ impl FailureEnricher for SqlstateEnricher {
 
     fn enrich(&self, f: &FailureContext) -> Result<Labels, String> {
         let mut l = Labels::new();
-        l.insert("sqlstate".into(), f.sqlstate.to_string());
-        l.insert("sqlstate.class".into(), class_name(f.sqlstate).to_string());
+        l.insert("sqlstate".into(), f.sqlstate.clone());
+        l.insert("sqlstate.class".into(), class_name(&f.sqlstate).to_string());
         l.insert("retryable".into(), f.retryable.to_string());
         Ok(l)
     }

@@ -37,14 +37,11 @@ fn batch(rows: &[ExceptionRow]) -> Result<RecordBatch> {
             "region",
             rows.iter().map(|r| r.failure.region.map(|s| s as i64)),
         )
-        .text(
-            "error_class",
-            f(&|r| Some(r.failure.error_class.to_string())),
-        )
+        .text("error_class", f(&|r| Some(r.failure.error_class.clone())))
         .text("message", f(&|r| Some(r.failure.message.clone())))
         .text("root_cause", f(&|r| Some(r.failure.root_cause.clone())))
-        .text("domain", f(&|r| Some(r.failure.domain.to_string())))
-        .text("sqlstate", f(&|r| Some(r.failure.sqlstate.to_string())))
+        .text("domain", f(&|r| Some(r.failure.domain.clone())))
+        .text("sqlstate", f(&|r| Some(r.failure.sqlstate.clone())))
         .boolean("retryable", rows.iter().map(|r| Some(r.failure.retryable)))
         .text("labels", f(&|r| Some(r.labels_json())))
         .int(
