@@ -1,15 +1,12 @@
-//! The supervisor of one streaming query: runs it, and when a run fails,
-//! records the failure (enriched with labels) in the query's exception
-//! history, asks the restart strategy what to do, and restarts the query
-//! from its last completed checkpoint after the strategy's delay — or
-//! leaves it FAILED, its results still readable and its last exception
-//! kept. Each run is a [`QueryRuntime`]; a restart starts a new one.
-//!
-//! Every edge of a Weir plan is pipelined and every source has one
-//! subtask, so today each query is a single failover region: a region
-//! restart and a full restart both restart every subtask. Regions are
-//! computed and shown (`system.tasks.region`) so that the distinction is
-//! visible once parallel sources split queries into lanes.
+//! The supervisor of one streaming query: runs it, and when a subtask
+//! fails, records the failure (enriched with labels) in the query's
+//! exception history, asks the restart strategy what to do, and after the
+//! strategy's delay restarts from the last completed checkpoint either the
+//! failed region alone (`failover_strategy = 'region'`, when the query has
+//! more than one region; the others keep running) or the whole query — or
+//! leaves it FAILED, its results still readable and its exceptions kept.
+//! Each run of the whole query is a [`QueryRuntime`]; a full restart starts
+//! a new one, a region restart happens inside the current one.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
