@@ -1,10 +1,11 @@
 //! Exactly-once crash test: streaming queries must neither lose nor
 //! duplicate input across crashes.
 //!
-//! Two primary-key tables, `orders` and `customers`, feed five materialized
+//! Two primary-key tables, `orders` and `customers`, feed six materialized
 //! views (aggregates, an inner join + aggregate, a global aggregate, a view
-//! on a view and a row-level left join), all with `parallelism = 2` and a
-//! checkpoint configuration. Writer tasks send a steady stream of small
+//! on a view, a row-level left join, and a filter whose lanes fail
+//! transiently with `fail_if` and restart on their own, region by region),
+//! all with `parallelism = 2` and a checkpoint configuration. Writer tasks send a steady stream of small
 //! INSERT / UPDATE / DELETE statements (each writer owns its own order ids,
 //! writer 0 also changes `customers`) and keep a model of every
 //! acknowledged statement. At random moments the server is killed with
@@ -71,21 +72,25 @@ struct Config {
 const ALIGNED_ROCKSDB: Config = Config {
     name: "aligned_rocksdb",
     options:
-        "checkpoint_mode = 'aligned', state_backend = 'rocksdb', checkpoint_interval = '200ms'",
+        "checkpoint_mode = 'aligned', state_backend = 'rocksdb', checkpoint_interval = '200ms', \
+         restart_strategy = 'fixed-delay', restart_strategy.attempts = 1000, restart_strategy.delay = '50ms'",
 };
 const ALIGNED_MEMORY: Config = Config {
     name: "aligned_memory",
-    options: "checkpoint_mode = 'aligned', state_backend = 'memory', checkpoint_interval = '200ms'",
+    options: "checkpoint_mode = 'aligned', state_backend = 'memory', checkpoint_interval = '200ms', \
+         restart_strategy = 'fixed-delay', restart_strategy.attempts = 1000, restart_strategy.delay = '50ms'",
 };
 const UNALIGNED_ROCKSDB: Config = Config {
     name: "unaligned_rocksdb",
     options:
-        "checkpoint_mode = 'unaligned', state_backend = 'rocksdb', checkpoint_interval = '200ms'",
+        "checkpoint_mode = 'unaligned', state_backend = 'rocksdb', checkpoint_interval = '200ms', \
+         restart_strategy = 'fixed-delay', restart_strategy.attempts = 1000, restart_strategy.delay = '50ms'",
 };
 const UNALIGNED_MEMORY: Config = Config {
     name: "unaligned_memory",
     options:
-        "checkpoint_mode = 'unaligned', state_backend = 'memory', checkpoint_interval = '200ms'",
+        "checkpoint_mode = 'unaligned', state_backend = 'memory', checkpoint_interval = '200ms', \
+         restart_strategy = 'fixed-delay', restart_strategy.attempts = 1000, restart_strategy.delay = '50ms'",
 };
 
 /// Number of configurations (tests) in this file.
@@ -163,6 +168,15 @@ const VIEWS: &[View] = &[
                    FROM orders GROUP BY customer) s GROUP BY n",
         ),
         before_data: false,
+    },
+    // Forward-only (one failover region per lane), with transient failures:
+    // lanes restart on their own between the kills.
+    View {
+        name: "big_orders",
+        definition: "SELECT id, customer, amount FROM orders \
+                     WHERE amount > 500 AND NOT fail_if(amount % 97 = 0, 'crash-test flake', 4)",
+        adhoc: Some("SELECT id, customer, amount FROM orders WHERE amount > 500"),
+        before_data: true,
     },
     View {
         name: "orders_left",
@@ -928,7 +942,15 @@ impl Run {
         if !problems.is_empty() {
             self.fail(&format!("{when}:\n{problems}"));
         }
-        self.shared.note(format!("ctl   check passed: {when}"));
+        let restarts = self
+            .rows("SELECT name, num_restarts FROM system.streaming_queries WHERE num_restarts > 0")
+            .await;
+        let note = format!(
+            "ctl   check passed: {when} (restarts since the server started: {})",
+            render(&restarts).trim()
+        );
+        println!("{}: {note}", self.config.name);
+        self.shared.note(note);
     }
 
     /// Pauses the writers (waiting for their statements in flight), checks,
