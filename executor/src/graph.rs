@@ -95,6 +95,14 @@ impl StreamGraph {
         v
     }
 
+    /// Schema of the rows arriving at `input` of `node`.
+    pub fn input_schema(&self, node: usize, input: usize) -> Option<SchemaRef> {
+        self.edges
+            .iter()
+            .find(|e| e.to == node && e.input == input)
+            .map(|e| self.nodes[e.from].schema.clone())
+    }
+
     pub fn outputs_of(&self, node: usize) -> Vec<&Edge> {
         self.edges.iter().filter(|e| e.from == node).collect()
     }

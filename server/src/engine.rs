@@ -1411,18 +1411,9 @@ impl Engine {
         name: String,
         options: BTreeMap<String, String>,
     ) -> SqlResult<Output> {
-        let tag = match kind {
-            QueryKind::StreamingQuery => "ALTER STREAMING QUERY",
-            QueryKind::MaterializedView => "ALTER MATERIALIZED VIEW",
-        };
+        let tag = alter_tag(kind);
         let _ddl = self.ddl.lock().await;
-        let current = self
-            .state
-            .lock()
-            .queries
-            .get(&name)
-            .map(|q| (q.meta.clone(), q.runtime.clone()));
-        let Some((mut meta, runtime)) = current else {
+        let Some((mut meta, runtime)) = self.query_entry(&name) else {
             if self.state.lock().tables.contains_key(&name) {
                 return Err(SqlError::new(
                     "42809",
@@ -1471,23 +1462,23 @@ impl Engine {
         Ok(Output::Command { tag, rows: None })
     }
 
+    /// The catalog entry and handle of a streaming query.
+    fn query_entry(&self, name: &str) -> Option<(QueryMeta, Arc<StreamingQuery>)> {
+        self.state
+            .lock()
+            .queries
+            .get(name)
+            .map(|q| (q.meta.clone(), q.runtime.clone()))
+    }
+
     /// `ALTER STREAMING QUERY q RESTART`: stops the query (FAILED or not)
     /// and starts it again from its last completed checkpoint, with a
     /// fresh restart budget — e.g. after `SET (on_error = 'dead_letter')`
     /// for the bad record that failed it.
     async fn restart_query(&self, kind: QueryKind, name: String) -> SqlResult<Output> {
-        let tag = match kind {
-            QueryKind::StreamingQuery => "ALTER STREAMING QUERY",
-            QueryKind::MaterializedView => "ALTER MATERIALIZED VIEW",
-        };
+        let tag = alter_tag(kind);
         let _ddl = self.ddl.lock().await;
-        let current = self
-            .state
-            .lock()
-            .queries
-            .get(&name)
-            .map(|q| (q.meta.clone(), q.runtime.clone()));
-        let Some((meta, runtime)) = current else {
+        let Some((meta, runtime)) = self.query_entry(&name) else {
             return Err(SqlError::new(
                 "42P01",
                 format!("{} \"{name}\" does not exist", kind.noun()),
@@ -1654,6 +1645,13 @@ impl datafusion::logical_expr::ScalarUDFImpl for PgSleep {
                 datafusion::arrow::array::new_null_array(&DataType::Utf8, a.len()),
             ),
         })
+    }
+}
+
+fn alter_tag(kind: QueryKind) -> &'static str {
+    match kind {
+        QueryKind::StreamingQuery => "ALTER STREAMING QUERY",
+        QueryKind::MaterializedView => "ALTER MATERIALIZED VIEW",
     }
 }
 

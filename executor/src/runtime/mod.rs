@@ -451,14 +451,7 @@ impl QueryRuntime {
                 let graph = self.graph.clone();
                 let r = r.clone();
                 let loaded = tokio::task::spawn_blocking(move || {
-                    let input_schema = |node: usize, input: usize| {
-                        graph
-                            .edges
-                            .iter()
-                            .find(|e| e.to == node && e.input == input)
-                            .map(|e| graph.nodes[e.from].schema.clone())
-                    };
-                    storage.load(&r, &input_schema)
+                    storage.load(&r, &|node, input| graph.input_schema(node, input))
                 })
                 .await
                 .map_err(|e| ExecError::internal(format!("restore panicked: {e}")))??;

@@ -31,13 +31,7 @@ pub fn plan_restore(storage: &CheckpointStorage, graph: &StreamGraph) -> ExecRes
         });
     };
     let names = node_names(graph);
-    let input_schema = |node: usize, input: usize| {
-        graph
-            .edges
-            .iter()
-            .find(|e| e.to == node && e.input == input)
-            .map(|e| graph.nodes[e.from].schema.clone())
-    };
+    let input_schema = |node: usize, input: usize| graph.input_schema(node, input);
     let mut skipped = Vec::new();
     for rec in records.iter().rev() {
         if rec.nodes != names {
