@@ -14,6 +14,7 @@ pub mod failure;
 pub mod graph;
 pub mod keys;
 pub mod message;
+pub mod metrics;
 pub mod operator;
 pub mod operators;
 pub mod runtime;

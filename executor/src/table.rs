@@ -50,6 +50,9 @@ impl Contents {
 
 struct Inner {
     version: u64,
+    /// Rows logged through each offset (index = offset; 0 at index 0),
+    /// for source lag in rows.
+    rows_through: Vec<u64>,
     contents: Contents,
     /// In-memory tail of the log (result tables only).
     mem_log: VecDeque<(u64, Chunk)>,
@@ -57,6 +60,16 @@ struct Inner {
     readers: HashMap<u64, u64>,
     next_reader: u64,
     cache: Option<RecordBatch>,
+}
+
+impl Inner {
+    fn log_rows(&mut self, offset: u64, rows: usize) {
+        let last = *self.rows_through.last().expect("starts with 0");
+        while (self.rows_through.len() as u64) < offset {
+            self.rows_through.push(last);
+        }
+        self.rows_through.push(last + rows as u64);
+    }
 }
 
 pub struct Table {
@@ -111,6 +124,7 @@ impl Table {
             pk_enc,
             inner: Mutex::new(Inner {
                 version: 0,
+                rows_through: vec![0],
                 contents,
                 mem_log: VecDeque::new(),
                 readers: HashMap::new(),
@@ -148,6 +162,7 @@ impl Table {
                         Chunk::from_stored_batch(decode_batch(&e.payload)?, &table.desc.schema)?;
                     table.apply(&mut inner, &chunk)?;
                     inner.version = e.offset;
+                    inner.log_rows(e.offset, chunk.num_rows());
                     from = e.offset + 1;
                 }
             }
@@ -186,11 +201,25 @@ impl Table {
             let c = c.with_schema(self.desc.schema.clone())?;
             self.apply(&mut inner, &c)?;
             inner.version += 1;
+            let v = inner.version;
+            inner.log_rows(v, c.num_rows());
         }
         let v = inner.version;
         drop(inner);
         self.version_tx.send_replace(v);
         Ok(())
+    }
+
+    /// Rows logged after offset `pos` (a reader's position): its lag.
+    pub fn rows_after(&self, pos: u64) -> u64 {
+        let inner = self.inner.lock();
+        let total = inner.rows_through.last().copied().unwrap_or(0);
+        let at = inner
+            .rows_through
+            .get(pos as usize)
+            .copied()
+            .unwrap_or(total);
+        total - at
     }
 
     /// The log id of a durable table.
@@ -242,6 +271,7 @@ impl Table {
         }
         self.apply(&mut inner, &chunk)?;
         inner.version = offset;
+        inner.log_rows(offset, chunk.num_rows());
         if self.store.is_none() {
             if inner.readers.is_empty() {
                 inner.mem_log.clear();

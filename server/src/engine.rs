@@ -67,6 +67,8 @@ pub struct Engine {
     runtimes: crate::system::Runtimes,
     /// Failure enrichers: plugins from the config file and SQL rules.
     pub(crate) enrichers: Arc<Enrichers>,
+    /// Server-scope metrics.
+    pub server_metrics: Arc<crate::metrics::ServerMetrics>,
     data_dir: std::path::PathBuf,
     ctx: SessionContext,
     relations: Relations,
@@ -159,11 +161,14 @@ impl Engine {
             .ok_or_else(|| anyhow::anyhow!("default catalog missing"))?;
         catalog.register_schema("public", Arc::new(PublicSchema::new(relations.clone())))?;
         let runtimes: crate::system::Runtimes = Arc::default();
+        let server_metrics = crate::metrics::ServerMetrics::new();
         catalog.register_schema(
             "system",
             Arc::new(crate::system::SystemSchema::new(
                 runtimes.clone(),
                 enrichers.clone(),
+                server_metrics.clone(),
+                store.clone(),
             )),
         )?;
         datafusion_pg_catalog::setup_pg_catalog(
@@ -195,6 +200,7 @@ impl Engine {
             store,
             runtimes,
             enrichers,
+            server_metrics,
             data_dir: data_dir.to_path_buf(),
             ctx,
             relations,
@@ -299,6 +305,9 @@ impl Engine {
         sql: &str,
         params: Option<ParamValues>,
     ) -> SqlResult<Output> {
+        self.server_metrics
+            .statements
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(custom) = parse_custom(sql)? {
             return self.execute_custom(custom).await;
         }
@@ -1569,6 +1578,11 @@ impl Engine {
             }
             _ => Ok((None, vec![])),
         }
+    }
+
+    /// Every metric: the server's, then each query's.
+    pub fn metrics(&self) -> Vec<weir_executor::metrics::MetricPoint> {
+        crate::metrics::collect(&self.server_metrics, &self.store, &self.runtimes)
     }
 
     /// Stops every streaming query (server shutdown).

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod enrichers;
 pub mod error;
 pub mod fail_if;
+pub mod metrics;
 pub mod naming;
 pub mod pg;
 pub mod providers;
@@ -36,6 +37,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.enricher_timeout,
     ));
     let engine = engine::Engine::open_with(&config.data_dir, enrichers).await?;
+    engine.server_metrics.start_sampler();
+    let metrics_listener = TcpListener::bind(&config.metrics_listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen for metrics on {}: {e} (set --metrics-listen)",
+                config.metrics_listen
+            )
+        })?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    tokio::spawn(metrics::prometheus::serve(engine.clone(), metrics_listener));
+    eprintln!("weir metrics on http://{metrics_addr}/metrics");
     let listener = TcpListener::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir listening on {addr}");
@@ -53,10 +66,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     Ok((socket, _)) => {
                         let _ = socket.set_nodelay(true);
                         let f = factory.clone();
+                        let m = engine.server_metrics.clone();
+                        m.open_sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tokio::spawn(async move {
                             if let Err(e) = pgwire::tokio::process_socket(socket, None, f).await {
                                 tracing::debug!(error = %e, "connection ended with an error");
                             }
+                            m.open_sessions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                         });
                     }
                     Err(e) => tracing::warn!(error = %e, "accept failed"),

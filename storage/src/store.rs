@@ -79,6 +79,29 @@ impl Store {
         Ok(())
     }
 
+    /// (block cache bytes, memtable bytes) over every column family.
+    pub fn memory_usage(&self) -> (u64, u64) {
+        let mut cache = 0;
+        let mut mem = 0;
+        for name in [CF_CATALOG, CF_LOG, CF_CHECKPOINTS] {
+            if let Ok(cf) = self.cf(name) {
+                cache += self
+                    .db
+                    .property_int_value_cf(cf, "rocksdb.block-cache-usage")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                mem += self
+                    .db
+                    .property_int_value_cf(cf, "rocksdb.cur-size-all-mem-tables")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+            }
+        }
+        (cache, mem)
+    }
+
     /// One catalog entry.
     pub fn get_catalog(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
         let cf = self.cf(CF_CATALOG)?;

@@ -7,7 +7,7 @@ pub mod stats;
 pub mod storage;
 
 pub use config::{CheckpointConfig, StateBackendKind};
-pub use stats::{CheckpointStats, CheckpointStatus};
+pub use stats::{CheckpointCounts, CheckpointStats, CheckpointStatus};
 pub use storage::{
     ChannelChunk, CheckpointRecord, CheckpointStorage, LoadedState, SourceOffset, SubtaskSnapshot,
     WrittenSizes,

@@ -71,3 +71,12 @@ impl CheckpointStats {
         }
     }
 }
+
+/// Checkpoints that ended, by outcome, since the query started on this
+/// server (Flink's numberOfCompletedCheckpoints / numberOfFailedCheckpoints).
+#[derive(Debug, Default)]
+pub struct CheckpointCounts {
+    pub completed: std::sync::atomic::AtomicU64,
+    /// Failed or expired.
+    pub failed: std::sync::atomic::AtomicU64,
+}

@@ -64,6 +64,7 @@ pub(crate) struct Checkpointer {
     pub sources: super::SourceCommands,
     pub staging: Vec<Arc<SinkStaging>>,
     pub history: Arc<Mutex<VecDeque<CheckpointStats>>>,
+    pub counts: Arc<crate::checkpoint::CheckpointCounts>,
     pub flush_rx: mpsc::UnboundedReceiver<FlushWaiter>,
     pub node_names: Vec<String>,
     pub node_parallelism: Vec<usize>,
@@ -166,6 +167,16 @@ impl Checkpointer {
     }
 
     fn push_history(&self, row: CheckpointStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match row.status {
+            CheckpointStatus::Completed => {
+                self.counts.completed.fetch_add(1, Relaxed);
+            }
+            CheckpointStatus::Failed | CheckpointStatus::Expired => {
+                self.counts.failed.fetch_add(1, Relaxed);
+            }
+            CheckpointStatus::InProgress => {}
+        }
         let mut h = self.history.lock();
         if let Some(existing) = h.iter_mut().rev().find(|r| {
             r.checkpoint_id == row.checkpoint_id && r.status == CheckpointStatus::InProgress

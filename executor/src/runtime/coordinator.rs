@@ -94,6 +94,8 @@ pub(crate) struct Coordinator {
     pub(crate) bad_records: Option<Arc<super::bad_records::BadRecords>>,
     /// State of every subtask.
     pub(crate) tasks: Mutex<HashMap<SubtaskId, TaskState>>,
+    /// Metrics of every subtask (new ones when a region restarts).
+    pub(crate) metrics: Mutex<HashMap<SubtaskId, Arc<crate::metrics::SubtaskMetrics>>>,
     pub(crate) cancel: watch::Sender<bool>,
     total_subtasks: usize,
     pending: Mutex<Option<Pending>>,
@@ -130,6 +132,7 @@ impl Coordinator {
             status: Mutex::new(QueryStatus::Running),
             failure: Mutex::new(None),
             tasks: Mutex::new(HashMap::new()),
+            metrics: Mutex::new(HashMap::new()),
             cancel: watch::channel(false).0,
             total_subtasks,
             pending: Mutex::new(None),
@@ -250,6 +253,13 @@ impl Coordinator {
             }
         }
         let _ = p.done.send(p.snaps);
+    }
+
+    /// Fresh metrics for a subtask being started.
+    pub(crate) fn new_metrics(&self, id: SubtaskId) -> Arc<crate::metrics::SubtaskMetrics> {
+        let m = Arc::new(crate::metrics::SubtaskMetrics::new());
+        self.metrics.lock().insert(id, m.clone());
+        m
     }
 
     pub(crate) fn set_task(&self, id: SubtaskId, state: TaskState) {

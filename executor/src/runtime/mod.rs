@@ -82,6 +82,8 @@ pub struct StartOptions {
     pub history: Option<Arc<Mutex<VecDeque<CheckpointStats>>>>,
     /// Where bad records go (`on_error`); `None`: they fail the query.
     pub bad_records: Option<Arc<BadRecords>>,
+    /// Checkpoint outcomes counted across runs.
+    pub counts: Arc<crate::checkpoint::CheckpointCounts>,
 }
 
 /// A subtask's input channel and the operator input it feeds.
@@ -257,6 +259,7 @@ impl QueryRuntime {
             sources: sources.clone(),
             staging: staging.values().cloned().collect(),
             history: history.clone(),
+            counts: opts.counts.clone(),
             flush_rx,
             node_names: node_names(&graph),
             node_parallelism: graph.nodes.iter().map(|n| n.parallelism).collect(),
@@ -308,6 +311,19 @@ impl QueryRuntime {
     /// The failure that stopped this run, if it failed.
     pub fn failure(&self) -> Option<Arc<TaskFailure>> {
         self.coordinator.failure.lock().clone()
+    }
+
+    /// The metrics of every subtask.
+    pub fn subtask_metrics(&self) -> Vec<((usize, usize), Arc<crate::metrics::SubtaskMetrics>)> {
+        let mut v: Vec<_> = self
+            .coordinator
+            .metrics
+            .lock()
+            .iter()
+            .map(|(k, m)| (*k, m.clone()))
+            .collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
     }
 
     /// State of each subtask: ((node, subtask), state).

@@ -4,6 +4,7 @@
 //! unsent output then becomes channel state of the checkpoint.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use datafusion::arrow::array::ArrayRef;
@@ -16,6 +17,7 @@ use crate::error::{ExecError, ExecResult};
 use crate::graph::Partitioning;
 use crate::keys::{key_group_of, subtask_for_key_group, KeyEncoder};
 use crate::message::{Barrier, Message};
+use crate::metrics::SubtaskMetrics;
 
 /// A channel's receiving end: (node, subtask, input).
 pub(crate) type Target = (usize, usize, usize);
@@ -60,6 +62,8 @@ pub(crate) struct OutputRouter {
     edges: Vec<EdgeOut>,
     /// (edge, channel, message) not yet in its channel.
     pending: VecDeque<(usize, usize, Message)>,
+    /// Counts what the subtask emits.
+    metrics: Option<Arc<SubtaskMetrics>>,
 }
 
 fn closed() -> ExecError {
@@ -71,13 +75,22 @@ impl OutputRouter {
         OutputRouter {
             edges,
             pending: VecDeque::new(),
+            metrics: None,
         }
+    }
+
+    pub(crate) fn with_metrics(mut self, metrics: Arc<SubtaskMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Queues a chunk, split by each edge's partitioning.
     pub(crate) fn enqueue_chunk(&mut self, chunk: Chunk) -> ExecResult<()> {
         if chunk.is_empty() {
             return Ok(());
+        }
+        if let Some(m) = &self.metrics {
+            m.record_out(chunk.num_rows(), crate::metrics::batch_bytes(&chunk.batch));
         }
         for (e, edge) in self.edges.iter().enumerate() {
             match &edge.partitioning {

@@ -26,7 +26,9 @@ use crate::checkpoint::SubtaskSnapshot;
 use crate::chunk::Chunk;
 use crate::error::ExecResult;
 use crate::message::{CheckpointMode, Message};
+use crate::metrics::{batch_bytes, SubtaskMetrics, TimeState};
 use crate::table::{Table, TableReader};
+use std::sync::atomic::Ordering;
 
 /// Rows of a chunk not yet handed to the router, handed over one piece of
 /// at most [`SOURCE_CHUNK_ROWS`] at a time, so that the output queue stays
@@ -87,15 +89,24 @@ pub(crate) async fn run(
     coord: Arc<Coordinator>,
 ) -> ExecResult<()> {
     let mut cancel = coord.cancel_receiver((ids.node, ids.subtask));
+    let metrics = coord
+        .metrics
+        .lock()
+        .get(&(ids.node, ids.subtask))
+        .cloned()
+        .unwrap_or_default();
+    metrics.enter(TimeState::Busy);
     let mut unsent = Unsent::default();
     let mut reader = match resume_after {
         Some(pos) => table.reader_from(pos)?,
         None => {
             let (snapshot, reader) = table.reader()?;
-            unsent.push(match &split {
+            let snapshot = match &split {
                 Some(s) => s.keep(snapshot, 0)?,
                 None => snapshot,
-            });
+            };
+            metrics.record_in(snapshot.num_rows(), batch_bytes(&snapshot.batch));
+            unsent.push(snapshot);
             reader
         }
     };
@@ -110,7 +121,7 @@ pub(crate) async fn run(
             }
             let limit = hold_at.unwrap_or(u64::MAX);
             if reader.has_more() && reader.position() < limit {
-                for c in read(&mut reader, limit, split.as_ref())? {
+                for c in read(&mut reader, limit, split.as_ref(), &metrics)? {
                     unsent.push(c);
                 }
                 continue;
@@ -118,6 +129,14 @@ pub(crate) async fn run(
         }
         let pos = reader.position();
         let pending = router.has_pending();
+        metrics
+            .pending_records
+            .store(table.rows_after(pos), Ordering::Relaxed);
+        metrics.enter(if pending {
+            TimeState::Backpressured
+        } else {
+            TimeState::Idle
+        });
         let wake = tokio::select! {
             c = commands.recv() => Wake::Command(c),
             r = poll_fn(|cx| if pending { router.poll_flush(cx) } else { Poll::Pending }) => {
@@ -127,6 +146,7 @@ pub(crate) async fn run(
             _ = async { watch.wait_for(|v| *v > pos).await.is_ok() }, if !pending => Wake::Data,
             _ = async { cancel.wait_for(|c| *c).await.is_ok() } => Wake::Cancel,
         };
+        metrics.enter(TimeState::Busy);
         match wake {
             Wake::Command(None) | Wake::Cancel => return Ok(()),
             Wake::Command(Some(cmd)) => {
@@ -162,7 +182,7 @@ pub(crate) async fn run(
                         unsent.enqueue_next(&mut router)?;
                         router.flush().await?;
                     }
-                    drain(&mut reader, &mut router, limit, split.as_ref()).await?;
+                    drain(&mut reader, &mut router, limit, split.as_ref(), &metrics).await?;
                     coord.ack(
                         cmd.barrier.epoch,
                         SubtaskSnapshot {
@@ -186,15 +206,20 @@ fn read(
     reader: &mut TableReader,
     limit: u64,
     split: Option<&SourceSplit>,
+    metrics: &SubtaskMetrics,
 ) -> ExecResult<Vec<Chunk>> {
     let entries = reader.read_entries_up_to(limit)?;
-    match split {
-        None => Ok(entries.into_iter().map(|(_, c)| c).collect()),
+    let chunks: Vec<Chunk> = match split {
+        None => entries.into_iter().map(|(_, c)| c).collect(),
         Some(s) => entries
             .into_iter()
             .map(|(offset, c)| s.keep(c, offset))
-            .collect(),
+            .collect::<ExecResult<_>>()?,
+    };
+    for c in &chunks {
+        metrics.record_in(c.num_rows(), batch_bytes(&c.batch));
     }
+    Ok(chunks)
 }
 
 /// Emits everything visible up to `limit`, waiting for channel room.
@@ -203,11 +228,12 @@ async fn drain(
     router: &mut OutputRouter,
     limit: u64,
     split: Option<&SourceSplit>,
+    metrics: &SubtaskMetrics,
 ) -> ExecResult<()> {
     router.flush().await?;
     while reader.has_more() && reader.position() < limit {
         let before = reader.position();
-        let chunks = read(reader, limit, split)?;
+        let chunks = read(reader, limit, split, metrics)?;
         if reader.position() == before {
             break;
         }

@@ -172,7 +172,8 @@ pub(crate) fn spawn_subtasks(plan: SpawnPlan<'_>) -> ExecResult<Spawned> {
                 node: node.id,
                 subtask,
             };
-            let router = OutputRouter::new(outs);
+            let metrics = plan.coordinator.new_metrics((node.id, subtask));
+            let router = OutputRouter::new(outs).with_metrics(metrics);
             let coord = plan.coordinator.clone();
             let site = FailureSite {
                 node: node.id,

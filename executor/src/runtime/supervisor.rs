@@ -20,6 +20,7 @@ use super::{
     plan_restore, BadRecordEvent, BadRecords, QueryRuntime, QueryStatus, StartOptions, TaskFailure,
     TaskState,
 };
+use crate::checkpoint::CheckpointStatus;
 use crate::checkpoint::{CheckpointConfig, CheckpointStats, CheckpointStorage};
 use crate::chunk::Chunk;
 use crate::error::ExecResult;
@@ -28,6 +29,7 @@ use crate::failure::{
     RestartDecision, RestartTracker,
 };
 use crate::graph::StreamGraph;
+use crate::metrics::{task_points, Kind, MetricPoint, Scope, SubtaskEntry};
 use crate::table::Table;
 
 /// The status of a streaming query, with Flink's names.
@@ -119,6 +121,9 @@ struct Shared {
     last_failure_at: Option<SystemTime>,
     /// Newest first.
     exceptions: VecDeque<ExceptionRow>,
+    /// Failures since the start, in all and by (label key, value).
+    failures: u64,
+    failures_by_label: BTreeMap<(String, String), u64>,
     /// Why the query is FAILED.
     failed_reason: Option<String>,
     last_error: Option<Arc<TaskFailure>>,
@@ -131,6 +136,7 @@ pub struct StreamingQuery {
     opts: LaunchOptions,
     regions: Vec<Vec<usize>>,
     history: Arc<Mutex<VecDeque<CheckpointStats>>>,
+    counts: Arc<crate::checkpoint::CheckpointCounts>,
     bad_records: Arc<BadRecords>,
     shared: Mutex<Shared>,
     /// Bumped on every state change (flush waits on it across restarts).
@@ -153,6 +159,7 @@ impl StreamingQuery {
         let handle = tokio::spawn(q.clone().supervise(rt));
         *q.supervisor.lock() = Some(handle);
         tokio::spawn(record_bad_records(Arc::downgrade(&q), events_rx));
+        tokio::spawn(sample_metrics(Arc::downgrade(&q)));
         Ok(q)
     }
 
@@ -212,6 +219,7 @@ impl StreamingQuery {
             opts,
             regions,
             history,
+            counts: Default::default(),
             bad_records,
             shared: Mutex::new(Shared {
                 state: QueryState::Created,
@@ -226,6 +234,8 @@ impl StreamingQuery {
                 restarting_since: None,
                 last_failure_at: None,
                 exceptions: VecDeque::new(),
+                failures: 0,
+                failures_by_label: BTreeMap::new(),
                 failed_reason: None,
                 last_error: None,
             }),
@@ -265,6 +275,7 @@ impl StreamingQuery {
                 skipped: plan.skipped,
                 history: Some(self.history.clone()),
                 bad_records: Some(self.bad_records.clone()),
+                counts: self.counts.clone(),
             },
         )
     }
@@ -498,6 +509,15 @@ impl StreamingQuery {
         };
         {
             let mut s = self.shared.lock();
+            s.failures += 1;
+            for (k, v) in &row.labels {
+                // Free text would make a metric per failure.
+                if k != "enrichment.errors" {
+                    *s.failures_by_label
+                        .entry((k.clone(), v.clone()))
+                        .or_insert(0) += 1;
+                }
+            }
             s.last_failure_at = Some(failure.at);
             s.last_error = Some(failure.clone());
             s.exceptions.push_front(row);
@@ -760,14 +780,99 @@ impl StreamingQuery {
         }
     }
 
-    /// Labels of every exception kept, for counting failures by label.
-    pub fn exception_labels(&self) -> Vec<BTreeMap<String, String>> {
-        self.shared
-            .lock()
-            .exceptions
+    /// Every metric of the query: its subtasks', its operators' and its own.
+    pub fn metrics(&self) -> Vec<MetricPoint> {
+        let q = self.name.as_ref();
+        let rt = self.shared.lock().runtime.clone();
+        let mut out = Vec::new();
+        if let Some(rt) = &rt {
+            let all = rt.subtask_metrics();
+            let entries: Vec<SubtaskEntry<'_>> = all
+                .iter()
+                .filter_map(|((node, subtask), m)| {
+                    let n = self.graph.nodes.get(*node)?;
+                    Some(SubtaskEntry {
+                        operator: &n.name,
+                        operator_id: *node,
+                        subtask: *subtask,
+                        is_source: matches!(n.kind, crate::graph::NodeKind::TableSource(_)),
+                        metrics: m,
+                    })
+                })
+                .collect();
+            out.extend(task_points(q, &entries));
+        }
+        let stats = self.stats();
+        let history = self.history.lock();
+        let last = history
             .iter()
-            .map(|e| e.labels.clone())
-            .collect()
+            .rev()
+            .find(|r| r.status == CheckpointStatus::Completed);
+        let in_progress = history
+            .iter()
+            .filter(|r| r.status == CheckpointStatus::InProgress)
+            .count();
+        let g = |name, value: f64, help| {
+            MetricPoint::new(Scope::Query, name, Kind::Gauge, value, help).query(q)
+        };
+        let c = |name, value: f64, help| {
+            MetricPoint::new(Scope::Query, name, Kind::Counter, value, help).query(q)
+        };
+        use std::sync::atomic::Ordering::Relaxed;
+        out.extend([
+            g("uptime", stats.uptime_ms as f64, "Milliseconds the query has been running since its last (re)start; 0 when not running."),
+            c("restartingTime", stats.restarting_ms as f64, "Milliseconds spent failing and restarting."),
+            c("numRestarts", stats.num_restarts as f64, "Restarts, of a region or of the whole query."),
+            c("fullRestarts", stats.full_restarts as f64, "Restarts of the whole query."),
+            g("restartsInWindow", stats.restarts_in_window as f64, "Restarts within restart_loop_window (health = restart_loop at restart_loop_threshold)."),
+            g("isFailed", if stats.status == "FAILED" { 1.0 } else { 0.0 }, "1 when the query is FAILED (restarts exhausted)."),
+            g("lastCheckpointDuration", last.and_then(|r| r.duration_ms).unwrap_or(0) as f64, "Milliseconds the last completed checkpoint took."),
+            g("lastCheckpointSize", last.map_or(0, |r| r.state_bytes) as f64, "Bytes of state of the last completed checkpoint."),
+            g("lastCheckpointIncrementalSize", last.map_or(0, |r| r.incremental_bytes) as f64, "Bytes the last completed checkpoint added."),
+            g("lastCheckpointAlignmentDuration", last.map_or(0, |r| r.alignment_ms) as f64, "Milliseconds the last completed checkpoint spent aligning barriers."),
+            g("lastCheckpointPersistedInFlightSize", last.map_or(0, |r| r.persisted_in_flight_bytes) as f64, "In-flight bytes stored by the last completed checkpoint (unaligned)."),
+            c("numberOfCompletedCheckpoints", self.counts.completed.load(Relaxed) as f64, "Checkpoints completed since the query started on this server."),
+            c("numberOfFailedCheckpoints", self.counts.failed.load(Relaxed) as f64, "Checkpoints failed or expired since the query started on this server."),
+            g("numberOfInProgressCheckpoints", in_progress as f64, "Checkpoints in progress."),
+            g("stateSize", last.map_or(0, |r| r.state_bytes) as f64, "Bytes of keyed state, as of the last completed checkpoint."),
+            c("numSkippedRecords", stats.skipped_records as f64, "Bad records dropped (on_error = 'skip'), as committed."),
+            c("numDeadLetterRecords", stats.dead_letter_records as f64, "Bad records sent to system.dead_letters, as committed."),
+        ]);
+        drop(history);
+        let s = self.shared.lock();
+        out.push(c(
+            "numFailures",
+            s.failures as f64,
+            "Failures of the query's subtasks or of the query.",
+        ));
+        for ((k, v), n) in &s.failures_by_label {
+            out.push(
+                c(
+                    "numFailuresByLabel",
+                    *n as f64,
+                    "Failures carrying a label, by key and value.",
+                )
+                .label("label", k)
+                .label("value", v),
+            );
+        }
+        out
+    }
+}
+
+/// Samples the subtasks' counters every second, for per-second rates.
+async fn sample_metrics(query: std::sync::Weak<StreamingQuery>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(q) = query.upgrade() else { return };
+        let rt = q.shared.lock().runtime.clone();
+        if let Some(rt) = rt {
+            for (_, m) in rt.subtask_metrics() {
+                m.sample();
+            }
+        }
     }
 }
 

@@ -32,6 +32,7 @@ use crate::chunk::Chunk;
 use crate::error::{ExecError, ExecResult};
 use crate::failure::OnError;
 use crate::message::{Barrier, CheckpointMode, Message};
+use crate::metrics::{SubtaskMetrics, TimeState};
 use crate::operator::{Operator, OperatorContext, Output, StateEntry, StateWriter};
 
 /// Which subtask a task runs.
@@ -83,6 +84,7 @@ enum Event {
 }
 
 struct Task {
+    metrics: Arc<SubtaskMetrics>,
     ctx: OperatorContext,
     ids: TaskIds,
     op: Box<dyn Operator>,
@@ -118,7 +120,14 @@ pub(crate) async fn run(
             watermark: i64::MIN,
         })
         .collect();
+    let metrics = coordinator
+        .metrics
+        .lock()
+        .get(&(ids.node, ids.subtask))
+        .cloned()
+        .unwrap_or_default();
     let mut t = Task {
+        metrics,
         ctx,
         ids,
         op,
@@ -131,6 +140,7 @@ pub(crate) async fn run(
         current_wm: i64::MIN,
         start: 0,
     };
+    t.metrics.enter(TimeState::Busy);
     t.open(restore)?;
     t.coordinator
         .set_task((t.ids.node, t.ids.subtask), super::TaskState::Running);
@@ -138,7 +148,15 @@ pub(crate) async fn run(
         if t.inputs.iter().all(|i| i.finished) && !t.router.has_pending() {
             return t.finish().await;
         }
-        match t.next_event(&mut cancel).await {
+        // Waiting with output queued is backpressure; without, idleness.
+        t.metrics.enter(if t.router.has_pending() {
+            TimeState::Backpressured
+        } else {
+            TimeState::Idle
+        });
+        let event = t.next_event(&mut cancel).await;
+        t.metrics.enter(TimeState::Busy);
+        match event {
             Event::Canceled => return Ok(()),
             Event::Flushed => {}
             Event::AlignmentTimeout => t.alignment_timed_out()?,
@@ -185,6 +203,9 @@ impl Task {
             self.router.enqueue_chunk(chunk)?;
         }
         if let Some(wm) = self.out.watermark.take() {
+            self.metrics
+                .output_watermark
+                .store(wm, std::sync::atomic::Ordering::Relaxed);
             self.router.enqueue_broadcast(Message::Watermark(wm));
         }
         Ok(())
@@ -202,8 +223,14 @@ impl Task {
 
     /// Hands a chunk to the operator, or, at a sink, stages it for commit.
     fn deliver(&mut self, input: usize, chunk: Chunk) -> ExecResult<()> {
+        let (rows, bytes) = (chunk.num_rows(), crate::metrics::batch_bytes(&chunk.batch));
+        self.metrics.record_in(rows, bytes);
         match &self.sink {
-            Some(s) => s.push(self.ids.subtask, chunk),
+            Some(s) => {
+                // What a result sink emits goes into its table.
+                self.metrics.record_out(rows, bytes);
+                s.push(self.ids.subtask, chunk)
+            }
             None => {
                 self.apply(input, chunk)?;
                 self.route()?;
@@ -371,6 +398,9 @@ impl Task {
                     .unwrap_or(i64::MIN);
                 if min > self.current_wm {
                     self.current_wm = min;
+                    self.metrics
+                        .input_watermark
+                        .store(min, std::sync::atomic::Ordering::Relaxed);
                     self.op.on_watermark(min, &mut self.out)?;
                     self.route()?;
                 }

@@ -396,6 +396,7 @@ fn fresh(storage: Arc<CheckpointStorage>, cfg: CheckpointConfig) -> StartOptions
         skipped: Vec::new(),
         history: None,
         bad_records: None,
+        counts: Default::default(),
     }
 }
 
@@ -1344,6 +1345,7 @@ async fn unaligned_channel_state_is_replayed_on_restore() {
                 skipped: plan.skipped,
                 history: None,
                 bad_records: None,
+                counts: Default::default(),
             },
         )
         .unwrap();

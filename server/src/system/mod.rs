@@ -5,6 +5,7 @@ mod checkpoints;
 mod dead_letters;
 mod exceptions;
 mod failure_enrichers;
+mod metrics;
 mod streaming_queries;
 mod tasks;
 
@@ -132,9 +133,19 @@ impl std::fmt::Debug for SystemSchema {
 }
 
 impl SystemSchema {
-    pub fn new(runtimes: Runtimes, enrichers: Arc<Enrichers>) -> Self {
+    pub fn new(
+        runtimes: Runtimes,
+        enrichers: Arc<Enrichers>,
+        server_metrics: Arc<crate::metrics::ServerMetrics>,
+        store: Arc<weir_storage::Store>,
+    ) -> Self {
         SystemSchema {
             tables: vec![
+                Arc::new(metrics::Metrics::new(
+                    runtimes.clone(),
+                    server_metrics,
+                    store,
+                )),
                 Arc::new(checkpoints::Checkpoints::new(runtimes.clone())),
                 Arc::new(streaming_queries::StreamingQueries::new(runtimes.clone())),
                 Arc::new(tasks::Tasks::new(runtimes.clone())),
