@@ -2,6 +2,8 @@
 # Installs what building and testing Weir needs, when missing:
 #   libclang-dev  (bindgen, for the rocksdb crate)
 #   psql          (client tests), python3 psycopg 3 (driver tests)  [--test]
+#   promtool      (Debian's prometheus package: checks the /metrics output
+#                 and the alert rules in monitoring/)              [--test]
 # Idempotent; uses apt-get and pip from the machine's registries.
 set -euo pipefail
 
@@ -15,12 +17,15 @@ fi
 if [ "${1:-}" = "--test" ] && ! command -v psql >/dev/null 2>&1; then
   need_apt+=(postgresql-client)
 fi
+if [ "${1:-}" = "--test" ] && ! command -v promtool >/dev/null 2>&1; then
+  need_apt+=(prometheus)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}" >&2
   SUDO=""
   if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 if [ "${1:-}" = "--test" ]; then
   python3 -c 'import psycopg' 2>/dev/null || python3 -m pip install --quiet 'psycopg[binary]'

@@ -50,9 +50,6 @@ impl Contents {
 
 struct Inner {
     version: u64,
-    /// Rows logged through each offset (index = offset; 0 at index 0),
-    /// for source lag in rows.
-    rows_through: Vec<u64>,
     contents: Contents,
     /// In-memory tail of the log (result tables only).
     mem_log: VecDeque<(u64, Chunk)>,
@@ -62,13 +59,29 @@ struct Inner {
     cache: Option<RecordBatch>,
 }
 
-impl Inner {
-    fn log_rows(&mut self, offset: u64, rows: usize) {
-        let last = *self.rows_through.last().expect("starts with 0");
-        while (self.rows_through.len() as u64) < offset {
-            self.rows_through.push(last);
+/// Rows logged through each offset (index = offset; 0 at index 0), for
+/// source lag in rows. Apart from the table's main lock, which a large
+/// write holds for long.
+#[derive(Default)]
+struct RowsThrough(parking_lot::RwLock<Vec<u64>>);
+
+impl RowsThrough {
+    fn log(&self, offset: u64, rows: usize) {
+        let mut v = self.0.write();
+        if v.is_empty() {
+            v.push(0);
         }
-        self.rows_through.push(last + rows as u64);
+        let last = *v.last().expect("starts with 0");
+        while (v.len() as u64) < offset {
+            v.push(last);
+        }
+        v.push(last + rows as u64);
+    }
+
+    fn after(&self, pos: u64) -> u64 {
+        let v = self.0.read();
+        let total = v.last().copied().unwrap_or(0);
+        total - v.get(pos as usize).copied().unwrap_or(total)
     }
 }
 
@@ -81,6 +94,7 @@ pub struct Table {
     pk_enc: Option<KeyEncoder>,
     inner: Mutex<Inner>,
     version_tx: watch::Sender<u64>,
+    rows_through: RowsThrough,
 }
 
 /// How a write is checked before it is logged.
@@ -124,7 +138,6 @@ impl Table {
             pk_enc,
             inner: Mutex::new(Inner {
                 version: 0,
-                rows_through: vec![0],
                 contents,
                 mem_log: VecDeque::new(),
                 readers: HashMap::new(),
@@ -132,6 +145,7 @@ impl Table {
                 cache: None,
             }),
             version_tx,
+            rows_through: RowsThrough::default(),
         })
     }
 
@@ -162,7 +176,7 @@ impl Table {
                         Chunk::from_stored_batch(decode_batch(&e.payload)?, &table.desc.schema)?;
                     table.apply(&mut inner, &chunk)?;
                     inner.version = e.offset;
-                    inner.log_rows(e.offset, chunk.num_rows());
+                    table.rows_through.log(e.offset, chunk.num_rows());
                     from = e.offset + 1;
                 }
             }
@@ -201,8 +215,7 @@ impl Table {
             let c = c.with_schema(self.desc.schema.clone())?;
             self.apply(&mut inner, &c)?;
             inner.version += 1;
-            let v = inner.version;
-            inner.log_rows(v, c.num_rows());
+            self.rows_through.log(inner.version, c.num_rows());
         }
         let v = inner.version;
         drop(inner);
@@ -212,14 +225,7 @@ impl Table {
 
     /// Rows logged after offset `pos` (a reader's position): its lag.
     pub fn rows_after(&self, pos: u64) -> u64 {
-        let inner = self.inner.lock();
-        let total = inner.rows_through.last().copied().unwrap_or(0);
-        let at = inner
-            .rows_through
-            .get(pos as usize)
-            .copied()
-            .unwrap_or(total);
-        total - at
+        self.rows_through.after(pos)
     }
 
     /// The log id of a durable table.
@@ -271,7 +277,7 @@ impl Table {
         }
         self.apply(&mut inner, &chunk)?;
         inner.version = offset;
-        inner.log_rows(offset, chunk.num_rows());
+        self.rows_through.log(offset, chunk.num_rows());
         if self.store.is_none() {
             if inner.readers.is_empty() {
                 inner.mem_log.clear();

@@ -29,7 +29,7 @@ async fn unaligned_checkpoints_complete_under_backpressure_while_aligned_wait() 
         )
         .await;
     }
-    let total = 120_000;
+    let total = 240_000;
     exec(
         &client,
         &format!("INSERT INTO t SELECT i % 7, i FROM generate_series(1, {total}) AS s(i)"),
@@ -61,7 +61,8 @@ async fn unaligned_checkpoints_complete_under_backpressure_while_aligned_wait() 
         }
         if processed >= total {
             panic!(
-                "the unaligned query processed the whole backlog before the difference was seen"
+                "the unaligned query processed the whole backlog before the difference was seen:\n{:?}",
+                rows(&client, "SELECT query, checkpoint_id, mode, status, persisted_in_flight_bytes, triggered_at, completed_at FROM system.checkpoints ORDER BY 1, 2").await
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

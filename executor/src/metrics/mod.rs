@@ -194,7 +194,7 @@ const SUBTASK_METRICS: &[(&str, Kind, Combine, &str)] = &[
         "pendingRecords",
         Kind::Gauge,
         Combine::Sum,
-        "Source lag: rows accepted into the table but not read yet.",
+        "Source lag: rows accepted into the table that the source has not emitted yet.",
     ),
     (
         "currentInputWatermark",
@@ -218,7 +218,11 @@ const SUBTASK_METRICS: &[(&str, Kind, Combine, &str)] = &[
 
 /// One subtask's values, in the order of [`SUBTASK_METRICS`]; watermark
 /// metrics only once a watermark passed.
-fn subtask_values(m: &SubtaskMetrics, is_source: bool, now_ms: i64) -> Vec<Option<f64>> {
+fn subtask_values(
+    m: &SubtaskMetrics,
+    source: Option<&crate::table::Table>,
+    now_ms: i64,
+) -> Vec<Option<f64>> {
     use std::sync::atomic::Ordering::Relaxed;
     let t = m.totals();
     let r = m.rates();
@@ -237,7 +241,9 @@ fn subtask_values(m: &SubtaskMetrics, is_source: bool, now_ms: i64) -> Vec<Optio
         Some(r.backpressured_ms_per_second),
         Some(r.idle_ms_per_second),
         Some(m.late_records_dropped.load(Relaxed) as f64),
-        is_source.then(|| m.pending_records.load(Relaxed) as f64),
+        source.map(|t| {
+            (t.rows_after(m.read_position.load(Relaxed)) + m.pending_records.load(Relaxed)) as f64
+        }),
         wm(m.input_watermark.load(Relaxed)),
         wm(out_wm),
         (out_wm != i64::MIN).then(|| (now_ms - out_wm) as f64),
@@ -249,7 +255,8 @@ pub struct SubtaskEntry<'a> {
     pub operator: &'a str,
     pub operator_id: usize,
     pub subtask: usize,
-    pub is_source: bool,
+    /// The table a source subtask reads.
+    pub source: Option<&'a crate::table::Table>,
     pub metrics: &'a SubtaskMetrics,
 }
 
@@ -263,7 +270,7 @@ pub fn task_points(query: &str, subtasks: &[SubtaskEntry<'_>]) -> Vec<MetricPoin
     let mut operators: std::collections::BTreeMap<usize, (&str, Vec<Option<f64>>)> =
         std::collections::BTreeMap::new();
     for e in subtasks {
-        let values = subtask_values(e.metrics, e.is_source, now_ms);
+        let values = subtask_values(e.metrics, e.source, now_ms);
         let agg = operators
             .entry(e.operator_id)
             .or_insert_with(|| (e.operator, vec![None; SUBTASK_METRICS.len()]));

@@ -66,8 +66,11 @@ pub struct SubtaskMetrics {
     pub input_watermark: AtomicI64,
     pub output_watermark: AtomicI64,
     pub late_records_dropped: AtomicU64,
-    /// Source subtasks: rows accepted into the table but not read yet.
+    /// Source subtasks: rows read from the table but not emitted yet (the
+    /// rows not read yet are counted from `read_position` when read).
     pub pending_records: AtomicU64,
+    /// Source subtasks: the table log offset read through.
+    pub read_position: AtomicU64,
     clock: Mutex<Clock>,
     samples: Mutex<VecDeque<(Instant, Totals)>>,
 }
@@ -90,6 +93,7 @@ impl SubtaskMetrics {
             output_watermark: AtomicI64::new(i64::MIN),
             late_records_dropped: AtomicU64::new(0),
             pending_records: AtomicU64::new(0),
+            read_position: AtomicU64::new(0),
             clock: Mutex::new(Clock {
                 state: TimeState::Idle,
                 since: now,

@@ -232,12 +232,34 @@ impl Checkpointer {
         };
         self.push_history(row.clone());
 
-        let generation = self
-            .coord
-            .generation
-            .load(std::sync::atomic::Ordering::SeqCst);
+        let fail = |row: &mut CheckpointStats, status, reason: String| {
+            row.status = status;
+            row.completed_at = Some(SystemTime::now());
+            row.duration_ms = Some(started.elapsed().as_millis() as u64);
+            row.failure = Some(reason);
+        };
+        // Begin, and take the sources to ask, with no region restart in
+        // between: one that comes later abandons this checkpoint.
         let (done_tx, done_rx) = oneshot::channel();
-        self.coord.begin(epoch, done_tx);
+        let (generation, sources) = {
+            let coord = self.coord.clone();
+            let _restarts = coord.commit_lock.lock().await;
+            if !coord.down.borrow().is_empty() {
+                drop(_restarts);
+                fail(
+                    &mut row,
+                    CheckpointStatus::Failed,
+                    "a region is restarting".to_string(),
+                );
+                self.push_history(row);
+                return Outcome::Aborted;
+            }
+            coord.begin(epoch, done_tx);
+            (
+                coord.generation.load(std::sync::atomic::Ordering::SeqCst),
+                self.sources.lock().clone(),
+            )
+        };
         let barrier = Barrier {
             epoch,
             kind: BarrierKind::Checkpoint,
@@ -246,7 +268,6 @@ impl Checkpointer {
             aligned_timeout: cfg.aligned_timeout,
             triggered_at: Some(started),
         };
-        let sources: Vec<_> = self.sources.lock().clone();
         for (node, subtask, tx) in &sources {
             let stop_at = self.catch_up.as_ref().and_then(|r| {
                 r.sources
@@ -263,12 +284,6 @@ impl Checkpointer {
                 })
                 .await;
         }
-        let fail = |row: &mut CheckpointStats, status, reason: String| {
-            row.status = status;
-            row.completed_at = Some(SystemTime::now());
-            row.duration_ms = Some(started.elapsed().as_millis() as u64);
-            row.failure = Some(reason);
-        };
         let mut cancel = self.coord.cancel.subscribe();
         let waited = tokio::select! {
             r = tokio::time::timeout(cfg.timeout, done_rx) => match r {
@@ -301,17 +316,29 @@ impl Checkpointer {
                 return Outcome::Stopped;
             }
             Some(Err(())) => {
+                let missing: Vec<String> = self
+                    .coord
+                    .missing_acks(epoch)
+                    .into_iter()
+                    .map(|(node, subtask)| {
+                        format!(
+                            "{} #{subtask}",
+                            self.node_names.get(node).map_or("?", |n| n.as_str())
+                        )
+                    })
+                    .collect();
                 self.coord.abort(epoch);
                 self.force_full = true;
                 fail(
                     &mut row,
                     CheckpointStatus::Expired,
                     format!(
-                        "checkpoint expired before completing (checkpoint_timeout = {:?})",
-                        cfg.timeout
+                        "checkpoint expired before completing (checkpoint_timeout = {:?}); not acknowledged by {}",
+                        cfg.timeout,
+                        missing.join(", ")
                     ),
                 );
-                tracing::warn!(query = %self.coord.query, epoch, "checkpoint expired");
+                tracing::warn!(query = %self.coord.query, epoch, missing = ?missing, "checkpoint expired");
                 self.push_history(row);
                 return Outcome::Failed;
             }

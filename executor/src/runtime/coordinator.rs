@@ -206,6 +206,24 @@ impl Coordinator {
         });
     }
 
+    /// Subtasks that have not acknowledged checkpoint `epoch` yet.
+    pub(crate) fn missing_acks(&self, epoch: u64) -> Vec<SubtaskId> {
+        let pending = self.pending.lock();
+        let Some(p) = pending.as_ref().filter(|p| p.epoch == epoch) else {
+            return Vec::new();
+        };
+        let finished = self.finished.lock();
+        let mut missing: Vec<SubtaskId> = self
+            .regions
+            .iter()
+            .enumerate()
+            .flat_map(|(node, subtasks)| (0..subtasks.len()).map(move |s| (node, s)))
+            .filter(|id| !p.acked.contains(id) && !finished.contains_key(id))
+            .collect();
+        missing.sort();
+        missing
+    }
+
     /// Stops tracking whatever checkpoint is in progress.
     pub(crate) fn abort_pending(&self) {
         *self.pending.lock() = None;

@@ -49,6 +49,10 @@ impl Unsent {
         self.chunks.is_empty()
     }
 
+    fn rows(&self) -> u64 {
+        self.chunks.iter().map(|c| c.num_rows() as u64).sum()
+    }
+
     /// Queues the next piece in the router.
     fn enqueue_next(&mut self, router: &mut OutputRouter) -> ExecResult<()> {
         let Some(chunk) = self.chunks.pop_front() else {
@@ -129,9 +133,12 @@ pub(crate) async fn run(
         }
         let pos = reader.position();
         let pending = router.has_pending();
+        // For source lag (computed when read): the read position, and the
+        // rows read but still waiting to be emitted.
+        metrics.read_position.store(pos, Ordering::Relaxed);
         metrics
             .pending_records
-            .store(table.rows_after(pos), Ordering::Relaxed);
+            .store(unsent.rows(), Ordering::Relaxed);
         metrics.enter(if pending {
             TimeState::Backpressured
         } else {

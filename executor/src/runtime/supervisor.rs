@@ -795,7 +795,10 @@ impl StreamingQuery {
                         operator: &n.name,
                         operator_id: *node,
                         subtask: *subtask,
-                        is_source: matches!(n.kind, crate::graph::NodeKind::TableSource(_)),
+                        source: match &n.kind {
+                            crate::graph::NodeKind::TableSource(t) => Some(t.as_ref()),
+                            _ => None,
+                        },
                         metrics: m,
                     })
                 })

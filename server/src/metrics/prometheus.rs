@@ -1,8 +1,11 @@
 //! The Prometheus endpoint: `GET /metrics` in the text exposition format,
 //! encoded by the `prometheus` crate from the same points `system.metrics`
-//! shows. Names follow Prometheus conventions: `weir_<scope>_<name in
-//! snake case>` with the unit (`_ms`, `_bytes`, `_seconds`) and `_total`
-//! for counters; subtask metrics are `weir_operator_*` with the labels
+//! shows. Names follow Prometheus conventions and pass promtool's linter:
+//! `weir_<scope>_<name in snake case>` in base units — Flink's millisecond
+//! values are exported in seconds (`_seconds`), its "ms per second" time
+//! shares as ratios (`busyTimeMsPerSecond` 750 →
+//! `weir_operator_busy_time_ratio` 0.75) — with `_bytes` for sizes and
+//! `_total` for counters; subtask metrics are `weir_operator_*` with the labels
 //! `query`, `operator`, `operator_id` and `subtask` (operator totals are a
 //! `sum by` away, so they are not exported twice).
 
@@ -31,38 +34,43 @@ fn snake(name: &str) -> String {
     out
 }
 
-/// The Prometheus name of a point; `None` for operator-scope points.
-pub fn prometheus_name(p: &MetricPoint) -> Option<String> {
+/// The Prometheus name of a point and the factor from its
+/// `system.metrics` value to the exported one; `None` for operator-scope
+/// points.
+pub fn prometheus_name(p: &MetricPoint) -> Option<(String, f64)> {
     let scope = match p.scope {
         Scope::Server => "server",
         Scope::Query => "query",
         Scope::Subtask => "operator",
         Scope::Operator => return None,
     };
-    let unit = match p.name {
+    let total = if p.kind == Kind::Counter {
+        "_total"
+    } else {
+        ""
+    };
+    let (base, unit, factor) = match p.name {
+        "busyTimeMsPerSecond" => ("busy_time".to_string(), "_ratio", 0.001),
+        "backPressuredTimeMsPerSecond" => ("back_pressured_time".to_string(), "_ratio", 0.001),
+        "idleTimeMsPerSecond" => ("idle_time".to_string(), "_ratio", 0.001),
         "uptime"
         | "restartingTime"
         | "lastCheckpointDuration"
         | "lastCheckpointAlignmentDuration"
         | "watermarkLag"
         | "currentInputWatermark"
-        | "currentOutputWatermark" => "_ms",
+        | "currentOutputWatermark" => (snake(p.name), "_seconds", 0.001),
         "lastCheckpointSize"
         | "lastCheckpointIncrementalSize"
         | "lastCheckpointPersistedInFlightSize"
         | "stateSize"
         | "processResidentMemory"
         | "rocksdbBlockCacheUsage"
-        | "rocksdbMemtableUsage" => "_bytes",
-        "processCpuTime" => "_seconds",
-        _ => "",
+        | "rocksdbMemtableUsage" => (snake(p.name), "_bytes", 1.0),
+        "processCpuTime" => (snake(p.name), "_seconds", 1.0),
+        _ => (snake(p.name), "", 1.0),
     };
-    let total = if p.kind == Kind::Counter {
-        "_total"
-    } else {
-        ""
-    };
-    Some(format!("weir_{scope}_{}{unit}{total}", snake(p.name)))
+    Some((format!("weir_{scope}_{base}{unit}{total}"), factor))
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -76,9 +84,10 @@ fn label(name: &str, value: &str) -> LabelPair {
 pub fn families(points: &[MetricPoint]) -> Vec<MetricFamily> {
     let mut by_name: BTreeMap<String, MetricFamily> = BTreeMap::new();
     for p in points {
-        let Some(name) = prometheus_name(p) else {
+        let Some((name, factor)) = prometheus_name(p) else {
             continue;
         };
+        let value = p.value * factor;
         let family = by_name.entry(name.clone()).or_insert_with(|| {
             let mut f = MetricFamily::default();
             f.set_name(name);
@@ -109,12 +118,12 @@ pub fn families(points: &[MetricPoint]) -> Vec<MetricFamily> {
         match p.kind {
             Kind::Counter => {
                 let mut c = Counter::default();
-                c.set_value(p.value);
+                c.set_value(value);
                 m.set_counter(c);
             }
             Kind::Gauge => {
                 let mut g = Gauge::default();
-                g.set_value(p.value);
+                g.set_value(value);
                 m.set_gauge(g);
             }
         }
@@ -171,19 +180,26 @@ mod tests {
 
     #[test]
     fn names_follow_prometheus_conventions() {
-        let p = MetricPoint::new(Scope::Subtask, "busyTimeMsPerSecond", Kind::Gauge, 1.0, "");
+        let name = |scope, n, kind| prometheus_name(&MetricPoint::new(scope, n, kind, 1.0, ""));
         assert_eq!(
-            prometheus_name(&p).unwrap(),
-            "weir_operator_busy_time_ms_per_second"
+            name(Scope::Subtask, "busyTimeMsPerSecond", Kind::Gauge).unwrap(),
+            ("weir_operator_busy_time_ratio".to_string(), 0.001)
         );
-        let p = MetricPoint::new(Scope::Subtask, "numRecordsIn", Kind::Counter, 1.0, "");
         assert_eq!(
-            prometheus_name(&p).unwrap(),
-            "weir_operator_num_records_in_total"
+            name(Scope::Subtask, "numRecordsIn", Kind::Counter).unwrap(),
+            ("weir_operator_num_records_in_total".to_string(), 1.0)
         );
-        let p = MetricPoint::new(Scope::Server, "processResidentMemory", Kind::Gauge, 1.0, "");
         assert_eq!(
-            prometheus_name(&p).unwrap(),
+            name(Scope::Query, "lastCheckpointDuration", Kind::Gauge).unwrap(),
+            (
+                "weir_query_last_checkpoint_duration_seconds".to_string(),
+                0.001
+            )
+        );
+        assert_eq!(
+            name(Scope::Server, "processResidentMemory", Kind::Gauge)
+                .unwrap()
+                .0,
             "weir_server_process_resident_memory_bytes"
         );
         let p = MetricPoint::new(Scope::Operator, "numRecordsIn", Kind::Counter, 1.0, "");

@@ -1,0 +1,290 @@
+//! Metrics end to end: values, not just names. Record counts equal what
+//! was inserted, a slow operator shows itself busy and its upstream
+//! backpressured, restarts and failures are counted, and the Prometheus
+//! endpoint (checked by `promtool check metrics`) agrees with
+//! `system.metrics`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::block_in_place;
+use tokio_postgres::Client;
+use weir_sql_tests::sql::{eventually, exec, rows};
+use weir_sql_tests::TestServer;
+
+/// The address the server printed for its metrics endpoint.
+fn metrics_addr(server: &TestServer) -> String {
+    let log = server.log_contents();
+    let line = log
+        .lines()
+        .find_map(|l| l.split("weir metrics on http://").nth(1))
+        .unwrap_or_else(|| panic!("no metrics address in the server log:\n{log}"));
+    line.trim_end_matches("/metrics").trim().to_string()
+}
+
+/// `GET /metrics`: the body, after checking the status and content type.
+async fn scrape(addr: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: weir\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    body.to_string()
+}
+
+/// Runs `promtool check metrics` on an exposition (its strict parser
+/// and linter).
+fn promtool_check(body: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect(
+            "promtool (Debian's prometheus package; scripts/ensure-deps.sh --test installs it)",
+        );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Samples of one metric: labels → value.
+fn samples(body: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if n != name {
+                return None;
+            }
+            let labels = labels
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once("=\"").unwrap();
+                    (k.to_string(), v.trim_end_matches('"').to_string())
+                })
+                .collect();
+            Some((labels, value.parse().unwrap()))
+        })
+        .collect()
+}
+
+/// One value of `system.metrics`.
+async fn metric(client: &Client, filter: &str) -> f64 {
+    let r = rows(
+        client,
+        &format!("SELECT value FROM system.metrics WHERE {filter}"),
+    )
+    .await;
+    assert_eq!(r.len(), 1, "{filter}: {r:?}");
+    r[0][0].as_deref().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_restarts_and_failures_counted_and_endpoint_agrees() {
+    let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let client = server.connect().await.unwrap();
+    let addr = metrics_addr(&server);
+    exec(&client, "CREATE TABLE t (k int, v int)").await;
+    exec(
+        &client,
+        "CREATE STREAMING QUERY q WITH (parallelism = 2) AS SELECT k, v FROM t WHERE v >= 0",
+    )
+    .await;
+    // Fails twice, transiently, then goes on.
+    exec(
+        &client,
+        "CREATE STREAMING QUERY r WITH (parallelism = 2, restart_strategy = 'fixed-delay', \
+         restart_strategy.attempts = 5, restart_strategy.delay = '50ms') AS \
+         SELECT k, count(*) AS n FROM t WHERE NOT fail_if(v = 13, 'flaky', 2) GROUP BY k",
+    )
+    .await;
+    let n = 1234;
+    exec(
+        &client,
+        &format!("INSERT INTO t SELECT i % 7, i FROM generate_series(1, {n}) AS s(i)"),
+    )
+    .await;
+    exec(&client, "FLUSH").await;
+
+    let op = |operator: &str, name: &str| {
+        format!(
+            "scope = 'operator' AND query = 'q' AND operator = '{operator}' AND name = '{name}'"
+        )
+    };
+    assert_eq!(
+        metric(&client, &op("StreamTableScan", "numRecordsIn")).await,
+        n as f64
+    );
+    assert_eq!(
+        metric(&client, &op("StreamMaterialize", "numRecordsOut")).await,
+        n as f64
+    );
+    assert_eq!(
+        metric(&client, &op("StreamFilter", "numRecordsIn")).await,
+        n as f64
+    );
+    // The subtasks add up to their operator.
+    let per_subtask = rows(
+        &client,
+        "SELECT sum(value), count(*) FROM system.metrics WHERE scope = 'subtask' AND query = 'q' \
+         AND operator = 'StreamTableScan' AND name = 'numRecordsIn'",
+    )
+    .await;
+    assert_eq!(per_subtask[0][0].as_deref(), Some("1234"));
+    assert_eq!(per_subtask[0][1].as_deref(), Some("2"));
+    let query = |name: &str| format!("scope = 'query' AND query = 'r' AND name = '{name}'");
+    assert_eq!(metric(&client, &query("numRestarts")).await, 2.0);
+    assert_eq!(metric(&client, &query("numFailures")).await, 2.0);
+    assert_eq!(
+        metric(
+            &client,
+            "scope = 'query' AND query = 'r' AND name = 'numFailuresByLabel' \
+             AND labels = '{\"label\":\"failure.type\",\"value\":\"ExternalError\"}'"
+        )
+        .await,
+        2.0
+    );
+    assert!(metric(&client, &query("numberOfCompletedCheckpoints")).await >= 1.0);
+    assert_eq!(
+        metric(&client, "scope = 'server' AND name = 'openSessions'").await,
+        1.0
+    );
+    assert!(
+        metric(
+            &client,
+            "scope = 'server' AND name = 'processResidentMemory'"
+        )
+        .await
+            > 1e6
+    );
+
+    // The endpoint: valid for promtool, and the same values.
+    let body = scrape(&addr).await;
+    promtool_check(&body);
+    let scanned: f64 = samples(&body, "weir_operator_num_records_in_total")
+        .iter()
+        .filter(|(l, _)| l["query"] == "q" && l["operator"] == "StreamTableScan")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(scanned, n as f64);
+    let emitted: f64 = samples(&body, "weir_operator_num_records_out_total")
+        .iter()
+        .filter(|(l, _)| l["query"] == "q" && l["operator"] == "StreamMaterialize")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(emitted, n as f64);
+    let restarts = samples(&body, "weir_query_num_restarts_total");
+    assert!(
+        restarts.iter().any(|(l, v)| l["query"] == "r" && *v == 2.0),
+        "{restarts:?}"
+    );
+    let by_label = samples(&body, "weir_query_num_failures_by_label_total");
+    assert!(
+        by_label.iter().any(|(l, v)| l["query"] == "r"
+            && l["label"] == "failure.type"
+            && l["value"] == "ExternalError"
+            && *v == 2.0),
+        "{by_label:?}"
+    );
+    // Every subtask counter of the endpoint equals its row in system.metrics.
+    let table = rows(
+        &client,
+        "SELECT query, operator_id, subtask, value FROM system.metrics \
+         WHERE scope = 'subtask' AND name = 'numRecordsOut'",
+    )
+    .await;
+    let scraped = samples(&body, "weir_operator_num_records_out_total");
+    assert_eq!(table.len(), scraped.len());
+    for r in &table {
+        let hit = scraped.iter().find(|(l, _)| {
+            Some(&l["query"]) == r[0].as_ref()
+                && Some(&l["operator_id"]) == r[1].as_ref()
+                && Some(&l["subtask"]) == r[2].as_ref()
+        });
+        let (_, v) = hit.unwrap_or_else(|| panic!("{r:?} not scraped"));
+        let want: f64 = r[3].as_deref().unwrap().parse().unwrap();
+        assert_eq!(*v, want, "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_operator_is_busy_and_backpressures_its_upstream() {
+    let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let client = server.connect().await.unwrap();
+    exec(&client, "CREATE TABLE t (k int, v int)").await;
+    exec(
+        &client,
+        "CREATE STREAMING QUERY slow WITH (parallelism = 1) AS \
+         SELECT k, v FROM t WHERE pg_sleep(0.0002) IS NULL",
+    )
+    .await;
+    exec(
+        &client,
+        "INSERT INTO t SELECT i % 7, i FROM generate_series(1, 200000) AS s(i)",
+    )
+    .await;
+    let value = |operator: &'static str, name: &'static str| {
+        let client = &client;
+        async move {
+            let r = rows(
+                client,
+                &format!(
+                    "SELECT value FROM system.metrics WHERE scope = 'operator' AND query = 'slow' \
+                     AND operator = '{operator}' AND name = '{name}'"
+                ),
+            )
+            .await;
+            r.first()
+                .and_then(|r| r[0].as_deref())
+                .map_or(0.0, |v| v.parse::<f64>().unwrap())
+        }
+    };
+    eventually(
+        "the filter busy and its upstream backpressured",
+        Duration::from_secs(30),
+        || async {
+            value("StreamFilter", "busyTimeMsPerSecond").await > 500.0
+                && value("StreamProject", "backPressuredTimeMsPerSecond").await > 500.0
+                && value("StreamTableScan", "backPressuredTimeMsPerSecond").await > 500.0
+        },
+    )
+    .await;
+    // The three shares add up to about a second per second.
+    let sum = value("StreamFilter", "busyTimeMsPerSecond").await
+        + value("StreamFilter", "backPressuredTimeMsPerSecond").await
+        + value("StreamFilter", "idleTimeMsPerSecond").await;
+    assert!((900.0..1100.0).contains(&sum), "{sum}");
+    // The backlog shows as source lag.
+    assert!(value("StreamTableScan", "pendingRecords").await > 0.0);
+    assert!(value("StreamFilter", "idleTimeMsPerSecond").await < 500.0);
+}
