@@ -11,6 +11,9 @@ pub use subtask::{Rates, SubtaskMetrics, TimeState, Totals};
 /// Bytes of a batch's rows (of its slice, not of the buffers it shares).
 pub fn batch_bytes(batch: &datafusion::arrow::array::RecordBatch) -> usize {
     use datafusion::arrow::array::Array;
+    if !subtask::enabled() {
+        return 0;
+    }
     batch
         .columns()
         .iter()

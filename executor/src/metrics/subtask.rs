@@ -53,6 +53,15 @@ pub struct Rates {
     pub idle_ms_per_second: f64,
 }
 
+/// Task metrics can be switched off (`WEIR_TASK_METRICS=off`) to measure
+/// what they cost; the values then stay at zero.
+pub(crate) fn enabled() -> bool {
+    static ON: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        !std::env::var("WEIR_TASK_METRICS").is_ok_and(|v| v == "off" || v == "0")
+    });
+    *ON
+}
+
 /// Samples kept for rates: a window of this many seconds.
 const WINDOW: usize = 5;
 
@@ -107,6 +116,9 @@ impl SubtaskMetrics {
 
     /// The subtask now does `state`.
     pub fn enter(&self, state: TimeState) {
+        if !enabled() {
+            return;
+        }
         let now = Instant::now();
         let mut c = self.clock.lock();
         if c.state == state {
@@ -123,11 +135,17 @@ impl SubtaskMetrics {
     }
 
     pub fn record_in(&self, rows: usize, bytes: usize) {
+        if !enabled() {
+            return;
+        }
         self.records_in.fetch_add(rows as u64, Ordering::Relaxed);
         self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     pub fn record_out(&self, rows: usize, bytes: usize) {
+        if !enabled() {
+            return;
+        }
         self.records_out.fetch_add(rows as u64, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
     }

@@ -476,6 +476,10 @@ impl QueryRuntime {
             None => None,
         };
         coord.reset_region(region);
+        // Up before its new subtasks start, so that a failure of theirs
+        // counts as a new one (the commit lock keeps checkpoints out until
+        // the restart is done).
+        coord.region_up(region);
         let spawned = spawn::spawn_subtasks(spawn::SpawnPlan {
             name: &self.name,
             graph: &self.graph,
@@ -495,7 +499,6 @@ impl QueryRuntime {
         coord
             .force_full
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        coord.region_up(region);
         Ok(())
     }
 

@@ -23,6 +23,19 @@ pub struct ServerMetrics {
     samples: Mutex<VecDeque<(Instant, u64, f64)>>,
 }
 
+/// The memory the server may use: its cgroup's limit, else the machine's.
+fn memory_limit() -> Option<f64> {
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok());
+    cgroup.or_else(|| {
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024.0)
+    })
+}
+
 /// Resident set size and CPU seconds of this process, from `/proc`.
 fn process_usage() -> (Option<f64>, Option<f64>) {
     let page = 4096.0;
@@ -130,6 +143,13 @@ impl ServerMetrics {
                 "processResidentMemory",
                 rss,
                 "Resident memory of the server process, in bytes.",
+            ));
+        }
+        if let Some(limit) = memory_limit() {
+            out.push(g(
+                "memoryLimit",
+                limit,
+                "Memory the server may use: its cgroup limit, else physical memory, in bytes.",
             ));
         }
         if let Some(cpu) = cpu {

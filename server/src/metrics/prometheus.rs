@@ -65,6 +65,7 @@ pub fn prometheus_name(p: &MetricPoint) -> Option<(String, f64)> {
         | "lastCheckpointPersistedInFlightSize"
         | "stateSize"
         | "processResidentMemory"
+        | "memoryLimit"
         | "rocksdbBlockCacheUsage"
         | "rocksdbMemtableUsage" => (snake(p.name), "_bytes", 1.0),
         "processCpuTime" => (snake(p.name), "_seconds", 1.0),
