@@ -13,7 +13,10 @@ use weir_sql_tests::sql::exec;
 use weir_sql_tests::TestServer;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn promtool(args: &[&str], dir: &Path) {
@@ -21,7 +24,9 @@ fn promtool(args: &[&str], dir: &Path) {
         .args(args)
         .current_dir(dir)
         .output()
-        .expect("promtool (Debian's prometheus package; scripts/ensure-deps.sh --test installs it)");
+        .expect(
+            "promtool (Debian's prometheus package; scripts/ensure-deps.sh --test installs it)",
+        );
     assert!(
         out.status.success(),
         "promtool {args:?} failed:\n{}{}",
@@ -37,9 +42,14 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     let mut i = 0;
     while let Some(at) = text[i..].find("weir_") {
         let start = i + at;
-        let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let boundary =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
         let mut end = start;
-        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end] == b'_' || bytes[end].is_ascii_digit()) {
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase()
+                || bytes[end] == b'_'
+                || bytes[end].is_ascii_digit())
+        {
             end += 1;
         }
         if boundary && end > start + 5 {
@@ -80,7 +90,10 @@ fn every_alert_links_a_runbook_section() {
     let alerts = rules.matches("- alert:").count();
     assert_eq!(links.len(), alerts, "every alert has a runbook_url");
     for a in links {
-        assert!(anchors.contains(a), "runbook has no section #{a}; sections: {anchors:?}");
+        assert!(
+            anchors.contains(a),
+            "runbook has no section #{a}; sections: {anchors:?}"
+        );
     }
 }
 
@@ -109,7 +122,11 @@ async fn dashboard_and_rules_use_only_exported_metrics() {
     let addr = server
         .log_contents()
         .lines()
-        .find_map(|l| l.split("weir metrics on http://").nth(1).map(|a| a.trim_end_matches("/metrics").trim().to_string()))
+        .find_map(|l| {
+            l.split("weir metrics on http://")
+                .nth(1)
+                .map(|a| a.trim_end_matches("/metrics").trim().to_string())
+        })
         .expect("metrics address in the log");
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
