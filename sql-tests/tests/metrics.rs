@@ -162,6 +162,14 @@ async fn records_restarts_and_failures_counted_and_endpoint_agrees() {
     .await;
     assert_eq!(per_subtask[0][0].as_deref(), Some("1234"));
     assert_eq!(per_subtask[0][1].as_deref(), Some("2"));
+    // system.tasks shows the same counts per subtask.
+    let tasks = rows(
+        &client,
+        "SELECT sum(records_in), count(*) FROM system.tasks \
+         WHERE query = 'q' AND operator = 'StreamTableScan'",
+    )
+    .await;
+    assert_eq!(tasks[0], [Some(n.to_string()), Some("2".to_string())]);
     let query = |name: &str| format!("scope = 'query' AND query = 'r' AND name = '{name}'");
     assert_eq!(metric(&client, &query("numRestarts")).await, 2.0);
     assert_eq!(metric(&client, &query("numFailures")).await, 2.0);
@@ -284,6 +292,16 @@ async fn a_slow_operator_is_busy_and_backpressures_its_upstream() {
         + value("StreamFilter", "backPressuredTimeMsPerSecond").await
         + value("StreamFilter", "idleTimeMsPerSecond").await;
     assert!((900.0..1100.0).contains(&sum), "{sum}");
+    // system.tasks shows the busy subtask too.
+    let busy = rows(
+        &client,
+        "SELECT busy_ms_per_second FROM system.tasks WHERE query = 'slow' AND operator = 'StreamFilter'",
+    )
+    .await;
+    assert!(
+        busy[0][0].as_deref().unwrap().parse::<i64>().unwrap() > 500,
+        "{busy:?}"
+    );
     // The backlog shows as source lag.
     assert!(value("StreamTableScan", "pendingRecords").await > 0.0);
     assert!(value("StreamFilter", "idleTimeMsPerSecond").await < 500.0);

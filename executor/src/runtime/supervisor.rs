@@ -99,6 +99,10 @@ pub struct TaskInfo {
     pub status: &'static str,
     /// Which run of the query (0 = the first).
     pub attempt: u32,
+    /// Counters and rates of the current attempt (see `system.metrics`).
+    pub totals: crate::metrics::Totals,
+    pub rates: crate::metrics::Rates,
+    pub input_watermark: Option<i64>,
 }
 
 struct Shared {
@@ -701,10 +705,14 @@ impl StreamingQuery {
             )
         };
         let states: HashMap<(usize, usize), TaskState> =
-            rt.map(|r| r.task_states()).unwrap_or_default();
+            rt.as_ref().map(|r| r.task_states()).unwrap_or_default();
+        let metrics: HashMap<(usize, usize), Arc<crate::metrics::SubtaskMetrics>> = rt
+            .map(|r| r.subtask_metrics().into_iter().collect())
+            .unwrap_or_default();
         let mut out = Vec::new();
         for node in &self.graph.nodes {
             for subtask in 0..node.parallelism {
+                let m = metrics.get(&(node.id, subtask));
                 let status = match (states.get(&(node.id, subtask)), state) {
                     // Subtasks stopped because another one failed.
                     (Some(TaskState::Running | TaskState::Initializing), QueryState::Failed)
@@ -720,6 +728,11 @@ impl StreamingQuery {
                     region: self.regions[node.id][subtask],
                     status,
                     attempt: full as u32 + attempts.get(&(node.id, subtask)).copied().unwrap_or(0),
+                    totals: m.map(|m| m.totals()).unwrap_or_default(),
+                    rates: m.map(|m| m.rates()).unwrap_or_default(),
+                    input_watermark: m
+                        .map(|m| m.input_watermark.load(std::sync::atomic::Ordering::Relaxed))
+                        .filter(|w| *w != i64::MIN),
                 });
             }
         }

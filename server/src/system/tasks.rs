@@ -1,6 +1,9 @@
 //! `system.tasks`: one row per subtask of every streaming query — its
 //! operator, failover region, status (INITIALIZING while it restores
-//! state) and the run (attempt) it belongs to.
+//! state), the run (attempt) it belongs to, and its records in and out,
+//! busy / backpressured / idle time per second and input watermark, so
+//! that a subtask much busier than its siblings (a hot key) shows at a
+//! glance.
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -38,6 +41,33 @@ fn batch(rows: &[(String, TaskInfo)]) -> Result<RecordBatch> {
             rows.iter().map(|(_, t)| Some(t.status.to_string())),
         )
         .int("attempt", rows.iter().map(|(_, t)| Some(t.attempt as i64)))
+        .int(
+            "records_in",
+            rows.iter().map(|(_, t)| Some(t.totals.records_in as i64)),
+        )
+        .int(
+            "records_out",
+            rows.iter().map(|(_, t)| Some(t.totals.records_out as i64)),
+        )
+        .int(
+            "busy_ms_per_second",
+            rows.iter()
+                .map(|(_, t)| Some(t.rates.busy_ms_per_second.round() as i64)),
+        )
+        .int(
+            "backpressured_ms_per_second",
+            rows.iter()
+                .map(|(_, t)| Some(t.rates.backpressured_ms_per_second.round() as i64)),
+        )
+        .int(
+            "idle_ms_per_second",
+            rows.iter()
+                .map(|(_, t)| Some(t.rates.idle_ms_per_second.round() as i64)),
+        )
+        .int(
+            "input_watermark_ms",
+            rows.iter().map(|(_, t)| t.input_watermark),
+        )
         .finish()
 }
 
