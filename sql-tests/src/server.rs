@@ -168,6 +168,29 @@ impl TestServer {
         Ok(server)
     }
 
+    /// Address of the metrics endpoint, as the server printed it.
+    pub fn metrics_addr(&self) -> Result<String> {
+        let log = self.log_contents();
+        log.lines()
+            .find_map(|l| l.split("weir metrics on http://").nth(1))
+            .map(|a| a.trim_end_matches("/metrics").trim().to_string())
+            .ok_or_else(|| anyhow::anyhow!("no metrics address in the server log:\n{log}"))
+    }
+
+    /// `GET /metrics`: the response head and body.
+    pub async fn scrape_metrics(&self) -> Result<(String, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.metrics_addr()?).await?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: weir\r\n\r\n")
+            .await?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await?;
+        let (head, body) = raw
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| anyhow::anyhow!("not an HTTP response: {raw}"))?;
+        Ok((head.to_string(), body.to_string()))
+    }
+
     /// Port of the Postgres listener.
     pub fn port(&self) -> u16 {
         self.port

@@ -7,31 +7,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::block_in_place;
 use tokio_postgres::Client;
 use weir_sql_tests::sql::{eventually, exec, rows};
 use weir_sql_tests::TestServer;
 
-/// The address the server printed for its metrics endpoint.
-fn metrics_addr(server: &TestServer) -> String {
-    let log = server.log_contents();
-    let line = log
-        .lines()
-        .find_map(|l| l.split("weir metrics on http://").nth(1))
-        .unwrap_or_else(|| panic!("no metrics address in the server log:\n{log}"));
-    line.trim_end_matches("/metrics").trim().to_string()
-}
-
 /// `GET /metrics`: the body, after checking the status and content type.
-async fn scrape(addr: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: weir\r\n\r\n")
-        .await
-        .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+async fn scrape(server: &TestServer) -> String {
+    let (head, body) = server.scrape_metrics().await.unwrap();
     assert!(
         head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
         "{head}"
@@ -41,7 +24,7 @@ async fn scrape(addr: &str) -> String {
             .contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
-    body.to_string()
+    body
 }
 
 /// Runs `promtool check metrics` on an exposition (its strict parser
@@ -113,7 +96,6 @@ async fn metric(client: &Client, filter: &str) -> f64 {
 async fn records_restarts_and_failures_counted_and_endpoint_agrees() {
     let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
     let client = server.connect().await.unwrap();
-    let addr = metrics_addr(&server);
     exec(&client, "CREATE TABLE t (k int, v int)").await;
     exec(
         &client,
@@ -197,7 +179,7 @@ async fn records_restarts_and_failures_counted_and_endpoint_agrees() {
     );
 
     // The endpoint: valid for promtool, and the same values.
-    let body = scrape(&addr).await;
+    let body = scrape(&server).await;
     promtool_check(&body);
     let scanned: f64 = samples(&body, "weir_operator_num_records_in_total")
         .iter()

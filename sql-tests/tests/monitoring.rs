@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::block_in_place;
 use weir_sql_tests::sql::exec;
 use weir_sql_tests::TestServer;
@@ -119,19 +118,7 @@ async fn dashboard_and_rules_use_only_exported_metrics() {
     .await;
     exec(&client, "INSERT INTO t VALUES (1, 1), (2, 2)").await;
     exec(&client, "FLUSH").await;
-    let addr = server
-        .log_contents()
-        .lines()
-        .find_map(|l| {
-            l.split("weir metrics on http://")
-                .nth(1)
-                .map(|a| a.trim_end_matches("/metrics").trim().to_string())
-        })
-        .expect("metrics address in the log");
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
+    let (_, body) = server.scrape_metrics().await.unwrap();
     let exported = metric_names(&body);
     // Watermarks exist once a query has event time (none here).
     let event_time_only = [
