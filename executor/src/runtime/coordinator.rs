@@ -161,6 +161,10 @@ impl Coordinator {
             .unwrap_or(0)
     }
 
+    pub(crate) fn region_count(&self) -> usize {
+        crate::failure::regions::region_count(&self.regions)
+    }
+
     /// The subtasks of a region.
     pub(crate) fn members(&self, region: usize) -> HashSet<SubtaskId> {
         let mut out = HashSet::new();

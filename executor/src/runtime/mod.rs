@@ -415,9 +415,10 @@ impl QueryRuntime {
 
     /// The failover region of a subtask, and how many regions there are.
     pub fn region_of(&self, node: usize, subtask: usize) -> (usize, usize) {
-        let regions = crate::failure::regions::regions(&self.graph);
-        let count = crate::failure::regions::region_count(&regions);
-        (self.coordinator.region_of((node, subtask)), count)
+        (
+            self.coordinator.region_of((node, subtask)),
+            self.coordinator.region_count(),
+        )
     }
 
     /// The subtasks of a failover region.
