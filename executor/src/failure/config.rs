@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use crate::checkpoint::config::{count, duration};
 
-use super::restart_strategy::RestartStrategy;
+use super::restart_strategy::{
+    RestartStrategy, DEFAULT_BACKOFF_MULTIPLIER, DEFAULT_INITIAL_BACKOFF, DEFAULT_JITTER_FACTOR,
+    DEFAULT_MAX_BACKOFF, DEFAULT_RESET_BACKOFF_THRESHOLD,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FailoverStrategy {
@@ -274,18 +277,6 @@ impl FailureConfig {
                 ));
             }
         }
-        let d = RestartStrategy::default();
-        let RestartStrategy::ExponentialDelay {
-            initial_backoff,
-            max_backoff,
-            backoff_multiplier,
-            reset_backoff_threshold,
-            jitter_factor,
-            ..
-        } = d
-        else {
-            unreachable!("the default is exponential")
-        };
         self.restart = match kind {
             "none" => RestartStrategy::None,
             "fixed-delay" => RestartStrategy::FixedDelay {
@@ -298,8 +289,8 @@ impl FailureConfig {
                 delay: p.delay.unwrap_or(Duration::from_secs(1)),
             },
             _ => {
-                let initial = p.initial_backoff.unwrap_or(initial_backoff);
-                let max = p.max_backoff.unwrap_or(max_backoff.max(initial));
+                let initial = p.initial_backoff.unwrap_or(DEFAULT_INITIAL_BACKOFF);
+                let max = p.max_backoff.unwrap_or(DEFAULT_MAX_BACKOFF.max(initial));
                 if max < initial {
                     return Err(format!(
                         "restart_strategy.max_backoff ({}) is below restart_strategy.initial_backoff ({})",
@@ -310,11 +301,11 @@ impl FailureConfig {
                 RestartStrategy::ExponentialDelay {
                     initial_backoff: initial,
                     max_backoff: max,
-                    backoff_multiplier: p.backoff_multiplier.unwrap_or(backoff_multiplier),
+                    backoff_multiplier: p.backoff_multiplier.unwrap_or(DEFAULT_BACKOFF_MULTIPLIER),
                     reset_backoff_threshold: p
                         .reset_backoff_threshold
-                        .unwrap_or(reset_backoff_threshold),
-                    jitter_factor: p.jitter_factor.unwrap_or(jitter_factor),
+                        .unwrap_or(DEFAULT_RESET_BACKOFF_THRESHOLD),
+                    jitter_factor: p.jitter_factor.unwrap_or(DEFAULT_JITTER_FACTOR),
                     attempts: p.attempts,
                 }
             }

@@ -33,15 +33,22 @@ pub enum RestartStrategy {
     },
 }
 
+/// Defaults of the exponential-delay strategy (the default strategy).
+pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
+pub const DEFAULT_RESET_BACKOFF_THRESHOLD: Duration = Duration::from_secs(600);
+pub const DEFAULT_JITTER_FACTOR: f64 = 0.1;
+
 impl Default for RestartStrategy {
     /// Exponential delay, 1 s doubling up to 60 s, reset after 10 min stable.
     fn default() -> Self {
         RestartStrategy::ExponentialDelay {
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
-            backoff_multiplier: 2.0,
-            reset_backoff_threshold: Duration::from_secs(600),
-            jitter_factor: 0.1,
+            initial_backoff: DEFAULT_INITIAL_BACKOFF,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+            backoff_multiplier: DEFAULT_BACKOFF_MULTIPLIER,
+            reset_backoff_threshold: DEFAULT_RESET_BACKOFF_THRESHOLD,
+            jitter_factor: DEFAULT_JITTER_FACTOR,
             attempts: None,
         }
     }

@@ -108,8 +108,6 @@ pub struct TaskInfo {
 struct Shared {
     state: QueryState,
     runtime: Option<Arc<QueryRuntime>>,
-    /// Run number of the current runtime (0 = the first).
-    attempt: u32,
     /// Per subtask: how often its region was restarted on its own (a
     /// subtask's attempt adds the full restarts).
     attempts: HashMap<(usize, usize), u32>,
@@ -159,7 +157,7 @@ impl StreamingQuery {
     ) -> ExecResult<Arc<StreamingQuery>> {
         let (q, events_rx) = StreamingQuery::new(name, graph, opts)?;
         let rt = q.start_run()?;
-        q.set_running(rt.clone(), false);
+        q.set_running(rt.clone());
         let handle = tokio::spawn(q.clone().supervise(rt));
         *q.supervisor.lock() = Some(handle);
         tokio::spawn(record_bad_records(Arc::downgrade(&q), events_rx));
@@ -228,7 +226,6 @@ impl StreamingQuery {
             shared: Mutex::new(Shared {
                 state: QueryState::Created,
                 runtime: None,
-                attempt: 0,
                 attempts: HashMap::new(),
                 num_restarts: 0,
                 full_restarts: 0,
@@ -307,14 +304,11 @@ impl StreamingQuery {
         self.bump();
     }
 
-    fn set_running(&self, rt: Arc<QueryRuntime>, restarted: bool) {
+    fn set_running(&self, rt: Arc<QueryRuntime>) {
         {
             let mut s = self.shared.lock();
             s.runtime = Some(rt);
             s.running_since = Some(Instant::now());
-            if restarted {
-                s.attempt += 1;
-            }
         }
         self.set_state(QueryState::Running);
     }
@@ -445,7 +439,7 @@ impl StreamingQuery {
                         s.full_restarts += 1;
                         s.restarts_at.push_back(Instant::now());
                     }
-                    self.set_running(new_rt.clone(), true);
+                    self.set_running(new_rt.clone());
                     tracker.running(Instant::now());
                     tracing::info!(query = %self.name, "streaming query restarted");
                     return Some(new_rt);
@@ -661,10 +655,6 @@ impl StreamingQuery {
         self.history.lock().iter().cloned().collect()
     }
 
-    pub fn checkpoint_config(&self) -> CheckpointConfig {
-        self.opts.config.lock().clone()
-    }
-
     /// New checkpoint settings, from the next checkpoint on.
     pub fn set_checkpoint_config(&self, config: CheckpointConfig) {
         let rt = self.shared.lock().runtime.clone();
@@ -672,10 +662,6 @@ impl StreamingQuery {
             Some(rt) => rt.set_checkpoint_config(config),
             None => *self.opts.config.lock() = config,
         }
-    }
-
-    pub fn failure_config(&self) -> FailureConfig {
-        self.opts.failure.lock().clone()
     }
 
     /// New failure settings, from the next failure on.
@@ -787,7 +773,7 @@ impl StreamingQuery {
             last_failure_at: s.last_failure_at,
             last_failure: s.last_error.as_ref().map(|f| f.error.message()),
             failed_reason: s.failed_reason.clone(),
-            attempt: s.attempt,
+            attempt: s.full_restarts as u32,
             skipped_records,
             dead_letter_records,
         }
@@ -905,7 +891,7 @@ async fn record_bad_records(
         let skip = batch.len().saturating_sub(keep);
         for (ctx, action) in batch.drain(..).skip(skip) {
             let labels = q.opts.enrichers.enrich(&ctx).await;
-            let attempt = q.shared.lock().attempt;
+            let attempt = q.shared.lock().full_restarts as u32;
             let row = ExceptionRow {
                 failure: ctx,
                 labels,

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::Result;
 use weir_executor::metrics::MetricPoint;
 use weir_storage::Store;
@@ -36,7 +36,7 @@ impl Metrics {
 fn batch(points: &[MetricPoint]) -> Result<RecordBatch> {
     let now = SystemTime::now();
     let f = |g: &dyn Fn(&MetricPoint) -> Option<String>| points.iter().map(g).collect::<Vec<_>>();
-    let cols = Columns::new()
+    Columns::new()
         .text("scope", f(&|p| Some(p.scope.as_str().to_string())))
         .text("query", f(&|p| p.query.clone()))
         .text("operator", f(&|p| p.operator.clone()))
@@ -49,12 +49,7 @@ fn batch(points: &[MetricPoint]) -> Result<RecordBatch> {
             points.iter().map(|p| p.subtask.map(|i| i as i64)),
         )
         .text("name", f(&|p| Some(p.name.to_string())))
-        .finish()?;
-    // value is double precision; labels and updated_at follow.
-    let value: ArrayRef = Arc::new(Float64Array::from_iter_values(
-        points.iter().map(|p| p.value),
-    ));
-    let rest = Columns::new()
+        .float("value", points.iter().map(|p| Some(p.value)))
         .text(
             "labels",
             f(&|p| {
@@ -70,19 +65,7 @@ fn batch(points: &[MetricPoint]) -> Result<RecordBatch> {
             }),
         )
         .timestamp("updated_at", points.iter().map(|_| Some(now)))
-        .finish()?;
-    let mut fields: Vec<Field> = cols
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new("value", DataType::Float64, false));
-    fields.extend(rest.schema().fields().iter().map(|f| f.as_ref().clone()));
-    let mut arrays: Vec<ArrayRef> = cols.columns().to_vec();
-    arrays.push(value);
-    arrays.extend(rest.columns().iter().cloned());
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+        .finish()
 }
 
 impl SystemTable for Metrics {

@@ -74,6 +74,17 @@ impl Columns {
         self
     }
 
+    pub(crate) fn float(
+        mut self,
+        name: &str,
+        values: impl IntoIterator<Item = Option<f64>>,
+    ) -> Self {
+        self.fields.push(Field::new(name, DataType::Float64, true));
+        self.arrays
+            .push(Arc::new(datafusion::arrow::array::Float64Array::from_iter(values)) as ArrayRef);
+        self
+    }
+
     pub(crate) fn boolean(
         mut self,
         name: &str,
