@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod operator;
 pub mod operators;
 pub mod runtime;
+pub mod state;
 pub mod table;
 
 pub use chunk::{Chunk, Op};

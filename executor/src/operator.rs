@@ -8,6 +8,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::chunk::Chunk;
 use crate::error::ExecResult;
+use crate::state::SubtaskStore;
 
 /// Where an operator writes its output; the runtime routes it downstream.
 #[derive(Default)]
@@ -39,6 +40,10 @@ pub struct OperatorContext {
     pub operator: Arc<str>,
     pub subtask: usize,
     pub parallelism: usize,
+    /// RocksDB backend: the store holding this subtask's keyed state (the
+    /// operator's maps are a bounded cache of it). `None`: the maps are all
+    /// the state (memory backend, or an operator without keyed state).
+    pub state: Option<Arc<SubtaskStore>>,
 }
 
 /// One entry of keyed state as it goes into a checkpoint. The key group is
@@ -105,7 +110,9 @@ impl StateWriter {
 ///
 /// Only [`Operator::on_chunk`] is required. Contract:
 /// - `restore` is called first when the query resumes from a checkpoint, with
-///   every entry of the key groups this subtask owns (values always present).
+///   every entry of the key groups this subtask owns (values always present)
+///   — unless the subtask has a store (`OperatorContext::state`): then the
+///   entries stay in the store and the operator reads them when needed.
 /// - `open` is called once before any data, with `restored` telling whether
 ///   the query resumed from a checkpoint (then output emitted at a first
 ///   open, e.g. constant rows, was already emitted and must not be again).
@@ -118,6 +125,12 @@ impl StateWriter {
 ///   and nothing after it. Stateless operators keep the default.
 /// - `close` is called when every input ended.
 pub trait Operator: Send {
+    /// Whether the operator keeps keyed state (and so gets a store with the
+    /// RocksDB backend).
+    fn uses_keyed_state(&self) -> bool {
+        false
+    }
+
     fn restore(&mut self, _ctx: &OperatorContext, _entries: Vec<StateEntry>) -> ExecResult<()> {
         Ok(())
     }

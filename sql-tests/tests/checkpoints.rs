@@ -153,7 +153,14 @@ async fn fallback_from_damaged_checkpoint(backend: &str) {
         bytes[mid] ^= 0xff;
         std::fs::write(&file, bytes).unwrap();
     } else {
-        std::fs::remove_file(latest.join("db").join("CURRENT")).unwrap();
+        // One subtask's store of the aggregate.
+        let store = std::fs::read_dir(latest.join("state"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .min()
+            .expect("a store in the checkpoint");
+        std::fs::remove_file(store.join("CURRENT")).unwrap();
     }
     block_in_place(|| server.start_again()).unwrap_or_else(|e| panic!("{e:#}"));
     let client = server.connect().await.unwrap();

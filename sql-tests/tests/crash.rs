@@ -29,7 +29,9 @@
 //! Each checkpoint configuration is its own test (they run in parallel):
 //! `checkpoint_mode` aligned / unaligned × `state_backend` rocksdb /
 //! memory, all with `checkpoint_interval = '200ms'` so that checkpoints
-//! complete between kills.
+//! complete between kills. The RocksDB ones keep only 8 or 64 keys per
+//! operator map in memory (`state_cache_keys`), so most state is read back
+//! from the stores and written out by eviction between checkpoints.
 //!
 //! Environment:
 //! * `WEIR_CRASH_SEED`: seed of the random choices (printed; timing is not
@@ -72,7 +74,7 @@ struct Config {
 const ALIGNED_ROCKSDB: Config = Config {
     name: "aligned_rocksdb",
     options:
-        "checkpoint_mode = 'aligned', state_backend = 'rocksdb', checkpoint_interval = '200ms', \
+        "checkpoint_mode = 'aligned', state_backend = 'rocksdb', state_cache_keys = 8, checkpoint_interval = '200ms', \
          restart_strategy = 'fixed-delay', restart_strategy.attempts = 1000, restart_strategy.delay = '50ms'",
 };
 const ALIGNED_MEMORY: Config = Config {
@@ -83,7 +85,7 @@ const ALIGNED_MEMORY: Config = Config {
 const UNALIGNED_ROCKSDB: Config = Config {
     name: "unaligned_rocksdb",
     options:
-        "checkpoint_mode = 'unaligned', state_backend = 'rocksdb', checkpoint_interval = '200ms', \
+        "checkpoint_mode = 'unaligned', state_backend = 'rocksdb', state_cache_keys = 64, checkpoint_interval = '200ms', \
          restart_strategy = 'fixed-delay', restart_strategy.attempts = 1000, restart_strategy.delay = '50ms'",
 };
 const UNALIGNED_MEMORY: Config = Config {

@@ -1,17 +1,22 @@
-//! The RocksDB state backend's database: one per streaming query, holding
-//! the keyed state of all its operators as of the last checkpoint. At each
-//! checkpoint the changed entries are written in one batch and a RocksDB
-//! checkpoint is cut into the checkpoint's directory: SST files are hard
-//! links, so files unchanged since the previous checkpoint are shared, not
-//! copied (incremental checkpoints).
+//! The RocksDB state backend's database: one per stateful operator subtask,
+//! holding that subtask's keyed state (the operator keeps a bounded cache of
+//! it in memory). At each checkpoint the subtask writes the entries it
+//! changed, then a RocksDB checkpoint is cut into the checkpoint's
+//! directory: SST files are hard links, so files unchanged since the
+//! previous checkpoint are shared, not copied (incremental checkpoints).
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use rocksdb::{
-    checkpoint::Checkpoint, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+    checkpoint::Checkpoint, BlockBasedOptions, Cache, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
 };
 
 use crate::error::{StorageError, StorageResult};
+
+/// Called with each (key, value) of a scan.
+pub type EntryFn<'a> = dyn FnMut(&[u8], &[u8]) -> StorageResult<()> + 'a;
 
 pub struct StateDb {
     db: DB,
@@ -44,11 +49,18 @@ impl StateDb {
                 }
             }
         }
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
         Ok(StateDb {
-            db: DB::open(&opts, dir)?,
+            db: DB::open(&db_options(), dir)?,
         })
+    }
+
+    /// Values of `keys`, in order (`None`: absent).
+    pub fn get_many(&self, keys: &[Vec<u8>]) -> StorageResult<Vec<Option<Vec<u8>>>> {
+        self.db
+            .multi_get(keys)
+            .into_iter()
+            .map(|r| r.map_err(StorageError::from))
+            .collect()
     }
 
     /// Applies puts (`Some`) and deletes (`None`) in one batch. No WAL: the
@@ -79,24 +91,47 @@ impl StateDb {
 
     /// Every entry under `prefix` in the checkpoint at `dir` (opened read-only).
     pub fn read_checkpoint(dir: &Path, prefix: &[u8]) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        if !dir.join("CURRENT").exists() {
-            return Err(StorageError::Corrupt(format!(
+        let mut out = Vec::new();
+        Self::scan_checkpoint(dir, prefix, None, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Checks that `dir` holds a RocksDB checkpoint (its `CURRENT` file).
+    pub fn check_checkpoint(dir: &Path) -> StorageResult<()> {
+        if dir.join("CURRENT").exists() {
+            Ok(())
+        } else {
+            Err(StorageError::Corrupt(format!(
                 "{}: not a RocksDB checkpoint (CURRENT missing)",
                 dir.display()
-            )));
+            )))
         }
+    }
+
+    /// Calls `f` with every entry of the checkpoint at `dir` (opened
+    /// read-only) from key `from` up to, not including, `to`.
+    pub fn scan_checkpoint(
+        dir: &Path,
+        from: &[u8],
+        to: Option<&[u8]>,
+        f: &mut EntryFn<'_>,
+    ) -> StorageResult<()> {
+        Self::check_checkpoint(dir)?;
         let mut opts = Options::default();
         opts.set_paranoid_checks(true);
         let db = DB::open_for_read_only(&opts, dir, false)?;
-        let mut out = Vec::new();
-        for item in db.iterator(IteratorMode::From(prefix, Direction::Forward)) {
+        for item in db.iterator(IteratorMode::From(from, Direction::Forward)) {
             let (k, v) = item?;
-            if !k.starts_with(prefix) {
-                break;
+            match to {
+                Some(to) if k.as_ref() >= to => break,
+                None if !k.starts_with(from) => break,
+                _ => f(&k, &v)?,
             }
-            out.push((k.to_vec(), v.to_vec()));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The SST files of a checkpoint directory with their sizes.
@@ -113,6 +148,24 @@ impl StateDb {
             })
             .collect()
     }
+}
+
+/// Options of a state db: bloom filters (most lookups of a key that is not
+/// there stop at the filter), one block cache shared by every state db of
+/// the process, and moderate memtables (there is one db per stateful
+/// subtask).
+fn db_options() -> Options {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Cache::new_lru_cache(256 << 20));
+    let mut table = BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    table.set_block_cache(cache);
+    table.set_cache_index_and_filter_blocks(true);
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.set_block_based_table_factory(&table);
+    opts.set_write_buffer_size(32 << 20);
+    opts
 }
 
 /// Total size of the files under `dir` (recursively).

@@ -11,10 +11,12 @@ use crate::message::CheckpointMode;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StateBackendKind {
-    /// Changed entries go into a per-query RocksDB at each checkpoint, which
-    /// is then checkpointed incrementally (shared SST files).
+    /// Keyed state lives in one RocksDB per stateful subtask, with a
+    /// bounded cache in the operator; checkpoints are incremental cuts of
+    /// the stores (shared SST files).
     Rocksdb,
-    /// Full snapshot of the hash maps into one checksummed file per checkpoint.
+    /// Keyed state lives in the operators' hash maps; each checkpoint is a
+    /// full snapshot into one checksummed file.
     Memory,
 }
 
@@ -42,6 +44,14 @@ pub struct CheckpointConfig {
     /// Completed checkpoints kept on disk (at least 1).
     pub retained: usize,
     pub backend: StateBackendKind,
+    /// RocksDB backend: keys per operator map kept in memory (the rest
+    /// stays in the store until touched).
+    #[serde(default = "default_cache_keys")]
+    pub state_cache_keys: usize,
+}
+
+fn default_cache_keys() -> usize {
+    crate::state::DEFAULT_STATE_CACHE_KEYS
 }
 
 impl Default for CheckpointConfig {
@@ -54,6 +64,7 @@ impl Default for CheckpointConfig {
             tolerable_failed: 3,
             retained: 3,
             backend: StateBackendKind::Rocksdb,
+            state_cache_keys: default_cache_keys(),
         }
     }
 }
@@ -67,6 +78,7 @@ pub const OPTION_NAMES: &[&str] = &[
     "tolerable_failed_checkpoints",
     "checkpoints_retained",
     "state_backend",
+    "state_cache_keys",
 ];
 
 pub(crate) fn duration(name: &str, value: &str) -> Result<Duration, String> {
@@ -141,6 +153,13 @@ impl CheckpointConfig {
                         ))
                     }
                 }
+            }
+            "state_cache_keys" => {
+                let n = count(name, value)?;
+                if n == 0 {
+                    return Err("state_cache_keys must be at least 1".into());
+                }
+                self.state_cache_keys = n.min(usize::MAX as u64) as usize;
             }
             _ => return Ok(false),
         }

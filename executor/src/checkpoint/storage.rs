@@ -5,17 +5,20 @@
 //!   same atomic batch as the result-table changes the checkpoint commits.
 //!   A checkpoint without a record never happened.
 //! - State files go under `<data>/checkpoints/q<query id>/chk-<epoch>/`:
-//!   `state.bin` (memory backend: every entry, checksummed) or `db/` (RocksDB
-//!   backend: a RocksDB checkpoint of the query's state db, SST files
-//!   hard-linked and shared with earlier checkpoints), plus `channels.bin`
-//!   for the in-flight data an unaligned checkpoint captured.
+//!   `state.bin` (memory backend: every entry, checksummed) or
+//!   `state/n<node>-s<subtask>/` (RocksDB backend: a RocksDB checkpoint of
+//!   each stateful subtask's store, SST files hard-linked and shared with
+//!   earlier checkpoints), plus `channels.bin` for the in-flight data an
+//!   unaligned checkpoint captured.
+//! - The stores themselves (working state) live under
+//!   `<data>/checkpoints/q<query id>/work/`, which is emptied when the
+//!   query starts: they are rebuilt from a checkpoint.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use weir_storage::{decode_batch, dir_size, encode_batch, state_file, StateDb, Store};
 
@@ -24,13 +27,18 @@ use crate::chunk::Chunk;
 use crate::error::{ExecError, ExecResult};
 use crate::message::CheckpointMode;
 use crate::operator::StateEntry;
+use crate::state::{subtask_dir_name, SubtaskStore};
 
 /// What one subtask contributes to a checkpoint.
 #[derive(Debug, Default, Clone)]
 pub struct SubtaskSnapshot {
     pub node: usize,
     pub subtask: usize,
+    /// Memory backend: the subtask's state.
     pub entries: Vec<StateEntry>,
+    /// RocksDB backend: the subtask's store, holding its state as of the
+    /// barrier until the checkpoint is cut from it.
+    pub store: Option<Arc<SubtaskStore>>,
     /// Sources: the log offset up to which input is covered.
     pub source_offset: Option<u64>,
     pub alignment_ms: u64,
@@ -90,6 +98,10 @@ pub struct CheckpointRecord {
     /// Bad records sent to `system.dead_letters` up to this checkpoint.
     #[serde(default)]
     pub dead_letter_records: u64,
+    /// RocksDB backend: the (node, subtask) pairs with a store in the
+    /// checkpoint.
+    #[serde(default)]
+    pub stores: Vec<(usize, usize)>,
 }
 
 /// State read back from a checkpoint.
@@ -112,7 +124,6 @@ pub struct CheckpointStorage {
     store: Arc<Store>,
     query_id: u64,
     root: PathBuf,
-    state_db: Mutex<Option<StateDb>>,
 }
 
 fn ioerr(what: String) -> impl FnOnce(std::io::Error) -> ExecError {
@@ -150,14 +161,19 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// RocksDB key of a state entry: node, key group (big endian, so one node's
-/// entries are contiguous and ordered by key group), key.
-fn db_key(node: usize, e: &StateEntry) -> Vec<u8> {
-    let mut k = Vec::with_capacity(6 + e.key.len());
-    k.extend_from_slice(&(node as u32).to_be_bytes());
-    k.extend_from_slice(&e.key_group.to_be_bytes());
-    k.extend_from_slice(&e.key);
-    k
+/// SST files of every store of a checkpoint, as (store/file, size).
+fn store_files(chk: &Path) -> HashSet<(String, u64)> {
+    let Ok(dirs) = std::fs::read_dir(chk.join("state")) else {
+        return HashSet::new();
+    };
+    let mut out = HashSet::new();
+    for d in dirs.flatten() {
+        let store = d.file_name().to_string_lossy().into_owned();
+        for (name, size) in StateDb::sst_files(&d.path()) {
+            out.insert((format!("{store}/{name}"), size));
+        }
+    }
+    out
 }
 
 impl CheckpointStorage {
@@ -166,8 +182,23 @@ impl CheckpointStorage {
             store,
             query_id,
             root: data_dir.join("checkpoints").join(format!("q{query_id}")),
-            state_db: Mutex::new(None),
         })
+    }
+
+    /// Where the query's working stores live.
+    pub fn work_root(&self) -> PathBuf {
+        self.root.join("work")
+    }
+
+    /// Removes working stores left from an earlier run (the query starts
+    /// from a checkpoint, never from them). Call before the query starts.
+    pub fn clear_work(&self) -> ExecResult<()> {
+        let work = self.work_root();
+        match std::fs::remove_dir_all(&work) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ioerr(format!("remove {}", work.display()))(e)),
+        }
     }
 
     pub fn query_id(&self) -> u64 {
@@ -202,35 +233,13 @@ impl CheckpointStorage {
         Ok(out)
     }
 
-    /// Prepares the working state db: a copy of `from` (a RocksDB
-    /// checkpoint) or empty.
-    pub fn open_state_db(&self, from: Option<u64>) -> ExecResult<()> {
-        let work = self.root.join("state-db");
-        let mut slot = self.state_db.lock();
-        *slot = None;
-        let db = match from {
-            Some(epoch) => StateDb::open(&work, Some(&self.chk_dir(epoch).join("db")))?,
-            None => {
-                if work.exists() {
-                    std::fs::remove_dir_all(&work)
-                        .map_err(ioerr(format!("remove {}", work.display())))?;
-                }
-                std::fs::create_dir_all(&self.root)
-                    .map_err(ioerr(format!("create {}", self.root.display())))?;
-                StateDb::open(&work, None)?
-            }
-        };
-        *slot = Some(db);
-        Ok(())
-    }
-
-    /// Writes the state files of checkpoint `epoch`. Blocking: run it off
-    /// the processing path. `full` means every operator wrote all its state.
+    /// Writes the state files of checkpoint `epoch`: the memory backend's
+    /// entries, or a cut of every store. Blocking: run it off the
+    /// processing path.
     pub fn write_state(
         &self,
         epoch: u64,
         backend: StateBackendKind,
-        full: bool,
         previous: Option<u64>,
         snaps: &[SubtaskSnapshot],
     ) -> ExecResult<WrittenSizes> {
@@ -260,30 +269,22 @@ impl CheckpointStorage {
                 sizes.incremental_bytes = buf.len() as u64;
             }
             StateBackendKind::Rocksdb => {
-                if full || self.state_db.lock().is_none() {
-                    self.open_state_db(None)?;
+                let state = dir.join("state");
+                for snap in snaps {
+                    if let Some(store) = &snap.store {
+                        std::fs::create_dir_all(&state)
+                            .map_err(ioerr(format!("create {}", state.display())))?;
+                        store.cut(&state.join(subtask_dir_name(snap.node, snap.subtask)))?;
+                    }
                 }
-                let slot = self.state_db.lock();
-                let db = slot.as_ref().expect("state db opened");
-                db.apply(snaps.iter().flat_map(|s| {
-                    s.entries
-                        .iter()
-                        .map(|e| (db_key(s.node, e), e.value.clone()))
-                }))?;
-                let target = dir.join("db");
-                db.checkpoint(&target)?;
-                let files = StateDb::sst_files(&target);
-                let before: HashSet<String> = previous
-                    .map(|p| StateDb::sst_files(&self.chk_dir(p).join("db")))
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(name, _)| name)
-                    .collect();
-                sizes.state_bytes = dir_size(&target);
-                let shared: u64 = files
+                let before = previous
+                    .map(|p| store_files(&self.chk_dir(p)))
+                    .unwrap_or_default();
+                sizes.state_bytes = dir_size(&state);
+                let shared: u64 = store_files(&dir)
                     .iter()
-                    .filter(|(n, _)| before.contains(n))
-                    .map(|(_, s)| *s)
+                    .filter(|f| before.contains(f))
+                    .map(|(_, size)| *size)
                     .sum();
                 sizes.incremental_bytes = sizes.state_bytes - shared.min(sizes.state_bytes);
             }
@@ -340,17 +341,12 @@ impl CheckpointStorage {
                 }
             }
             StateBackendKind::Rocksdb => {
-                for (k, v) in StateDb::read_checkpoint(&dir.join("db"), b"")? {
-                    if k.len() < 6 {
-                        return Err(ExecError::internal("short key in state checkpoint"));
-                    }
-                    let node = u32::from_be_bytes(k[..4].try_into().expect("4 bytes")) as usize;
-                    let key_group = u16::from_be_bytes(k[4..6].try_into().expect("2 bytes"));
-                    state.entries.entry(node).or_default().push(StateEntry {
-                        key_group,
-                        key: k[6..].to_vec(),
-                        value: Some(v),
-                    });
+                // The stores stay where they are (subtasks link them when
+                // they start); only check that they are there.
+                for (node, subtask) in &rec.stores {
+                    StateDb::check_checkpoint(
+                        &dir.join("state").join(subtask_dir_name(*node, *subtask)),
+                    )?;
                 }
             }
         }
@@ -423,14 +419,7 @@ impl CheckpointStorage {
         Ok(out)
     }
 
-    /// Closes the working state db (its files stay), so that another
-    /// storage of the same query can open it.
-    pub fn close_state_db(&self) {
-        *self.state_db.lock() = None;
-    }
-
     pub fn drop_all(&self) -> ExecResult<()> {
-        *self.state_db.lock() = None;
         let mut keys: Vec<String> = Vec::new();
         for prefix in [self.prefix(), self.dead_letter_prefix()] {
             keys.extend(

@@ -21,6 +21,11 @@
 //! accumulator's `state()` for retractable aggregates (restored with
 //! `merge_batch` into a fresh sliding accumulator), the argument multiset
 //! for the others.
+//!
+//! With a store (RocksDB backend) `groups` is a bounded cache: a group not
+//! in it is read from the store before the chunk touching it is applied, and
+//! past `state_cache_keys` groups some are evicted (written first if they
+//! changed since they were last written).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -39,6 +44,7 @@ use crate::error::{ExecError, ExecResult};
 use crate::keys::{key_group_of, KeyEncoder};
 use crate::operator::{Operator, OperatorContext, Output, StateEntry, StateWriter};
 use crate::operators::state_codec::{ByteReader, ByteWriter, RowCodec, ScalarsCodec};
+use crate::state::SubtaskStore;
 
 /// How an aggregate keeps its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,22 +116,28 @@ struct GroupState {
 struct StateCodecs {
     /// The last emitted row: group key values then aggregate values.
     last: ScalarsCodec,
+    /// Group keys from their row bytes.
+    group: RowCodec,
+    /// Per aggregate, for the others: the argument rows of the multiset.
+    args: Vec<Option<RowCodec>>,
     /// Per aggregate, for retractable ones: the accumulator state.
     accs: Vec<Option<ScalarsCodec>>,
 }
 
 pub struct HashAggOperator {
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
-    group_types: Vec<DataType>,
     group_enc: KeyEncoder,
     aggs: Vec<AggSpec>,
     arg_encs: Vec<Option<KeyEncoder>>,
     groups: HashMap<OwnedRow, GroupState>,
     schema: SchemaRef,
     global_key: OwnedRow,
-    /// Groups changed (or removed) since the previous snapshot.
+    /// Groups changed (or removed) since the previous snapshot; with a
+    /// store, since they were last written to it.
     dirty: HashSet<OwnedRow>,
     codecs: StateCodecs,
+    /// RocksDB backend: where every group lives; `groups` caches them.
+    store: Option<Arc<SubtaskStore>>,
 }
 
 impl HashAggOperator {
@@ -166,21 +178,135 @@ impl HashAggOperator {
                 _ => Ok(None),
             })
             .collect::<ExecResult<Vec<_>>>()?;
+        let codecs = StateCodecs {
+            group: RowCodec::new(&group_types)?,
+            args: aggs
+                .iter()
+                .map(|a| match a.kind {
+                    AggKind::Retractable => Ok(None),
+                    _ => RowCodec::new(&a.arg_types).map(Some),
+                })
+                .collect::<ExecResult<Vec<_>>>()?,
+            last: ScalarsCodec::new(last_types),
+            accs,
+        };
         Ok(HashAggOperator {
             group_exprs,
             group_enc: KeyEncoder::new(&group_types)?,
-            group_types,
             aggs,
             arg_encs,
             groups: HashMap::new(),
             schema,
             global_key: make_global_key()?,
             dirty: HashSet::new(),
-            codecs: StateCodecs {
-                last: ScalarsCodec::new(last_types),
-                accs,
-            },
+            codecs,
+            store: None,
         })
+    }
+
+    /// Reads the groups among `keys` that are neither cached nor changed
+    /// (a changed group that is not cached was deleted) from the store.
+    fn fetch_missing<'a>(
+        &mut self,
+        keys: impl IntoIterator<Item = &'a OwnedRow>,
+    ) -> ExecResult<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let global = self.is_global();
+        let missing: Vec<&OwnedRow> = keys
+            .into_iter()
+            .filter(|k| !self.groups.contains_key(*k) && !self.dirty.contains(*k))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let request: Vec<(usize, &[u8])> = missing
+            .iter()
+            .map(|k| (key_group(global, k), k.as_ref()))
+            .collect();
+        let values = store.fetch(&request)?;
+        let entries: Vec<StateEntry> = missing
+            .iter()
+            .zip(values)
+            .filter_map(|(k, v)| {
+                Some(StateEntry {
+                    key_group: key_group(global, k) as u16,
+                    key: k.as_ref().to_vec(),
+                    value: Some(v?),
+                })
+            })
+            .collect();
+        self.load(entries)
+    }
+
+    /// Keeps the cache within its bound: evicts groups (writing the changed
+    /// ones to the store) down to 90% of it.
+    fn evict(&mut self) -> ExecResult<()> {
+        let Some(store) = self.store.clone() else {
+            return Ok(());
+        };
+        let cap = store.cache_keys();
+        if self.groups.len() <= cap || !store.can_evict() {
+            return Ok(());
+        }
+        let excess = self.groups.len() - (cap - cap / 10);
+        let victims: Vec<OwnedRow> = self.groups.keys().take(excess).cloned().collect();
+        let global = self.is_global();
+        let mut writer = StateWriter::new(false);
+        for key in &victims {
+            let mut group = self.groups.remove(key).expect("cached");
+            if self.dirty.remove(key) {
+                let value = encode_group(&self.aggs, &self.codecs, &mut group)?;
+                writer.put(key_group(global, key), key.as_ref().to_vec(), value);
+            }
+        }
+        store.write(writer.into_entries())
+    }
+
+    /// Puts groups read from a checkpoint or the store into the cache.
+    fn load(&mut self, entries: Vec<StateEntry>) -> ExecResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let values = entries
+            .iter()
+            .map(|e| {
+                e.value
+                    .as_deref()
+                    .ok_or_else(|| ExecError::internal("aggregate restore: entry without value"))
+            })
+            .collect::<ExecResult<Vec<_>>>()?;
+        if self.is_global() {
+            for (e, value) in entries.iter().zip(values) {
+                if e.key.as_slice() != self.global_key.as_ref() {
+                    return Err(ExecError::internal(
+                        "aggregate restore: grouped state for a global aggregate",
+                    ));
+                }
+                let group = self.decode_group(Vec::new(), value)?;
+                self.groups.insert(self.global_key.clone(), group);
+            }
+            return Ok(());
+        }
+        let keys: Vec<&[u8]> = entries.iter().map(|e| e.key.as_slice()).collect();
+        let key_cols = self.codecs.group.decode(&keys)?;
+        let rows = self.group_enc.encode(&key_cols)?;
+        for (i, value) in values.into_iter().enumerate() {
+            let row = rows.row(i).owned();
+            if row.as_ref() != keys[i] {
+                return Err(ExecError::internal(
+                    "aggregate restore: group key does not round-trip",
+                ));
+            }
+            let key_values = key_cols
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let group = self.decode_group(key_values, value)?;
+            self.groups.insert(row, group);
+        }
+        Ok(())
     }
 
     fn is_global(&self) -> bool {
@@ -207,12 +333,8 @@ impl HashAggOperator {
     }
 
     /// A group from its checkpoint value (the inverse of [`encode_group`]).
-    fn decode_group(
-        &self,
-        key: Vec<ScalarValue>,
-        value: &[u8],
-        arg_codecs: &[Option<RowCodec>],
-    ) -> ExecResult<GroupState> {
+    fn decode_group(&self, key: Vec<ScalarValue>, value: &[u8]) -> ExecResult<GroupState> {
+        let arg_codecs = &self.codecs.args;
         let mut r = ByteReader::new(value);
         if r.u8()? != STATE_VERSION {
             return Err(ExecError::internal("aggregate state: unknown version"));
@@ -442,60 +564,21 @@ fn take_rows(columns: &[ArrayRef], idx: &[u32]) -> ExecResult<Vec<ArrayRef>> {
 }
 
 impl Operator for HashAggOperator {
+    fn uses_keyed_state(&self) -> bool {
+        true
+    }
+
     fn restore(&mut self, _ctx: &OperatorContext, entries: Vec<StateEntry>) -> ExecResult<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let arg_codecs = self
-            .aggs
-            .iter()
-            .map(|a| match a.kind {
-                AggKind::Retractable => Ok(None),
-                _ => RowCodec::new(&a.arg_types).map(Some),
-            })
-            .collect::<ExecResult<Vec<_>>>()?;
-        let values = entries
-            .iter()
-            .map(|e| {
-                e.value
-                    .as_deref()
-                    .ok_or_else(|| ExecError::internal("aggregate restore: entry without value"))
-            })
-            .collect::<ExecResult<Vec<_>>>()?;
-        if self.is_global() {
-            for (e, value) in entries.iter().zip(values) {
-                if e.key.as_slice() != self.global_key.as_ref() {
-                    return Err(ExecError::internal(
-                        "aggregate restore: grouped state for a global aggregate",
-                    ));
-                }
-                let group = self.decode_group(Vec::new(), value, &arg_codecs)?;
-                self.groups.insert(self.global_key.clone(), group);
-            }
-            return Ok(());
-        }
-        let keys: Vec<&[u8]> = entries.iter().map(|e| e.key.as_slice()).collect();
-        let key_cols = RowCodec::new(&self.group_types)?.decode(&keys)?;
-        let rows = self.group_enc.encode(&key_cols)?;
-        for (i, value) in values.into_iter().enumerate() {
-            let row = rows.row(i).owned();
-            if row.as_ref() != keys[i] {
-                return Err(ExecError::internal(
-                    "aggregate restore: group key does not round-trip",
-                ));
-            }
-            let key_values = key_cols
-                .iter()
-                .map(|c| ScalarValue::try_from_array(c, i))
-                .collect::<Result<Vec<_>, _>>()?;
-            let group = self.decode_group(key_values, value, &arg_codecs)?;
-            self.groups.insert(row, group);
-        }
-        Ok(())
+        self.load(entries)
     }
 
     fn open(&mut self, ctx: &OperatorContext, restored: bool, out: &mut Output) -> ExecResult<()> {
+        self.store = ctx.state.clone();
         if self.is_global() && ctx.subtask == 0 {
+            if restored {
+                let key = self.global_key.clone();
+                self.fetch_missing([&key])?;
+            }
             // Resumed: the group came from the checkpoint and its first row
             // went out before it. (A checkpoint without the group still had
             // the row emitted: create the group silently.)
@@ -609,6 +692,7 @@ impl Operator for HashAggOperator {
             }
         }
 
+        self.fetch_missing(&order)?;
         let mut emitted = Vec::new();
         for key in order {
             let (ins, del) = by_group.remove(&key).expect("touched group");
@@ -686,7 +770,7 @@ impl Operator for HashAggOperator {
         if let Some(c) = self.build_chunk(emitted)? {
             out.push(c);
         }
-        Ok(())
+        self.evict()
     }
 }
 
@@ -979,6 +1063,19 @@ mod tests {
                     cuts.push(rng.below(inputs.len() + 1));
                 }
                 check_restore(&|| p.make(), &inputs, &cuts);
+            }
+        }
+    }
+
+    #[test]
+    fn state_in_a_store_behind_a_small_cache_acts_like_in_memory() {
+        for (q, sql) in QUERIES.iter().enumerate() {
+            let p = plan(sql);
+            for seed in 0..2u64 {
+                let mut rng = Rng::new(seed * 7 + q as u64 + 300);
+                let inputs = inputs(&p, &mut rng, 40);
+                let cuts = [1, rng.below(inputs.len()), inputs.len() - 1];
+                check_store(&|| p.make(), &inputs, &cuts, 1 + seed as usize * 3);
             }
         }
     }

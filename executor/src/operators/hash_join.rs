@@ -17,6 +17,11 @@
 //! group 0 for the constant key of a join without keys). The value is the
 //! key's entries in order: `u8 version, u32 n, n x (u32 len, row bytes, i64
 //! count, i64 matches)`, integers little-endian.
+//!
+//! With a store (RocksDB backend) each side's `rows` is a bounded cache: the
+//! join keys a chunk touches on either side are read from the store first,
+//! and past `state_cache_keys` keys per side some are evicted (written first
+//! if they changed since they were last written).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::new_null_array;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::row::OwnedRow;
+use datafusion::arrow::row::{OwnedRow, Rows};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::chunk::{Chunk, Op};
@@ -32,6 +37,7 @@ use crate::error::{ExecError, ExecResult};
 use crate::keys::{key_group_of, KeyEncoder};
 use crate::operator::{Operator, OperatorContext, Output, StateEntry, StateWriter};
 use crate::operators::state_codec::{ByteReader, ByteWriter, RowCodec};
+use crate::state::SubtaskStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinKind {
@@ -77,14 +83,15 @@ struct Side {
     /// No join keys: every row has the constant key (one `true` column),
     /// in key group 0.
     constant_key: bool,
-    key_types: Vec<DataType>,
     key_enc: KeyEncoder,
-    row_types: Vec<DataType>,
     row_enc: KeyEncoder,
     null_row: OwnedRow,
     rows: HashMap<OwnedRow, Vec<Entry>>,
-    /// Join keys whose entries changed since the previous snapshot.
+    /// Join keys whose entries changed since the previous snapshot; with a
+    /// store, since they were last written to it.
     dirty: HashSet<OwnedRow>,
+    key_codec: RowCodec,
+    row_codec: RowCodec,
 }
 
 impl Side {
@@ -112,9 +119,9 @@ impl Side {
         Ok(Side {
             key_exprs,
             constant_key,
+            key_codec: RowCodec::new(&key_types)?,
+            row_codec: RowCodec::new(&types)?,
             key_enc: KeyEncoder::new(&key_types)?,
-            key_types,
-            row_types: types,
             row_enc,
             null_row,
             rows: HashMap::new(),
@@ -122,9 +129,8 @@ impl Side {
         })
     }
 
-    /// Writes the state of one join key: its entries, or a delete if it
-    /// has none left.
-    fn snapshot_key(&self, side: u8, key: &OwnedRow, state: &mut StateWriter) -> ExecResult<()> {
+    /// (key group, state key) of a join key's entry.
+    fn state_key(&self, side: u8, key: &OwnedRow) -> (usize, Vec<u8>) {
         let kg = if self.constant_key {
             0
         } else {
@@ -133,6 +139,13 @@ impl Side {
         let mut skey = Vec::with_capacity(key.as_ref().len() + 1);
         skey.push(side);
         skey.extend_from_slice(key.as_ref());
+        (kg, skey)
+    }
+
+    /// Writes the state of one join key: its entries, or a delete if it
+    /// has none left.
+    fn snapshot_key(&self, side: u8, key: &OwnedRow, state: &mut StateWriter) -> ExecResult<()> {
+        let (kg, skey) = self.state_key(side, key);
         match self.rows.get(key) {
             Some(bucket) if !bucket.is_empty() => {
                 let mut w = ByteWriter::new();
@@ -187,8 +200,8 @@ impl Side {
             lens.push(n);
         }
         let key_bytes: Vec<&[u8]> = entries.iter().map(|(k, _)| *k).collect();
-        let keys = RowCodec::new(&self.key_types)?.rehydrate(&self.key_enc, &key_bytes)?;
-        let rows = RowCodec::new(&self.row_types)?.rehydrate(&self.row_enc, &row_bytes)?;
+        let keys = self.key_codec.rehydrate(&self.key_enc, &key_bytes)?;
+        let rows = self.row_codec.rehydrate(&self.row_enc, &row_bytes)?;
         let mut rows = rows.into_iter().zip(counts);
         for (key, n) in keys.into_iter().zip(lens) {
             let bucket: Vec<Entry> = rows
@@ -224,6 +237,8 @@ pub struct HashJoinOperator {
     joined_schema: SchemaRef,
     output_schema: SchemaRef,
     null_equals_null: bool,
+    /// RocksDB backend: where both sides' entries live; `rows` caches them.
+    store: Option<Arc<SubtaskStore>>,
 }
 
 impl HashJoinOperator {
@@ -250,7 +265,70 @@ impl HashJoinOperator {
             joined_schema,
             output_schema,
             null_equals_null,
+            store: None,
         })
+    }
+
+    /// Reads the join keys of side `side` among `keys` that are neither
+    /// cached nor changed (a changed key that is not cached has no entries
+    /// left) from the store.
+    fn fetch_missing(&mut self, side: usize, keys: &Rows) -> ExecResult<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let sd = &self.sides[side];
+        let mut seen = HashSet::new();
+        let missing: Vec<OwnedRow> = keys
+            .iter()
+            .map(|k| k.owned())
+            .filter(|k| !sd.rows.contains_key(k) && !sd.dirty.contains(k))
+            .filter(|k| seen.insert(k.clone()))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let skeys: Vec<(usize, Vec<u8>)> = missing
+            .iter()
+            .map(|k| sd.state_key(side as u8, k))
+            .collect();
+        let request: Vec<(usize, &[u8])> =
+            skeys.iter().map(|(kg, k)| (*kg, k.as_slice())).collect();
+        let values = store.fetch(&request)?;
+        let found: Vec<(&[u8], &[u8])> = missing
+            .iter()
+            .zip(&values)
+            .filter_map(|(k, v)| Some((k.as_ref(), v.as_deref()?)))
+            .collect();
+        self.sides[side].restore(&found)
+    }
+
+    /// Keeps each side's cache within its bound: evicts join keys (writing
+    /// the changed ones to the store) down to 90% of it.
+    fn evict(&mut self) -> ExecResult<()> {
+        let Some(store) = self.store.clone() else {
+            return Ok(());
+        };
+        let cap = store.cache_keys();
+        if !store.can_evict() {
+            return Ok(());
+        }
+        let mut writer = StateWriter::new(false);
+        for (i, side) in self.sides.iter_mut().enumerate() {
+            if side.rows.len() <= cap {
+                continue;
+            }
+            let excess = side.rows.len() - (cap - cap / 10);
+            let victims: Vec<OwnedRow> = side.rows.keys().take(excess).cloned().collect();
+            for key in &victims {
+                if side.dirty.remove(key) {
+                    side.snapshot_key(i as u8, key, &mut writer)?;
+                }
+            }
+            for key in &victims {
+                side.rows.remove(key);
+            }
+        }
+        store.write(writer.into_entries())
     }
 
     fn joined_batch(&self, pairs: &[(OwnedRow, OwnedRow)]) -> ExecResult<RecordBatch> {
@@ -314,6 +392,20 @@ fn repeat_push(out: &mut Vec<OutRow>, times: i64, row: OutRow) {
 }
 
 impl Operator for HashJoinOperator {
+    fn uses_keyed_state(&self) -> bool {
+        true
+    }
+
+    fn open(
+        &mut self,
+        ctx: &OperatorContext,
+        _restored: bool,
+        _out: &mut Output,
+    ) -> ExecResult<()> {
+        self.store = ctx.state.clone();
+        Ok(())
+    }
+
     fn restore(&mut self, _ctx: &OperatorContext, entries: Vec<StateEntry>) -> ExecResult<()> {
         let mut by_side: [Vec<(&[u8], &[u8])>; 2] = [Vec::new(), Vec::new()];
         for e in &entries {
@@ -358,6 +450,9 @@ impl Operator for HashJoinOperator {
         let key_cols = self.sides[s].key_columns(batch)?;
         let keys = self.sides[s].key_enc.encode(&key_cols)?;
         let rows = self.sides[s].row_enc.encode(batch.columns())?;
+        // Both sides encode join keys alike (same key types).
+        self.fetch_missing(o, &keys)?;
+        self.fetch_missing(s, &keys)?;
         let key_has_null: Vec<bool> = (0..n)
             .map(|i| key_cols.iter().any(|c| c.is_null(i)))
             .collect();
@@ -524,7 +619,7 @@ impl Operator for HashJoinOperator {
         if let Some(c) = self.build_output(emitted)? {
             out.push(c);
         }
-        Ok(())
+        self.evict()
     }
 }
 
@@ -736,6 +831,18 @@ mod tests {
                     cuts.push(rng.below(inputs.len() + 1));
                 }
                 check_restore(&|| spec.make(), &inputs, &cuts);
+            }
+        }
+    }
+
+    #[test]
+    fn state_in_a_store_behind_a_small_cache_acts_like_in_memory() {
+        for (i, spec) in specs().iter().enumerate() {
+            for seed in 0..2u64 {
+                let mut rng = Rng::new(seed * 1000 + i as u64 + 900);
+                let inputs = random_inputs(&mut rng, 48);
+                let cuts = [1, rng.below(inputs.len()), inputs.len() - 1];
+                check_store(&|| spec.make(), &inputs, &cuts, 1 + seed as usize * 3);
             }
         }
     }

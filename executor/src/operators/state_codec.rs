@@ -438,6 +438,7 @@ pub(crate) mod test_util {
             operator: "op".into(),
             subtask,
             parallelism,
+            state: None,
         }
     }
 
@@ -544,6 +545,74 @@ pub(crate) mod test_util {
                 "cut {cut}: final state"
             );
         }
+    }
+
+    /// A keeps its state in memory; B keeps it in a store with a cache of
+    /// `cache_keys` keys (so it evicts and reads back all the time) and
+    /// takes a checkpoint (snapshot into the store, then a cut) after every
+    /// few chunks and at each cut in `cuts`, where a C restored from that
+    /// checkpoint joins. All emit exactly the same, and in the end B's
+    /// store holds A's state.
+    pub fn check_store(make: Make<'_>, inputs: &[Input], cuts: &[usize], cache_keys: usize) {
+        use crate::state::SubtaskStore;
+        static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let root = std::env::temp_dir().join(format!(
+            "weir-check-store-{}-{}",
+            std::process::id(),
+            RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let plain = ctx(0, 1);
+        let with_store = |store: Arc<SubtaskStore>| OperatorContext {
+            state: Some(store),
+            ..ctx(0, 1)
+        };
+        let checkpoint = |op: &mut dyn Operator, store: &SubtaskStore, n: usize| {
+            store.write_snapshot(snapshot(op, false)).unwrap();
+            let dir = root.join(format!("chk-{n}"));
+            store.cut(&dir).unwrap();
+            dir
+        };
+        let mut a = make();
+        open(a.as_mut(), &plain, false);
+        let b_store = SubtaskStore::open(&root.join("work"), "b", None, cache_keys).unwrap();
+        let mut b = make();
+        open(b.as_mut(), &with_store(b_store.clone()), false);
+        let mut cs: Vec<(Box<dyn Operator>, Arc<SubtaskStore>)> = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            if cuts.contains(&i) {
+                let latest = checkpoint(b.as_mut(), &b_store, i);
+                let store =
+                    SubtaskStore::open(&root.join("work"), "c", Some(&latest), cache_keys).unwrap();
+                let mut c = make();
+                c.restore(&with_store(store.clone()), Vec::new()).unwrap();
+                assert!(
+                    open(c.as_mut(), &with_store(store.clone()), true).is_empty(),
+                    "restored open emitted"
+                );
+                cs.push((c, store));
+            }
+            let oa = feed(a.as_mut(), input);
+            let ob = feed(b.as_mut(), input);
+            assert_eq!(
+                oa, ob,
+                "chunk {i}: with a store of {cache_keys} cached keys"
+            );
+            for (n, (c, _)) in cs.iter_mut().enumerate() {
+                assert_eq!(oa, feed(c.as_mut(), input), "chunk {i}: restored #{n}");
+            }
+            if i % 3 == 2 {
+                checkpoint(b.as_mut(), &b_store, 1000 + i);
+            }
+        }
+        let last = checkpoint(b.as_mut(), &b_store, inputs.len() + 1);
+        let stored: StateMap = weir_storage::StateDb::read_checkpoint(&last, b"")
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k[2..].to_vec(), (u16::from_be_bytes([k[0], k[1]]), v)))
+            .collect();
+        assert_eq!(to_map(snapshot(a.as_mut(), true)), stored, "final state");
+        drop((b, b_store, cs));
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     /// A takes a full snapshot, then incremental ones; A2, fed the same,

@@ -73,9 +73,9 @@ pub(crate) struct Checkpointer {
     /// Catch-up target after a fallback to an older checkpoint: the newer
     /// checkpoint whose results are already committed.
     pub catch_up: Option<CheckpointRecord>,
-    pub force_full: bool,
-    /// Backend of the last completed checkpoint: a switch needs a full one.
-    pub last_backend: Option<StateBackendKind>,
+    /// The backend the subtasks run with (fixed for a run; a changed
+    /// `state_backend` applies when the query next starts).
+    pub backend: StateBackendKind,
 }
 
 fn ms(t: SystemTime) -> u64 {
@@ -204,14 +204,9 @@ impl Checkpointer {
             None => self.next_epoch,
         };
         self.next_epoch = epoch + 1;
-        let restored_in_part = self
-            .coord
-            .force_full
-            .swap(false, std::sync::atomic::Ordering::SeqCst);
-        let full = self.force_full
-            || restored_in_part
-            || cfg.backend == StateBackendKind::Memory
-            || self.last_backend != Some(cfg.backend);
+        // Memory backend: every checkpoint holds all state. RocksDB: each
+        // store gets what changed and is cut incrementally.
+        let full = self.backend == StateBackendKind::Memory;
         let triggered_at = SystemTime::now();
         let started = Instant::now();
         let mut row = CheckpointStats {
@@ -290,7 +285,6 @@ impl Checkpointer {
                 Ok(Ok(snaps)) => Some(Ok(snaps)),
                 // Abandoned: a subtask failed, or the query stops.
                 Ok(Err(_)) if !*self.coord.cancel.borrow() => {
-                    self.force_full = true;
                     fail(
                         &mut row,
                         CheckpointStatus::Failed,
@@ -328,7 +322,6 @@ impl Checkpointer {
                     })
                     .collect();
                 self.coord.abort(epoch);
-                self.force_full = true;
                 fail(
                     &mut row,
                     CheckpointStatus::Expired,
@@ -354,7 +347,6 @@ impl Checkpointer {
             != generation
         {
             drop(commit_lock);
-            self.force_full = true;
             fail(
                 &mut row,
                 CheckpointStatus::Failed,
@@ -370,10 +362,7 @@ impl Checkpointer {
         } else {
             CheckpointMode::Aligned
         };
-        match self
-            .persist(epoch, &cfg, full, triggered_at, &row, snaps)
-            .await
-        {
+        match self.persist(epoch, &cfg, triggered_at, &row, snaps).await {
             Ok(rec) => {
                 row.status = CheckpointStatus::Completed;
                 row.completed_at = Some(SystemTime::now());
@@ -383,14 +372,11 @@ impl Checkpointer {
                 row.persisted_in_flight_bytes = rec.in_flight_bytes;
                 self.push_history(row);
                 self.last_completed = Some(epoch);
-                self.last_backend = Some(cfg.backend);
                 self.catch_up = None;
-                self.force_full = false;
                 Outcome::Completed(rec)
             }
             Err(e) => {
                 tracing::warn!(query = %self.coord.query, epoch, error = %e, "checkpoint failed");
-                self.force_full = true;
                 fail(&mut row, CheckpointStatus::Failed, e.message());
                 self.push_history(row);
                 Outcome::Failed
@@ -403,7 +389,6 @@ impl Checkpointer {
         &mut self,
         epoch: u64,
         cfg: &CheckpointConfig,
-        full: bool,
         triggered_at: SystemTime,
         row: &CheckpointStats,
         snaps: Vec<SubtaskSnapshot>,
@@ -420,10 +405,16 @@ impl Checkpointer {
             .collect();
         sources.sort_by_key(|s| (s.node, s.subtask));
         let storage = self.storage.clone();
-        let backend = cfg.backend;
+        let backend = self.backend;
         let previous = self.last_completed;
+        let mut stores: Vec<(usize, usize)> = snaps
+            .iter()
+            .filter(|s| s.store.is_some())
+            .map(|s| (s.node, s.subtask))
+            .collect();
+        stores.sort();
         let sizes = tokio::task::spawn_blocking(move || {
-            storage.write_state(epoch, backend, full, previous, &snaps)
+            storage.write_state(epoch, backend, previous, &snaps)
         })
         .await
         .map_err(|e| ExecError::internal(format!("checkpoint writer panicked: {e}")))??;
@@ -472,6 +463,7 @@ impl Checkpointer {
             sources,
             skipped_records: skipped_before + skipped_now,
             dead_letter_records: dead_before + dead_now,
+            stores,
         };
 
         // Result changes of every epoch up to this one; after a fallback,

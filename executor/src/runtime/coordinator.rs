@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -88,8 +88,6 @@ pub(crate) struct Coordinator {
     /// Held from a checkpoint's last acknowledgement to its commit, and by
     /// a region restart, so that the two never interleave.
     pub(crate) commit_lock: tokio::sync::Mutex<()>,
-    /// The next checkpoint must be full (state was restored in part).
-    pub(crate) force_full: AtomicBool,
     /// Where bad records go (`on_error`); `None`: they fail the query.
     pub(crate) bad_records: Option<Arc<super::bad_records::BadRecords>>,
     /// State of every subtask.
@@ -127,7 +125,6 @@ impl Coordinator {
             down: watch::channel(HashSet::new()).0,
             generation: AtomicU64::new(0),
             commit_lock: tokio::sync::Mutex::new(()),
-            force_full: AtomicBool::new(false),
             query,
             status: Mutex::new(QueryStatus::Running),
             failure: Mutex::new(None),

@@ -28,7 +28,6 @@ use tokio::task::JoinHandle;
 
 use crate::checkpoint::{
     CheckpointConfig, CheckpointRecord, CheckpointStats, CheckpointStorage, LoadedState,
-    StateBackendKind,
 };
 use crate::chunk::Chunk;
 use crate::error::{ExecError, ExecResult};
@@ -148,6 +147,7 @@ pub struct QueryRuntime {
     history: Arc<Mutex<VecDeque<CheckpointStats>>>,
     handles: Mutex<HashMap<coordinator::SubtaskId, JoinHandle<()>>>,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
+    state_settings: spawn::StateSettings,
 }
 
 /// (node, subtask, command channel) of every source subtask.
@@ -173,19 +173,16 @@ impl QueryRuntime {
             regions,
             opts.bad_records.clone(),
         ));
-        let backend = opts.config.lock().backend;
-        match (&opts.restore, backend) {
-            (Some(r), StateBackendKind::Rocksdb)
-                if r.record.backend == StateBackendKind::Rocksdb =>
-            {
-                opts.storage.open_state_db(Some(r.record.epoch))?
+        // Fixed for this run: subtasks get stores (or not) when they start.
+        let state_settings = {
+            let c = opts.config.lock();
+            spawn::StateSettings {
+                backend: c.backend,
+                cache_keys: c.state_cache_keys,
+                storage: opts.storage.clone(),
             }
-            (_, StateBackendKind::Rocksdb) => opts.storage.open_state_db(None)?,
-            _ => {}
-        }
-        // The working state db mirrors the restored checkpoint only when
-        // that one was a RocksDB one; otherwise the first checkpoint is full.
-        let last_backend = opts.restore.as_ref().map(|r| r.record.backend);
+        };
+        let backend = state_settings.backend;
 
         let mut staging = HashMap::new();
         for node in &graph.nodes {
@@ -211,6 +208,7 @@ impl QueryRuntime {
             members: &|_| true,
             restore: record.as_ref().zip(state),
             catch_up: catch_up.as_ref(),
+            state: &state_settings,
         })?;
         let sources: SourceCommands = Arc::new(Mutex::new(spawned.sources));
         let source_tables = spawned.source_tables;
@@ -267,8 +265,7 @@ impl QueryRuntime {
             // The previous checkpoint, for the incremental-size figures.
             last_completed: restored_epoch,
             catch_up,
-            force_full: false,
-            last_backend,
+            backend,
         };
         let checkpointer = tokio::spawn(checkpointer.run());
         Ok(Arc::new(QueryRuntime {
@@ -285,6 +282,7 @@ impl QueryRuntime {
             history,
             handles: Mutex::new(handles),
             checkpointer: Mutex::new(Some(checkpointer)),
+            state_settings,
         }))
     }
 }
@@ -489,6 +487,7 @@ impl QueryRuntime {
             members: &|id| members.contains(&id),
             restore: record.as_ref().zip(state),
             catch_up: None,
+            state: &self.state_settings,
         })?;
         {
             let mut sources = self.sources.lock();
@@ -497,9 +496,6 @@ impl QueryRuntime {
             sources.sort_by_key(|(n, s, _)| (*n, *s));
         }
         self.handles.lock().extend(spawned.handles);
-        coord
-            .force_full
-            .store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 

@@ -17,11 +17,12 @@ use super::router::{EdgeOut, OutputRouter};
 use super::sink::SinkStaging;
 use super::source_split::{rescaled_offsets, SourceSplit};
 use super::{source_task, spawn_guarded, task, InputChannel, NoOp, CHANNEL_CAPACITY_MESSAGES};
-use crate::checkpoint::{CheckpointRecord, LoadedState};
+use crate::checkpoint::{CheckpointRecord, CheckpointStorage, LoadedState, StateBackendKind};
 use crate::error::{ExecError, ExecResult};
 use crate::graph::{NodeKind, StreamGraph};
 use crate::keys::subtask_for_key_group;
 use crate::operator::OperatorContext;
+use crate::state::{RestoreFrom, StatePlan};
 use crate::table::Table;
 
 /// What to start.
@@ -37,6 +38,15 @@ pub(crate) struct SpawnPlan<'a> {
     pub restore: Option<(&'a CheckpointRecord, LoadedState)>,
     /// After a fallback: sources replay up to this newer checkpoint first.
     pub catch_up: Option<&'a CheckpointRecord>,
+    /// How stateful subtasks keep their state.
+    pub state: &'a StateSettings,
+}
+
+/// The state backend of a run.
+pub(crate) struct StateSettings {
+    pub backend: StateBackendKind,
+    pub cache_keys: usize,
+    pub storage: Arc<CheckpointStorage>,
 }
 
 /// What was started.
@@ -167,6 +177,7 @@ pub(crate) fn spawn_subtasks(plan: SpawnPlan<'_>) -> ExecResult<Spawned> {
                 operator: Arc::from(node.name.as_str()),
                 subtask,
                 parallelism: node.parallelism,
+                state: None,
             };
             let ids = task::TaskIds {
                 node: node.id,
@@ -214,23 +225,47 @@ pub(crate) fn spawn_subtasks(plan: SpawnPlan<'_>) -> ExecResult<Spawned> {
                         _ => Box::new(NoOp),
                     };
                     let restore = record.is_some().then(|| task::TaskRestore {
-                        entries: node_entries
-                            .iter()
-                            .filter(|e| {
-                                subtask_for_key_group(e.key_group as usize, node.parallelism)
-                                    == subtask
-                            })
-                            .cloned()
-                            .collect(),
                         channels: state
                             .channels
                             .remove(&(node.id, subtask))
                             .unwrap_or_default(),
                     });
+                    let settings = plan.state;
+                    let state_plan = op.uses_keyed_state().then(|| StatePlan {
+                        work_root: settings.storage.work_root(),
+                        node: node.id,
+                        subtask,
+                        parallelism: node.parallelism,
+                        backend: settings.backend,
+                        cache_keys: settings.cache_keys,
+                        from: record.map(|r| RestoreFrom {
+                            chk_dir: settings.storage.chk_dir(r.epoch),
+                            backend: r.backend,
+                            stores: r
+                                .stores
+                                .iter()
+                                .filter(|(n, _)| *n == node.id)
+                                .map(|(_, s)| *s)
+                                .collect(),
+                            old_parallelism: r
+                                .parallelism
+                                .get(node.id)
+                                .copied()
+                                .unwrap_or(node.parallelism),
+                            entries: node_entries
+                                .iter()
+                                .filter(|e| {
+                                    subtask_for_key_group(e.key_group as usize, node.parallelism)
+                                        == subtask
+                                })
+                                .cloned()
+                                .collect(),
+                        }),
+                    });
                     let c2 = coord.clone();
                     let sink = plan.staging.get(&node.id).cloned();
                     spawn_guarded(coord, site, async move {
-                        task::run(ctx, ids, op, ins, router, sink, restore, c2).await
+                        task::run(ctx, ids, op, ins, router, sink, restore, state_plan, c2).await
                     })
                 }
             };

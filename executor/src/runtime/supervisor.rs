@@ -155,6 +155,8 @@ impl StreamingQuery {
         graph: StreamGraph,
         opts: LaunchOptions,
     ) -> ExecResult<Arc<StreamingQuery>> {
+        // Working stores of an earlier process are never resumed from.
+        opts.storage.clear_work()?;
         let (q, events_rx) = StreamingQuery::new(name, graph, opts)?;
         let rt = q.start_run()?;
         q.set_running(rt.clone());
@@ -646,8 +648,6 @@ impl StreamingQuery {
             rt.cancel();
             rt.stopped().await;
         }
-        // Free the state db's lock for whoever runs the query next.
-        self.opts.storage.close_state_db();
     }
 
     /// The checkpoint history (kept across restarts).

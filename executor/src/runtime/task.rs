@@ -34,6 +34,7 @@ use crate::failure::OnError;
 use crate::message::{Barrier, CheckpointMode, Message};
 use crate::metrics::{SubtaskMetrics, TimeState};
 use crate::operator::{Operator, OperatorContext, Output, StateEntry, StateWriter};
+use crate::state::{StatePlan, SubtaskStore};
 
 /// Which subtask a task runs.
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +45,6 @@ pub(crate) struct TaskIds {
 
 /// What a subtask resumes from.
 pub(crate) struct TaskRestore {
-    pub entries: Vec<StateEntry>,
     /// In-flight input captured by an unaligned checkpoint: replayed first.
     pub channels: Vec<(usize, Chunk)>,
 }
@@ -71,6 +71,7 @@ enum Checkpoint {
         /// Per input: its barrier has not arrived yet.
         waiting: Vec<bool>,
         entries: Vec<StateEntry>,
+        store: Option<Arc<SubtaskStore>>,
         channel_state: Vec<ChannelChunk>,
         timed_out: bool,
     },
@@ -100,15 +101,24 @@ struct Task {
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
-    ctx: OperatorContext,
+    mut ctx: OperatorContext,
     ids: TaskIds,
     op: Box<dyn Operator>,
     channels: Vec<(usize, Receiver)>,
     router: OutputRouter,
     sink: Option<Arc<SinkStaging>>,
     restore: Option<TaskRestore>,
+    state: Option<StatePlan>,
     coordinator: Arc<Coordinator>,
 ) -> ExecResult<()> {
+    // Keyed state: a store linked from the checkpoint, or entries to restore.
+    let (store, entries) = match state {
+        Some(plan) => tokio::task::spawn_blocking(move || plan.prepare())
+            .await
+            .map_err(|e| ExecError::internal(format!("state restore panicked: {e}")))??,
+        None => (None, Vec::new()),
+    };
+    ctx.state = store;
     let mut cancel = coordinator.cancel_receiver((ids.node, ids.subtask));
     let inputs = channels
         .into_iter()
@@ -141,7 +151,7 @@ pub(crate) async fn run(
         start: 0,
     };
     t.metrics.enter(TimeState::Busy);
-    t.open(restore)?;
+    t.open(restore, entries)?;
     t.coordinator
         .set_task((t.ids.node, t.ids.subtask), super::TaskState::Running);
     loop {
@@ -166,11 +176,11 @@ pub(crate) async fn run(
 }
 
 impl Task {
-    fn open(&mut self, restore: Option<TaskRestore>) -> ExecResult<()> {
+    fn open(&mut self, restore: Option<TaskRestore>, entries: Vec<StateEntry>) -> ExecResult<()> {
         let restored = restore.is_some();
         let mut replay = Vec::new();
         if let Some(r) = restore {
-            self.op.restore(&self.ctx, r.entries)?;
+            self.op.restore(&self.ctx, entries)?;
             replay = r.channels;
         }
         self.op.open(&self.ctx, restored, &mut self.out)?;
@@ -186,15 +196,34 @@ impl Task {
         self.route()?;
         self.router.broadcast(Message::EndOfStream).await?;
         self.seal(0);
-        let mut state = StateWriter::new(true);
-        self.op.snapshot(&mut state)?;
+        let (entries, store) = self.snapshot(true)?;
         self.coordinator.finish(SubtaskSnapshot {
             node: self.ids.node,
             subtask: self.ids.subtask,
-            entries: state.into_entries(),
+            entries,
+            store,
             ..Default::default()
         });
         Ok(())
+    }
+
+    /// The operator's snapshot for a checkpoint. With a store, the changed
+    /// entries go into it now and the checkpointer cuts it; otherwise they
+    /// travel with the acknowledgement (`full`: every entry).
+    fn snapshot(&mut self, full: bool) -> ExecResult<(Vec<StateEntry>, Option<Arc<SubtaskStore>>)> {
+        match self.ctx.state.clone() {
+            Some(store) => {
+                let mut state = StateWriter::new(false);
+                self.op.snapshot(&mut state)?;
+                store.write_snapshot(state.into_entries())?;
+                Ok((Vec::new(), Some(store)))
+            }
+            None => {
+                let mut state = StateWriter::new(full);
+                self.op.snapshot(&mut state)?;
+                Ok((state.into_entries(), None))
+            }
+        }
     }
 
     /// Queues the operator's output in the router.
@@ -503,8 +532,7 @@ impl Task {
 
     /// Snapshot now, and put the barrier ahead of the queued output.
     fn start_unaligned(&mut self, b: Barrier, timed_out: bool) -> ExecResult<()> {
-        let mut state = StateWriter::new(b.full);
-        self.op.snapshot(&mut state)?;
+        let (entries, store) = self.snapshot(b.full)?;
         self.seal(b.epoch);
         let forward = Barrier {
             mode: CheckpointMode::Unaligned,
@@ -515,7 +543,8 @@ impl Task {
             barrier: forward,
             since: Instant::now(),
             waiting: self.inputs.iter().map(|i| !i.finished).collect(),
-            entries: state.into_entries(),
+            entries,
+            store,
             channel_state,
             timed_out,
         };
@@ -593,15 +622,15 @@ impl Task {
                 }
                 let barrier = *barrier;
                 let alignment_ms = since.elapsed().as_millis() as u64;
-                let mut state = StateWriter::new(barrier.full);
-                self.op.snapshot(&mut state)?;
+                let (entries, store) = self.snapshot(barrier.full)?;
                 self.seal(barrier.epoch);
                 self.coordinator.ack(
                     barrier.epoch,
                     SubtaskSnapshot {
                         node: self.ids.node,
                         subtask: self.ids.subtask,
-                        entries: state.into_entries(),
+                        entries,
+                        store,
                         alignment_ms,
                         ..Default::default()
                     },
@@ -621,6 +650,7 @@ impl Task {
                     barrier,
                     since,
                     entries,
+                    store,
                     channel_state,
                     timed_out,
                     ..
@@ -634,6 +664,7 @@ impl Task {
                         node: self.ids.node,
                         subtask: self.ids.subtask,
                         entries,
+                        store,
                         alignment_ms: since.elapsed().as_millis() as u64,
                         channel_state,
                         timed_out_to_unaligned: timed_out,

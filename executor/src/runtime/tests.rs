@@ -542,6 +542,7 @@ fn one_task(out_capacity: usize, restore: Option<TaskRestore>) -> OneTask {
         operator: "probe".into(),
         subtask: 0,
         parallelism: 1,
+        state: None,
     };
     let handle = tokio::spawn(task::run(
         ctx,
@@ -554,6 +555,7 @@ fn one_task(out_capacity: usize, restore: Option<TaskRestore>) -> OneTask {
         OutputRouter::new(vec![edge]),
         None,
         restore,
+        None,
         coord.clone(),
     ));
     OneTask {
@@ -742,13 +744,7 @@ async fn unaligned_barrier_captures_overtaken_input_and_unsent_output_and_restor
         .filter(|c| c.node == 0)
         .map(|c| (c.input, c.chunk.clone()))
         .collect();
-    let r = one_task(
-        64,
-        Some(TaskRestore {
-            entries: Vec::new(),
-            channels,
-        }),
-    );
+    let r = one_task(64, Some(TaskRestore { channels }));
     r.send(0, Message::Data(vchunk(&[4]))).await;
     r.send(1, Message::Data(vchunk(&[11]))).await;
     eventually("the new input", None, || {

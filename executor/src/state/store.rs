@@ -1,0 +1,150 @@
+//! A stateful subtask's RocksDB store (see the module docs of `state`).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use weir_storage::StateDb;
+
+use super::store_key;
+use crate::error::{ExecError, ExecResult};
+use crate::operator::StateEntry;
+
+pub struct SubtaskStore {
+    /// `None` only while dropping. RocksDB is safe for concurrent use: the
+    /// lock only keeps the db open while in use, so reads go on while a
+    /// checkpoint is cut.
+    db: RwLock<Option<StateDb>>,
+    dir: PathBuf,
+    /// Set from a snapshot until its checkpoint is cut: evicting now would
+    /// put state from after the barrier into that checkpoint.
+    frozen: AtomicBool,
+    /// Nothing was ever written or restored: a lookup cannot find anything.
+    empty: AtomicBool,
+    cache_keys: usize,
+}
+
+impl std::fmt::Debug for SubtaskStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubtaskStore")
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+fn storage(e: weir_storage::StorageError) -> ExecError {
+    ExecError::Storage(e)
+}
+
+impl SubtaskStore {
+    /// Opens a new store in a fresh directory under `work_root`, empty or
+    /// (with `from`) as a copy of a checkpoint's store, whose SST files are
+    /// hard-linked.
+    pub fn open(
+        work_root: &Path,
+        name: &str,
+        from: Option<&Path>,
+        cache_keys: usize,
+    ) -> ExecResult<Arc<SubtaskStore>> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = work_root.join(format!("{name}-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+        if let Some(src) = from {
+            StateDb::check_checkpoint(src).map_err(storage)?;
+        }
+        std::fs::create_dir_all(work_root).map_err(|e| {
+            storage(weir_storage::StorageError::io(
+                format!("create {}", work_root.display()),
+                e,
+            ))
+        })?;
+        let db = StateDb::open(&dir, from).map_err(storage)?;
+        Ok(Arc::new(SubtaskStore {
+            db: RwLock::new(Some(db)),
+            dir,
+            frozen: AtomicBool::new(false),
+            empty: AtomicBool::new(from.is_none()),
+            cache_keys: cache_keys.max(1),
+        }))
+    }
+
+    /// How many keys an operator map may keep in memory.
+    pub fn cache_keys(&self) -> usize {
+        self.cache_keys
+    }
+
+    /// Whether the operator may evict from its cache now.
+    pub fn can_evict(&self) -> bool {
+        !self.frozen.load(Ordering::Acquire)
+    }
+
+    /// Values of `(key group, key)` pairs, in order.
+    pub fn fetch(&self, keys: &[(usize, &[u8])]) -> ExecResult<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() || self.empty.load(Ordering::Acquire) {
+            return Ok(vec![None; keys.len()]);
+        }
+        let keys: Vec<Vec<u8>> = keys.iter().map(|(kg, k)| store_key(*kg, k)).collect();
+        let guard = self.db.read();
+        let db = guard.as_ref().expect("store open");
+        db.get_many(&keys).map_err(storage)
+    }
+
+    /// Writes entries (a `None` value deletes).
+    pub fn write(&self, entries: Vec<StateEntry>) -> ExecResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.empty.store(false, Ordering::Release);
+        let guard = self.db.read();
+        let db = guard.as_ref().expect("store open");
+        db.apply(
+            entries
+                .into_iter()
+                .map(|e| (store_key(e.key_group as usize, &e.key), e.value)),
+        )
+        .map_err(storage)
+    }
+
+    /// Writes what a snapshot produced and holds evictions until the
+    /// checkpoint is cut (or a later snapshot comes).
+    pub fn write_snapshot(&self, entries: Vec<StateEntry>) -> ExecResult<()> {
+        self.write(entries)?;
+        self.frozen.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Cuts a RocksDB checkpoint of the store into `target`, then lets
+    /// evictions go on.
+    pub fn cut(&self, target: &Path) -> ExecResult<()> {
+        let guard = self.db.read();
+        let db = guard.as_ref().expect("store open");
+        let r = db.checkpoint(target).map_err(storage);
+        self.frozen.store(false, Ordering::Release);
+        r
+    }
+
+    /// Adds entries read from elsewhere (a restore that redistributes).
+    pub fn import(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> ExecResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.empty.store(false, Ordering::Release);
+        let guard = self.db.read();
+        let db = guard.as_ref().expect("store open");
+        db.apply(entries.into_iter().map(|(k, v)| (k, Some(v))))
+            .map_err(storage)
+    }
+}
+
+impl Drop for SubtaskStore {
+    fn drop(&mut self) {
+        // Close first, then the working files go: checkpoints hold their own
+        // links.
+        self.db.write().take();
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove a state store");
+            }
+        }
+    }
+}
