@@ -57,6 +57,8 @@ def breakdown(events):
             out.setdefault("planned", t)
         elif "streaming query restarted" in msg:
             out["started"] = t
+        elif "keyed state restored" in msg:
+            out["state"] = t
         elif "listening on" in msg:
             out["listening"] = t
         elif "recomputing" in msg or "not usable" in msg or "could not restart" in msg:
@@ -142,21 +144,24 @@ def main():
             rows.append([
                 r["backend"], i + 1, x["restored_from"], wb.fmt_bytes(x["state_bytes"]),
                 wb.fmt_bytes(x["disk_chk"]), wb.fmt_bytes(x["disk_db"]),
-                f("tables"), f("planned"), f("started"), f("listening"),
+                f("tables"), f("planned"), f("started"), f("state"), f("listening"),
                 f"{x['accept_s']:.2f}", f"{x['flush_s']:.2f}",
                 wb.fmt_num(x["after_chk_ms"]), "ok" if x["ok"] else "WRONG: " + x["check"],
             ])
     wb.print_table(
         ["backend", "restart", "from chk", "state_bytes", "checkpoints dir", "store (db) dir",
-         "tables replayed s", "state loaded s", "tasks spawned s", "listening s", "accepts s", "FLUSH done s",
+         "tables replayed s", "checkpoint chosen s", "tasks spawned s", "state restored s", "listening s",
+         "accepts s", "FLUSH done s",
          "1st chk ms", "result"], rows)
     print()
     print("All times in seconds after the restarted process was spawned. From the server log (WEIR_LOG=info):\n"
           "  tables replayed = last 'table recovered' (table logs read back),\n"
-          "  state loaded    = 'resuming from checkpoint' (query planned, checkpoint files read),\n"
-          "  tasks spawned   = 'streaming query restarted', listening = 'weir listening'.\n"
-          "  accepts = first successful connection + SELECT 1 (client side); operators restore their state\n"
-          "  in their tasks after 'tasks spawned', so this includes that. FLUSH done = restart until FLUSH returned.\n"
+          "  checkpoint chosen = 'resuming from checkpoint' (query planned, checkpoint files checked),\n"
+          "  tasks spawned   = 'streaming query restarted',\n"
+          "  state restored  = last 'keyed state restored' (every stateful subtask has its state: rocksdb links\n"
+          "                    the checkpoint's files, memory reads every entry),\n"
+          "  listening = 'weir listening'.\n"
+          "  accepts = first successful connection + SELECT 1 (client side). FLUSH done = restart until FLUSH returned.\n"
           "  1st chk ms = duration_ms of the checkpoint that FLUSH took after the restart.")
     for r in results:
         for x in r["restarts"]:

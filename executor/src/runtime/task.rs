@@ -113,9 +113,21 @@ pub(crate) async fn run(
 ) -> ExecResult<()> {
     // Keyed state: a store linked from the checkpoint, or entries to restore.
     let (store, entries) = match state {
-        Some(plan) => tokio::task::spawn_blocking(move || plan.prepare())
-            .await
-            .map_err(|e| ExecError::internal(format!("state restore panicked: {e}")))??,
+        Some(plan) => {
+            let started = Instant::now();
+            let restoring = plan.from.is_some();
+            let ready = tokio::task::spawn_blocking(move || plan.prepare())
+                .await
+                .map_err(|e| ExecError::internal(format!("state restore panicked: {e}")))??;
+            if restoring {
+                tracing::info!(
+                    query = %ctx.query, operator = %ctx.operator, subtask = ctx.subtask,
+                    ms = started.elapsed().as_millis() as u64, loaded_entries = ready.1.len(),
+                    "keyed state restored"
+                );
+            }
+            ready
+        }
         None => (None, Vec::new()),
     };
     ctx.state = store;
