@@ -256,6 +256,37 @@ async fn checkpoint_options_and_alter() {
     .await;
     exec(&client, "FLUSH").await;
     assert_view_matches(&client, "agg", ORACLE).await;
+    // Switching the state backend with a rescale: the memory backend reads
+    // its key groups out of the RocksDB checkpoint's stores, then RocksDB
+    // stores are filled from the memory checkpoint's file.
+    for (backend, parallelism, k) in [("memory", 2, 17), ("rocksdb", 3, 19)] {
+        exec(
+            &client,
+            &format!(
+                "ALTER MATERIALIZED VIEW agg SET (state_backend = '{backend}', parallelism = {parallelism})"
+            ),
+        )
+        .await;
+        exec(
+            &client,
+            &format!("INSERT INTO t SELECT i % {k}, i FROM generate_series(1, 200) AS s(i)"),
+        )
+        .await;
+        exec(&client, "FLUSH").await;
+        assert_view_matches(&client, "agg", ORACLE).await;
+        // The new backend wrote the newest checkpoint.
+        let latest = latest_checkpoint(&server);
+        let written = if backend == "memory" {
+            "state.bin"
+        } else {
+            "state"
+        };
+        assert!(
+            latest.join(written).exists(),
+            "{} has no {written}",
+            latest.display()
+        );
+    }
     // Bad options are refused with a SQLSTATE, the query unchanged.
     for bad in [
         "ALTER MATERIALIZED VIEW agg SET (checkpoint_mode = 'sideways')",
