@@ -15,6 +15,8 @@ use crate::state::SubtaskStore;
 pub struct Output {
     pub(crate) chunks: Vec<Chunk>,
     pub(crate) watermark: Option<i64>,
+    /// Input rows dropped for arriving after the watermark passed them.
+    pub(crate) late_dropped: u64,
 }
 
 impl Output {
@@ -26,6 +28,11 @@ impl Output {
 
     pub fn emit_watermark(&mut self, wm: i64) {
         self.watermark = Some(wm);
+    }
+
+    /// Counts input rows dropped as late (`numLateRecordsDropped`).
+    pub fn late_records_dropped(&mut self, n: u64) {
+        self.late_dropped += n;
     }
 
     pub fn take_chunks(&mut self) -> Vec<Chunk> {

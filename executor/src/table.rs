@@ -29,6 +29,9 @@ pub struct TableDesc {
     pub name: String,
     pub schema: SchemaRef,
     pub primary_key: Vec<usize>,
+    /// `WATERMARK FOR ... AS <expr>`: evaluated over the rows a source
+    /// emits; the watermark is the largest value seen.
+    pub watermark: Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
 }
 
 enum Contents {
@@ -226,6 +229,11 @@ impl Table {
     /// Rows logged after offset `pos` (a reader's position): its lag.
     pub fn rows_after(&self, pos: u64) -> u64 {
         self.rows_through.after(pos)
+    }
+
+    /// The table's watermark expression (`WATERMARK FOR`), if any.
+    pub fn watermark_expr(&self) -> Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
+        self.desc.watermark.clone()
     }
 
     /// The log id of a durable table.

@@ -12,7 +12,7 @@ use datafusion::physical_plan::expressions::Column;
 use weir_executor::graph::{NodeKind, Partitioning, StreamGraph};
 use weir_executor::operator::{FnFactory, Operator};
 use weir_executor::operators::filter::FilterOperator;
-use weir_executor::operators::hash_agg::{AggSpec, HashAggOperator};
+use weir_executor::operators::hash_agg::{AggSpec, HashAggOperator, WindowSpec};
 use weir_executor::operators::hash_join::{HashJoinOperator, JoinKind};
 use weir_executor::operators::project::ProjectOperator;
 use weir_executor::operators::union::UnionOperator;
@@ -21,6 +21,7 @@ use weir_executor::table::Table;
 use weir_executor::ExecResult;
 
 use crate::error::{unsupported, PlanResult};
+use crate::PlanError;
 
 /// Finds the live table behind a table reference of the logical plan.
 pub trait TableResolver {
@@ -42,6 +43,10 @@ pub struct StreamPlanner<'a> {
     resolver: &'a dyn TableResolver,
     parallelism: usize,
     props: ExecutionProps,
+    /// `EMIT ON WINDOW CLOSE`: window aggregations emit each group once.
+    emit_on_window_close: bool,
+    /// Window aggregations planned so far.
+    window_aggregations: usize,
 }
 
 /// Arrow schema of a plan node, every field nullable (results of outer
@@ -85,12 +90,27 @@ impl<'a> StreamPlanner<'a> {
             resolver,
             parallelism: parallelism.max(1),
             props: ExecutionProps::new(),
+            emit_on_window_close: false,
+            window_aggregations: 0,
         }
+    }
+
+    /// Window aggregations emit each window's rows once, when the
+    /// watermark passes the window's end (`EMIT ON WINDOW CLOSE`).
+    pub fn emit_on_window_close(mut self, on: bool) -> Self {
+        self.emit_on_window_close = on;
+        self
     }
 
     /// Plans `plan` and a sink writing into `result`.
     pub fn plan(mut self, plan: &LogicalPlan, result: Arc<Table>) -> PlanResult<StreamGraph> {
         let stream = self.build(plan)?;
+        if self.emit_on_window_close && self.window_aggregations == 0 {
+            return Err(PlanError::Unsupported(
+                "EMIT ON WINDOW CLOSE needs an aggregation grouped by window_end (from TUMBLE or HOP)"
+                    .into(),
+            ));
+        }
         let sink_par = stream.parallelism;
         let schema = result.schema();
         let sink = self.graph.add_node(
@@ -424,8 +444,30 @@ impl<'a> StreamPlanner<'a> {
         let schema = arrow_schema(&agg.schema);
         let global = group_exprs.is_empty();
         let par = if global { 1 } else { self.parallelism };
+        // Grouped by a window's end: state is freed as the watermark passes.
+        let window = agg
+            .group_expr
+            .iter()
+            .position(|e| matches!(e, Expr::Column(c) if c.name == "window_end"))
+            .filter(|i| matches!(group_types[*i], DataType::Timestamp(..)))
+            .map(|end_key| WindowSpec {
+                end_key,
+                emit_on_close: self.emit_on_window_close,
+            });
+        if window.is_some() {
+            self.window_aggregations += 1;
+        }
+        let window_detail = match window {
+            Some(w) if w.emit_on_close => " window_end=key#{} emit=on_window_close",
+            Some(_) => " window_end=key#{}",
+            None => "",
+        }
+        .replace(
+            "{}",
+            &window.map(|w| w.end_key.to_string()).unwrap_or_default(),
+        );
         let detail = format!(
-            "group=[{}] aggs=[{}]",
+            "group=[{}] aggs=[{}]{window_detail}",
             agg.group_expr
                 .iter()
                 .map(|e| e.human_display().to_string())
@@ -444,12 +486,11 @@ impl<'a> StreamPlanner<'a> {
                 .iter()
                 .map(|(f, filter)| AggSpec::new(f.clone(), filter.clone(), &in_schema))
                 .collect::<ExecResult<Vec<_>>>()?;
-            Ok(Box::new(HashAggOperator::new(
-                ge.clone(),
-                group_types.clone(),
-                aggs,
-                s2.clone(),
-            )?))
+            let op = HashAggOperator::new(ge.clone(), group_types.clone(), aggs, s2.clone())?;
+            Ok(Box::new(match window {
+                Some(w) => op.with_window(w),
+                None => op,
+            }))
         });
         let partitioning = if global {
             Partitioning::Single

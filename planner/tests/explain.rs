@@ -55,6 +55,7 @@ fn setup() -> (SessionContext, Tables) {
             name: name.into(),
             schema,
             primary_key: pk,
+            watermark: None,
         })
         .unwrap();
         tables.insert(name.to_string(), t);
@@ -71,6 +72,7 @@ async fn explain(sql: &str) -> Result<String, PlanError> {
         name: "q".into(),
         schema: arrow_schema(plan.schema()),
         primary_key: vec![],
+        watermark: None,
     })?;
     let graph = StreamPlanner::new(&tables, 2).plan(&plan, result)?;
     Ok(graph.explain())

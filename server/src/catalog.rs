@@ -23,6 +23,9 @@ pub struct TableMeta {
     pub name: String,
     pub columns: Vec<ColumnMeta>,
     pub primary_key: Vec<usize>,
+    /// `WATERMARK FOR column AS expr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<crate::event_time::WatermarkSpec>,
 }
 
 impl TableMeta {

@@ -250,12 +250,16 @@ impl Engine {
             let schema = meta
                 .schema()
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let watermark = self
+                .watermark_expr(&meta)
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             let table = Table::open_durable(
                 TableDesc {
                     id: meta.id,
                     name: meta.name.clone(),
                     schema,
                     primary_key: meta.primary_key.clone(),
+                    watermark,
                 },
                 self.store.clone(),
             )?;
@@ -278,6 +282,31 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The physical expression of a table's `WATERMARK FOR ... AS <expr>`;
+    /// it must give a timestamp.
+    fn watermark_expr(
+        &self,
+        meta: &TableMeta,
+    ) -> SqlResult<Option<Arc<dyn datafusion::physical_plan::PhysicalExpr>>> {
+        let Some(w) = &meta.watermark else {
+            return Ok(None);
+        };
+        let schema = meta.schema()?;
+        let df_schema = datafusion::common::DFSchema::try_from(schema.as_ref().clone())?;
+        let expr = self
+            .ctx
+            .parse_sql_expr(&w.expr, &df_schema)
+            .map_err(|e| SqlError::syntax(format!("invalid WATERMARK expression: {e}")))?;
+        let phys = self.ctx.create_physical_expr(expr, &df_schema)?;
+        match phys.data_type(&schema)? {
+            DataType::Timestamp(..) => Ok(Some(phys)),
+            other => Err(SqlError::new(
+                "42804",
+                format!("WATERMARK expression must give a timestamp, not {other}"),
+            )),
+        }
     }
 
     fn allocate_id(&self) -> SqlResult<u64> {
@@ -311,6 +340,18 @@ impl Engine {
         if let Some(custom) = parse_custom(sql)? {
             return self.execute_custom(custom).await;
         }
+        let (without, watermark) = crate::event_time::extract_watermark(sql)?;
+        if let Some(watermark) = watermark {
+            let stmt = self.parse_rewritten(&without)?;
+            if let DfStatement::Statement(inner) = &stmt {
+                if let Statement::CreateTable(ct) = inner.as_ref() {
+                    return self.create_table(ct, Some(watermark)).await;
+                }
+            }
+            return Err(SqlError::syntax(
+                "syntax error: WATERMARK FOR belongs in CREATE TABLE",
+            ));
+        }
         let stmt = self.parse_rewritten(sql)?;
         self.execute_statement(session, stmt, params).await
     }
@@ -331,6 +372,8 @@ impl Engine {
     /// BI tools send) go through datafusion-pg-catalog's rewriting parser;
     /// everything else through DataFusion's, unchanged.
     fn parse(&self, sql: &str) -> SqlResult<DfStatement> {
+        let rewritten = crate::event_time::rewrite_windows(sql)?;
+        let sql = rewritten.as_str();
         let lower = sql.to_ascii_lowercase();
         if lower.contains("pg_catalog")
             || lower.contains("pg_class")
@@ -393,7 +436,7 @@ impl Engine {
             }
         };
         match inner.as_ref() {
-            Statement::CreateTable(ct) => self.create_table(ct).await,
+            Statement::CreateTable(ct) => self.create_table(ct, None).await,
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
                 self.dml(stmt, params).await
             }
@@ -765,7 +808,11 @@ impl Engine {
         Ok(())
     }
 
-    async fn create_table(&self, ct: &ast::CreateTable) -> SqlResult<Output> {
+    async fn create_table(
+        &self,
+        ct: &ast::CreateTable,
+        watermark: Option<crate::event_time::WatermarkSpec>,
+    ) -> SqlResult<Output> {
         let _ddl = self.ddl.lock().await;
         let name = object_name(&ct.name)?;
         if self.exists(&name) {
@@ -875,20 +922,44 @@ impl Engine {
                 format!("multiple primary keys for table \"{name}\" are not allowed"),
             ));
         }
-        let id = self.allocate_id()?;
+        if let Some(w) = &watermark {
+            let Some(col) = columns.iter().find(|c| c.name == w.column) else {
+                return Err(SqlError::new(
+                    "42703",
+                    format!(
+                        "column \"{}\" named in WATERMARK FOR does not exist",
+                        w.column
+                    ),
+                ));
+            };
+            if !matches!(arrow_type(&col.sql_type)?, DataType::Timestamp(..)) {
+                return Err(SqlError::new(
+                    "42804",
+                    format!(
+                        "WATERMARK FOR column \"{}\" must be a timestamp, not {}",
+                        w.column, col.sql_type
+                    ),
+                ));
+            }
+        }
         let meta = TableMeta {
-            id,
+            id: 0,
             name: name.clone(),
             columns,
             primary_key,
+            watermark,
         };
         let schema = meta.schema()?;
+        let watermark_expr = self.watermark_expr(&meta)?;
+        let id = self.allocate_id()?;
+        let meta = TableMeta { id, ..meta };
         let table = Table::open_durable(
             TableDesc {
                 id,
                 name: name.clone(),
                 schema,
                 primary_key: meta.primary_key.clone(),
+                watermark: watermark_expr,
             },
             self.store.clone(),
         )?;
@@ -1152,7 +1223,8 @@ impl Engine {
             .0
             .unwrap_or(self.default_parallelism);
         let state = self.ctx.state();
-        let stmt = self.parse_rewritten(sql)?;
+        let (sql, emit_on_window_close) = crate::event_time::strip_emit_on_window_close(sql)?;
+        let stmt = self.parse_rewritten(&sql)?;
 
         match &stmt {
             DfStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_)) => {}
@@ -1183,6 +1255,7 @@ impl Engine {
             name: name.to_string(),
             schema,
             primary_key: vec![],
+            watermark: None,
         };
         // EXPLAIN plans against a throwaway table; a query's result table
         // is durable, its log id being the query's id.
@@ -1191,7 +1264,9 @@ impl Engine {
             None => Table::new_in_memory(desc)?,
         };
         let resolver = RecordingResolver::new(self.relations.clone());
-        let graph = StreamPlanner::new(&resolver, parallelism).plan(&plan, result.clone())?;
+        let graph = StreamPlanner::new(&resolver, parallelism)
+            .emit_on_window_close(emit_on_window_close)
+            .plan(&plan, result.clone())?;
         let used = resolver.used.lock().clone();
         Ok((graph, result, used))
     }

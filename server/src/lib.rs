@@ -10,6 +10,7 @@ pub mod copy;
 pub mod engine;
 pub mod enrichers;
 pub mod error;
+pub mod event_time;
 pub mod fail_if;
 pub mod metrics;
 pub mod naming;

@@ -82,6 +82,15 @@ impl StateDb {
         Ok(())
     }
 
+    /// Calls `f` with every entry, in key order.
+    pub fn scan(&self, f: &mut EntryFn<'_>) -> StorageResult<()> {
+        for item in self.db.iterator(IteratorMode::Start) {
+            let (k, v) = item?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+
     /// Cuts a checkpoint of the current contents into `target` (which must
     /// not exist yet).
     pub fn checkpoint(&self, target: &Path) -> StorageResult<()> {

@@ -30,9 +30,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
 use datafusion::arrow::row::OwnedRow;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
@@ -45,6 +45,27 @@ use crate::keys::{key_group_of, KeyEncoder};
 use crate::operator::{Operator, OperatorContext, Output, StateEntry, StateWriter};
 use crate::operators::state_codec::{ByteReader, ByteWriter, RowCodec, ScalarsCodec};
 use crate::state::SubtaskStore;
+
+/// A window aggregation: grouped by `window_end` (group key `end_key`).
+/// Groups of windows that end at or before the watermark are final: they
+/// are emitted then (`emit_on_close`) and their state is freed; input rows
+/// for them are late and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    pub end_key: usize,
+    pub emit_on_close: bool,
+}
+
+/// Epoch milliseconds of a timestamp scalar.
+fn timestamp_ms(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::TimestampSecond(Some(x), _) => Some(x * 1000),
+        ScalarValue::TimestampMillisecond(Some(x), _) => Some(*x),
+        ScalarValue::TimestampMicrosecond(Some(x), _) => Some(x.div_euclid(1000)),
+        ScalarValue::TimestampNanosecond(Some(x), _) => Some(x.div_euclid(1_000_000)),
+        _ => None,
+    }
+}
 
 /// How an aggregate keeps its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +159,13 @@ pub struct HashAggOperator {
     codecs: StateCodecs,
     /// RocksDB backend: where every group lives; `groups` caches them.
     store: Option<Arc<SubtaskStore>>,
+    window: Option<WindowSpec>,
+    /// Window aggregation: the watermark so far, and the groups by the end
+    /// of their window (a group may be listed more than once).
+    watermark: i64,
+    closing: BTreeMap<i64, Vec<OwnedRow>>,
+    /// The key groups this subtask owns.
+    key_groups: std::ops::Range<usize>,
 }
 
 impl HashAggOperator {
@@ -201,7 +229,63 @@ impl HashAggOperator {
             dirty: HashSet::new(),
             codecs,
             store: None,
+            window: None,
+            watermark: i64::MIN,
+            closing: BTreeMap::new(),
+            key_groups: 0..crate::keys::MAX_PARALLELISM,
         })
+    }
+
+    /// Makes this a window aggregation.
+    pub fn with_window(mut self, window: WindowSpec) -> Self {
+        self.window = Some(window);
+        self
+    }
+
+    fn emits_on_close(&self) -> bool {
+        self.window.is_some_and(|w| w.emit_on_close)
+    }
+
+    /// Lists a group under the end of its window.
+    fn track_window(&mut self, key: &OwnedRow, key_values: &[ScalarValue]) {
+        if let Some(w) = self.window {
+            if let Some(end) = key_values.get(w.end_key).and_then(timestamp_ms) {
+                self.closing.entry(end).or_default().push(key.clone());
+            }
+        }
+    }
+
+    /// Drops the rows whose window the watermark has passed.
+    fn drop_late(
+        &self,
+        chunk: Chunk,
+        group_cols: &[ArrayRef],
+        out: &mut Output,
+    ) -> ExecResult<Chunk> {
+        let Some(w) = self.window else {
+            return Ok(chunk);
+        };
+        if self.watermark == i64::MIN {
+            return Ok(chunk);
+        }
+        let ends = cast(
+            &cast(
+                &group_cols[w.end_key],
+                &DataType::Timestamp(TimeUnit::Millisecond, None),
+            )?,
+            &DataType::Int64,
+        )?;
+        let ends = ends.as_primitive::<Int64Type>();
+        let keep: BooleanArray = ends
+            .iter()
+            .map(|e| Some(e.is_none_or(|e| e > self.watermark)))
+            .collect();
+        let late = keep.iter().filter(|k| *k == Some(false)).count();
+        if late == 0 {
+            return Ok(chunk);
+        }
+        out.late_records_dropped(late as u64);
+        chunk.filter(&keep)
     }
 
     /// Reads the groups among `keys` that are neither cached nor changed
@@ -247,7 +331,9 @@ impl HashAggOperator {
             return Ok(());
         };
         let cap = store.cache_keys();
-        if self.groups.len() <= cap || !store.can_evict() {
+        // A window aggregation's state is bounded by the watermark, and it
+        // must see every open window's group when the watermark passes.
+        if self.groups.len() <= cap || !store.can_evict() || self.window.is_some() {
             return Ok(());
         }
         let excess = self.groups.len() - (cap - cap / 10);
@@ -265,7 +351,20 @@ impl HashAggOperator {
     }
 
     /// Puts groups read from a checkpoint or the store into the cache.
-    fn load(&mut self, entries: Vec<StateEntry>) -> ExecResult<()> {
+    fn load(&mut self, mut entries: Vec<StateEntry>) -> ExecResult<()> {
+        // A window aggregation's watermark: keys of at most one byte (its
+        // group keys, with a timestamp among them, are longer; other
+        // aggregations' can be that short, e.g. a NULL text key).
+        let windowed = self.window.is_some();
+        entries.retain(|e| {
+            if !windowed || e.key.len() > 1 {
+                return true;
+            }
+            if let Some(v) = e.value.as_deref().and_then(|v| v.try_into().ok()) {
+                self.watermark = self.watermark.max(i64::from_le_bytes(v));
+            }
+            false
+        });
         if entries.is_empty() {
             return Ok(());
         }
@@ -303,6 +402,7 @@ impl HashAggOperator {
                 .iter()
                 .map(|c| ScalarValue::try_from_array(c, i))
                 .collect::<Result<Vec<_>, _>>()?;
+            self.track_window(&row, &key_values);
             let group = self.decode_group(key_values, value)?;
             self.groups.insert(row, group);
         }
@@ -574,6 +674,13 @@ impl Operator for HashAggOperator {
 
     fn open(&mut self, ctx: &OperatorContext, restored: bool, out: &mut Output) -> ExecResult<()> {
         self.store = ctx.state.clone();
+        let (first, end) = crate::state::key_group_range(ctx.subtask, ctx.parallelism);
+        self.key_groups = first..end;
+        if let (Some(store), true, true) = (&self.store, restored, self.window.is_some()) {
+            // Every open window's group must be at hand when it closes.
+            let entries = store.entries()?;
+            self.load(entries)?;
+        }
         if self.is_global() && ctx.subtask == 0 {
             if restored {
                 let key = self.global_key.clone();
@@ -600,6 +707,13 @@ impl Operator for HashAggOperator {
     }
 
     fn snapshot(&mut self, state: &mut StateWriter) -> ExecResult<()> {
+        if self.window.is_some() && self.watermark != i64::MIN {
+            // Under every key group the subtask owns, so that whichever
+            // subtask owns one after a restore (at any parallelism) gets it.
+            for kg in self.key_groups.clone() {
+                state.put(kg, vec![kg as u8], self.watermark.to_le_bytes().to_vec());
+            }
+        }
         let global = self.is_global();
         if state.is_full() {
             for (key, group) in self.groups.iter_mut() {
@@ -623,14 +737,22 @@ impl Operator for HashAggOperator {
     }
 
     fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Output) -> ExecResult<()> {
+        let evaluate_keys = |chunk: &Chunk| {
+            let n = chunk.num_rows();
+            self.group_exprs
+                .iter()
+                .map(|e| e.evaluate(&chunk.batch).and_then(|v| v.into_array(n)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ExecError::rejected)
+        };
+        let mut group_cols = evaluate_keys(&chunk)?;
+        let before = chunk.num_rows();
+        let chunk = self.drop_late(chunk, &group_cols, out)?;
+        if chunk.num_rows() != before {
+            group_cols = evaluate_keys(&chunk)?;
+        }
         let n = chunk.num_rows();
         let batch = &chunk.batch;
-        let group_cols = self
-            .group_exprs
-            .iter()
-            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ExecError::rejected)?;
         let keys = if self.is_global() {
             None
         } else {
@@ -703,6 +825,7 @@ impl Operator for HashAggOperator {
                     .iter()
                     .map(|c| ScalarValue::try_from_array(c, first))
                     .collect::<Result<Vec<_>, _>>()?;
+                self.track_window(&key, &key_values);
                 let g = self.new_group(key_values)?;
                 self.groups.insert(key.clone(), g);
             }
@@ -753,6 +876,13 @@ impl Operator for HashAggOperator {
                 }
             }
             let alive = group.rows > 0 || self.is_global();
+            if self.emits_on_close() {
+                // Emitted once, when the watermark closes the window.
+                if alive {
+                    self.groups.insert(key, group);
+                }
+                continue;
+            }
             if alive {
                 let values = self.evaluate(&mut group)?;
                 if group.last.as_ref() != Some(&values) {
@@ -771,6 +901,40 @@ impl Operator for HashAggOperator {
             out.push(c);
         }
         self.evict()
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> ExecResult<()> {
+        if self.window.is_none() || watermark <= self.watermark {
+            out.emit_watermark(watermark);
+            return Ok(());
+        }
+        self.watermark = watermark;
+        let open = self.closing.split_off(&(watermark.saturating_add(1)));
+        let closed = std::mem::replace(&mut self.closing, open);
+        let mut emitted = Vec::new();
+        for key in closed.into_values().flatten() {
+            let Some(mut group) = self.groups.remove(&key) else {
+                continue;
+            };
+            // Gone from the store too at the next snapshot.
+            self.dirty.insert(key);
+            if self.emits_on_close() && group.rows > 0 {
+                emitted.push((Op::Insert, self.evaluate(&mut group)?));
+            }
+        }
+        if let Some(c) = self.build_chunk(emitted)? {
+            out.push(c);
+        }
+        out.emit_watermark(watermark);
+        Ok(())
+    }
+
+    fn close(&mut self, out: &mut Output) -> ExecResult<()> {
+        // End of input: every window is complete.
+        if self.window.is_some() {
+            self.on_watermark(i64::MAX, out)?;
+        }
+        Ok(())
     }
 }
 

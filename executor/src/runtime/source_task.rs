@@ -28,6 +28,10 @@ use crate::error::ExecResult;
 use crate::message::{CheckpointMode, Message};
 use crate::metrics::{batch_bytes, SubtaskMetrics, TimeState};
 use crate::table::{Table, TableReader};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::compute::{cast, max};
+use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use datafusion::physical_expr::PhysicalExpr;
 use std::sync::atomic::Ordering;
 
 /// Rows of a chunk not yet handed to the router, handed over one piece of
@@ -53,24 +57,75 @@ impl Unsent {
         self.chunks.iter().map(|c| c.num_rows() as u64).sum()
     }
 
-    /// Queues the next piece in the router.
-    fn enqueue_next(&mut self, router: &mut OutputRouter) -> ExecResult<()> {
+    /// Queues the next piece in the router, then the watermark it raised.
+    fn enqueue_next(
+        &mut self,
+        router: &mut OutputRouter,
+        watermarks: &mut WatermarkGenerator,
+    ) -> ExecResult<()> {
         let Some(chunk) = self.chunks.pop_front() else {
             return Ok(());
         };
         let n = chunk.num_rows();
-        if n <= SOURCE_CHUNK_ROWS {
-            return router.enqueue_chunk(chunk);
+        let piece = if n <= SOURCE_CHUNK_ROWS {
+            chunk
+        } else {
+            let head = chunk.slice(0, SOURCE_CHUNK_ROWS);
+            self.chunks
+                .push_front(chunk.slice(SOURCE_CHUNK_ROWS, n - SOURCE_CHUNK_ROWS));
+            head
+        };
+        let raised = watermarks.observe(&piece)?;
+        router.enqueue_chunk(piece)?;
+        if let Some(wm) = raised {
+            router.enqueue_broadcast(Message::Watermark(wm));
         }
-        let head = chunk.slice(0, SOURCE_CHUNK_ROWS);
-        let rest = chunk.slice(SOURCE_CHUNK_ROWS, n - SOURCE_CHUNK_ROWS);
-        self.chunks.push_front(rest);
-        router.enqueue_chunk(head)
+        Ok(())
     }
 
     /// Everything still unsent, as whole chunks (channel state).
     fn take_all(&mut self) -> Vec<Chunk> {
         self.chunks.drain(..).collect()
+    }
+}
+
+/// The watermark of a source subtask over a table with `WATERMARK FOR`:
+/// the largest value of the watermark expression over the rows emitted so
+/// far, in epoch milliseconds.
+pub(crate) struct WatermarkGenerator {
+    expr: Option<Arc<dyn PhysicalExpr>>,
+    current: i64,
+    metrics: Arc<SubtaskMetrics>,
+}
+
+impl WatermarkGenerator {
+    fn new(table: &Table, metrics: Arc<SubtaskMetrics>) -> Self {
+        WatermarkGenerator {
+            expr: table.watermark_expr(),
+            current: i64::MIN,
+            metrics,
+        }
+    }
+
+    /// The new watermark, if the rows of `chunk` raise it.
+    fn observe(&mut self, chunk: &Chunk) -> ExecResult<Option<i64>> {
+        let Some(expr) = &self.expr else {
+            return Ok(None);
+        };
+        let values = expr.evaluate(&chunk.batch)?.into_array(chunk.num_rows())?;
+        let millis = cast(
+            &cast(&values, &DataType::Timestamp(TimeUnit::Millisecond, None))?,
+            &DataType::Int64,
+        )?;
+        let Some(max) = max(millis.as_primitive::<Int64Type>()) else {
+            return Ok(None);
+        };
+        if max <= self.current {
+            return Ok(None);
+        }
+        self.current = max;
+        self.metrics.output_watermark.store(max, Ordering::Relaxed);
+        Ok(Some(max))
     }
 }
 
@@ -100,6 +155,7 @@ pub(crate) async fn run(
         .cloned()
         .unwrap_or_default();
     metrics.enter(TimeState::Busy);
+    let mut watermarks = WatermarkGenerator::new(&table, metrics.clone());
     let mut unsent = Unsent::default();
     let mut reader = match resume_after {
         Some(pos) => table.reader_from(pos)?,
@@ -120,7 +176,7 @@ pub(crate) async fn run(
         // Read more only when the previous output is out (backpressure).
         if !router.has_pending() {
             if !unsent.is_empty() {
-                unsent.enqueue_next(&mut router)?;
+                unsent.enqueue_next(&mut router, &mut watermarks)?;
                 continue;
             }
             let limit = hold_at.unwrap_or(u64::MAX);
@@ -186,10 +242,18 @@ pub(crate) async fn run(
                         (None, false) => reader.position(),
                     };
                     while !unsent.is_empty() {
-                        unsent.enqueue_next(&mut router)?;
+                        unsent.enqueue_next(&mut router, &mut watermarks)?;
                         router.flush().await?;
                     }
-                    drain(&mut reader, &mut router, limit, split.as_ref(), &metrics).await?;
+                    drain(
+                        &mut reader,
+                        &mut router,
+                        limit,
+                        split.as_ref(),
+                        &metrics,
+                        &mut watermarks,
+                    )
+                    .await?;
                     coord.ack(
                         cmd.barrier.epoch,
                         SubtaskSnapshot {
@@ -236,6 +300,7 @@ async fn drain(
     limit: u64,
     split: Option<&SourceSplit>,
     metrics: &SubtaskMetrics,
+    watermarks: &mut WatermarkGenerator,
 ) -> ExecResult<()> {
     router.flush().await?;
     while reader.has_more() && reader.position() < limit {
@@ -249,7 +314,7 @@ async fn drain(
             unsent.push(c);
         }
         while !unsent.is_empty() {
-            unsent.enqueue_next(router)?;
+            unsent.enqueue_next(router, watermarks)?;
             router.flush().await?;
         }
     }

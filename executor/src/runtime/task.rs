@@ -240,6 +240,12 @@ impl Task {
 
     /// Queues the operator's output in the router.
     fn route(&mut self) -> ExecResult<()> {
+        let late = std::mem::take(&mut self.out.late_dropped);
+        if late > 0 {
+            self.metrics
+                .late_records_dropped
+                .fetch_add(late, std::sync::atomic::Ordering::Relaxed);
+        }
         for chunk in self.out.take_chunks() {
             self.router.enqueue_chunk(chunk)?;
         }

@@ -360,6 +360,7 @@ impl Env {
             name: name.into(),
             schema,
             primary_key: vec![],
+            watermark: None,
         }
     }
 

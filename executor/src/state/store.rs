@@ -123,6 +123,23 @@ impl SubtaskStore {
         r
     }
 
+    /// Every entry of the store.
+    pub fn entries(&self) -> ExecResult<Vec<StateEntry>> {
+        let guard = self.db.read();
+        let db = guard.as_ref().expect("store open");
+        let mut out = Vec::new();
+        db.scan(&mut |k, v| {
+            out.push(StateEntry {
+                key_group: u16::from_be_bytes([k[0], k[1]]),
+                key: k[2..].to_vec(),
+                value: Some(v.to_vec()),
+            });
+            Ok(())
+        })
+        .map_err(storage)?;
+        Ok(out)
+    }
+
     /// Adds entries read from elsewhere (a restore that redistributes).
     pub fn import(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> ExecResult<()> {
         if entries.is_empty() {
