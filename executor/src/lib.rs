@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod chunk;
+pub mod connectors;
 pub mod error;
 pub mod failure;
 pub mod graph;

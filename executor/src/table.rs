@@ -98,6 +98,9 @@ pub struct Table {
     inner: Mutex<Inner>,
     version_tx: watch::Sender<u64>,
     rows_through: RowsThrough,
+    /// A source over files (`connector = 'file'`): it holds no rows of its
+    /// own; streaming queries read the files.
+    file_source: Option<Arc<crate::connectors::FileSource>>,
 }
 
 /// How a write is checked before it is logged.
@@ -136,6 +139,7 @@ impl Table {
         Ok(Table {
             desc,
             result: false,
+            file_source: None,
             store,
             row_enc,
             pk_enc,
@@ -186,6 +190,21 @@ impl Table {
             table.version_tx.send_replace(inner.version);
         }
         Ok(Arc::new(table))
+    }
+
+    /// A source over files: streaming queries read its files.
+    pub fn new_file_source(
+        desc: TableDesc,
+        source: Arc<crate::connectors::FileSource>,
+    ) -> ExecResult<Arc<Table>> {
+        let mut table = Table::build(desc, None)?;
+        table.file_source = Some(source);
+        Ok(Arc::new(table))
+    }
+
+    /// The files of a source table.
+    pub fn file_source(&self) -> Option<&Arc<crate::connectors::FileSource>> {
+        self.file_source.as_ref()
     }
 
     /// An in-memory table (tests; nothing survives a restart).
@@ -269,6 +288,15 @@ impl Table {
     /// Writes a chunk of changes. Returns the number of rows changed. For a
     /// durable table the change is synced to the log before it is applied.
     pub fn write(&self, chunk: Chunk, check: WriteCheck) -> ExecResult<u64> {
+        if self.file_source.is_some() {
+            return Err(ExecError::user(
+                "42809",
+                format!(
+                    "cannot change source \"{}\": its rows come from its files",
+                    self.desc.name
+                ),
+            ));
+        }
         let chunk = chunk.with_schema(self.desc.schema.clone())?;
         if chunk.is_empty() {
             return Ok(0);

@@ -47,6 +47,8 @@ pub struct StreamPlanner<'a> {
     emit_on_window_close: bool,
     /// Window aggregations planned so far.
     window_aggregations: usize,
+    /// `connector = 'blackhole'`: the output is dropped, not materialized.
+    blackhole: bool,
 }
 
 /// Arrow schema of a plan node, every field nullable (results of outer
@@ -92,7 +94,14 @@ impl<'a> StreamPlanner<'a> {
             props: ExecutionProps::new(),
             emit_on_window_close: false,
             window_aggregations: 0,
+            blackhole: false,
         }
+    }
+
+    /// Drops the query's output instead of writing its result table.
+    pub fn blackhole(mut self, on: bool) -> Self {
+        self.blackhole = on;
+        self
     }
 
     /// Window aggregations emit each window's rows once, when the
@@ -113,6 +122,18 @@ impl<'a> StreamPlanner<'a> {
         }
         let sink_par = stream.parallelism;
         let schema = result.schema();
+        if self.blackhole {
+            let sink = self.operator(
+                "StreamBlackholeSink",
+                result.desc.name.clone(),
+                sink_par,
+                schema,
+                || Ok(Box::new(weir_executor::operators::blackhole::BlackholeSink)),
+            );
+            self.graph
+                .connect(stream.node, sink, 0, Partitioning::Forward);
+            return Ok(self.graph);
+        }
         let sink = self.graph.add_node(
             "StreamMaterialize",
             result.desc.name.clone(),

@@ -26,6 +26,9 @@ pub struct TableMeta {
     /// `WATERMARK FOR column AS expr`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<crate::event_time::WatermarkSpec>,
+    /// A source's `WITH (connector = 'file', path = ..., ...)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<BTreeMap<String, String>>,
 }
 
 impl TableMeta {

@@ -253,16 +253,20 @@ impl Engine {
             let watermark = self
                 .watermark_expr(&meta)
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            let table = Table::open_durable(
-                TableDesc {
-                    id: meta.id,
-                    name: meta.name.clone(),
-                    schema,
-                    primary_key: meta.primary_key.clone(),
-                    watermark,
-                },
-                self.store.clone(),
-            )?;
+            let desc = TableDesc {
+                id: meta.id,
+                name: meta.name.clone(),
+                schema,
+                primary_key: meta.primary_key.clone(),
+                watermark,
+            };
+            let table = match &meta.connector {
+                Some(options) => Table::new_file_source(
+                    desc,
+                    file_source(options).map_err(|e| anyhow::anyhow!("{}", e.message))?,
+                )?,
+                None => Table::open_durable(desc, self.store.clone())?,
+            };
             tracing::info!(table = %meta.name, rows = table.row_count(), "table recovered");
             self.relations
                 .write()
@@ -340,6 +344,8 @@ impl Engine {
         if let Some(custom) = parse_custom(sql)? {
             return self.execute_custom(custom).await;
         }
+        let as_table = crate::statements::create_source_as_table(sql)?;
+        let sql = as_table.as_deref().unwrap_or(sql);
         let (without, watermark) = crate::event_time::extract_watermark(sql)?;
         if let Some(watermark) = watermark {
             let stmt = self.parse_rewritten(&without)?;
@@ -942,27 +948,36 @@ impl Engine {
                 ));
             }
         }
+        let connector = connector_options(&ct.table_options)?;
+        if connector.is_some() && !primary_key.is_empty() {
+            return Err(SqlError::unsupported(
+                "a source (a table with a connector) cannot have a primary key",
+            ));
+        }
         let meta = TableMeta {
             id: 0,
             name: name.clone(),
             columns,
             primary_key,
             watermark,
+            connector,
         };
         let schema = meta.schema()?;
         let watermark_expr = self.watermark_expr(&meta)?;
+        let files = meta.connector.as_ref().map(file_source).transpose()?;
         let id = self.allocate_id()?;
         let meta = TableMeta { id, ..meta };
-        let table = Table::open_durable(
-            TableDesc {
-                id,
-                name: name.clone(),
-                schema,
-                primary_key: meta.primary_key.clone(),
-                watermark: watermark_expr,
-            },
-            self.store.clone(),
-        )?;
+        let desc = TableDesc {
+            id,
+            name: name.clone(),
+            schema,
+            primary_key: meta.primary_key.clone(),
+            watermark: watermark_expr,
+        };
+        let table = match files {
+            Some(files) => Table::new_file_source(desc, files)?,
+            None => Table::open_durable(desc, self.store.clone())?,
+        };
         self.store.put_catalog(
             &table_key(&name),
             serde_json::to_string(&meta).expect("json").as_bytes(),
@@ -1264,8 +1279,22 @@ impl Engine {
             None => Table::new_in_memory(desc)?,
         };
         let resolver = RecordingResolver::new(self.relations.clone());
+        let blackhole = match options
+            .get("connector")
+            .map(|c| c.trim().to_ascii_lowercase())
+        {
+            None => false,
+            Some(c) if c == "blackhole" => true,
+            Some(other) => {
+                return Err(SqlError::new(
+                    "22023",
+                    format!("unknown sink connector \"{other}\" (expected 'blackhole')"),
+                ))
+            }
+        };
         let graph = StreamPlanner::new(&resolver, parallelism)
             .emit_on_window_close(emit_on_window_close)
+            .blackhole(blackhole)
             .plan(&plan, result.clone())?;
         let used = resolver.used.lock().clone();
         Ok((graph, result, used))
@@ -1746,6 +1775,98 @@ fn alter_tag(kind: QueryKind) -> &'static str {
 
 /// The options of a streaming query: parallelism, checkpoint and failure
 /// settings.
+/// `WITH (connector = ..., ...)` of a CREATE TABLE / SOURCE, lower-case keys.
+fn connector_options(
+    options: &ast::CreateTableOptions,
+) -> SqlResult<Option<BTreeMap<String, String>>> {
+    let ast::CreateTableOptions::With(list) = options else {
+        return match options {
+            ast::CreateTableOptions::None => Ok(None),
+            other => Err(SqlError::unsupported(format!("table options {other}"))),
+        };
+    };
+    let mut out = BTreeMap::new();
+    for o in list {
+        let ast::SqlOption::KeyValue { key, value } = o else {
+            return Err(SqlError::syntax(format!(
+                "syntax error: expected key = 'value' in WITH, got {o}"
+            )));
+        };
+        let v = match value {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::SingleQuotedString(s) => s.clone(),
+                other => other.to_string(),
+            },
+            other => other.to_string(),
+        };
+        out.insert(key.value.to_lowercase(), v);
+    }
+    if !out.contains_key("connector") {
+        return Err(SqlError::new(
+            "22023",
+            "a table's WITH options need a connector (connector = 'file')",
+        ));
+    }
+    Ok(Some(out))
+}
+
+/// The files of a `connector = 'file'` source.
+fn file_source(
+    options: &BTreeMap<String, String>,
+) -> SqlResult<Arc<weir_executor::connectors::FileSource>> {
+    use weir_executor::connectors::{FileFormat, FileSource};
+    let get = |k: &str| options.get(k).map(|v| v.trim().to_string());
+    let bad = |m: String| SqlError::new("22023", m);
+    match get("connector").as_deref() {
+        Some("file") | Some("filesystem") => {}
+        other => {
+            return Err(bad(format!(
+                "unknown source connector {other:?} (expected 'file')"
+            )))
+        }
+    }
+    let known = ["connector", "path", "format", "header", "delimiter"];
+    if let Some(k) = options.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "unrecognized file source option \"{k}\" (valid: {})",
+            known.join(", ")
+        )));
+    }
+    let path = get("path").ok_or_else(|| bad("a file source needs a path".into()))?;
+    let path = path.strip_prefix("file://").unwrap_or(&path).to_string();
+    let header = match get("header")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(bad(format!("header must be true or false, got '{other}'"))),
+    };
+    let format = match get("format")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("csv") => {
+            let delimiter = match get("delimiter") {
+                None => b',',
+                Some(d) if d.len() == 1 => d.as_bytes()[0],
+                Some(d) => return Err(bad(format!("delimiter must be one character, got '{d}'"))),
+            };
+            FileFormat::Csv { header, delimiter }
+        }
+        Some("json") => FileFormat::JsonLines,
+        Some(other) => {
+            return Err(bad(format!(
+                "unknown format '{other}' (expected 'csv' or 'json')"
+            )))
+        }
+    };
+    FileSource::open(std::path::Path::new(&path), format)
+        .map_err(|e| SqlError::new("58P01", format!("file source {path}: {}", e.message())))
+}
+
 fn parse_options(
     options: &BTreeMap<String, String>,
 ) -> SqlResult<(Option<usize>, CheckpointConfig, FailureConfig)> {
@@ -1770,6 +1891,8 @@ fn parse_options(
                 }
                 parallelism = Some(n);
             }
+            // The sink connector, checked when the query is planned.
+            "connector" => {}
             other => {
                 let known = match config.set(other, v) {
                     Ok(false) => failure.set(other, v),

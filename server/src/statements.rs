@@ -114,6 +114,32 @@ pub fn split_statements(sql: &str) -> SqlResult<Vec<String>> {
     Ok(out)
 }
 
+/// `CREATE SOURCE ...` (RisingWave's word) as `CREATE TABLE ...`: a table
+/// with a connector is a source.
+pub fn create_source_as_table(sql: &str) -> SqlResult<Option<String>> {
+    let tokens = tokenize(sql)?;
+    let sig: Vec<usize> = (0..tokens.len())
+        .filter(|i| !matches!(tokens[*i], Token::Whitespace(_)))
+        .collect();
+    let is = |k: usize, w: &str| {
+        sig.get(k).is_some_and(|i| {
+            matches!(&tokens[*i], Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
+        })
+    };
+    if !(is(0, "create") && is(1, "source")) {
+        return Ok(None);
+    }
+    let mut out = String::new();
+    for (i, t) in tokens.iter().enumerate() {
+        if i == sig[1] {
+            out.push_str("TABLE");
+        } else {
+            out.push_str(&t.to_string());
+        }
+    }
+    Ok(Some(out))
+}
+
 /// The identifier in a word token: unquoted ones fold to lower case.
 fn ident(t: &Token) -> Option<String> {
     match t {

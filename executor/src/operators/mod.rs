@@ -1,5 +1,6 @@
 //! Runtime operators, one per file.
 
+pub mod blackhole;
 pub mod filter;
 pub mod hash_agg;
 pub mod hash_join;

@@ -8,6 +8,7 @@ mod bad_records;
 mod channel;
 mod checkpointer;
 mod coordinator;
+mod file_source_task;
 mod restore;
 mod router;
 mod sink;

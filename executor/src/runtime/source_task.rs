@@ -99,7 +99,7 @@ pub(crate) struct WatermarkGenerator {
 }
 
 impl WatermarkGenerator {
-    fn new(table: &Table, metrics: Arc<SubtaskMetrics>) -> Self {
+    pub(crate) fn new(table: &Table, metrics: Arc<SubtaskMetrics>) -> Self {
         WatermarkGenerator {
             expr: table.watermark_expr(),
             current: i64::MIN,
@@ -107,8 +107,13 @@ impl WatermarkGenerator {
         }
     }
 
+    /// The watermark so far (`i64::MIN`: none yet).
+    pub(crate) fn current(&self) -> i64 {
+        self.current
+    }
+
     /// The new watermark, if the rows of `chunk` raise it.
-    fn observe(&mut self, chunk: &Chunk) -> ExecResult<Option<i64>> {
+    pub(crate) fn observe(&mut self, chunk: &Chunk) -> ExecResult<Option<i64>> {
         let Some(expr) = &self.expr else {
             return Ok(None);
         };

@@ -16,7 +16,10 @@ use super::coordinator::{Coordinator, FailureSite, SubtaskId};
 use super::router::{EdgeOut, OutputRouter};
 use super::sink::SinkStaging;
 use super::source_split::{rescaled_offsets, SourceSplit};
-use super::{source_task, spawn_guarded, task, InputChannel, NoOp, CHANNEL_CAPACITY_MESSAGES};
+use super::{
+    file_source_task, source_task, spawn_guarded, task, InputChannel, NoOp,
+    CHANNEL_CAPACITY_MESSAGES,
+};
 use crate::checkpoint::{CheckpointRecord, CheckpointStorage, LoadedState, StateBackendKind};
 use crate::error::{ExecError, ExecResult};
 use crate::graph::{NodeKind, StreamGraph};
@@ -68,7 +71,8 @@ fn source_offsets(
 ) -> ExecResult<HashMap<SubtaskId, Resume>> {
     let mut out = HashMap::new();
     for node in &graph.nodes {
-        if !matches!(node.kind, NodeKind::TableSource(_)) {
+        // File sources resume at their own offsets (no key-group rescale).
+        if !matches!(&node.kind, NodeKind::TableSource(t) if t.file_source().is_none()) {
             continue;
         }
         let old = record
@@ -192,6 +196,34 @@ pub(crate) fn spawn_subtasks(plan: SpawnPlan<'_>) -> ExecResult<Spawned> {
                 subtask,
             };
             let handle = match &node.kind {
+                NodeKind::TableSource(table) if table.file_source().is_some() => {
+                    let (btx, brx) = mpsc::channel(16);
+                    out.sources.push((node.id, subtask, btx));
+                    out.source_tables.push((node.id, subtask, table.clone()));
+                    let resume = match record {
+                        Some(r) => {
+                            let old = r.parallelism.get(node.id).copied();
+                            if old.is_some_and(|p| p != node.parallelism) {
+                                return Err(ExecError::user(
+                                    "0A000",
+                                    format!(
+                                        "a file source ({}) cannot change its parallelism from a checkpoint",
+                                        node.name
+                                    ),
+                                ));
+                            }
+                            r.sources
+                                .iter()
+                                .find(|s| s.node == node.id && s.subtask == subtask)
+                                .map(|s| s.offset)
+                        }
+                        None => None,
+                    };
+                    let (table, par, c2) = (table.clone(), node.parallelism, coord.clone());
+                    spawn_guarded(coord, site, async move {
+                        file_source_task::run(ids, table, par, resume, router, brx, c2).await
+                    })
+                }
                 NodeKind::TableSource(table) => {
                     let (btx, brx) = mpsc::channel(16);
                     out.sources.push((node.id, subtask, btx));

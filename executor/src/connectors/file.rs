@@ -1,0 +1,124 @@
+//! The `file` source connector: CSV or JSON-lines files, read in order.
+//!
+//! A path names one file or a directory (its regular files, sorted by
+//! name). Each file is a split; split `i` belongs to source subtask
+//! `i % parallelism`. A subtask reads its splits in turns of one batch each,
+//! so its position is one number, the rows it has emitted, and replaying from
+//! a checkpoint re-reads and skips that many rows (the order is the same).
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::error::{ExecError, ExecResult};
+
+/// Rows per batch read from a file.
+pub const FILE_BATCH_ROWS: usize = 8192;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileFormat {
+    Csv { header: bool, delimiter: u8 },
+    JsonLines,
+}
+
+/// A file source: its files and how to read them.
+#[derive(Debug)]
+pub struct FileSource {
+    pub path: PathBuf,
+    pub format: FileFormat,
+    pub files: Vec<PathBuf>,
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> ExecError {
+    move |e| ExecError::Storage(weir_storage::StorageError::io(what, e))
+}
+
+impl FileSource {
+    /// Lists the files of `path` (a file, or a directory's files by name).
+    pub fn open(path: &Path, format: FileFormat) -> ExecResult<Arc<FileSource>> {
+        let meta =
+            std::fs::metadata(path).map_err(io(format!("file source {}", path.display())))?;
+        let files = if meta.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(io(format!("read directory {}", path.display())))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .filter(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
+                .collect();
+            files.sort();
+            files
+        } else {
+            vec![path.to_path_buf()]
+        };
+        Ok(Arc::new(FileSource {
+            path: path.to_path_buf(),
+            format,
+            files,
+        }))
+    }
+
+    /// The splits (file indices) of `subtask` out of `parallelism`.
+    pub fn splits_of(&self, subtask: usize, parallelism: usize) -> Vec<usize> {
+        (0..self.files.len())
+            .filter(|i| i % parallelism == subtask)
+            .collect()
+    }
+
+    /// A reader of split `split`, batches with `schema`.
+    pub fn reader(&self, split: usize, schema: &SchemaRef) -> ExecResult<SplitReader> {
+        let path = &self.files[split];
+        let file = File::open(path).map_err(io(format!("open {}", path.display())))?;
+        let file = BufReader::with_capacity(1 << 20, file);
+        let inner: Box<dyn Iterator<Item = Result<RecordBatch, _>> + Send> = match &self.format {
+            FileFormat::Csv { header, delimiter } => Box::new(
+                datafusion::arrow::csv::ReaderBuilder::new(schema.clone())
+                    .with_header(*header)
+                    .with_delimiter(*delimiter)
+                    .with_batch_size(FILE_BATCH_ROWS)
+                    .build(file)?,
+            ),
+            FileFormat::JsonLines => Box::new(
+                datafusion::arrow::json::ReaderBuilder::new(schema.clone())
+                    .with_batch_size(FILE_BATCH_ROWS)
+                    .build(file)?,
+            ),
+        };
+        Ok(SplitReader {
+            inner,
+            path: path.clone(),
+        })
+    }
+}
+
+/// Batches of one split.
+pub struct SplitReader {
+    inner:
+        Box<dyn Iterator<Item = Result<RecordBatch, datafusion::arrow::error::ArrowError>> + Send>,
+    path: PathBuf,
+}
+
+impl SplitReader {
+    /// The next batch; `None` at the end of the file. A malformed record is
+    /// an error naming the file (SQLSTATE 22P04, like a bad COPY).
+    pub fn next_batch(&mut self) -> ExecResult<Option<RecordBatch>> {
+        match self.inner.next() {
+            None => Ok(None),
+            Some(Ok(b)) => Ok(Some(b)),
+            Some(Err(e)) => Err(ExecError::User {
+                sqlstate: "22P04",
+                message: format!("bad record in {}: {e}", self.path.display()),
+                hint: Some(
+                    "Fix or remove the record; the source's files must match its columns.".into(),
+                ),
+            }),
+        }
+    }
+}

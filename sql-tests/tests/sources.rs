@@ -1,0 +1,206 @@
+//! Connectors end to end: a `file` source over CSV part files (event time,
+//! windows that all fire when the files end, a restart after the end), a
+//! `blackhole` sink, and the errors of bad sources. Results are checked
+//! against the same rows inserted into an ordinary table and queried as a
+//! batch.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tokio::task::block_in_place;
+use weir_sql_tests::sql::{assert_view_matches, eventually, exec, int};
+use weir_sql_tests::TestServer;
+
+const COLUMNS: &str = "auction bigint, price bigint, date_time timestamp";
+
+/// Rows (auction, price, epoch ms) split over `parts` CSV files, each part
+/// in event-time order, as the Nexmark generator's part files are.
+fn write_parts(dir: &std::path::Path, parts: usize, rows: usize) -> Vec<(i64, i64, i64)> {
+    std::fs::create_dir_all(dir).unwrap();
+    let base = 1_735_689_600_000i64;
+    let all: Vec<(i64, i64, i64)> = (0..rows as i64)
+        .map(|i| (i % 13, (i * 37) % 1000, base + i * 70))
+        .collect();
+    for p in 0..parts {
+        let mut csv = String::new();
+        for (k, (a, price, ms)) in all.iter().enumerate() {
+            if k % parts == p {
+                let secs = ms / 1000;
+                let t = chrono_like(secs, ms % 1000);
+                writeln!(csv, "{a},{price},{t}").unwrap();
+            }
+        }
+        std::fs::write(dir.join(format!("part-{p}.csv")), csv).unwrap();
+    }
+    all
+}
+
+/// `YYYY-MM-DD HH:MM:SS.mmm` for a time on 2025-01-01 (the rows span
+/// less than a day).
+fn chrono_like(epoch_s: i64, ms: i64) -> String {
+    let day_start = 1_735_689_600i64;
+    let s = epoch_s - day_start;
+    format!(
+        "2025-01-01 {:02}:{:02}:{:02}.{ms:03}",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60
+    )
+}
+
+/// The same rows in an ordinary table, for the batch oracle.
+async fn oracle_table(client: &tokio_postgres::Client, rows: &[(i64, i64, i64)]) {
+    exec(client, &format!("CREATE TABLE bid_t ({COLUMNS})")).await;
+    for chunk in rows.chunks(500) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|(a, p, ms)| format!("({a}, {p}, CAST(to_timestamp_millis({ms}) AS timestamp))"))
+            .collect();
+        exec(
+            client,
+            &format!("INSERT INTO bid_t VALUES {}", values.join(", ")),
+        )
+        .await;
+    }
+}
+
+async fn finished(client: &tokio_postgres::Client, query: &str) -> bool {
+    int(
+        client,
+        &format!(
+            "SELECT count(*) FROM system.tasks WHERE query = '{query}' AND status <> 'FINISHED'"
+        ),
+    )
+    .await
+        == 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_source_windows_fire_at_the_end_and_survive_a_restart() {
+    let mut server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let dir = server.root_dir().join("bids");
+    let rows = write_parts(&dir, 2, 3000);
+    let client = server.connect().await.unwrap();
+    oracle_table(&client, &rows).await;
+    exec(
+        &client,
+        &format!(
+            "CREATE SOURCE bid ({COLUMNS}, WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) \
+             WITH (connector = 'file', path = '{}', format = 'csv')",
+            dir.display()
+        ),
+    )
+    .await;
+    let windowed = "SELECT auction, window_start, window_end, count(*) AS bids, sum(price) AS total \
+         FROM tumble({t}, date_time, INTERVAL '10' SECOND) GROUP BY auction, window_start, window_end";
+    exec(
+        &client,
+        &format!(
+            "CREATE MATERIALIZED VIEW w WITH (parallelism = 2) AS {} EMIT ON WINDOW CLOSE",
+            windowed.replace("{t}", "bid")
+        ),
+    )
+    .await;
+    exec(
+        &client,
+        "CREATE STREAMING QUERY bh WITH (parallelism = 2, connector = 'blackhole') AS \
+         SELECT auction, price * 2 AS p FROM bid",
+    )
+    .await;
+    for q in ["w", "bh"] {
+        eventually(
+            "the query to read all files",
+            Duration::from_secs(30),
+            || finished(&client, q),
+        )
+        .await;
+    }
+    exec(&client, "FLUSH").await;
+    // The end of the files closed every window, the last ones included.
+    let oracle = windowed.replace("{t}", "bid_t");
+    assert_view_matches(&client, "w", &oracle).await;
+    // The blackhole read every row and kept none.
+    assert_eq!(int(&client, "SELECT count(*) FROM bh").await, 0);
+    let sunk = int(
+        &client,
+        "SELECT CAST(sum(value) AS bigint) FROM system.metrics WHERE query = 'bh' \
+         AND operator LIKE 'StreamBlackholeSink%' AND name = 'numRecordsIn' AND scope = 'subtask'",
+    )
+    .await;
+    assert_eq!(sunk, rows.len() as i64);
+
+    // Restarted after the end: nothing is read or emitted twice.
+    drop(client);
+    block_in_place(|| server.kill()).unwrap();
+    block_in_place(|| server.start_again()).unwrap_or_else(|e| panic!("{e:#}"));
+    let client = server.connect().await.unwrap();
+    eventually(
+        "the restarted query to end",
+        Duration::from_secs(30),
+        || finished(&client, "w"),
+    )
+    .await;
+    exec(&client, "FLUSH").await;
+    assert_view_matches(&client, "w", &oracle).await;
+
+    // Sources take no writes; bad definitions are refused.
+    for (sql, code) in [
+        ("INSERT INTO bid VALUES (1, 1, TIMESTAMP '2025-01-01 00:00:00')".to_string(), "42809"),
+        (
+            format!("CREATE SOURCE s1 ({COLUMNS}) WITH (connector = 'file', path = '/nonexistent/weir')"),
+            "58P01",
+        ),
+        (
+            format!(
+                "CREATE SOURCE s2 ({COLUMNS}) WITH (connector = 'file', path = '{}', colour = 'red')",
+                dir.display()
+            ),
+            "22023",
+        ),
+        (format!("CREATE SOURCE s3 ({COLUMNS}) WITH (connector = 'kafka')"), "22023"),
+        (
+            "CREATE STREAMING QUERY s4 WITH (connector = 'printer') AS SELECT * FROM bid_t".to_string(),
+            "22023",
+        ),
+    ] {
+        let err = client.batch_execute(&sql).await.expect_err(&sql);
+        assert_eq!(err.code().map(|c| c.code()), Some(code), "{sql}: {err}");
+    }
+    block_in_place(|| server.stop()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_record_in_a_file_fails_the_query_with_22p04() {
+    let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let dir = server.root_dir().join("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.csv"),
+        "1,10,2025-01-01 00:00:00.000\nnot-a-number,3,2025-01-01 00:00:01.000\n",
+    )
+    .unwrap();
+    let client = server.connect().await.unwrap();
+    exec(
+        &client,
+        &format!(
+            "CREATE SOURCE s ({COLUMNS}) WITH (connector = 'file', path = '{}')",
+            dir.display()
+        ),
+    )
+    .await;
+    exec(
+        &client,
+        "CREATE STREAMING QUERY q WITH (restart_strategy = 'none') AS SELECT * FROM s",
+    )
+    .await;
+    eventually("the query to fail", Duration::from_secs(30), || async {
+        int(
+            &client,
+            "SELECT count(*) FROM system.exceptions WHERE query = 'q' AND sqlstate = '22P04' \
+             AND message LIKE '%a.csv%'",
+        )
+        .await
+            > 0
+    })
+    .await;
+}
