@@ -436,22 +436,7 @@ impl Task {
             }
             Received::Msg(Message::Watermark(wm)) => {
                 self.inputs[i].watermark = self.inputs[i].watermark.max(wm);
-                let min = self
-                    .inputs
-                    .iter()
-                    .filter(|i| !i.finished)
-                    .map(|i| i.watermark)
-                    .min()
-                    .unwrap_or(i64::MIN);
-                if min > self.current_wm {
-                    self.current_wm = min;
-                    self.metrics
-                        .input_watermark
-                        .store(min, std::sync::atomic::Ordering::Relaxed);
-                    self.op.on_watermark(min, &mut self.out)?;
-                    self.route()?;
-                }
-                Ok(())
+                self.merge_watermarks()
             }
             Received::Msg(Message::Barrier(b)) => self.on_aligned_barrier(i, b),
             Received::Msg(Message::EndOfStream) => {
@@ -460,9 +445,34 @@ impl Task {
                 if let Checkpoint::Unaligned { waiting, .. } = &mut self.checkpoint {
                     waiting[i] = false;
                 }
+                // An ended input no longer holds the watermark back.
+                self.merge_watermarks()?;
                 self.progress()
             }
         }
+    }
+
+    /// The watermark is the minimum over the inputs that have not ended;
+    /// the operator hears of it when it rises.
+    fn merge_watermarks(&mut self) -> ExecResult<()> {
+        let Some(min) = self
+            .inputs
+            .iter()
+            .filter(|i| !i.finished)
+            .map(|i| i.watermark)
+            .min()
+        else {
+            return Ok(());
+        };
+        if min > self.current_wm {
+            self.current_wm = min;
+            self.metrics
+                .input_watermark
+                .store(min, std::sync::atomic::Ordering::Relaxed);
+            self.op.on_watermark(min, &mut self.out)?;
+            self.route()?;
+        }
+        Ok(())
     }
 
     fn on_aligned_barrier(&mut self, i: usize, b: Barrier) -> ExecResult<()> {

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# bench/nexmark.sh — Nexmark on Weir and Flink over the same CSV files, with
+# Weir's final results checked against DuckDB's.
+#
+#   bench/nexmark.sh [--events N1,N2] [--queries q0,q5,...] [--repeat R]
+#
+# Uses the shared harness (../shared/bench, or WEIR_SHARED_BENCH): its
+# setup.sh (Flink, DuckDB, the nexmark generator; run when missing), gen.sh
+# (SPLIT=2 part files, one per source subtask), run_flink.sh (Flink runs;
+# with RUNNER, Weir runs through bench/nexmark/weir_nexmark.py) and
+# duckdb_nexmark.py + compare.py (result check at N1). Weir runs the release
+# build (built here when missing), parallelism 2 like Flink, file sources and
+# a blackhole sink; the end of the files ends the stream.
+#
+# Output: a Markdown table on stdout and bench/results/nexmark.csv
+# (query, weir_eps, flink_eps, ratio, duckdb_s, result_ok); per-engine run
+# tables and logs under bench/results/nexmark-<time>/.
+# Environment: WEIR_BENCH_HOME, WEIR_SHARED_BENCH, NEXMARK_DATA (default
+# /tmp/nexmark), SKIP_FLINK=1 (reuse FLINK_CSV instead of running Flink).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+SHARED="${WEIR_SHARED_BENCH:-$ROOT/../shared/bench}"
+B="${WEIR_BENCH_HOME:-$HOME/.cache/weir-bench}"
+EVENTS="1000000,4000000"
+QUERIES="q0,q1,q2,q3,q4,q5,q7,q8,q11,q12"
+REPEAT=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --events) EVENTS="$2"; shift 2;;
+    --queries) QUERIES="$2"; shift 2;;
+    --repeat) REPEAT="$2"; shift 2;;
+    --generator) echo "--generator: the built-in nexmark source is not built yet" >&2; exit 2;;
+    *) echo "usage: $0 [--events N1,N2] [--queries q0,q5,...] [--repeat R]" >&2; exit 2;;
+  esac
+done
+N1="${EVENTS%,*}"; N2="${EVENTS#*,}"
+QLIST="${QUERIES//,/ }"
+[ -d "$SHARED" ] || { echo "no shared harness at $SHARED (set WEIR_SHARED_BENCH)" >&2; exit 1; }
+[ -x "$B/nexmark/bin/nexmark" ] && [ -x "$B/duckdb-venv/bin/python" ] && [ -x "$B/flink-venv/bin/python" ] \
+  || "$SHARED/setup.sh"
+export WEIR_BIN="${WEIR_BIN:-$HOME/.cache/weir-target-release/release/weir}"
+if [ ! -x "$WEIR_BIN" ]; then
+  CARGO_TARGET_DIR="$HOME/.cache/weir-target-release" cargo build --release --bin weir
+fi
+DATA="${NEXMARK_DATA:-/tmp/nexmark}"
+D1="$DATA/$N1-s2"; D2="$DATA/$N2-s2"
+for n in "$N1" "$N2"; do
+  d="$DATA/$n-s2"
+  [ -f "$d/manifest.txt" ] || SPLIT=2 "$SHARED/gen.sh" "$n" "$d"
+done
+RUN="$ROOT/bench/results/nexmark-$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$RUN"
+
+echo "== Weir ($WEIR_BIN)" >&2
+DATA1="$D1" DATA2="$D2" QUERIES="$QLIST" PAR=2 REPEAT="$REPEAT" OUT="$RUN/weir.csv" \
+  RUNNER="python3 $ROOT/bench/nexmark/weir_nexmark.py --data {data} --query {query} --par {par}" \
+  "$SHARED/run_flink.sh" >&2
+if [ -n "${SKIP_FLINK:-}" ]; then
+  cp "${FLINK_CSV:?SKIP_FLINK needs FLINK_CSV}" "$RUN/flink.csv"
+else
+  echo "== Flink" >&2
+  DATA1="$D1" DATA2="$D2" QUERIES="$QLIST" PAR=2 REPEAT="$REPEAT" OUT="$RUN/flink.csv" \
+    "$SHARED/run_flink.sh" >&2
+fi
+
+echo "== results at $N1 events: Weir vs DuckDB" >&2
+"$B/duckdb-venv/bin/python" "$SHARED/duckdb_nexmark.py" --data "$D1" \
+  --queries "$QUERIES" --out-dir "$RUN/results" >"$RUN/duckdb.out" 2>&1 || true
+for q in $QLIST; do
+  python3 "$ROOT/bench/nexmark/weir_nexmark.py" --data "$D1" --query "$q" --par 2 \
+    --result "$RUN/results/weir_$q.csv" >"$RUN/results/weir_$q.log" 2>&1 || true
+  if [ -f "$RUN/results/weir_$q.csv" ] && [ -f "$RUN/results/duckdb_$q.csv" ]; then
+    python3 "$SHARED/compare.py" "$RUN/results/weir_$q.csv" "$RUN/results/duckdb_$q.csv" \
+      >"$RUN/results/compare_$q.txt" 2>&1 || true
+  else
+    echo "MISSING result file(s)" >"$RUN/results/compare_$q.txt"
+  fi
+done
+python3 "$ROOT/bench/nexmark/report.py" "$RUN" "$ROOT/bench/results/nexmark.csv" | tee "$RUN/nexmark.md"

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Runs one Nexmark query on Weir over the shared harness's CSV files.
+
+Starts a weir server (WEIR_BIN, default the release build) on a fresh data
+dir, creates the sources person / auction / bid over DATA (one file per
+table, or gen.sh's SPLIT=K part-file directories) with the Nexmark 4 s
+watermark, and runs the query's SELECT (taken from the shared harness's
+queries/flink/qN.sql, the part after `INSERT INTO nexmark_qN`):
+
+- bench mode: `CREATE STREAMING QUERY ... WITH (connector = 'blackhole')`,
+  timed from CREATE until every subtask FINISHED (the end of the files
+  ends the stream);
+- result mode (--result FILE): a materialized view; when it has finished,
+  FLUSH and write its rows, normalised and sorted as compare.py expects.
+
+Prints one line for run_flink.sh's RUNNER protocol:
+  engine=weir query=qN events=N par=P exec_s=X status=ok peak_rss_mb=M
+"""
+
+import argparse
+import os
+import re
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "bench", "checkpoints"))
+import weirbench as wb  # noqa: E402
+
+SHARED = os.environ.get("WEIR_SHARED_BENCH", os.path.join(ROOT, "..", "shared", "bench"))
+sys.path.insert(0, SHARED)
+
+SOURCES = {
+    "person": "id bigint, name text, email_address text, credit_card text, city text, state text, "
+              "date_time timestamp, extra text",
+    "auction": "id bigint, item_name text, description text, initial_bid bigint, reserve bigint, "
+               "date_time timestamp, expires timestamp, seller bigint, category bigint, extra text",
+    "bid": "auction bigint, bidder bigint, price bigint, channel text, url text, date_time timestamp, "
+           "extra text",
+}
+
+
+def table_path(data, table):
+    d = os.path.join(data, table)
+    if os.path.isdir(d):
+        return d
+    return os.path.join(data, f"{table}.csv")
+
+
+def events_of(data):
+    with open(os.path.join(data, "manifest.txt")) as f:
+        for line in f:
+            if line.startswith("events="):
+                return int(line.split("=", 1)[1])
+    return 0
+
+
+SINK_TYPES = {"BIGINT": "bigint", "INT": "int", "STRING": "text", "VARCHAR": "text",
+              "DOUBLE": "double precision", "TIMESTAMP(3)": "timestamp", "TIMESTAMP": "timestamp"}
+
+
+def query_select(queries_dir, query):
+    """The SELECT of queries/flink/<query>.sql (after INSERT INTO ...), its
+    columns cast to the types of the sink table it inserts into (as Flink's
+    INSERT INTO does: e.g. q4's AVG over BIGINT becomes BIGINT)."""
+    text = open(os.path.join(queries_dir, f"{query}.sql")).read()
+    text = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
+    m = re.search(r"INSERT\s+INTO\s+\w+\s+(.*?);?\s*$", text, re.S | re.I)
+    if not m:
+        sys.exit(f"no INSERT INTO ... SELECT in {query}.sql")
+    select = m.group(1).strip().rstrip(";")
+    sink = re.search(r"CREATE\s+TABLE\s+\w+\s*\((.*?)\)\s*WITH", text, re.S | re.I)
+    if not sink:
+        return select
+    cols = []
+    for line in sink.group(1).split(","):
+        parts = line.split()
+        if len(parts) >= 2:
+            cols.append((parts[0], SINK_TYPES.get(parts[1].upper(), None)))
+    if any(t is None for _, t in cols):
+        return select
+    names = ", ".join(n for n, _ in cols)
+    casts = ", ".join(f"CAST({n} AS {t}) AS {n}" for n, t in cols)
+    return f"SELECT {casts} FROM ({select}) AS sink_row({names})"
+
+
+def peak_rss_mb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def wait_finished(c, name, srv, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = c.execute(
+            "SELECT status, count(*) FROM system.tasks WHERE query = %s GROUP BY status", (name,)
+        ).fetchall()
+        states = {s: n for s, n in rows}
+        if states and set(states) == {"FINISHED"}:
+            return "ok"
+        q = c.execute("SELECT status FROM system.streaming_queries WHERE name = %s", (name,)).fetchone()
+        if q and q[0] in ("FAILED", "FAILING", "RESTARTING"):
+            return "failed"
+        if srv.proc.poll() is not None:
+            return "failed"
+        time.sleep(0.02)
+    return "timeout"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--query", required=True)
+    ap.add_argument("--par", type=int, default=2)
+    ap.add_argument("--result", metavar="FILE")
+    ap.add_argument("--queries-dir", default=os.path.join(SHARED, "queries", "flink"))
+    ap.add_argument("--timeout", type=float, default=900)
+    args = ap.parse_args()
+    os.environ.setdefault("WEIR_BIN", os.path.expanduser("~/.cache/weir-target-release/release/weir"))
+    select = query_select(args.queries_dir, args.query)
+    events = events_of(args.data)
+    status, exec_s, rows_out = "failed", float("nan"), None
+    with wb.Server(f"nexmark-{args.query}", log_level="warn") as srv:
+        srv.launch()
+        with srv.connect() as c:
+            for t, cols in SOURCES.items():
+                c.execute(
+                    f"CREATE SOURCE {t} ({cols}, WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) "
+                    f"WITH (connector = 'file', path = '{table_path(args.data, t)}', format = 'csv')")
+            name = args.query
+            if args.result:
+                ddl = f"CREATE MATERIALIZED VIEW {name} WITH (parallelism = {args.par}) AS {select}"
+            else:
+                ddl = (f"CREATE STREAMING QUERY {name} WITH (parallelism = {args.par}, "
+                       f"connector = 'blackhole') AS {select}")
+            t1 = time.monotonic()
+            try:
+                c.execute(ddl)
+                status = wait_finished(c, name, srv, args.timeout)
+            except Exception as e:  # noqa: BLE001 - reported in the status line
+                print(f"[weir] {args.query}: {e}", file=sys.stderr)
+                status = "failed"
+            exec_s = time.monotonic() - t1
+            if status != "ok":
+                for (msg,) in c.execute(
+                        "SELECT message FROM system.exceptions WHERE query = %s LIMIT 3", (name,)).fetchall():
+                    print(f"[weir] {args.query}: {msg}", file=sys.stderr)
+            if status == "ok" and args.result:
+                from compare import canon_line  # the shared harness's normalisation
+                c.execute("FLUSH")
+                cur = c.execute(f"SELECT * FROM {name}")
+                lines = []
+                for row in cur:
+                    lines.append(canon_line("" if v is None else
+                                            (v.strftime("%Y-%m-%d %H:%M:%S.") + "%03d" % (v.microsecond // 1000)
+                                             if hasattr(v, "microsecond") else str(v)) for v in row))
+                lines.sort()
+                with open(args.result, "w") as out:
+                    for line in lines:
+                        out.write(line + "\n")
+                rows_out = len(lines)
+        rss = peak_rss_mb(srv.proc.pid)
+        srv.stop()
+    line = (f"engine=weir query={args.query} events={events} par={args.par} exec_s={exec_s:.3f} "
+            f"status={status} peak_rss_mb={rss:.0f}")
+    if rows_out is not None:
+        line += f" mode=result rows={rows_out}"
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
