@@ -7,6 +7,9 @@ table, or gen.sh's SPLIT=K part-file directories) with the Nexmark 4 s
 watermark, and runs the query's SELECT (taken from the shared harness's
 queries/flink/qN.sql, the part after `INSERT INTO nexmark_qN`):
 
+Queries with window table functions get EMIT ON WINDOW CLOSE, as Flink's
+window aggregations emit each window once.
+
 - bench mode: `CREATE STREAMING QUERY ... WITH (connector = 'blackhole')`,
   timed from CREATE until every subtask FINISHED (the end of the files
   ends the stream);
@@ -85,6 +88,15 @@ def query_select(queries_dir, query):
     return f"SELECT {casts} FROM ({select}) AS sink_row({names})"
 
 
+def with_window_emission(select):
+    """Flink's window TVF aggregations emit each window once, when it
+    closes; the Weir equivalent is EMIT ON WINDOW CLOSE (same final
+    result, no updates in between)."""
+    if re.search(r"\b(TUMBLE|HOP)\s*\(", select, re.I):
+        return select + " EMIT ON WINDOW CLOSE"
+    return select
+
+
 def peak_rss_mb(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -124,7 +136,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=900)
     args = ap.parse_args()
     os.environ.setdefault("WEIR_BIN", os.path.expanduser("~/.cache/weir-target-release/release/weir"))
-    select = query_select(args.queries_dir, args.query)
+    select = with_window_emission(query_select(args.queries_dir, args.query))
     events = events_of(args.data)
     status, exec_s, rows_out = "failed", float("nan"), None
     with wb.Server(f"nexmark-{args.query}", log_level="warn") as srv:
