@@ -16,6 +16,7 @@ use weir_executor::operators::hash_agg::{AggSpec, HashAggOperator, WindowSpec};
 use weir_executor::operators::hash_join::{HashJoinOperator, JoinKind};
 use weir_executor::operators::project::ProjectOperator;
 use weir_executor::operators::union::UnionOperator;
+use weir_executor::operators::unnest::UnnestOperator;
 use weir_executor::operators::values::ValuesOperator;
 use weir_executor::table::Table;
 use weir_executor::ExecResult;
@@ -344,6 +345,44 @@ impl<'a> StreamPlanner<'a> {
                         .with_row_count(Some(v.values.len())),
                 )?;
                 self.values(batch, v.schema.clone())
+            }
+            LogicalPlan::Unnest(u) => {
+                if !u.struct_type_columns.is_empty()
+                    || u.list_type_columns.len() != 1
+                    || u.list_type_columns[0].1.depth != 1
+                {
+                    return unsupported(
+                        "unnest of several list columns, of structs or of nested lists",
+                    );
+                }
+                let input = self.build(&u.input)?;
+                let list = u.list_type_columns[0].0;
+                let schema = arrow_schema(&u.schema);
+                let sources = u.dependency_indices.clone();
+                let preserve_nulls = u.options.preserve_nulls();
+                let par = input.parallelism;
+                let s2 = schema.clone();
+                let node = self.operator(
+                    "StreamUnnest",
+                    format!("list=#{list}"),
+                    par,
+                    schema,
+                    move || {
+                        Ok(Box::new(UnnestOperator::new(
+                            list,
+                            sources.clone(),
+                            preserve_nulls,
+                            s2.clone(),
+                        )))
+                    },
+                );
+                self.connect_default(&input, node, 0, par);
+                Ok(Stream {
+                    node,
+                    parallelism: par,
+                    schema: u.schema.clone(),
+                    row_key: None,
+                })
             }
             LogicalPlan::EmptyRelation(e) => {
                 let schema = arrow_schema(&e.schema);

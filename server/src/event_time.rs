@@ -7,8 +7,8 @@
 //!   `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), size))` and RisingWave's
 //!   `tumble(t, ts, size)` (likewise `HOP(..., slide, size)`), become
 //!   derived tables that add `window_start` and `window_end`:
-//!   `date_bin(size, ts)` and that plus `size`. A hop window is the union of
-//!   `size / slide` such projections, shifted by multiples of the slide.
+//!   `date_bin(size, ts)` and that plus `size`. A hop window unnests the
+//!   array of the `size / slide` window starts that hold the row.
 
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -323,24 +323,29 @@ fn find_window_call(tokens: &[Token], from: usize) -> SqlResult<Option<WindowCal
 /// A derived table adding window bounds to `table`'s rows.
 fn window_subquery(call: &WindowCall) -> String {
     let (t, c) = (&call.table, &call.column);
-    let one = |offset_ms: i64, step_ms: i64, size_ms: i64| {
-        let start = if offset_ms == 0 {
-            format!("date_bin(INTERVAL '{step_ms} milliseconds', {c})")
-        } else {
-            format!(
-                "date_bin(INTERVAL '{step_ms} milliseconds', {c}) - INTERVAL '{offset_ms} milliseconds'"
-            )
-        };
-        format!(
-            "SELECT *, {start} AS window_start, {start} + INTERVAL '{size_ms} milliseconds' AS window_end FROM {t}"
-        )
-    };
     let body = match call.kind {
-        WindowKind::Tumble { size } => one(0, size, size),
-        WindowKind::Hop { slide, size } => (0..size / slide)
-            .map(|k| one(k * slide, slide, size))
-            .collect::<Vec<_>>()
-            .join(" UNION ALL "),
+        WindowKind::Tumble { size } => {
+            let start = format!("date_bin(INTERVAL '{size} milliseconds', {c})");
+            format!(
+                "SELECT *, {start} AS window_start, {start} + INTERVAL '{size} milliseconds' AS window_end FROM {t}"
+            )
+        }
+        WindowKind::Hop { slide, size } => {
+            // One row per window: unnest the starts of the size / slide
+            // windows that hold the row (the latest first).
+            let bin = format!("date_bin(INTERVAL '{slide} milliseconds', {c})");
+            let starts: Vec<String> = (0..size / slide)
+                .map(|k| match k {
+                    0 => bin.clone(),
+                    k => format!("{bin} - INTERVAL '{} milliseconds'", k * slide),
+                })
+                .collect();
+            format!(
+                "SELECT *, window_start + INTERVAL '{size} milliseconds' AS window_end FROM \
+                 (SELECT *, unnest(make_array({})) AS window_start FROM {t}) AS {t}",
+                starts.join(", ")
+            )
+        }
     };
     format!("({body})")
 }
@@ -463,7 +468,8 @@ mod tests {
             "SELECT * FROM hop(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) AS h",
         )
         .unwrap();
-        assert_eq!(hop.matches("UNION ALL").count(), 4, "{hop}");
+        assert_eq!(hop.matches("date_bin(").count(), 5, "{hop}");
+        assert!(hop.contains("unnest(make_array("), "{hop}");
         assert!(hop.ends_with(") AS h"), "{hop}");
         assert!(rewrite_windows(
             "SELECT * FROM hop(bid, date_time, INTERVAL '3' SECOND, INTERVAL '10' SECOND)"

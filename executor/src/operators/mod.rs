@@ -7,4 +7,5 @@ pub mod hash_join;
 pub mod project;
 pub mod state_codec;
 pub mod union;
+pub mod unnest;
 pub mod values;
