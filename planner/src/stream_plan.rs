@@ -52,6 +52,38 @@ pub struct StreamPlanner<'a> {
     blackhole: bool,
 }
 
+/// Whether column `name` of `plan`'s output is the end of a window: the
+/// `window_end` column a window table function adds, under that name or
+/// renamed since (`window_end AS endtime`), also through an aggregation
+/// grouped by it.
+fn is_window_end(plan: &LogicalPlan, name: &str) -> bool {
+    if name == "window_end" {
+        return true;
+    }
+    let through = |e: &Expr, input: &LogicalPlan| match e {
+        Expr::Alias(a) => {
+            matches!(a.expr.as_ref(), Expr::Column(c) if is_window_end(input, &c.name))
+        }
+        Expr::Column(c) => is_window_end(input, &c.name),
+        _ => false,
+    };
+    match plan {
+        LogicalPlan::Projection(p) => p
+            .expr
+            .iter()
+            .zip(p.schema.fields())
+            .any(|(e, f)| f.name() == name && through(e, &p.input)),
+        LogicalPlan::Aggregate(a) => a
+            .group_expr
+            .iter()
+            .zip(a.schema.fields())
+            .any(|(e, f)| f.name() == name && through(e, &a.input)),
+        LogicalPlan::SubqueryAlias(s) => is_window_end(&s.input, name),
+        LogicalPlan::Filter(f) => is_window_end(&f.input, name),
+        _ => false,
+    }
+}
+
 /// Arrow schema of a plan node, every field nullable (results of outer
 /// joins and aggregates over empty input hold NULLs whatever the plan says).
 pub fn arrow_schema(schema: &DFSchema) -> SchemaRef {
@@ -508,7 +540,7 @@ impl<'a> StreamPlanner<'a> {
         let window = agg
             .group_expr
             .iter()
-            .position(|e| matches!(e, Expr::Column(c) if c.name == "window_end"))
+            .position(|e| matches!(e, Expr::Column(c) if is_window_end(&agg.input, &c.name)))
             .filter(|i| matches!(group_types[*i], DataType::Timestamp(..)))
             .map(|end_key| WindowSpec {
                 end_key,

@@ -78,6 +78,87 @@ struct Entry {
     matches: i64,
 }
 
+/// A join key's entries. A large bucket (e.g. every auction of a window)
+/// also indexes its rows, so that finding a row to update is not a scan.
+#[derive(Default)]
+struct Bucket {
+    entries: Vec<Entry>,
+    index: Option<HashMap<OwnedRow, usize>>,
+}
+
+/// Buckets with more entries than this are indexed (in tests, nearly all,
+/// so that the tests exercise the index).
+const INDEX_BUCKETS_FROM: usize = if cfg!(test) { 1 } else { 16 };
+
+impl Bucket {
+    fn from_entries(entries: Vec<Entry>) -> Bucket {
+        let mut b = Bucket {
+            entries,
+            index: None,
+        };
+        b.reindex();
+        b
+    }
+
+    fn reindex(&mut self) {
+        self.index = (self.entries.len() > INDEX_BUCKETS_FROM).then(|| {
+            self.entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.row.clone(), i))
+                .collect()
+        });
+    }
+
+    fn position(&self, row: &OwnedRow) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(row).copied(),
+            None => self.entries.iter().position(|e| &e.row == row),
+        }
+    }
+
+    fn push(&mut self, e: Entry) {
+        if let Some(index) = &mut self.index {
+            index.insert(e.row.clone(), self.entries.len());
+        }
+        self.entries.push(e);
+        if self.index.is_none() && self.entries.len() > INDEX_BUCKETS_FROM {
+            self.reindex();
+        }
+    }
+
+    fn swap_remove(&mut self, p: usize) {
+        let removed = self.entries.swap_remove(p);
+        if let Some(index) = &mut self.index {
+            index.remove(&removed.row);
+            if let Some(moved) = self.entries.get(p) {
+                index.insert(moved.row.clone(), p);
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Bucket {
+    type Target = [Entry];
+    fn deref(&self) -> &[Entry] {
+        &self.entries
+    }
+}
+
+/// Counts change in place; rows (the index keys) do not.
+impl std::ops::IndexMut<usize> for Bucket {
+    fn index_mut(&mut self, i: usize) -> &mut Entry {
+        &mut self.entries[i]
+    }
+}
+
+impl std::ops::Index<usize> for Bucket {
+    type Output = Entry;
+    fn index(&self, i: usize) -> &Entry {
+        &self.entries[i]
+    }
+}
+
 struct Side {
     key_exprs: Vec<Arc<dyn PhysicalExpr>>,
     /// No join keys: every row has the constant key (one `true` column),
@@ -86,7 +167,7 @@ struct Side {
     key_enc: KeyEncoder,
     row_enc: KeyEncoder,
     null_row: OwnedRow,
-    rows: HashMap<OwnedRow, Vec<Entry>>,
+    rows: HashMap<OwnedRow, Bucket>,
     /// Join keys whose entries changed since the previous snapshot; with a
     /// store, since they were last written to it.
     dirty: HashSet<OwnedRow>,
@@ -151,7 +232,7 @@ impl Side {
                 let mut w = ByteWriter::new();
                 w.u8(STATE_VERSION);
                 w.length(bucket.len())?;
-                for e in bucket {
+                for e in bucket.iter() {
                     w.bytes(e.row.as_ref())?;
                     w.i64(e.count);
                     w.i64(e.matches);
@@ -216,7 +297,7 @@ impl Side {
             if bucket.is_empty() {
                 self.rows.remove(&key);
             } else {
-                self.rows.insert(key, bucket);
+                self.rows.insert(key, Bucket::from_entries(bucket));
             }
         }
         Ok(())
@@ -573,7 +654,7 @@ impl Operator for HashJoinOperator {
             // Own state.
             self.sides[s].dirty.insert(key.clone());
             let bucket = self.sides[s].rows.entry(key.clone()).or_default();
-            match bucket.iter().position(|e| e.row == me) {
+            match bucket.position(&me) {
                 Some(p) => {
                     bucket[p].count += sign;
                     if bucket[p].count == 0 {
