@@ -274,6 +274,11 @@ impl Coordinator {
         let _ = p.done.send(p.snaps);
     }
 
+    /// The metrics of a started subtask (fresh ones if it has none).
+    pub(crate) fn subtask_metrics(&self, id: SubtaskId) -> Arc<crate::metrics::SubtaskMetrics> {
+        self.metrics.lock().get(&id).cloned().unwrap_or_default()
+    }
+
     /// Fresh metrics for a subtask being started.
     pub(crate) fn new_metrics(&self, id: SubtaskId) -> Arc<crate::metrics::SubtaskMetrics> {
         let m = Arc::new(crate::metrics::SubtaskMetrics::new());

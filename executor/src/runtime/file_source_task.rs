@@ -152,12 +152,7 @@ pub(crate) async fn run(
         .file_source()
         .cloned()
         .ok_or_else(|| ExecError::internal("file source task over a table without files"))?;
-    let metrics = coord
-        .metrics
-        .lock()
-        .get(&(ids.node, ids.subtask))
-        .cloned()
-        .unwrap_or_default();
+    let metrics = coord.subtask_metrics((ids.node, ids.subtask));
     metrics.enter(TimeState::Busy);
     let schema = table.schema();
     let splits = source

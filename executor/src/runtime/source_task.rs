@@ -153,12 +153,7 @@ pub(crate) async fn run(
     coord: Arc<Coordinator>,
 ) -> ExecResult<()> {
     let mut cancel = coord.cancel_receiver((ids.node, ids.subtask));
-    let metrics = coord
-        .metrics
-        .lock()
-        .get(&(ids.node, ids.subtask))
-        .cloned()
-        .unwrap_or_default();
+    let metrics = coord.subtask_metrics((ids.node, ids.subtask));
     metrics.enter(TimeState::Busy);
     let mut watermarks = WatermarkGenerator::new(&table, metrics.clone());
     let mut unsent = Unsent::default();

@@ -142,12 +142,7 @@ pub(crate) async fn run(
             watermark: i64::MIN,
         })
         .collect();
-    let metrics = coordinator
-        .metrics
-        .lock()
-        .get(&(ids.node, ids.subtask))
-        .cloned()
-        .unwrap_or_default();
+    let metrics = coordinator.subtask_metrics((ids.node, ids.subtask));
     let mut t = Task {
         metrics,
         ctx,
