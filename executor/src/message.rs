@@ -47,8 +47,12 @@ pub struct Barrier {
 #[derive(Debug, Clone)]
 pub enum Message {
     Data(Chunk),
-    /// Event-time watermark in microseconds since the epoch.
+    /// Event-time watermark in milliseconds since the epoch.
     Watermark(i64),
+    /// The sender has had no rows for a while (`source_idle_timeout`): until
+    /// it sends rows or a watermark again, its watermark does not hold the
+    /// receiver's back.
+    Idle,
     Barrier(Barrier),
     EndOfStream,
 }

@@ -323,3 +323,74 @@ async fn window_state_and_watermark_survive_a_crash() {
     }
     block_in_place(|| server.stop()).unwrap();
 }
+
+/// A source subtask without rows holds the watermark back, unless the
+/// query sets `source_idle_timeout`: then it declares itself idle and the
+/// others' watermark goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_source_subtasks_stop_holding_the_watermark_back() {
+    let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let client = server.connect().await.unwrap();
+    exec(
+        &client,
+        "CREATE TABLE ev (k bigint, ts timestamp, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)",
+    )
+    .await;
+    for (name, options) in [
+        ("stalled", "parallelism = 2"),
+        ("flowing", "parallelism = 2, source_idle_timeout = '200ms'"),
+    ] {
+        exec(
+            &client,
+            &format!(
+                "CREATE MATERIALIZED VIEW {name} WITH ({options}) AS \
+                 SELECT window_end, count(*) AS n FROM tumble(ev, ts, INTERVAL '10' SECOND) GROUP BY window_end"
+            ),
+        )
+        .await;
+    }
+    // One row: one source subtask has it, the other has nothing.
+    exec(
+        &client,
+        "INSERT INTO ev VALUES (1, TIMESTAMP '2025-01-01 00:00:05')",
+    )
+    .await;
+    exec(&client, "FLUSH").await;
+    let expected_ms = int(
+        &client,
+        "SELECT CAST(extract(epoch FROM TIMESTAMP '2025-01-01 00:00:04') * 1000 AS bigint)",
+    )
+    .await;
+    let agg_watermarks = |view: &'static str| {
+        let client = &client;
+        async move {
+            rows(
+                client,
+                &format!(
+                    "SELECT input_watermark_ms FROM system.tasks WHERE query = '{view}' AND operator LIKE '%Agg%'"
+                ),
+            )
+            .await
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect::<Vec<_>>()
+        }
+    };
+    eventually(
+        "the idle subtask to let the watermark through",
+        std::time::Duration::from_secs(10),
+        || async {
+            let w = agg_watermarks("flowing").await;
+            !w.is_empty()
+                && w.iter()
+                    .all(|v| v.as_deref() == Some(expected_ms.to_string().as_str()))
+        },
+    )
+    .await;
+    // Without the timeout the empty subtask still holds it back.
+    let stalled = agg_watermarks("stalled").await;
+    assert!(
+        stalled.iter().all(|v| v.is_none()),
+        "watermark moved without an idle timeout: {stalled:?}"
+    );
+}

@@ -48,6 +48,10 @@ pub struct CheckpointConfig {
     /// stays in the store until touched).
     #[serde(default = "default_cache_keys")]
     pub state_cache_keys: usize,
+    /// A table source subtask without new rows for this long tells its
+    /// downstream it is idle (its watermark stops holding theirs back).
+    #[serde(default, with = "opt_millis")]
+    pub source_idle_timeout: Option<Duration>,
 }
 
 fn default_cache_keys() -> usize {
@@ -65,6 +69,7 @@ impl Default for CheckpointConfig {
             retained: 3,
             backend: StateBackendKind::Rocksdb,
             state_cache_keys: default_cache_keys(),
+            source_idle_timeout: None,
         }
     }
 }
@@ -79,6 +84,7 @@ pub const OPTION_NAMES: &[&str] = &[
     "checkpoints_retained",
     "state_backend",
     "state_cache_keys",
+    "source_idle_timeout",
 ];
 
 pub(crate) fn duration(name: &str, value: &str) -> Result<Duration, String> {
@@ -153,6 +159,10 @@ impl CheckpointConfig {
                         ))
                     }
                 }
+            }
+            "source_idle_timeout" => {
+                let d = duration(name, value)?;
+                self.source_idle_timeout = (!d.is_zero()).then_some(d);
             }
             "state_cache_keys" => {
                 let n = count(name, value)?;

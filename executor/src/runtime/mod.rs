@@ -181,6 +181,7 @@ impl QueryRuntime {
                 backend: c.backend,
                 cache_keys: c.state_cache_keys,
                 storage: opts.storage.clone(),
+                source_idle_timeout: c.source_idle_timeout,
             }
         };
         let backend = state_settings.backend;

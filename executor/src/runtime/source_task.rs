@@ -138,6 +138,8 @@ enum Wake {
     Command(Option<SourceCommand>),
     Flushed,
     Data,
+    /// No rows for `source_idle_timeout`.
+    Idle,
     Cancel,
 }
 
@@ -151,6 +153,7 @@ pub(crate) async fn run(
     mut router: OutputRouter,
     mut commands: mpsc::Receiver<SourceCommand>,
     coord: Arc<Coordinator>,
+    idle_after: Option<std::time::Duration>,
 ) -> ExecResult<()> {
     let mut cancel = coord.cancel_receiver((ids.node, ids.subtask));
     let metrics = coord.subtask_metrics((ids.node, ids.subtask));
@@ -172,11 +175,16 @@ pub(crate) async fn run(
     };
     let mut watch = table.version_watch();
     coord.set_task((ids.node, ids.subtask), super::TaskState::Running);
+    // When rows were last emitted, and whether downstream was told idle.
+    let mut active_at = tokio::time::Instant::now();
+    let mut idle = false;
     loop {
         // Read more only when the previous output is out (backpressure).
         if !router.has_pending() {
             if !unsent.is_empty() {
                 unsent.enqueue_next(&mut router, &mut watermarks)?;
+                active_at = tokio::time::Instant::now();
+                idle = false;
                 continue;
             }
             let limit = hold_at.unwrap_or(u64::MAX);
@@ -208,6 +216,11 @@ pub(crate) async fn run(
             }
             _ = async { watch.wait_for(|v| *v > pos).await.is_ok() }, if !pending => Wake::Data,
             _ = async { cancel.wait_for(|c| *c).await.is_ok() } => Wake::Cancel,
+            _ = async {
+                if let Some(after) = idle_after {
+                    tokio::time::sleep_until(active_at + after).await
+                }
+            }, if idle_after.is_some() && !idle && !pending => Wake::Idle,
         };
         metrics.enter(TimeState::Busy);
         match wake {
@@ -266,6 +279,10 @@ pub(crate) async fn run(
                     router.broadcast(Message::Barrier(cmd.barrier)).await?;
                 }
                 hold_at = None;
+            }
+            Wake::Idle => {
+                idle = true;
+                router.enqueue_broadcast(Message::Idle);
             }
             Wake::Flushed | Wake::Data => {}
         }

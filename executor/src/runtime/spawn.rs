@@ -50,6 +50,8 @@ pub(crate) struct StateSettings {
     pub backend: StateBackendKind,
     pub cache_keys: usize,
     pub storage: Arc<CheckpointStorage>,
+    /// Table sources: idle after this long without new rows.
+    pub source_idle_timeout: Option<std::time::Duration>,
 }
 
 /// What was started.
@@ -247,8 +249,12 @@ pub(crate) fn spawn_subtasks(plan: SpawnPlan<'_>) -> ExecResult<Spawned> {
                             .map(|s| s.offset)
                     });
                     let c2 = coord.clone();
+                    let idle_after = plan.state.source_idle_timeout;
                     spawn_guarded(coord, site, async move {
-                        source_task::run(ids, table, offset, hold_at, split, router, brx, c2).await
+                        source_task::run(
+                            ids, table, offset, hold_at, split, router, brx, c2, idle_after,
+                        )
+                        .await
                     })
                 }
                 NodeKind::Operator(_) | NodeKind::ResultSink(_) => {

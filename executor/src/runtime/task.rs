@@ -56,6 +56,8 @@ struct Input {
     blocked: bool,
     finished: bool,
     watermark: i64,
+    /// Said it is idle, and sent nothing since.
+    idle: bool,
 }
 
 /// The checkpoint this subtask is in the middle of.
@@ -97,6 +99,8 @@ struct Task {
     checkpoint: Checkpoint,
     current_wm: i64,
     start: usize,
+    /// Told downstream it is idle, and sent nothing since.
+    idle_sent: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -140,6 +144,7 @@ pub(crate) async fn run(
             blocked: false,
             finished: false,
             watermark: i64::MIN,
+            idle: false,
         })
         .collect();
     let metrics = coordinator.subtask_metrics((ids.node, ids.subtask));
@@ -156,6 +161,7 @@ pub(crate) async fn run(
         checkpoint: Checkpoint::Idle,
         current_wm: i64::MIN,
         start: 0,
+        idle_sent: false,
     };
     t.metrics.enter(TimeState::Busy);
     t.open(restore, entries)?;
@@ -235,6 +241,10 @@ impl Task {
 
     /// Queues the operator's output in the router.
     fn route(&mut self) -> ExecResult<()> {
+        if !self.out.chunks.is_empty() || self.out.watermark.is_some() {
+            // Rows or a watermark: active again downstream.
+            self.idle_sent = false;
+        }
         let late = std::mem::take(&mut self.out.late_dropped);
         if late > 0 {
             self.metrics
@@ -411,6 +421,7 @@ impl Task {
                 self.on_priority_barrier(i, barrier, overtaken)
             }
             Received::Msg(Message::Data(chunk)) => {
+                self.inputs[i].idle = false;
                 if let Checkpoint::Unaligned {
                     waiting,
                     channel_state,
@@ -431,7 +442,18 @@ impl Task {
             }
             Received::Msg(Message::Watermark(wm)) => {
                 self.inputs[i].watermark = self.inputs[i].watermark.max(wm);
+                self.inputs[i].idle = false;
                 self.merge_watermarks()
+            }
+            Received::Msg(Message::Idle) => {
+                self.inputs[i].idle = true;
+                self.merge_watermarks()?;
+                // Idle as a whole when every input is: say so downstream.
+                if !self.idle_sent && self.inputs.iter().all(|i| i.idle || i.finished) {
+                    self.idle_sent = true;
+                    self.router.enqueue_broadcast(Message::Idle);
+                }
+                Ok(())
             }
             Received::Msg(Message::Barrier(b)) => self.on_aligned_barrier(i, b),
             Received::Msg(Message::EndOfStream) => {
@@ -447,13 +469,13 @@ impl Task {
         }
     }
 
-    /// The watermark is the minimum over the inputs that have not ended;
-    /// the operator hears of it when it rises.
+    /// The watermark is the minimum over the inputs that have not ended and
+    /// are not idle; the operator hears of it when it rises.
     fn merge_watermarks(&mut self) -> ExecResult<()> {
         let Some(min) = self
             .inputs
             .iter()
-            .filter(|i| !i.finished)
+            .filter(|i| !i.finished && !i.idle)
             .map(|i| i.watermark)
             .min()
         else {
