@@ -50,6 +50,8 @@ pub struct StreamPlanner<'a> {
     window_aggregations: usize,
     /// `connector = 'blackhole'`: the output is dropped, not materialized.
     blackhole: bool,
+    /// `late_records = 'keep'`: window aggregations count late rows.
+    keep_late_records: bool,
 }
 
 /// Whether column `name` of `plan`'s output is the end of a window: the
@@ -128,7 +130,15 @@ impl<'a> StreamPlanner<'a> {
             emit_on_window_close: false,
             window_aggregations: 0,
             blackhole: false,
+            keep_late_records: false,
         }
+    }
+
+    /// Window aggregations count late rows instead of dropping them (and
+    /// so keep every window's state).
+    pub fn keep_late_records(mut self, on: bool) -> Self {
+        self.keep_late_records = on;
+        self
     }
 
     /// Drops the query's output instead of writing its result table.
@@ -545,6 +555,7 @@ impl<'a> StreamPlanner<'a> {
             .map(|end_key| WindowSpec {
                 end_key,
                 emit_on_close: self.emit_on_window_close,
+                keep_late: self.keep_late_records,
             });
         if window.is_some() {
             self.window_aggregations += 1;

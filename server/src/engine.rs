@@ -1293,9 +1293,21 @@ impl Engine {
                 ))
             }
         };
+        let keep_late = match options.get("late_records").map(|c| c.trim().to_ascii_lowercase()) {
+            None => false,
+            Some(c) if c == "drop" => false,
+            Some(c) if c == "keep" => true,
+            Some(other) => {
+                return Err(SqlError::new(
+                    "22023",
+                    format!("invalid value for option \"late_records\": \"{other}\" (expected 'drop' or 'keep')"),
+                ))
+            }
+        };
         let graph = StreamPlanner::new(&resolver, parallelism)
             .emit_on_window_close(emit_on_window_close)
             .blackhole(blackhole)
+            .keep_late_records(keep_late)
             .plan(&plan, result.clone())?;
         let used = resolver.used.lock().clone();
         Ok((graph, result, used))
@@ -1914,8 +1926,8 @@ fn parse_options(
                 }
                 parallelism = Some(n);
             }
-            // The sink connector, checked when the query is planned.
-            "connector" => {}
+            // Checked when the query is planned.
+            "connector" | "late_records" => {}
             other => {
                 let known = match config.set(other, v) {
                     Ok(false) => failure.set(other, v),

@@ -223,6 +223,15 @@ async fn emit_on_window_close_emits_closed_windows_once_and_drops_late_rows() {
          GROUP BY auction, window_start, window_end",
     )
     .await;
+    // With late_records = 'keep', late rows count (state is kept).
+    exec(
+        &client,
+        "CREATE MATERIALIZED VIEW closed_keep WITH (parallelism = 2, late_records = 'keep') AS \
+         SELECT auction, window_start, window_end, count(*) AS bids, sum(price) AS total \
+         FROM tumble(bid, date_time, INTERVAL '10' SECOND) \
+         GROUP BY auction, window_start, window_end EMIT ON WINDOW CLOSE",
+    )
+    .await;
     insert_bids(&client, 0).await;
     exec(&client, "FLUSH").await;
     // Watermark 00:01:31: the windows ending by then, and only those.
@@ -254,6 +263,11 @@ async fn emit_on_window_close_emits_closed_windows_once_and_drops_late_rows() {
     // 00:01:40 - 00:01:50 had no bids; 00:02:00 - 00:02:10 is open.
     assert_eq!(int(&client, "SELECT count(*) FROM closed").await, 20 * 10);
     assert_view_matches(&client, "updating", &on_time).await;
+    // Kept: the closed window of auction 1 was updated by the late row.
+    let closed_all = format!(
+        "SELECT * FROM ({TUMBLE_ORACLE}) AS o WHERE window_end <= TIMESTAMP '2025-01-01 00:01:56'"
+    );
+    assert_view_matches(&client, "closed_keep", &closed_all).await;
     eventually(
         "the late row to be counted in both views",
         std::time::Duration::from_secs(10),

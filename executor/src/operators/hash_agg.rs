@@ -54,6 +54,10 @@ use crate::state::SubtaskStore;
 pub struct WindowSpec {
     pub end_key: usize,
     pub emit_on_close: bool,
+    /// `late_records = 'keep'`: late rows still count, so no window's state
+    /// is ever freed; with `emit_on_close` a closed window's row is emitted
+    /// at close and updated (delete + insert) by late rows.
+    pub keep_late: bool,
 }
 
 /// Epoch milliseconds of a timestamp scalar.
@@ -246,6 +250,17 @@ impl HashAggOperator {
         self.window.is_some_and(|w| w.emit_on_close)
     }
 
+    /// The watermark has passed the group's window (its row went out).
+    fn window_closed(&self, group: &GroupState) -> bool {
+        self.window.is_some_and(|w| {
+            group
+                .key
+                .get(w.end_key)
+                .and_then(timestamp_ms)
+                .is_some_and(|end| end <= self.watermark)
+        })
+    }
+
     /// Lists a group under the end of its window.
     fn track_window(&mut self, key: &OwnedRow, key_values: &[ScalarValue]) {
         if let Some(w) = self.window {
@@ -265,7 +280,7 @@ impl HashAggOperator {
         let Some(w) = self.window else {
             return Ok(chunk);
         };
-        if self.watermark == i64::MIN {
+        if self.watermark == i64::MIN || w.keep_late {
             return Ok(chunk);
         }
         let ends = cast(
@@ -876,8 +891,9 @@ impl Operator for HashAggOperator {
                 }
             }
             let alive = group.rows > 0 || self.is_global();
-            if self.emits_on_close() {
-                // Emitted once, when the watermark closes the window.
+            if self.emits_on_close() && !self.window_closed(&group) {
+                // Emitted once, when the watermark closes the window (a
+                // kept late row updates it like any other group).
                 if alive {
                     self.groups.insert(key, group);
                 }
@@ -911,8 +927,26 @@ impl Operator for HashAggOperator {
         self.watermark = watermark;
         let open = self.closing.split_off(&(watermark.saturating_add(1)));
         let closed = std::mem::replace(&mut self.closing, open);
+        let keep = self.window.is_some_and(|w| w.keep_late);
         let mut emitted = Vec::new();
         for key in closed.into_values().flatten() {
+            if keep {
+                // State stays for late rows; the row goes out now.
+                if !self.emits_on_close() {
+                    continue;
+                }
+                let Some(mut group) = self.groups.remove(&key) else {
+                    continue;
+                };
+                if group.rows > 0 && group.last.is_none() {
+                    let values = self.evaluate(&mut group)?;
+                    emitted.push((Op::Insert, values.clone()));
+                    group.last = Some(values);
+                    self.dirty.insert(key.clone());
+                }
+                self.groups.insert(key, group);
+                continue;
+            }
             let Some(mut group) = self.groups.remove(&key) else {
                 continue;
             };
