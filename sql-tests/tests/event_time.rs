@@ -35,6 +35,31 @@ async fn insert_bids(client: &tokio_postgres::Client, start_s: i64) {
     .await;
 }
 
+/// A view of bids per auction and 10 s tumbling window, `WITH (options)`,
+/// optionally `EMIT ON WINDOW CLOSE`.
+async fn create_tumble_view(
+    client: &tokio_postgres::Client,
+    name: &str,
+    options: &str,
+    on_close: bool,
+) {
+    let emit = if on_close {
+        " EMIT ON WINDOW CLOSE"
+    } else {
+        ""
+    };
+    exec(
+        client,
+        &format!(
+            "CREATE MATERIALIZED VIEW {name} WITH ({options}) AS \
+             SELECT auction, window_start, window_end, count(*) AS bids, sum(price) AS total \
+             FROM tumble(bid, date_time, INTERVAL '10' SECOND) \
+             GROUP BY auction, window_start, window_end{emit}"
+        ),
+    )
+    .await;
+}
+
 /// Tumbling windows of 10 s, computed from the epoch seconds.
 const TUMBLE_ORACLE: &str = "SELECT auction, \
      CAST(to_timestamp_seconds(CAST(floor(extract(epoch FROM date_time) / 10) * 10 AS bigint)) AS timestamp) AS window_start, \
@@ -207,29 +232,14 @@ async fn emit_on_window_close_emits_closed_windows_once_and_drops_late_rows() {
     let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
     let client = server.connect().await.unwrap();
     exec(&client, BIDS).await;
-    exec(
-        &client,
-        "CREATE MATERIALIZED VIEW closed WITH (parallelism = 2) AS \
-         SELECT auction, window_start, window_end, count(*) AS bids, sum(price) AS total \
-         FROM tumble(bid, date_time, INTERVAL '10' SECOND) \
-         GROUP BY auction, window_start, window_end EMIT ON WINDOW CLOSE",
-    )
-    .await;
-    exec(
-        &client,
-        "CREATE MATERIALIZED VIEW updating WITH (parallelism = 2) AS \
-         SELECT auction, window_start, window_end, count(*) AS bids, sum(price) AS total \
-         FROM tumble(bid, date_time, INTERVAL '10' SECOND) \
-         GROUP BY auction, window_start, window_end",
-    )
-    .await;
+    create_tumble_view(&client, "closed", "parallelism = 2", true).await;
+    create_tumble_view(&client, "updating", "parallelism = 2", false).await;
     // With late_records = 'keep', late rows count (state is kept).
-    exec(
+    create_tumble_view(
         &client,
-        "CREATE MATERIALIZED VIEW closed_keep WITH (parallelism = 2, late_records = 'keep') AS \
-         SELECT auction, window_start, window_end, count(*) AS bids, sum(price) AS total \
-         FROM tumble(bid, date_time, INTERVAL '10' SECOND) \
-         GROUP BY auction, window_start, window_end EMIT ON WINDOW CLOSE",
+        "closed_keep",
+        "parallelism = 2, late_records = 'keep'",
+        true,
     )
     .await;
     insert_bids(&client, 0).await;
@@ -302,17 +312,8 @@ async fn window_state_and_watermark_survive_a_crash() {
     let client = server.connect().await.unwrap();
     exec(&client, BIDS).await;
     for backend in ["rocksdb", "memory"] {
-        exec(
-            &client,
-            &format!(
-                "CREATE MATERIALIZED VIEW closed_{backend} WITH (parallelism = 2, state_backend = '{backend}', \
-                 state_cache_keys = 4) AS \
-                 SELECT auction, window_start, window_end, count(*) AS bids, sum(price) AS total \
-                 FROM tumble(bid, date_time, INTERVAL '10' SECOND) \
-                 GROUP BY auction, window_start, window_end EMIT ON WINDOW CLOSE"
-            ),
-        )
-        .await;
+        let options = format!("parallelism = 2, state_backend = '{backend}', state_cache_keys = 4");
+        create_tumble_view(&client, &format!("closed_{backend}"), &options, true).await;
     }
     insert_bids(&client, 0).await;
     exec(&client, "FLUSH").await;
