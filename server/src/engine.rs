@@ -1280,30 +1280,8 @@ impl Engine {
             None => Table::new_in_memory(desc)?,
         };
         let resolver = RecordingResolver::new(self.relations.clone());
-        let blackhole = match options
-            .get("connector")
-            .map(|c| c.trim().to_ascii_lowercase())
-        {
-            None => false,
-            Some(c) if c == "blackhole" => true,
-            Some(other) => {
-                return Err(SqlError::new(
-                    "22023",
-                    format!("unknown sink connector \"{other}\" (expected 'blackhole')"),
-                ))
-            }
-        };
-        let keep_late = match options.get("late_records").map(|c| c.trim().to_ascii_lowercase()) {
-            None => false,
-            Some(c) if c == "drop" => false,
-            Some(c) if c == "keep" => true,
-            Some(other) => {
-                return Err(SqlError::new(
-                    "22023",
-                    format!("invalid value for option \"late_records\": \"{other}\" (expected 'drop' or 'keep')"),
-                ))
-            }
-        };
+        let blackhole = option_choice(options, "connector", &["table", "blackhole"])? == 1;
+        let keep_late = option_choice(options, "late_records", &["drop", "keep"])? == 1;
         let graph = StreamPlanner::new(&resolver, parallelism)
             .emit_on_window_close(emit_on_window_close)
             .blackhole(blackhole)
@@ -1808,6 +1786,31 @@ fn mod_udf() -> datafusion::logical_expr::ScalarUDF {
             })
         }),
     )
+}
+
+/// Which of `choices` a query option names (0, the default, when absent).
+fn option_choice(
+    options: &BTreeMap<String, String>,
+    name: &str,
+    choices: &[&str],
+) -> SqlResult<usize> {
+    let Some(value) = options.get(name) else {
+        return Ok(0);
+    };
+    let v = value.trim().to_ascii_lowercase();
+    choices.iter().position(|c| *c == v).ok_or_else(|| {
+        SqlError::new(
+            "22023",
+            format!(
+                "invalid value for option \"{name}\": \"{value}\" (expected {})",
+                choices
+                    .iter()
+                    .map(|c| format!("'{c}'"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+        )
+    })
 }
 
 /// `WITH (connector = ..., ...)` of a CREATE TABLE / SOURCE, lower-case keys.

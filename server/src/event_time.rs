@@ -117,7 +117,11 @@ pub fn extract_watermark(sql: &str) -> SqlResult<(String, Option<WatermarkSpec>)
     };
     // The expression runs to the next top-level comma or the closing
     // parenthesis of the column list.
-    let start = sig[at + 4.min(sig.len() - at - 1)];
+    let Some(&start) = sig.get(at + 4) else {
+        return Err(SqlError::syntax(
+            "syntax error: expected WATERMARK FOR <column> AS <expression>",
+        ));
+    };
     let mut depth = 0i32;
     let mut end = start;
     while end < tokens.len() {

@@ -60,6 +60,40 @@ async fn create_tumble_view(
     .await;
 }
 
+/// The input watermark of every aggregation subtask of `view`.
+async fn agg_watermarks(client: &tokio_postgres::Client, view: &str) -> Vec<Option<String>> {
+    rows(
+        client,
+        &format!(
+            "SELECT input_watermark_ms FROM system.tasks WHERE query = '{view}' AND operator LIKE '%Agg%'"
+        ),
+    )
+    .await
+    .into_iter()
+    .map(|r| r[0].clone())
+    .collect()
+}
+
+/// Waits until every aggregation subtask of `view` has the watermark
+/// `ts` (a timestamp literal), in epoch milliseconds.
+async fn await_agg_watermark(client: &tokio_postgres::Client, view: &str, ts: &str) {
+    let expected_ms = int(
+        client,
+        &format!("SELECT CAST(extract(epoch FROM TIMESTAMP '{ts}') * 1000 AS bigint)"),
+    )
+    .await
+    .to_string();
+    eventually(
+        &format!("watermark {ts} at the aggregation of {view}"),
+        std::time::Duration::from_secs(10),
+        || async {
+            let w = agg_watermarks(client, view).await;
+            !w.is_empty() && w.iter().all(|v| v.as_deref() == Some(expected_ms.as_str()))
+        },
+    )
+    .await;
+}
+
 /// Tumbling windows of 10 s, computed from the epoch seconds.
 const TUMBLE_ORACLE: &str = "SELECT auction, \
      CAST(to_timestamp_seconds(CAST(floor(extract(epoch FROM date_time) / 10) * 10 AS bigint)) AS timestamp) AS window_start, \
@@ -129,27 +163,7 @@ async fn tumble_and_hop_windows_in_both_forms_match_epoch_arithmetic() {
 
     // The watermark (last bid at 00:03:15, minus 4 s) reached every
     // operator downstream of the sources.
-    let expected_ms = int(
-        &client,
-        "SELECT CAST(extract(epoch FROM TIMESTAMP '2025-01-01 00:03:11') * 1000 AS bigint)",
-    )
-    .await;
-    eventually(
-        "the watermark to reach the aggregation",
-        std::time::Duration::from_secs(10),
-        || async {
-            let r = rows(
-                &client,
-                "SELECT input_watermark_ms FROM system.tasks \
-                 WHERE query = 'tumble_rw' AND operator LIKE '%Agg%'",
-            )
-            .await;
-            !r.is_empty()
-                && r.iter()
-                    .all(|row| row[0].as_deref() == Some(expected_ms.to_string().as_str()))
-        },
-    )
-    .await;
+    await_agg_watermark(&client, "tumble_rw", "2025-01-01 00:03:11").await;
     drop(client);
 }
 
@@ -203,25 +217,7 @@ async fn bad_watermarks_and_windows_are_refused_with_a_sqlstate() {
     )
     .await;
     exec(&client, "FLUSH").await;
-    let expected_ms = int(
-        &client,
-        "SELECT CAST(extract(epoch FROM TIMESTAMP '2025-01-01 00:00:09') * 1000 AS bigint)",
-    )
-    .await;
-    eventually(
-        "the restored table's watermark",
-        std::time::Duration::from_secs(10),
-        || async {
-            rows(
-                &client,
-                "SELECT input_watermark_ms FROM system.tasks WHERE query = 'wv' AND operator LIKE '%Agg%'",
-            )
-            .await
-            .iter()
-            .any(|r| r[0].as_deref() == Some(expected_ms.to_string().as_str()))
-        },
-    )
-    .await;
+    await_agg_watermark(&client, "wv", "2025-01-01 00:00:09").await;
     block_in_place(|| server.stop()).unwrap();
 }
 
@@ -371,39 +367,10 @@ async fn idle_source_subtasks_stop_holding_the_watermark_back() {
     )
     .await;
     exec(&client, "FLUSH").await;
-    let expected_ms = int(
-        &client,
-        "SELECT CAST(extract(epoch FROM TIMESTAMP '2025-01-01 00:00:04') * 1000 AS bigint)",
-    )
-    .await;
-    let agg_watermarks = |view: &'static str| {
-        let client = &client;
-        async move {
-            rows(
-                client,
-                &format!(
-                    "SELECT input_watermark_ms FROM system.tasks WHERE query = '{view}' AND operator LIKE '%Agg%'"
-                ),
-            )
-            .await
-            .into_iter()
-            .map(|r| r[0].clone())
-            .collect::<Vec<_>>()
-        }
-    };
-    eventually(
-        "the idle subtask to let the watermark through",
-        std::time::Duration::from_secs(10),
-        || async {
-            let w = agg_watermarks("flowing").await;
-            !w.is_empty()
-                && w.iter()
-                    .all(|v| v.as_deref() == Some(expected_ms.to_string().as_str()))
-        },
-    )
-    .await;
+    // The idle subtask lets the other's watermark through.
+    await_agg_watermark(&client, "flowing", "2025-01-01 00:00:04").await;
     // Without the timeout the empty subtask still holds it back.
-    let stalled = agg_watermarks("stalled").await;
+    let stalled = agg_watermarks(&client, "stalled").await;
     assert!(
         stalled.iter().all(|v| v.is_none()),
         "watermark moved without an idle timeout: {stalled:?}"

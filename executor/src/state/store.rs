@@ -91,18 +91,25 @@ impl SubtaskStore {
 
     /// Writes entries (a `None` value deletes).
     pub fn write(&self, entries: Vec<StateEntry>) -> ExecResult<()> {
-        if entries.is_empty() {
+        self.apply(
+            entries
+                .into_iter()
+                .map(|e| (store_key(e.key_group as usize, &e.key), e.value)),
+        )
+    }
+
+    /// Puts (`Some`) and deletes (`None`) by store key, in one batch.
+    fn apply(
+        &self,
+        entries: impl ExactSizeIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    ) -> ExecResult<()> {
+        if entries.len() == 0 {
             return Ok(());
         }
         self.empty.store(false, Ordering::Release);
         let guard = self.db.read();
         let db = guard.as_ref().expect("store open");
-        db.apply(
-            entries
-                .into_iter()
-                .map(|e| (store_key(e.key_group as usize, &e.key), e.value)),
-        )
-        .map_err(storage)
+        db.apply(entries).map_err(storage)
     }
 
     /// Writes what a snapshot produced and holds evictions until the
@@ -142,14 +149,7 @@ impl SubtaskStore {
 
     /// Adds entries read from elsewhere (a restore that redistributes).
     pub fn import(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> ExecResult<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        self.empty.store(false, Ordering::Release);
-        let guard = self.db.read();
-        let db = guard.as_ref().expect("store open");
-        db.apply(entries.into_iter().map(|(k, v)| (k, Some(v))))
-            .map_err(storage)
+        self.apply(entries.into_iter().map(|(k, v)| (k, Some(v))))
     }
 }
 
