@@ -161,7 +161,7 @@ pub(crate) async fn run(
         .map(|i| {
             Ok(Split {
                 reader: source.reader(i, &schema)?,
-                watermark: WatermarkGenerator::new(&table, metrics.clone()),
+                watermark: WatermarkGenerator::new(&table),
                 done: false,
             })
         })

@@ -140,6 +140,10 @@ impl OutputRouter {
     /// Queues a control message (aligned barrier, watermark, end of
     /// stream) for every channel.
     pub(crate) fn enqueue_broadcast(&mut self, msg: Message) {
+        if let (Message::Watermark(wm), Some(m)) = (&msg, &self.metrics) {
+            m.output_watermark
+                .store(*wm, std::sync::atomic::Ordering::Relaxed);
+        }
         for (e, edge) in self.edges.iter().enumerate() {
             for s in 0..edge.senders.len() {
                 self.pending.push_back((e, s, msg.clone()));

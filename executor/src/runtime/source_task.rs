@@ -95,15 +95,13 @@ impl Unsent {
 pub(crate) struct WatermarkGenerator {
     expr: Option<Arc<dyn PhysicalExpr>>,
     current: i64,
-    metrics: Arc<SubtaskMetrics>,
 }
 
 impl WatermarkGenerator {
-    pub(crate) fn new(table: &Table, metrics: Arc<SubtaskMetrics>) -> Self {
+    pub(crate) fn new(table: &Table) -> Self {
         WatermarkGenerator {
             expr: table.watermark_expr(),
             current: i64::MIN,
-            metrics,
         }
     }
 
@@ -129,7 +127,6 @@ impl WatermarkGenerator {
             return Ok(None);
         }
         self.current = max;
-        self.metrics.output_watermark.store(max, Ordering::Relaxed);
         Ok(Some(max))
     }
 }
@@ -158,7 +155,7 @@ pub(crate) async fn run(
     let mut cancel = coord.cancel_receiver((ids.node, ids.subtask));
     let metrics = coord.subtask_metrics((ids.node, ids.subtask));
     metrics.enter(TimeState::Busy);
-    let mut watermarks = WatermarkGenerator::new(&table, metrics.clone());
+    let mut watermarks = WatermarkGenerator::new(&table);
     let mut unsent = Unsent::default();
     let mut reader = match resume_after {
         Some(pos) => table.reader_from(pos)?,

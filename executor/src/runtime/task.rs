@@ -255,9 +255,6 @@ impl Task {
             self.router.enqueue_chunk(chunk)?;
         }
         if let Some(wm) = self.out.watermark.take() {
-            self.metrics
-                .output_watermark
-                .store(wm, std::sync::atomic::Ordering::Relaxed);
             self.router.enqueue_broadcast(Message::Watermark(wm));
         }
         Ok(())
