@@ -98,9 +98,9 @@ pub struct Table {
     inner: Mutex<Inner>,
     version_tx: watch::Sender<u64>,
     rows_through: RowsThrough,
-    /// A source over files (`connector = 'file'`): it holds no rows of its
-    /// own; streaming queries read the files.
-    file_source: Option<Arc<crate::connectors::FileSource>>,
+    /// A source (`connector = 'file' | 'nexmark' | 'datagen'`): it holds no
+    /// rows of its own; streaming queries read the connector.
+    connector: Option<Arc<dyn crate::connectors::SourceConnector>>,
 }
 
 /// How a write is checked before it is logged.
@@ -139,7 +139,7 @@ impl Table {
         Ok(Table {
             desc,
             result: false,
-            file_source: None,
+            connector: None,
             store,
             row_enc,
             pk_enc,
@@ -192,19 +192,19 @@ impl Table {
         Ok(Arc::new(table))
     }
 
-    /// A source over files: streaming queries read its files.
-    pub fn new_file_source(
+    /// A source: streaming queries read its connector.
+    pub fn new_source(
         desc: TableDesc,
-        source: Arc<crate::connectors::FileSource>,
+        connector: Arc<dyn crate::connectors::SourceConnector>,
     ) -> ExecResult<Arc<Table>> {
         let mut table = Table::build(desc, None)?;
-        table.file_source = Some(source);
+        table.connector = Some(connector);
         Ok(Arc::new(table))
     }
 
-    /// The files of a source table.
-    pub fn file_source(&self) -> Option<&Arc<crate::connectors::FileSource>> {
-        self.file_source.as_ref()
+    /// The connector of a source table.
+    pub fn connector(&self) -> Option<&Arc<dyn crate::connectors::SourceConnector>> {
+        self.connector.as_ref()
     }
 
     /// An in-memory table (tests; nothing survives a restart).
@@ -288,12 +288,13 @@ impl Table {
     /// Writes a chunk of changes. Returns the number of rows changed. For a
     /// durable table the change is synced to the log before it is applied.
     pub fn write(&self, chunk: Chunk, check: WriteCheck) -> ExecResult<u64> {
-        if self.file_source.is_some() {
+        if let Some(connector) = &self.connector {
             return Err(ExecError::user(
                 "42809",
                 format!(
-                    "cannot change source \"{}\": its rows come from its files",
-                    self.desc.name
+                    "cannot change source \"{}\": its rows come from its {} connector",
+                    self.desc.name,
+                    connector.name()
                 ),
             ));
         }

@@ -262,10 +262,11 @@ impl Engine {
                 watermark,
             };
             let table = match &meta.connector {
-                Some(options) => Table::new_file_source(
-                    desc,
-                    file_source(options).map_err(|e| anyhow::anyhow!("{}", e.message))?,
-                )?,
+                Some(options) => {
+                    let connector = source_connector(options, &desc.schema)
+                        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                    Table::new_source(desc, connector)?
+                }
                 None => Table::open_durable(desc, self.store.clone())?,
             };
             tracing::info!(table = %meta.name, rows = table.row_count(), "table recovered");
@@ -965,7 +966,11 @@ impl Engine {
         };
         let schema = meta.schema()?;
         let watermark_expr = self.watermark_expr(&meta)?;
-        let files = meta.connector.as_ref().map(file_source).transpose()?;
+        let connector = meta
+            .connector
+            .as_ref()
+            .map(|o| source_connector(o, &schema))
+            .transpose()?;
         let id = self.allocate_id()?;
         let meta = TableMeta { id, ..meta };
         let desc = TableDesc {
@@ -975,8 +980,8 @@ impl Engine {
             primary_key: meta.primary_key.clone(),
             watermark: watermark_expr,
         };
-        let table = match files {
-            Some(files) => Table::new_file_source(desc, files)?,
+        let table = match connector {
+            Some(connector) => Table::new_source(desc, connector)?,
             None => Table::open_durable(desc, self.store.clone())?,
         };
         self.store.put_catalog(
@@ -1842,10 +1847,35 @@ fn connector_options(
     if !out.contains_key("connector") {
         return Err(SqlError::new(
             "22023",
-            "a table's WITH options need a connector (connector = 'file')",
+            "a table's WITH options need a connector (connector = 'file', 'nexmark' or 'datagen')",
         ));
     }
     Ok(Some(out))
+}
+
+/// The connector of a source from its `WITH` options (checked against the
+/// source's columns).
+fn source_connector(
+    options: &BTreeMap<String, String>,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+) -> SqlResult<Arc<dyn weir_executor::connectors::SourceConnector>> {
+    use weir_executor::connectors::{DatagenSource, NexmarkSource};
+    let name = options
+        .get("connector")
+        .map(|v| v.trim().to_ascii_lowercase());
+    Ok(match name.as_deref() {
+        Some("file") | Some("filesystem") => file_source(options)?,
+        Some("nexmark") => NexmarkSource::from_options(options, schema)?,
+        Some("datagen") => DatagenSource::from_options(options, schema)?,
+        other => {
+            return Err(SqlError::new(
+                "22023",
+                format!(
+                    "unknown source connector {other:?} (expected 'file', 'nexmark' or 'datagen')"
+                ),
+            ))
+        }
+    })
 }
 
 /// The files of a `connector = 'file'` source.
@@ -1855,14 +1885,6 @@ fn file_source(
     use weir_executor::connectors::{FileFormat, FileSource};
     let get = |k: &str| options.get(k).map(|v| v.trim().to_string());
     let bad = |m: String| SqlError::new("22023", m);
-    match get("connector").as_deref() {
-        Some("file") | Some("filesystem") => {}
-        other => {
-            return Err(bad(format!(
-                "unknown source connector {other:?} (expected 'file')"
-            )))
-        }
-    }
     let known = ["connector", "path", "format", "header", "delimiter"];
     if let Some(k) = options.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(bad(format!(

@@ -14,10 +14,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
+use super::{OpenSplits, SourceConnector, SplitRead};
 use crate::error::{ExecError, ExecResult};
 
 /// Rows per batch read from a file.
-pub const FILE_BATCH_ROWS: usize = 8192;
+pub const FILE_BATCH_ROWS: usize = super::SOURCE_BATCH_ROWS;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileFormat {
@@ -98,6 +99,28 @@ impl FileSource {
     }
 }
 
+impl SourceConnector for FileSource {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    /// Files cannot seek to a row: every split opens at its start.
+    fn open(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        schema: &SchemaRef,
+        _position: u64,
+    ) -> ExecResult<OpenSplits> {
+        let splits = self
+            .splits_of(subtask, parallelism)
+            .into_iter()
+            .map(|i| Ok(Box::new(self.reader(i, schema)?) as Box<dyn SplitRead>))
+            .collect::<ExecResult<Vec<_>>>()?;
+        Ok(OpenSplits { splits, skipped: 0 })
+    }
+}
+
 /// Batches of one split.
 pub struct SplitReader {
     inner:
@@ -105,10 +128,10 @@ pub struct SplitReader {
     path: PathBuf,
 }
 
-impl SplitReader {
+impl SplitRead for SplitReader {
     /// The next batch; `None` at the end of the file. A malformed record is
     /// an error naming the file (SQLSTATE 22P04, like a bad COPY).
-    pub fn next_batch(&mut self) -> ExecResult<Option<RecordBatch>> {
+    fn next_batch(&mut self) -> ExecResult<Option<RecordBatch>> {
         match self.inner.next() {
             None => Ok(None),
             Some(Ok(b)) => Ok(Some(b)),

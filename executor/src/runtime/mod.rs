@@ -7,8 +7,8 @@
 mod bad_records;
 mod channel;
 mod checkpointer;
+mod connector_source_task;
 mod coordinator;
-mod file_source_task;
 mod restore;
 mod router;
 mod sink;

@@ -17,7 +17,7 @@ use super::router::{EdgeOut, OutputRouter};
 use super::sink::SinkStaging;
 use super::source_split::{rescaled_offsets, SourceSplit};
 use super::{
-    file_source_task, source_task, spawn_guarded, task, InputChannel, NoOp,
+    connector_source_task, source_task, spawn_guarded, task, InputChannel, NoOp,
     CHANNEL_CAPACITY_MESSAGES,
 };
 use crate::checkpoint::{CheckpointRecord, CheckpointStorage, LoadedState, StateBackendKind};
@@ -73,8 +73,8 @@ fn source_offsets(
 ) -> ExecResult<HashMap<SubtaskId, Resume>> {
     let mut out = HashMap::new();
     for node in &graph.nodes {
-        // File sources resume at their own offsets (no key-group rescale).
-        if !matches!(&node.kind, NodeKind::TableSource(t) if t.file_source().is_none()) {
+        // Connector sources resume at their own offsets (no key-group rescale).
+        if !matches!(&node.kind, NodeKind::TableSource(t) if t.connector().is_none()) {
             continue;
         }
         let old = record
@@ -198,7 +198,7 @@ pub(crate) fn spawn_subtasks(plan: SpawnPlan<'_>) -> ExecResult<Spawned> {
                 subtask,
             };
             let handle = match &node.kind {
-                NodeKind::TableSource(table) if table.file_source().is_some() => {
+                NodeKind::TableSource(table) if table.connector().is_some() => {
                     let (btx, brx) = mpsc::channel(16);
                     out.sources.push((node.id, subtask, btx));
                     out.source_tables.push((node.id, subtask, table.clone()));
@@ -209,7 +209,8 @@ pub(crate) fn spawn_subtasks(plan: SpawnPlan<'_>) -> ExecResult<Spawned> {
                                 return Err(ExecError::user(
                                     "0A000",
                                     format!(
-                                        "a file source ({}) cannot change its parallelism from a checkpoint",
+                                        "a {} source ({}) cannot change its parallelism from a checkpoint",
+                                        table.connector().map_or("connector", |c| c.name()),
                                         node.name
                                     ),
                                 ));
@@ -223,7 +224,7 @@ pub(crate) fn spawn_subtasks(plan: SpawnPlan<'_>) -> ExecResult<Spawned> {
                     };
                     let (table, par, c2) = (table.clone(), node.parallelism, coord.clone());
                     spawn_guarded(coord, site, async move {
-                        file_source_task::run(ids, table, par, resume, router, brx, c2).await
+                        connector_source_task::run(ids, table, par, resume, router, brx, c2).await
                     })
                 }
                 NodeKind::TableSource(table) => {

@@ -1,19 +1,24 @@
-//! The task of a file source subtask (`connector = 'file'`): reads its
-//! splits in turns of one batch each, emits the rows as inserts, and ends
-//! the stream when every split is read (downstream operators then close:
-//! every window fires).
+//! The task of a source subtask over a connector (`file`, `nexmark`,
+//! `datagen`; `connectors/`): reads its splits in turns of one batch each,
+//! emits the rows as inserts, and ends the stream when every split is done
+//! (downstream operators then close: every window fires). A source without
+//! an end runs until the query stops.
 //!
 //! Its checkpoint position is the number of rows it has emitted; resuming,
-//! it reads the same splits in the same order and skips that many rows.
+//! it opens the same splits at that position (a generator starts there, a
+//! file is read again from its start and the rows before it are skipped).
 //! Each split has its own watermark and the subtask emits their minimum
 //! over the splits not yet finished, so reading one split after another
 //! never makes the later one's rows late. Barriers go after the rows
-//! emitted so far (unaligned barriers too: a file can be read again), and
-//! `FLUSH` does not wait for the files to be read.
+//! emitted so far (unaligned barriers too: the rows can be produced again),
+//! and `FLUSH` does not wait for the source to end. A connector with a rate
+//! (`rows_per_second`) has its batches paced; barriers are served while it
+//! waits.
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::checkpointer::SourceCommand;
 use super::coordinator::Coordinator;
@@ -22,34 +27,52 @@ use super::source_task::WatermarkGenerator;
 use super::task::TaskIds;
 use crate::checkpoint::SubtaskSnapshot;
 use crate::chunk::Chunk;
-use crate::connectors::file::SplitReader;
+use crate::connectors::SplitRead;
 use crate::error::{ExecError, ExecResult};
 use crate::message::Message;
 use crate::metrics::{batch_bytes, SubtaskMetrics, TimeState};
 use crate::table::Table;
 
 struct Split {
-    reader: SplitReader,
+    reader: Box<dyn SplitRead>,
     watermark: WatermarkGenerator,
     done: bool,
 }
 
-struct FileSourceTask {
+/// Pacing of a source with a rate.
+struct Pace {
+    rows_per_second: f64,
+    since: Instant,
+    /// Rows emitted since `since`.
+    rows: u64,
+}
+
+impl Pace {
+    /// When the next batch may go, if not now.
+    fn wait_until(&self) -> Option<Instant> {
+        let due = self.since
+            + std::time::Duration::from_secs_f64(self.rows as f64 / self.rows_per_second);
+        (due > Instant::now()).then_some(due)
+    }
+}
+
+struct ConnectorSourceTask {
     ids: TaskIds,
     splits: Vec<Split>,
     /// Next split to read from.
     turn: usize,
-    /// Rows emitted since the start of the files.
+    /// Rows emitted since the start of the source.
     emitted: u64,
     /// Watermark last sent.
     sent_watermark: i64,
     /// The rest of a batch cut at a catch-up target: read next.
     pending: Option<(usize, Chunk)>,
+    pace: Option<Pace>,
     metrics: Arc<SubtaskMetrics>,
     router: OutputRouter,
 }
 
-impl FileSourceTask {
+impl ConnectorSourceTask {
     /// The next batch in turn; `None` when every split is done.
     fn next_batch(&mut self) -> ExecResult<Option<(usize, Chunk)>> {
         if let Some(p) = self.pending.take() {
@@ -75,7 +98,7 @@ impl FileSourceTask {
         while self.emitted < rows {
             let Some((i, chunk)) = self.next_batch()? else {
                 return Err(ExecError::internal(format!(
-                    "file source: checkpoint position {rows} is past the end of the files ({} rows)",
+                    "connector source: checkpoint position {rows} is past the end of the source ({} rows)",
                     self.emitted
                 )));
             };
@@ -95,6 +118,9 @@ impl FileSourceTask {
     /// Queues rows of split `i`, then the watermark if it rose.
     fn emit(&mut self, i: usize, chunk: Chunk) -> ExecResult<()> {
         self.emitted += chunk.num_rows() as u64;
+        if let Some(pace) = &mut self.pace {
+            pace.rows += chunk.num_rows() as u64;
+        }
         self.metrics
             .record_in(chunk.num_rows(), batch_bytes(&chunk.batch));
         self.splits[i].watermark.observe(&chunk)?;
@@ -136,6 +162,25 @@ impl FileSourceTask {
         }
         Ok(true)
     }
+
+    /// A barrier command: rows up to its catch-up target, then the
+    /// acknowledgement (position = rows emitted) and the barrier.
+    async fn on_command(&mut self, cmd: SourceCommand, coord: &Coordinator) -> ExecResult<()> {
+        if let Some(stop_at) = cmd.stop_at {
+            while self.emitted < stop_at && self.read_some(Some(stop_at))? {}
+        }
+        self.router.flush().await?;
+        coord.ack(
+            cmd.barrier.epoch,
+            SubtaskSnapshot {
+                node: self.ids.node,
+                subtask: self.ids.subtask,
+                source_offset: Some(self.emitted),
+                ..Default::default()
+            },
+        );
+        self.router.broadcast(Message::Barrier(cmd.barrier)).await
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -148,38 +193,45 @@ pub(crate) async fn run(
     mut commands: mpsc::Receiver<SourceCommand>,
     coord: Arc<Coordinator>,
 ) -> ExecResult<()> {
-    let source = table
-        .file_source()
+    let connector = table
+        .connector()
         .cloned()
-        .ok_or_else(|| ExecError::internal("file source task over a table without files"))?;
+        .ok_or_else(|| ExecError::internal("connector source task over a table without one"))?;
     let metrics = coord.subtask_metrics((ids.node, ids.subtask));
     metrics.enter(TimeState::Busy);
     let schema = table.schema();
-    let splits = source
-        .splits_of(ids.subtask, parallelism)
+    let position = resume_after.unwrap_or(0);
+    let opened = connector.open(ids.subtask, parallelism, &schema, position)?;
+    let splits = opened
+        .splits
         .into_iter()
-        .map(|i| {
-            Ok(Split {
-                reader: source.reader(i, &schema)?,
-                watermark: WatermarkGenerator::new(&table),
-                done: false,
-            })
+        .map(|reader| Split {
+            reader,
+            watermark: WatermarkGenerator::new(&table),
+            done: false,
         })
-        .collect::<ExecResult<Vec<_>>>()?;
-    let mut t = FileSourceTask {
+        .collect();
+    let mut t = ConnectorSourceTask {
         ids,
         splits,
         turn: 0,
-        emitted: 0,
+        emitted: opened.skipped,
         sent_watermark: i64::MIN,
         pending: None,
+        pace: None,
         metrics: metrics.clone(),
         router,
     };
     let mut cancel = coord.cancel_receiver((ids.node, ids.subtask));
-    if let Some(pos) = resume_after {
-        t.skip(pos)?;
-    }
+    t.skip(position)?;
+    t.pace = connector
+        .rows_per_second(parallelism)
+        .filter(|r| *r > 0.0)
+        .map(|rows_per_second| Pace {
+            rows_per_second,
+            since: Instant::now(),
+            rows: 0,
+        });
     coord.set_task((ids.node, ids.subtask), super::TaskState::Running);
     let mut more = true;
     loop {
@@ -189,22 +241,7 @@ pub(crate) async fn run(
         // Barriers first: they go after what was emitted so far.
         loop {
             match commands.try_recv() {
-                Ok(cmd) => {
-                    if let Some(stop_at) = cmd.stop_at {
-                        while t.emitted < stop_at && t.read_some(Some(stop_at))? {}
-                    }
-                    t.router.flush().await?;
-                    coord.ack(
-                        cmd.barrier.epoch,
-                        SubtaskSnapshot {
-                            node: t.ids.node,
-                            subtask: t.ids.subtask,
-                            source_offset: Some(t.emitted),
-                            ..Default::default()
-                        },
-                    );
-                    t.router.broadcast(Message::Barrier(cmd.barrier)).await?;
-                }
+                Ok(cmd) => t.on_command(cmd, &coord).await?,
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 // The query is stopping.
                 Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
@@ -212,6 +249,19 @@ pub(crate) async fn run(
         }
         if !more {
             break;
+        }
+        if let Some(until) = t.pace.as_ref().and_then(Pace::wait_until) {
+            metrics.enter(TimeState::Idle);
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => t.on_command(cmd, &coord).await?,
+                    None => return Ok(()),
+                },
+                _ = cancel.changed() => {}
+            }
+            metrics.enter(TimeState::Busy);
+            continue;
         }
         more = t.read_some(None)?;
         // Wait for room downstream (backpressure), or a barrier, or cancel.
