@@ -207,6 +207,13 @@ impl Table {
         self.connector.as_ref()
     }
 
+    /// Whether the table only ever gains rows: a source (its rows come from
+    /// a connector and cannot be updated or deleted). Operators downstream
+    /// may then keep less state (a top-N keeps only its top rows).
+    pub fn is_append_only(&self) -> bool {
+        self.connector.is_some()
+    }
+
     /// An in-memory table (tests; nothing survives a restart).
     pub fn new_in_memory(desc: TableDesc) -> ExecResult<Arc<Table>> {
         Ok(Arc::new(Table::build(desc, None)?))

@@ -15,6 +15,7 @@ use weir_executor::operators::filter::FilterOperator;
 use weir_executor::operators::hash_agg::{AggSpec, HashAggOperator, WindowSpec};
 use weir_executor::operators::hash_join::{HashJoinOperator, JoinKind};
 use weir_executor::operators::project::ProjectOperator;
+use weir_executor::operators::top_n::{OrderTerm, TopNOperator};
 use weir_executor::operators::union::UnionOperator;
 use weir_executor::operators::unnest::UnnestOperator;
 use weir_executor::operators::values::ValuesOperator;
@@ -37,6 +38,9 @@ struct Stream {
     /// Columns that identify a row for rebalancing (a table's primary key);
     /// `None` means the whole row.
     row_key: Option<Vec<Arc<dyn PhysicalExpr>>>,
+    /// Only inserts, never updates or deletes (rows of a source, final
+    /// window results, their inner joins).
+    append_only: bool,
 }
 
 pub struct StreamPlanner<'a> {
@@ -52,6 +56,9 @@ pub struct StreamPlanner<'a> {
     blackhole: bool,
     /// `late_records = 'keep'`: window aggregations count late rows.
     keep_late_records: bool,
+    /// Window nodes (by address) that a filter above limits to their first
+    /// rows (`ROW_NUMBER() ... <= n`), with n: planned as top-N.
+    top_n_limits: std::collections::HashMap<usize, usize>,
 }
 
 /// Whether column `name` of `plan`'s output is the end of a window: the
@@ -84,6 +91,83 @@ fn is_window_end(plan: &LogicalPlan, name: &str) -> bool {
         LogicalPlan::Filter(f) => is_window_end(&f.input, name),
         _ => false,
     }
+}
+
+/// The window node of `plan` computing `ROW_NUMBER()` as column `name`,
+/// followed through projections, aliases and filters.
+fn row_number_window(plan: &LogicalPlan, name: &str) -> Option<usize> {
+    let through = |e: &Expr, input: &LogicalPlan| match e {
+        Expr::Alias(a) => match a.expr.as_ref() {
+            Expr::Column(c) => row_number_window(input, &c.name),
+            _ => None,
+        },
+        Expr::Column(c) => row_number_window(input, &c.name),
+        _ => None,
+    };
+    match plan {
+        LogicalPlan::Projection(p) => p
+            .expr
+            .iter()
+            .zip(p.schema.fields())
+            .find(|(_, f)| f.name() == name)
+            .and_then(|(e, _)| through(e, &p.input)),
+        LogicalPlan::SubqueryAlias(s) => row_number_window(&s.input, name),
+        LogicalPlan::Filter(f) => row_number_window(&f.input, name),
+        LogicalPlan::Window(w) => {
+            let first = w.input.schema().fields().len();
+            let i = w.schema.fields().iter().position(|f| f.name() == name)?;
+            let e = w.window_expr.get(i.checked_sub(first)?)?;
+            match e.clone().unalias() {
+                Expr::WindowFunction(wf) if wf.fun.name() == "row_number" => {
+                    Some(plan as *const LogicalPlan as usize)
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// If a conjunct of `predicate` bounds a `ROW_NUMBER()` column of `input`
+/// from above (`rn <= n`, `rn < n`, `rn = 1`, or reversed), the window
+/// node computing it and the number of rows it keeps.
+fn row_number_limit(predicate: &Expr, input: &LogicalPlan) -> Option<(usize, usize)> {
+    use datafusion::logical_expr::{BinaryExpr, Operator as BinOp};
+    let mut best: Option<(usize, usize)> = None;
+    for conjunct in datafusion::logical_expr::utils::split_conjunction(predicate) {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = conjunct else {
+            continue;
+        };
+        let (column, op, value) = match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(c), Expr::Literal(v, _)) => (c, *op, v),
+            (Expr::Literal(v, _), Expr::Column(c)) => match op.swap() {
+                Some(op) => (c, op, v),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let Ok(datafusion::common::ScalarValue::Int64(Some(n))) = value.cast_to(&DataType::Int64)
+        else {
+            continue;
+        };
+        let limit = match op {
+            BinOp::LtEq => n,
+            BinOp::Lt => n - 1,
+            BinOp::Eq if n == 1 => 1,
+            _ => continue,
+        };
+        if limit < 1 {
+            continue;
+        }
+        if let Some(window) = row_number_window(input, &column.name) {
+            let limit = limit as usize;
+            best = Some(match best {
+                Some((_, l)) if l <= limit => (window, l),
+                _ => (window, limit),
+            });
+        }
+    }
+    best
 }
 
 /// Arrow schema of a plan node, every field nullable (results of outer
@@ -131,6 +215,7 @@ impl<'a> StreamPlanner<'a> {
             window_aggregations: 0,
             blackhole: false,
             keep_late_records: false,
+            top_n_limits: Default::default(),
         }
     }
 
@@ -268,6 +353,7 @@ impl<'a> StreamPlanner<'a> {
                     parallelism: self.parallelism,
                     schema: full_df.clone(),
                     row_key,
+                    append_only: table.is_append_only(),
                 };
                 for f in &scan.filters {
                     stream = self.filter(stream, f)?;
@@ -312,6 +398,10 @@ impl<'a> StreamPlanner<'a> {
                 self.project(input, exprs, schema, detail, p.schema.clone())
             }
             LogicalPlan::Filter(f) => {
+                if let Some((window, limit)) = row_number_limit(&f.predicate, &f.input) {
+                    self.top_n_limits.insert(window, limit);
+                }
+                // The filter stays: it is true for every row a top-N emits.
                 let input = self.build(&f.input)?;
                 self.filter(input, &f.predicate)
             }
@@ -342,17 +432,56 @@ impl<'a> StreamPlanner<'a> {
                     parallelism: par,
                     schema: u.schema.clone(),
                     row_key: None,
+                    append_only: inputs.iter().all(|i| i.append_only),
                 })
             }
-            LogicalPlan::Sort(sort) => {
-                if sort.fetch.is_some() {
-                    return unsupported("ORDER BY ... LIMIT (top-N)");
-                }
+            LogicalPlan::Sort(sort) => match sort.fetch {
+                Some(n) => self.top_n(
+                    &sort.input,
+                    &[],
+                    &sort.expr,
+                    n,
+                    &sort.input.schema().clone(),
+                ),
                 // A result table is a set of rows: ordering does not change it.
-                self.build(&sort.input)
+                None => self.build(&sort.input),
+            },
+            LogicalPlan::Limit(limit) => {
+                use datafusion::logical_expr::{FetchType, SkipType};
+                match (
+                    limit.get_skip_type()?,
+                    limit.get_fetch_type()?,
+                    limit.input.as_ref(),
+                ) {
+                    (
+                        SkipType::Literal(0),
+                        FetchType::Literal(Some(n)),
+                        LogicalPlan::Sort(sort),
+                    ) => {
+                        let n = sort.fetch.map_or(n, |f| f.min(n));
+                        self.top_n(
+                            &sort.input,
+                            &[],
+                            &sort.expr,
+                            n,
+                            &sort.input.schema().clone(),
+                        )
+                    }
+                    _ => unsupported("LIMIT without ORDER BY, or with OFFSET"),
+                }
             }
-            LogicalPlan::Limit(_) => unsupported("LIMIT"),
-            LogicalPlan::Window(_) => unsupported("window functions (OVER)"),
+            LogicalPlan::Window(w) => {
+                match self
+                    .top_n_limits
+                    .get(&(plan as *const LogicalPlan as usize))
+                {
+                    Some(&limit) => self.window_top_n(w, limit),
+                    None => unsupported(
+                        "window functions (OVER) other than ROW_NUMBER() limited by a filter \
+                         (WHERE rn <= n: top-N)",
+                    ),
+                }
+            }
             LogicalPlan::Distinct(_) => unsupported("DISTINCT ON"),
             LogicalPlan::Values(v) => {
                 let schema = arrow_schema(&v.schema);
@@ -424,6 +553,7 @@ impl<'a> StreamPlanner<'a> {
                     parallelism: par,
                     schema: u.schema.clone(),
                     row_key: None,
+                    append_only: input.append_only,
                 })
             }
             LogicalPlan::EmptyRelation(e) => {
@@ -463,6 +593,7 @@ impl<'a> StreamPlanner<'a> {
             parallelism: 1,
             schema,
             row_key: None,
+            append_only: true,
         })
     }
 
@@ -485,6 +616,7 @@ impl<'a> StreamPlanner<'a> {
             parallelism: par,
             schema: df_schema,
             row_key: None,
+            append_only: input.append_only,
         })
     }
 
@@ -505,6 +637,7 @@ impl<'a> StreamPlanner<'a> {
             parallelism: par,
             schema: input.schema,
             row_key: input.row_key,
+            append_only: input.append_only,
         })
     }
 
@@ -606,6 +739,107 @@ impl<'a> StreamPlanner<'a> {
             parallelism: par,
             schema: agg.schema.clone(),
             row_key: None,
+            append_only: window.is_some_and(|w| w.emit_on_close && !w.keep_late),
+        })
+    }
+
+    /// `ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..)` of a window node
+    /// whose rows a filter limits to the first `limit`.
+    fn window_top_n(
+        &mut self,
+        w: &datafusion::logical_expr::Window,
+        limit: usize,
+    ) -> PlanResult<Stream> {
+        let [expr] = w.window_expr.as_slice() else {
+            return unsupported("several window functions in one OVER clause with a top-N");
+        };
+        let Expr::WindowFunction(wf) = expr.clone().unalias() else {
+            return unsupported("this window expression");
+        };
+        self.top_n(
+            &w.input,
+            &wf.params.partition_by,
+            &wf.params.order_by,
+            limit,
+            &w.schema,
+        )
+    }
+
+    /// The first `limit` rows of `input` per partition in `order_by`;
+    /// `schema` is the input's plus, for `ROW_NUMBER()`, the row number.
+    fn top_n(
+        &mut self,
+        input: &LogicalPlan,
+        partition_by: &[Expr],
+        order_by: &[datafusion::logical_expr::SortExpr],
+        limit: usize,
+        out_schema: &DFSchemaRef,
+    ) -> PlanResult<Stream> {
+        let input = self.build(input)?;
+        let in_schema = self.node_schema(&input);
+        let partition = partition_by
+            .iter()
+            .map(|e| physical(&self.props, e, &input.schema))
+            .collect::<PlanResult<Vec<_>>>()?;
+        let order = order_by
+            .iter()
+            .map(|s| {
+                Ok((
+                    physical(&self.props, &s.expr, &input.schema)?,
+                    !s.asc,
+                    s.nulls_first,
+                ))
+            })
+            .collect::<PlanResult<Vec<_>>>()?;
+        let schema = arrow_schema(out_schema);
+        let global = partition.is_empty();
+        let par = if global { 1 } else { self.parallelism };
+        let append_only = input.append_only;
+        let detail = format!(
+            "partition=[{}] order=[{}] limit={limit}{}",
+            partition_by
+                .iter()
+                .map(|e| e.human_display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            order_by
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if append_only { " append_only" } else { "" }
+        );
+        let (p2, s2, is2) = (partition.clone(), schema.clone(), in_schema.clone());
+        let node = self.operator("StreamTopN", detail, par, schema, move || {
+            let order = order
+                .iter()
+                .map(|(expr, descending, nulls_first)| OrderTerm {
+                    expr: expr.clone(),
+                    descending: *descending,
+                    nulls_first: *nulls_first,
+                })
+                .collect();
+            Ok(Box::new(TopNOperator::new(
+                p2.clone(),
+                order,
+                limit,
+                append_only,
+                &is2,
+                s2.clone(),
+            )?))
+        });
+        let partitioning = if global {
+            Partitioning::Single
+        } else {
+            Partitioning::Hash(partition)
+        };
+        self.graph.connect(input.node, node, 0, partitioning);
+        Ok(Stream {
+            node,
+            parallelism: par,
+            schema: out_schema.clone(),
+            row_key: None,
+            append_only: false,
         })
     }
 
@@ -698,6 +932,7 @@ impl<'a> StreamPlanner<'a> {
             parallelism: par,
             schema: join.schema.clone(),
             row_key: None,
+            append_only: kind == JoinKind::Inner && left.append_only && right.append_only,
         })
     }
 }

@@ -109,6 +109,36 @@ const VIEWS: &[View] = &[
         before_data: false,
     },
     View {
+        name: "a_top3_by_k",
+        definition: "SELECT k, id, v, rn FROM (SELECT k, id, v, \
+                     ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC NULLS LAST, id) AS rn \
+                     FROM a) t WHERE rn <= 3",
+        adhoc: None,
+        before_data: true,
+    },
+    View {
+        name: "b_last_by_k",
+        definition: "SELECT id, k, w FROM (SELECT *, \
+                     ROW_NUMBER() OVER (PARTITION BY k ORDER BY id DESC) AS rn FROM b) t \
+                     WHERE rn = 1",
+        adhoc: None,
+        before_data: false,
+    },
+    View {
+        name: "ab_top2",
+        definition: "SELECT * FROM (SELECT a.id, b.id AS b_id, a.v, \
+                     ROW_NUMBER() OVER (ORDER BY a.v, a.id, b.id) AS rn \
+                     FROM a JOIN b ON a.k = b.k) t WHERE 2 >= rn",
+        adhoc: None,
+        before_data: false,
+    },
+    View {
+        name: "a_top5",
+        definition: "SELECT id, v, s FROM a ORDER BY v DESC NULLS LAST, id LIMIT 5",
+        adhoc: None,
+        before_data: false,
+    },
+    View {
         name: "a_by_k_hist",
         definition: "SELECT cnt, count(*) AS groups FROM a_by_k GROUP BY cnt",
         adhoc: Some(

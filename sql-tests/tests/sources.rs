@@ -107,7 +107,38 @@ async fn file_source_windows_fire_at_the_end_and_survive_a_restart() {
          SELECT auction, price * 2 AS p FROM bid",
     )
     .await;
-    for q in ["w", "bh"] {
+    // Top 3 bids per auction and the last bid per auction: over a source,
+    // the top-N keeps only its top rows (append-only input).
+    let top3 = "SELECT * FROM (SELECT auction, price, date_time, ROW_NUMBER() OVER \
+         (PARTITION BY auction ORDER BY price DESC, date_time) AS rn FROM {t}) x WHERE rn <= 3";
+    let last = "SELECT auction, price FROM (SELECT auction, price, ROW_NUMBER() OVER \
+         (PARTITION BY auction ORDER BY date_time DESC, price) AS rn FROM {t}) x WHERE rn = 1";
+    let plan = weir_sql_tests::sql::rows(
+        &client,
+        &format!(
+            "EXPLAIN CREATE MATERIALIZED VIEW t3 AS {}",
+            top3.replace("{t}", "bid")
+        ),
+    )
+    .await;
+    assert!(
+        plan.iter().any(|r| r
+            .iter()
+            .flatten()
+            .any(|c| c.contains("StreamTopN") && c.contains("append_only"))),
+        "{plan:?}"
+    );
+    for (name, sql) in [("top3", top3), ("last_bid", last)] {
+        exec(
+            &client,
+            &format!(
+                "CREATE MATERIALIZED VIEW {name} WITH (parallelism = 2) AS {}",
+                sql.replace("{t}", "bid")
+            ),
+        )
+        .await;
+    }
+    for q in ["w", "bh", "top3", "last_bid"] {
         eventually(
             "the query to read all files",
             Duration::from_secs(30),
@@ -119,6 +150,8 @@ async fn file_source_windows_fire_at_the_end_and_survive_a_restart() {
     // The end of the files closed every window, the last ones included.
     let oracle = windowed.replace("{t}", "bid_t");
     assert_view_matches(&client, "w", &oracle).await;
+    assert_view_matches(&client, "top3", &top3.replace("{t}", "bid_t")).await;
+    assert_view_matches(&client, "last_bid", &last.replace("{t}", "bid_t")).await;
     // The blackhole read every row and kept none.
     assert_eq!(int(&client, "SELECT count(*) FROM bh").await, 0);
     let sunk = int(
@@ -142,6 +175,7 @@ async fn file_source_windows_fire_at_the_end_and_survive_a_restart() {
     .await;
     exec(&client, "FLUSH").await;
     assert_view_matches(&client, "w", &oracle).await;
+    assert_view_matches(&client, "top3", &top3.replace("{t}", "bid_t")).await;
 
     // Sources take no writes; bad definitions are refused.
     for (sql, code) in [

@@ -6,6 +6,7 @@ pub mod hash_agg;
 pub mod hash_join;
 pub mod project;
 pub mod state_codec;
+pub mod top_n;
 pub mod union;
 pub mod unnest;
 pub mod values;
