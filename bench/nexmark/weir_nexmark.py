@@ -16,6 +16,11 @@ window aggregations emit each window once.
 - result mode (--result FILE): a materialized view; when it has finished,
   FLUSH and write its rows, normalised and sorted as compare.py expects.
 
+With --generator --events N (instead of --data) the sources are Weir's
+built-in nexmark generator (`connector = 'nexmark'`, 'nexmark.event.num' =
+N): the same rows as gen.sh's files for N events, made in the source
+subtasks; the end of the N events ends the stream.
+
 Prints one line for run_flink.sh's RUNNER protocol:
   engine=weir query=qN events=N par=P exec_s=X status=ok peak_rss_mb=M
 """
@@ -49,6 +54,15 @@ def table_path(data, table):
     if os.path.isdir(d):
         return d
     return os.path.join(data, f"{table}.csv")
+
+
+def source_with(args, table):
+    """The WITH options of source `table`: the files under --data, or the
+    nexmark generator for --events events."""
+    if args.generator:
+        return (f"connector = 'nexmark', 'nexmark.table.type' = '{table}', "
+                f"'nexmark.event.num' = '{args.events}'")
+    return f"connector = 'file', path = '{table_path(args.data, table)}', format = 'csv'"
 
 
 def events_of(data):
@@ -128,7 +142,9 @@ def wait_finished(c, name, srv, timeout):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--data", help="the gen.sh data directory (file sources)")
+    ap.add_argument("--generator", action="store_true", help="built-in nexmark sources instead of files")
+    ap.add_argument("--events", type=int, help="with --generator: events of all types")
     ap.add_argument("--query", required=True)
     ap.add_argument("--par", type=int, default=2)
     ap.add_argument("--result", metavar="FILE")
@@ -137,7 +153,9 @@ def main():
     args = ap.parse_args()
     os.environ.setdefault("WEIR_BIN", os.path.expanduser("~/.cache/weir-target-release/release/weir"))
     select = with_window_emission(query_select(args.queries_dir, args.query))
-    events = events_of(args.data)
+    if args.generator != (args.events is not None) or args.generator == bool(args.data):
+        ap.error("give --data DIR, or --generator --events N")
+    events = args.events if args.generator else events_of(args.data)
     status, exec_s, rows_out = "failed", float("nan"), None
     with wb.Server(f"nexmark-{args.query}", log_level="warn") as srv:
         srv.launch()
@@ -145,7 +163,7 @@ def main():
             for t, cols in SOURCES.items():
                 c.execute(
                     f"CREATE SOURCE {t} ({cols}, WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) "
-                    f"WITH (connector = 'file', path = '{table_path(args.data, t)}', format = 'csv')")
+                    f"WITH ({source_with(args, t)})")
             name = args.query
             if args.result:
                 ddl = f"CREATE MATERIALIZED VIEW {name} WITH (parallelism = {args.par}) AS {select}"

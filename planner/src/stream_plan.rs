@@ -15,6 +15,7 @@ use weir_executor::operators::filter::FilterOperator;
 use weir_executor::operators::hash_agg::{AggSpec, HashAggOperator, WindowSpec};
 use weir_executor::operators::hash_join::{HashJoinOperator, JoinKind};
 use weir_executor::operators::project::ProjectOperator;
+use weir_executor::operators::session_window::SessionWindowOperator;
 use weir_executor::operators::top_n::{OrderTerm, TopNOperator};
 use weir_executor::operators::union::UnionOperator;
 use weir_executor::operators::unnest::UnnestOperator;
@@ -23,6 +24,7 @@ use weir_executor::table::Table;
 use weir_executor::ExecResult;
 
 use crate::error::{unsupported, PlanResult};
+use crate::session_window::SessionWindowTable;
 use crate::PlanError;
 
 /// Finds the live table behind a table reference of the logical plan.
@@ -317,69 +319,27 @@ impl<'a> StreamPlanner<'a> {
     fn build(&mut self, plan: &LogicalPlan) -> PlanResult<Stream> {
         match plan {
             LogicalPlan::TableScan(scan) => {
-                let Some(table) = self.resolver.resolve(&scan.table_name) else {
-                    return unsupported(format!("reading \"{}\"", scan.table_name));
-                };
                 if scan.fetch.is_some() {
                     return unsupported("LIMIT");
                 }
-                let table_schema = table.schema();
-                // Every subtask of the source reads its share of the
-                // table's key groups (see the executor's source_split).
-                let src = self.graph.add_node(
-                    "StreamTableScan",
-                    table.desc.name.clone(),
-                    self.parallelism,
-                    table_schema.clone(),
-                    NodeKind::TableSource(table.clone()),
-                );
-                let full_df = Arc::new(DFSchema::try_from_qualified_schema(
-                    scan.table_name.clone(),
-                    &table_schema,
-                )?);
-                let row_key = (!table.desc.primary_key.is_empty()).then(|| {
-                    table
-                        .desc
-                        .primary_key
-                        .iter()
-                        .map(|i| {
-                            Arc::new(Column::new(table_schema.field(*i).name(), *i))
-                                as Arc<dyn PhysicalExpr>
-                        })
-                        .collect()
-                });
-                let mut stream = Stream {
-                    node: src,
-                    parallelism: self.parallelism,
-                    schema: full_df.clone(),
-                    row_key,
-                    append_only: table.is_append_only(),
+                let session = datafusion::datasource::source_as_provider(&scan.source)
+                    .ok()
+                    .filter(|p| p.is::<SessionWindowTable>());
+                let stream = match session {
+                    Some(provider) => {
+                        let sw = provider
+                            .downcast_ref::<SessionWindowTable>()
+                            .expect("checked");
+                        self.session_window(sw, scan)?
+                    }
+                    None => {
+                        let Some(table) = self.resolver.resolve(&scan.table_name) else {
+                            return unsupported(format!("reading \"{}\"", scan.table_name));
+                        };
+                        self.table_scan(&table, &scan.table_name)?
+                    }
                 };
-                for f in &scan.filters {
-                    stream = self.filter(stream, f)?;
-                }
-                if let Some(proj) = &scan.projection {
-                    let exprs: Vec<Arc<dyn PhysicalExpr>> = proj
-                        .iter()
-                        .map(|i| {
-                            Arc::new(Column::new(table_schema.field(*i).name(), *i))
-                                as Arc<dyn PhysicalExpr>
-                        })
-                        .collect();
-                    let schema = arrow_schema(&scan.projected_schema);
-                    let names: Vec<String> = proj
-                        .iter()
-                        .map(|i| table_schema.field(*i).name().clone())
-                        .collect();
-                    stream = self.project(
-                        stream,
-                        exprs,
-                        schema,
-                        names.join(", "),
-                        scan.projected_schema.clone(),
-                    )?;
-                }
-                Ok(stream)
+                self.scan_filters_and_projection(stream, scan)
             }
             LogicalPlan::Projection(p) => {
                 let input = self.build(&p.input)?;
@@ -576,6 +536,144 @@ impl<'a> StreamPlanner<'a> {
                     .unwrap_or("plan")
             )),
         }
+    }
+
+    /// Every row of `table`, as a stream with the table's full schema
+    /// qualified by `name`.
+    fn table_scan(&mut self, table: &Arc<Table>, name: &TableReference) -> PlanResult<Stream> {
+        let table_schema = table.schema();
+        // Every subtask of the source reads its share of the table's key
+        // groups (see the executor's source_split).
+        let src = self.graph.add_node(
+            "StreamTableScan",
+            table.desc.name.clone(),
+            self.parallelism,
+            table_schema.clone(),
+            NodeKind::TableSource(table.clone()),
+        );
+        let row_key = (!table.desc.primary_key.is_empty()).then(|| {
+            table
+                .desc
+                .primary_key
+                .iter()
+                .map(|i| {
+                    Arc::new(Column::new(table_schema.field(*i).name(), *i))
+                        as Arc<dyn PhysicalExpr>
+                })
+                .collect()
+        });
+        Ok(Stream {
+            node: src,
+            parallelism: self.parallelism,
+            schema: Arc::new(DFSchema::try_from_qualified_schema(
+                name.clone(),
+                &table_schema,
+            )?),
+            row_key,
+            append_only: table.is_append_only(),
+        })
+    }
+
+    /// The filters and the projection pushed into a scan, over the stream
+    /// of all its columns.
+    fn scan_filters_and_projection(
+        &mut self,
+        mut stream: Stream,
+        scan: &datafusion::logical_expr::TableScan,
+    ) -> PlanResult<Stream> {
+        for f in &scan.filters {
+            stream = self.filter(stream, f)?;
+        }
+        if let Some(proj) = &scan.projection {
+            let full = self.node_schema(&stream);
+            let exprs: Vec<Arc<dyn PhysicalExpr>> = proj
+                .iter()
+                .map(|i| Arc::new(Column::new(full.field(*i).name(), *i)) as Arc<dyn PhysicalExpr>)
+                .collect();
+            let schema = arrow_schema(&scan.projected_schema);
+            let names: Vec<String> = proj.iter().map(|i| full.field(*i).name().clone()).collect();
+            stream = self.project(
+                stream,
+                exprs,
+                schema,
+                names.join(", "),
+                scan.projected_schema.clone(),
+            )?;
+        }
+        Ok(stream)
+    }
+
+    /// `session_window(t, ts, gap, keys...)`: the table's rows through a
+    /// session-assigning operator, partitioned by the keys.
+    fn session_window(
+        &mut self,
+        sw: &SessionWindowTable,
+        scan: &datafusion::logical_expr::TableScan,
+    ) -> PlanResult<Stream> {
+        let name = TableReference::bare(sw.input.clone());
+        let Some(table) = self.resolver.resolve(&name) else {
+            return unsupported(format!("reading \"{}\"", sw.input));
+        };
+        if table.desc.watermark.is_none() {
+            return Err(PlanError::Unsupported(format!(
+                "SESSION windows on \"{}\", which has no WATERMARK: sessions close when the \
+                 watermark passes them",
+                sw.input
+            )));
+        }
+        let input = self.table_scan(&table, &name)?;
+        let in_schema = self.node_schema(&input);
+        let partition: Vec<Arc<dyn PhysicalExpr>> = sw
+            .partition
+            .iter()
+            .map(|i| Arc::new(Column::new(in_schema.field(*i).name(), *i)) as Arc<dyn PhysicalExpr>)
+            .collect();
+        let full = Arc::new(DFSchema::try_from_qualified_schema(
+            scan.table_name.clone(),
+            &scan.source.schema(),
+        )?);
+        let schema = arrow_schema(&full);
+        let global = partition.is_empty();
+        let par = if global { 1 } else { self.parallelism };
+        let detail = format!(
+            "partition=[{}] time={} gap={}ms",
+            partition
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            in_schema.field(sw.ts_col).name(),
+            sw.gap_ms
+        );
+        let (p2, s2, is2, ts_col, gap) = (
+            partition.clone(),
+            schema.clone(),
+            in_schema.clone(),
+            sw.ts_col,
+            sw.gap_ms,
+        );
+        let node = self.operator("StreamSessionWindow", detail, par, schema, move || {
+            Ok(Box::new(SessionWindowOperator::new(
+                p2.clone(),
+                ts_col,
+                gap,
+                &is2,
+                s2.clone(),
+            )?))
+        });
+        let partitioning = if global {
+            Partitioning::Single
+        } else {
+            Partitioning::Hash(partition)
+        };
+        self.graph.connect(input.node, node, 0, partitioning);
+        Ok(Stream {
+            node,
+            parallelism: par,
+            schema: full,
+            row_key: None,
+            append_only: true,
+        })
     }
 
     fn values(&mut self, batch: RecordBatch, schema: DFSchemaRef) -> PlanResult<Stream> {

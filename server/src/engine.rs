@@ -194,6 +194,14 @@ impl Engine {
         ctx.register_udf(pg_sleep_udf());
         ctx.register_udf(crate::fail_if::fail_if_udf());
         ctx.register_udf(mod_udf());
+        // SESSION windows (rewritten into this table function).
+        let lookup = relations.clone();
+        ctx.register_udtf(
+            "session_window",
+            Arc::new(weir_planner::session_window::SessionWindowFunction::new(
+                Arc::new(move |name: &str| lookup.read().get(name).cloned()),
+            )),
+        );
         let default_parallelism = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);

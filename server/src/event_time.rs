@@ -240,6 +240,59 @@ struct WindowCall {
 enum WindowKind {
     Tumble { size: i64 },
     Hop { slide: i64, size: i64 },
+    Session { gap: i64, partition: Vec<String> },
+}
+
+/// An identifier as the catalog names it: unquoted ones lower-cased.
+fn ident(t: &Token) -> Option<String> {
+    match t {
+        Token::Word(w) if w.quote_style.is_some() => Some(w.value.clone()),
+        Token::Word(w) => Some(w.value.to_lowercase()),
+        _ => None,
+    }
+}
+
+/// `TABLE t [PARTITION BY k | PARTITION BY (k1, k2)]` of a SESSION call:
+/// the table and the partition columns.
+fn session_table_arg(arg: &[Token]) -> SqlResult<(String, Vec<String>)> {
+    let sig: Vec<&Token> = arg
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let bad = || {
+        SqlError::syntax(
+            "syntax error: SESSION's first argument is TABLE t [PARTITION BY k | PARTITION BY (k1, k2)]",
+        )
+    };
+    if sig.len() < 2 || !is_word(sig[0], "table") {
+        return Err(bad());
+    }
+    let table = ident(sig[1]).ok_or_else(bad)?;
+    let rest = &sig[2..];
+    if rest.is_empty() {
+        return Ok((table, Vec::new()));
+    }
+    if rest.len() < 3 || !is_word(rest[0], "partition") || !is_word(rest[1], "by") {
+        return Err(bad());
+    }
+    let keys: Vec<&Token> = match rest[2..] {
+        [Token::LParen, ref inner @ .., Token::RParen] => inner.to_vec(),
+        ref single => single.to_vec(),
+    };
+    let mut partition = Vec::new();
+    for (i, t) in keys.iter().enumerate() {
+        if i % 2 == 1 {
+            if !matches!(t, Token::Comma) {
+                return Err(bad());
+            }
+        } else {
+            partition.push(ident(t).ok_or_else(bad)?);
+        }
+    }
+    if partition.is_empty() || keys.len() % 2 == 0 {
+        return Err(bad());
+    }
+    Ok((table, partition))
 }
 
 /// Argument text without a leading `TABLE` / inside `DESCRIPTOR(...)`.
@@ -260,7 +313,8 @@ fn plain_arg(arg: &[Token], prefix: &str) -> String {
 fn find_window_call(tokens: &[Token], from: usize) -> SqlResult<Option<WindowCall>> {
     let mut i = from;
     while i < tokens.len() {
-        let is_window = is_word(&tokens[i], "tumble") || is_word(&tokens[i], "hop");
+        let is_session = is_word(&tokens[i], "session");
+        let is_window = is_word(&tokens[i], "tumble") || is_word(&tokens[i], "hop") || is_session;
         // Preceded by FROM, JOIN, a comma or `TABLE(`: a table function.
         let prev = (0..i)
             .rev()
@@ -285,6 +339,31 @@ fn find_window_call(tokens: &[Token], from: usize) -> SqlResult<Option<WindowCal
                     }
                 }
             }
+            if is_session {
+                // Only Flink's form, `TABLE(SESSION(...))`: a bare
+                // `session(` may be anything else.
+                if start == i {
+                    i += 1;
+                    continue;
+                }
+                if args.len() != 3 {
+                    return Err(SqlError::syntax(
+                        "syntax error: SESSION takes 3 arguments (TABLE t [PARTITION BY k], \
+                         DESCRIPTOR(time column), gap)",
+                    ));
+                }
+                let (table, partition) = session_table_arg(&args[0])?;
+                return Ok(Some(WindowCall {
+                    from: start,
+                    to: end,
+                    kind: WindowKind::Session {
+                        gap: interval_ms(&args[2])?,
+                        partition,
+                    },
+                    table,
+                    column: plain_arg(&args[1], "descriptor"),
+                }));
+            }
             let hop = is_word(&tokens[i], "hop");
             let want = if hop { 4 } else { 3 };
             if args.len() != want {
@@ -299,7 +378,7 @@ fn find_window_call(tokens: &[Token], from: usize) -> SqlResult<Option<WindowCal
             let kind = if hop {
                 let slide = interval_ms(&args[2])?;
                 let size = interval_ms(&args[3])?;
-                if size % slide != 0 {
+                if !size.is_multiple_of(slide) {
                     return Err(SqlError::new(
                         "22023",
                         "HOP window size must be a multiple of its slide",
@@ -327,14 +406,21 @@ fn find_window_call(tokens: &[Token], from: usize) -> SqlResult<Option<WindowCal
 /// A derived table adding window bounds to `table`'s rows.
 fn window_subquery(call: &WindowCall) -> String {
     let (t, c) = (&call.table, &call.column);
-    let body = match call.kind {
-        WindowKind::Tumble { size } => {
+    let body = match &call.kind {
+        WindowKind::Session { gap, partition } => {
+            // A table function (see the planner's session_window.rs).
+            let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+            let mut args = vec![quote(t), quote(c.trim_matches('"')), gap.to_string()];
+            args.extend(partition.iter().map(|k| quote(k)));
+            return format!("session_window({})", args.join(", "));
+        }
+        &WindowKind::Tumble { size } => {
             let start = format!("date_bin(INTERVAL '{size} milliseconds', {c})");
             format!(
                 "SELECT *, {start} AS window_start, {start} + INTERVAL '{size} milliseconds' AS window_end FROM {t}"
             )
         }
-        WindowKind::Hop { slide, size } => {
+        &WindowKind::Hop { slide, size } => {
             // One row per window: unnest the starts of the size / slide
             // windows that hold the row (the latest first).
             let bin = format!("date_bin(INTERVAL '{slide} milliseconds', {c})");
@@ -358,7 +444,7 @@ fn window_subquery(call: &WindowCall) -> String {
 /// alias is added (the table's name) when the call has none.
 pub fn rewrite_windows(sql: &str) -> SqlResult<String> {
     let lower = sql.to_ascii_lowercase();
-    if !lower.contains("tumble") && !lower.contains("hop") {
+    if !lower.contains("tumble") && !lower.contains("hop") && !lower.contains("session") {
         return Ok(sql.to_string());
     }
     let mut tokens = tokenize(sql)?;

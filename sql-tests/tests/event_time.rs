@@ -376,3 +376,113 @@ async fn idle_source_subtasks_stop_holding_the_watermark_back() {
         "watermark moved without an idle timeout: {stalled:?}"
     );
 }
+
+/// Sessions per bidder computed independently of both of Weir's session
+/// implementations: a new session where the gap to the bidder's previous
+/// bid exceeds 10 s (LAG and a running sum), as the Nexmark harness's
+/// DuckDB q11 does.
+const SESSION_ORACLE: &str = "SELECT bidder, count(*) AS bid_count, min(date_time) AS starttime, \
+     max(date_time) + INTERVAL '10' SECOND AS endtime FROM (\
+       SELECT bidder, date_time, sum(new_session) OVER (PARTITION BY bidder ORDER BY date_time \
+         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS sid FROM (\
+         SELECT bidder, date_time, CASE WHEN date_time - lag(date_time) OVER \
+           (PARTITION BY bidder ORDER BY date_time) <= INTERVAL '10' SECOND THEN 0 ELSE 1 END \
+           AS new_session FROM sbid) g) s \
+     GROUP BY bidder, sid";
+
+const SESSION_QUERY: &str = "SELECT bidder, count(*) AS bid_count, window_start AS starttime, \
+     window_end AS endtime \
+     FROM TABLE(SESSION(TABLE sbid PARTITION BY bidder, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) \
+     GROUP BY bidder, window_start, window_end";
+
+/// 7 bidders bidding in turn every 300 ms from `start_s`; each pauses for
+/// 15 s (one 50-row stretch in five, shifted per bidder), which ends its
+/// session.
+async fn insert_session_bids(client: &tokio_postgres::Client, start_s: i64, rows: i64) {
+    let base = 1_735_689_600_000i64 + start_s * 1000;
+    exec(
+        client,
+        &format!(
+            "INSERT INTO sbid SELECT i % 7, i % 100, CAST(to_timestamp_millis({base} + i * 300) AS timestamp) \
+             FROM generate_series(0, {}) AS s(i) WHERE (i / 50 + i % 7) % 5 <> 0",
+            rows - 1
+        ),
+    )
+    .await;
+}
+
+/// Flink's SESSION windows: the streaming view holds exactly the sessions
+/// the watermark has closed, equal to the independent oracle's, before and
+/// after a crash; the ad hoc query over the same table function gives every
+/// session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_windows_match_the_gap_oracle_and_survive_a_crash() {
+    let mut server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let client = server.connect().await.unwrap();
+    exec(
+        &client,
+        "CREATE TABLE sbid (bidder bigint, price bigint, date_time timestamp, \
+         WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)",
+    )
+    .await;
+    for backend in ["rocksdb", "memory"] {
+        exec(
+            &client,
+            &format!(
+                "CREATE MATERIALIZED VIEW sessions_{backend} WITH (parallelism = 2, \
+                 state_backend = '{backend}') AS {SESSION_QUERY} EMIT ON WINDOW CLOSE"
+            ),
+        )
+        .await;
+    }
+    // Closed: ended at or before the watermark (4 s behind the latest bid).
+    let closed = format!(
+        "SELECT * FROM ({SESSION_ORACLE}) o \
+         WHERE endtime <= (SELECT max(date_time) - INTERVAL '4' SECOND FROM sbid)"
+    );
+    insert_session_bids(&client, 0, 1500).await;
+    exec(&client, "FLUSH").await;
+    let open = int(
+        &client,
+        &format!("SELECT count(*) FROM ({SESSION_ORACLE}) o"),
+    )
+    .await
+        - int(&client, &format!("SELECT count(*) FROM ({closed}) c")).await;
+    assert!(open > 0, "some sessions are still open");
+    for backend in ["rocksdb", "memory"] {
+        assert_view_matches(&client, &format!("sessions_{backend}"), &closed).await;
+    }
+    assert_view_matches(
+        &client,
+        &format!("({SESSION_ORACLE}) AS all_sessions"),
+        SESSION_QUERY,
+    )
+    .await;
+
+    drop(client);
+    block_in_place(|| server.kill()).unwrap();
+    block_in_place(|| server.start_again()).unwrap_or_else(|e| panic!("{e:#}"));
+    let client = server.connect().await.unwrap();
+    // Continues the same bids, so the open sessions grow across the crash.
+    exec(
+        &client,
+        "INSERT INTO sbid SELECT i % 7, i % 100, \
+         CAST(to_timestamp_millis(1735689600000 + i * 300) AS timestamp) \
+         FROM generate_series(1500, 2999) AS s(i) WHERE (i / 50 + i % 7) % 5 <> 0",
+    )
+    .await;
+    exec(&client, "FLUSH").await;
+    for backend in ["rocksdb", "memory"] {
+        assert_view_matches(&client, &format!("sessions_{backend}"), &closed).await;
+    }
+    let err = client
+        .batch_execute(
+            "CREATE TABLE nowm (k int, ts timestamp); \
+             CREATE MATERIALIZED VIEW s AS SELECT k, window_end FROM \
+             TABLE(SESSION(TABLE nowm PARTITION BY k, DESCRIPTOR(ts), INTERVAL '1' SECOND))",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err}");
+    block_in_place(|| server.stop()).unwrap();
+}

@@ -5,6 +5,7 @@ pub mod filter;
 pub mod hash_agg;
 pub mod hash_join;
 pub mod project;
+pub mod session_window;
 pub mod state_codec;
 pub mod top_n;
 pub mod union;
