@@ -17,6 +17,13 @@
 # tables and logs under bench/results/nexmark-<time>/.
 # Environment: WEIR_BENCH_HOME, WEIR_SHARED_BENCH, NEXMARK_DATA (default
 # /tmp/nexmark), SKIP_FLINK=1 (reuse FLINK_CSV instead of running Flink).
+#
+#   bench/nexmark.sh --generator [--events N1,N2] [--queries ...] [--repeat R]
+#
+# runs the queries on Weir alone, its sources the built-in nexmark generator
+# (`connector = 'nexmark'`, no files; bench/nexmark/generator_bench.py), and
+# reports marginal events/s and events/s per core (÷ 2, parallelism 2) in a
+# Markdown table and bench/results/nexmark-generator.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -25,18 +32,30 @@ B="${WEIR_BENCH_HOME:-$HOME/.cache/weir-bench}"
 EVENTS="1000000,4000000"
 QUERIES="q0,q1,q2,q3,q4,q5,q7,q8,q11,q12"
 REPEAT=1
+GENERATOR=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --events) EVENTS="$2"; shift 2;;
     --queries) QUERIES="$2"; shift 2;;
     --repeat) REPEAT="$2"; shift 2;;
-    --generator) echo "--generator: the built-in nexmark source is not built yet" >&2; exit 2;;
-    *) echo "usage: $0 [--events N1,N2] [--queries q0,q5,...] [--repeat R]" >&2; exit 2;;
+    --generator) GENERATOR=1; shift;;
+    *) echo "usage: $0 [--generator] [--events N1,N2] [--queries q0,q5,...] [--repeat R]" >&2; exit 2;;
   esac
 done
 N1="${EVENTS%,*}"; N2="${EVENTS#*,}"
 QLIST="${QUERIES//,/ }"
 [ -d "$SHARED" ] || { echo "no shared harness at $SHARED (set WEIR_SHARED_BENCH)" >&2; exit 1; }
+if [ -n "$GENERATOR" ]; then
+  export WEIR_BIN="${WEIR_BIN:-$HOME/.cache/weir-target-release/release/weir}"
+  if [ ! -x "$WEIR_BIN" ]; then
+    CARGO_TARGET_DIR="$HOME/.cache/weir-target-release" cargo build --release --bin weir
+  fi
+  # A free metrics port: another weir on the machine may hold the default.
+  export WEIR_METRICS_LISTEN="${WEIR_METRICS_LISTEN:-127.0.0.1:0}"
+  exec python3 "$ROOT/bench/nexmark/generator_bench.py" --events "$EVENTS" --queries "$QUERIES" \
+    --par 2 --repeat "$REPEAT" --out "$ROOT/bench/results/nexmark-generator.csv" \
+    --run-dir "$ROOT/bench/results/nexmark-generator-$(date -u +%Y%m%dT%H%M%SZ)"
+fi
 [ -x "$B/nexmark/bin/nexmark" ] && [ -x "$B/duckdb-venv/bin/python" ] && [ -x "$B/flink-venv/bin/python" ] \
   || "$SHARED/setup.sh"
 export WEIR_BIN="${WEIR_BIN:-$HOME/.cache/weir-target-release/release/weir}"
