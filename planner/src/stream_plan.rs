@@ -13,7 +13,7 @@ use weir_executor::graph::{NodeKind, Partitioning, StreamGraph};
 use weir_executor::operator::{FnFactory, Operator};
 use weir_executor::operators::filter::FilterOperator;
 use weir_executor::operators::hash_agg::{AggSpec, HashAggOperator, WindowSpec};
-use weir_executor::operators::hash_join::{HashJoinOperator, JoinKind};
+use weir_executor::operators::hash_join::{HashJoinOperator, IntervalCleanup, JoinKind};
 use weir_executor::operators::project::ProjectOperator;
 use weir_executor::operators::session_window::SessionWindowOperator;
 use weir_executor::operators::top_n::{OrderTerm, TopNOperator};
@@ -43,6 +43,9 @@ struct Stream {
     /// Only inserts, never updates or deletes (rows of a source, final
     /// window results, their inner joins).
     append_only: bool,
+    /// Columns of event time: rows still to come have values at or after
+    /// the watermark (a table's WATERMARK column, a final window's end).
+    event_time: Vec<usize>,
 }
 
 pub struct StreamPlanner<'a> {
@@ -170,6 +173,19 @@ fn row_number_limit(predicate: &Expr, input: &LogicalPlan) -> Option<(usize, usi
         }
     }
     best
+}
+
+/// The event-time column of a table: the one column its WATERMARK
+/// expression reads.
+fn event_time_columns(table: &Table) -> Vec<usize> {
+    let Some(wm) = &table.desc.watermark else {
+        return Vec::new();
+    };
+    let cols = datafusion::physical_expr::utils::collect_columns(wm);
+    match cols.iter().collect::<Vec<_>>().as_slice() {
+        [c] => vec![c.index()],
+        _ => Vec::new(),
+    }
 }
 
 /// Arrow schema of a plan node, every field nullable (results of outer
@@ -393,6 +409,7 @@ impl<'a> StreamPlanner<'a> {
                     schema: u.schema.clone(),
                     row_key: None,
                     append_only: inputs.iter().all(|i| i.append_only),
+                    event_time: Vec::new(),
                 })
             }
             LogicalPlan::Sort(sort) => match sort.fetch {
@@ -490,6 +507,12 @@ impl<'a> StreamPlanner<'a> {
                 let list = u.list_type_columns[0].0;
                 let schema = arrow_schema(&u.schema);
                 let sources = u.dependency_indices.clone();
+                let event_time: Vec<usize> = sources
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, src)| **src != list && input.event_time.contains(src))
+                    .map(|(k, _)| k)
+                    .collect();
                 let preserve_nulls = u.options.preserve_nulls();
                 let par = input.parallelism;
                 let s2 = schema.clone();
@@ -514,6 +537,7 @@ impl<'a> StreamPlanner<'a> {
                     schema: u.schema.clone(),
                     row_key: None,
                     append_only: input.append_only,
+                    event_time,
                 })
             }
             LogicalPlan::EmptyRelation(e) => {
@@ -571,6 +595,7 @@ impl<'a> StreamPlanner<'a> {
             )?),
             row_key,
             append_only: table.is_append_only(),
+            event_time: event_time_columns(table),
         })
     }
 
@@ -673,6 +698,7 @@ impl<'a> StreamPlanner<'a> {
             schema: full,
             row_key: None,
             append_only: true,
+            event_time: Vec::new(),
         })
     }
 
@@ -692,6 +718,7 @@ impl<'a> StreamPlanner<'a> {
             schema,
             row_key: None,
             append_only: true,
+            event_time: Vec::new(),
         })
     }
 
@@ -705,6 +732,16 @@ impl<'a> StreamPlanner<'a> {
     ) -> PlanResult<Stream> {
         let par = self.parallelism;
         let s2 = schema.clone();
+        // Event time passes through a plain column reference.
+        let event_time: Vec<usize> = exprs
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| {
+                e.downcast_ref::<Column>()
+                    .is_some_and(|c| input.event_time.contains(&c.index()))
+            })
+            .map(|(i, _)| i)
+            .collect();
         let node = self.operator("StreamProject", detail, par, schema, move || {
             Ok(Box::new(ProjectOperator::new(exprs.clone(), s2.clone())))
         });
@@ -715,6 +752,7 @@ impl<'a> StreamPlanner<'a> {
             schema: df_schema,
             row_key: None,
             append_only: input.append_only,
+            event_time,
         })
     }
 
@@ -736,6 +774,7 @@ impl<'a> StreamPlanner<'a> {
             schema: input.schema,
             row_key: input.row_key,
             append_only: input.append_only,
+            event_time: input.event_time,
         })
     }
 
@@ -838,6 +877,10 @@ impl<'a> StreamPlanner<'a> {
             schema: agg.schema.clone(),
             row_key: None,
             append_only: window.is_some_and(|w| w.emit_on_close && !w.keep_late),
+            event_time: window
+                .filter(|w| w.emit_on_close && !w.keep_late)
+                .map(|w| vec![w.end_key])
+                .unwrap_or_default(),
         })
     }
 
@@ -938,7 +981,76 @@ impl<'a> StreamPlanner<'a> {
             schema: out_schema.clone(),
             row_key: None,
             append_only: false,
+            event_time: Vec::new(),
         })
+    }
+
+    /// An inner join of append-only inputs whose filter bounds one side's
+    /// event time from above by an expression of the other side's row
+    /// (`x.t <= e(y)`, also inside BETWEEN): the rows of that other side
+    /// expire when `e(y)` falls behind the watermark.
+    fn interval_cleanup(
+        &self,
+        filter: &Expr,
+        left: &Stream,
+        right: &Stream,
+    ) -> PlanResult<Option<IntervalCleanup>> {
+        use datafusion::logical_expr::{Between, BinaryExpr, Operator as BinOp};
+        // Every comparison as (a, b) meaning a <= b (or a < b).
+        let mut pairs: Vec<(Expr, Expr)> = Vec::new();
+        for c in datafusion::logical_expr::utils::split_conjunction(filter) {
+            match c {
+                Expr::BinaryExpr(BinaryExpr {
+                    left: l,
+                    op,
+                    right: r,
+                }) => match op {
+                    BinOp::Lt | BinOp::LtEq => pairs.push((*l.clone(), *r.clone())),
+                    BinOp::Gt | BinOp::GtEq => pairs.push((*r.clone(), *l.clone())),
+                    _ => {}
+                },
+                Expr::Between(Between {
+                    expr,
+                    negated: false,
+                    low,
+                    high,
+                }) => {
+                    pairs.push((*low.clone(), *expr.clone()));
+                    pairs.push((*expr.clone(), *high.clone()));
+                }
+                _ => {}
+            }
+        }
+        let sides = [left, right];
+        let side_of = |col: &datafusion::common::Column| {
+            (0..2).find(|s| sides[*s].schema.index_of_column(col).is_ok())
+        };
+        let mut cleanup = IntervalCleanup::default();
+        for (a, b) in pairs {
+            let Expr::Column(t) = &a else { continue };
+            let Some(x) = side_of(t) else { continue };
+            let t_index = sides[x].schema.index_of_column(t)?;
+            if !sides[x].event_time.contains(&t_index) {
+                continue;
+            }
+            let y = 1 - x;
+            let refs = b.column_refs();
+            if refs.is_empty() || refs.iter().any(|c| side_of(c) != Some(y)) {
+                continue;
+            }
+            let e = physical(&self.props, &b, &sides[y].schema)?;
+            if !matches!(
+                e.data_type(&self.node_schema(sides[y]))?,
+                DataType::Timestamp(..)
+            ) {
+                continue;
+            }
+            cleanup.expiry[y].push(e);
+            if !cleanup.event_time[x].contains(&t_index) {
+                cleanup.event_time[x].push(t_index);
+            }
+        }
+        Ok((!cleanup.expiry[0].is_empty() || !cleanup.expiry[1].is_empty()).then_some(cleanup))
     }
 
     fn join(&mut self, join: &datafusion::logical_expr::Join) -> PlanResult<Stream> {
@@ -983,6 +1095,12 @@ impl<'a> StreamPlanner<'a> {
         };
         let joined_schema = arrow_schema(&joined_df);
         let schema = arrow_schema(&join.schema);
+        let interval = match &join.filter {
+            Some(f) if kind == JoinKind::Inner && left.append_only && right.append_only => {
+                self.interval_cleanup(f, &left, &right)?
+            }
+            _ => None,
+        };
         let null_equals_null = join.null_equality == NullEquality::NullEqualsNull;
         let cross = join.on.is_empty();
         let par = if cross { 1 } else { self.parallelism };
@@ -998,11 +1116,15 @@ impl<'a> StreamPlanner<'a> {
                 .as_ref()
                 .map(|f| format!(" filter={}", f.human_display()))
                 .unwrap_or_default()
-        );
+        ) + if interval.is_some() {
+            " interval (state cleaned by watermark)"
+        } else {
+            ""
+        };
         let (lk, rk, s2) = (left_keys.clone(), right_keys.clone(), schema.clone());
         let (ls, rs) = (left_schema.clone(), right_schema.clone());
         let node = self.operator("StreamHashJoin", detail, par, schema, move || {
-            Ok(Box::new(HashJoinOperator::new(
+            let op = HashJoinOperator::new(
                 kind,
                 lk.clone(),
                 rk.clone(),
@@ -1013,7 +1135,11 @@ impl<'a> StreamPlanner<'a> {
                 joined_schema.clone(),
                 s2.clone(),
                 null_equals_null,
-            )?))
+            )?;
+            Ok(Box::new(match &interval {
+                Some(cleanup) => op.with_interval_cleanup(cleanup.clone()),
+                None => op,
+            }))
         });
         if cross {
             self.graph.connect(left.node, node, 0, Partitioning::Single);
@@ -1031,6 +1157,16 @@ impl<'a> StreamPlanner<'a> {
             schema: join.schema.clone(),
             row_key: None,
             append_only: kind == JoinKind::Inner && left.append_only && right.append_only,
+            event_time: if kind == JoinKind::Inner {
+                let width = left_schema.fields().len();
+                left.event_time
+                    .iter()
+                    .copied()
+                    .chain(right.event_time.iter().map(|i| i + width))
+                    .collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 }

@@ -289,7 +289,7 @@ fn session_table_arg(arg: &[Token]) -> SqlResult<(String, Vec<String>)> {
             partition.push(ident(t).ok_or_else(bad)?);
         }
     }
-    if partition.is_empty() || keys.len() % 2 == 0 {
+    if partition.is_empty() || keys.len().is_multiple_of(2) {
         return Err(bad());
     }
     Ok((table, partition))
@@ -378,7 +378,7 @@ fn find_window_call(tokens: &[Token], from: usize) -> SqlResult<Option<WindowCal
             let kind = if hop {
                 let slide = interval_ms(&args[2])?;
                 let size = interval_ms(&args[3])?;
-                if !size.is_multiple_of(slide) {
+                if size % slide != 0 {
                     return Err(SqlError::new(
                         "22023",
                         "HOP window size must be a multiple of its slide",

@@ -310,7 +310,33 @@ const STATE_VERSION: u8 = 1;
 /// (semi/anti output) — null padding uses the side's null row.
 type OutRow = (Op, Option<OwnedRow>, Option<OwnedRow>);
 
+/// An inner join of append-only inputs whose condition bounds one side's
+/// event time by the other side's rows (`b.ts BETWEEN a.ts AND
+/// a.expires`): an interval join, whose state the watermark cleans.
+///
+/// Every side `y` has expiry expressions `e(y)` from conditions
+/// `x.t <= e(y)`, where `x.t` is the other side's event-time column: rows
+/// of `x` still to come have `x.t >= watermark`, so a `y` row with
+/// `min e(y) < watermark` can match none of them and leaves the state. A
+/// row whose event-time column is below the watermark is late: dropped and
+/// counted, so that the cleanup never loses a match.
+#[derive(Clone, Default)]
+pub struct IntervalCleanup {
+    /// Per side, expressions over that side's rows, giving timestamps.
+    pub expiry: [Vec<Arc<dyn PhysicalExpr>>; 2],
+    /// Per side, event-time columns checked for lateness.
+    pub event_time: [Vec<usize>; 2],
+}
+
+/// Rows of one side by the watermark that expires them (milliseconds):
+/// (join key, row), one entry per inserted copy.
+type ExpiryIndex = std::collections::BTreeMap<i64, Vec<(OwnedRow, OwnedRow)>>;
+
 pub struct HashJoinOperator {
+    interval: Option<IntervalCleanup>,
+    expiry: [ExpiryIndex; 2],
+    /// Interval joins: the watermark so far (ms; `i64::MIN` before one).
+    watermark: i64,
     kind: JoinKind,
     sides: [Side; 2],
     filter: Option<Arc<dyn PhysicalExpr>>,
@@ -337,6 +363,9 @@ impl HashJoinOperator {
         null_equals_null: bool,
     ) -> ExecResult<Self> {
         Ok(HashJoinOperator {
+            interval: None,
+            expiry: Default::default(),
+            watermark: i64::MIN,
             kind,
             sides: [
                 Side::new(left_keys, key_types.clone(), left_schema)?,
@@ -348,6 +377,75 @@ impl HashJoinOperator {
             null_equals_null,
             store: None,
         })
+    }
+
+    /// Makes this an interval join (see [`IntervalCleanup`]); only for
+    /// inner joins of append-only inputs.
+    pub fn with_interval_cleanup(mut self, cleanup: IntervalCleanup) -> Self {
+        if self.kind == JoinKind::Inner {
+            self.interval = Some(cleanup);
+        }
+        self
+    }
+
+    /// The expiry (ms) of each row of `batch` on side `side`: the minimum
+    /// of the side's expiry expressions; `None` when one is NULL (such a
+    /// row can match nothing; it expires at once).
+    fn expiries(&self, side: usize, batch: &RecordBatch) -> ExecResult<Vec<i64>> {
+        let n = batch.num_rows();
+        let mut out = vec![i64::MAX; n];
+        let Some(cleanup) = &self.interval else {
+            return Ok(out);
+        };
+        for e in &cleanup.expiry[side] {
+            let v = e.evaluate(batch)?.into_array(n)?;
+            let ms = to_millis(&v)?;
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = (*o).min(if ms.is_null(i) { i64::MIN } else { ms.value(i) });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Indexes the rows of side `side`'s buckets for `keys` by expiry
+    /// (after a restore).
+    fn index_expiry(&mut self, side: usize, keys: Vec<OwnedRow>) -> ExecResult<()> {
+        if self.interval.is_none() || keys.is_empty() {
+            return Ok(());
+        }
+        let mut entries: Vec<(OwnedRow, OwnedRow, i64)> = Vec::new();
+        for key in keys {
+            if let Some(bucket) = self.sides[side].rows.get(&key) {
+                for e in bucket.iter() {
+                    entries.push((key.clone(), e.row.clone(), e.count));
+                }
+            }
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let cols = self.sides[side]
+            .row_enc
+            .decode_owned(entries.iter().map(|e| &e.1))?;
+        let schema = if side == 0 {
+            self.joined_schema.fields()[..cols.len()].to_vec()
+        } else {
+            let start = self.joined_schema.fields().len() - cols.len();
+            self.joined_schema.fields()[start..].to_vec()
+        };
+        let batch = RecordBatch::try_new_with_options(
+            Arc::new(datafusion::arrow::datatypes::Schema::new(schema)),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(entries.len())),
+        )?;
+        let expiries = self.expiries(side, &batch)?;
+        for ((key, row, count), at) in entries.into_iter().zip(expiries) {
+            let slot = self.expiry[side].entry(at).or_default();
+            for _ in 0..count {
+                slot.push((key.clone(), row.clone()));
+            }
+        }
+        Ok(())
     }
 
     /// Reads the join keys of side `side` among `keys` that are neither
@@ -390,7 +488,9 @@ impl HashJoinOperator {
             return Ok(());
         };
         let cap = store.cache_keys();
-        if !store.can_evict() {
+        // An interval join's state is bounded by the watermark, and its
+        // expiry index points into the cached buckets.
+        if !store.can_evict() || self.interval.is_some() {
             return Ok(());
         }
         let mut writer = StateWriter::new(false);
@@ -463,6 +563,19 @@ impl HashJoinOperator {
     }
 }
 
+/// Timestamps (any unit) as epoch milliseconds.
+fn to_millis(values: &ArrayRef) -> ExecResult<datafusion::arrow::array::Int64Array> {
+    use datafusion::arrow::datatypes::TimeUnit;
+    let ms =
+        datafusion::arrow::compute::cast(values, &DataType::Timestamp(TimeUnit::Millisecond, None))
+            .and_then(|v| datafusion::arrow::compute::cast(&v, &DataType::Int64))?;
+    Ok(ms
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .ok_or_else(|| ExecError::internal("interval join: time is not a timestamp"))?
+        .clone())
+}
+
 fn repeat_push(out: &mut Vec<OutRow>, times: i64, row: OutRow) {
     for _ in 1..times.max(0) {
         out.push(row.clone());
@@ -477,13 +590,41 @@ impl Operator for HashJoinOperator {
         true
     }
 
-    fn open(
-        &mut self,
-        ctx: &OperatorContext,
-        _restored: bool,
-        _out: &mut Output,
-    ) -> ExecResult<()> {
+    fn open(&mut self, ctx: &OperatorContext, restored: bool, _out: &mut Output) -> ExecResult<()> {
         self.store = ctx.state.clone();
+        if let (Some(store), true, true) = (&self.store, restored, self.interval.is_some()) {
+            // Every row must be at hand when the watermark expires it.
+            let entries = store.entries()?;
+            self.restore(ctx, entries)?;
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> ExecResult<()> {
+        if self.interval.is_some() && watermark > self.watermark {
+            self.watermark = watermark;
+            for side in 0..2 {
+                let live = self.expiry[side].split_off(&watermark);
+                let expired = std::mem::replace(&mut self.expiry[side], live);
+                let sd = &mut self.sides[side];
+                for (key, row) in expired.into_values().flatten() {
+                    let Some(bucket) = sd.rows.get_mut(&key) else {
+                        continue;
+                    };
+                    if let Some(p) = bucket.position(&row) {
+                        bucket[p].count -= 1;
+                        if bucket[p].count == 0 {
+                            bucket.swap_remove(p);
+                        }
+                    }
+                    if bucket.is_empty() {
+                        sd.rows.remove(&key);
+                    }
+                    sd.dirty.insert(key);
+                }
+            }
+        }
+        out.emit_watermark(watermark);
         Ok(())
     }
 
@@ -501,6 +642,13 @@ impl Operator for HashJoinOperator {
         }
         for (side, entries) in by_side.iter().enumerate() {
             self.sides[side].restore(entries)?;
+        }
+        if self.interval.is_some() {
+            for side in 0..2 {
+                self.expiry[side].clear();
+                let keys: Vec<OwnedRow> = self.sides[side].rows.keys().cloned().collect();
+                self.index_expiry(side, keys)?;
+            }
         }
         Ok(())
     }
@@ -526,6 +674,27 @@ impl Operator for HashJoinOperator {
     fn on_chunk(&mut self, input: usize, chunk: Chunk, out: &mut Output) -> ExecResult<()> {
         let s = input;
         let o = 1 - input;
+        let chunk = match &self.interval {
+            Some(cleanup) if self.watermark != i64::MIN && !cleanup.event_time[s].is_empty() => {
+                // Late rows: their event time is behind the watermark.
+                let n = chunk.num_rows();
+                let mut keep = vec![true; n];
+                for c in &cleanup.event_time[s] {
+                    let ms = to_millis(chunk.batch.column(*c))?;
+                    for (i, k) in keep.iter_mut().enumerate() {
+                        *k &= ms.is_null(i) || ms.value(i) >= self.watermark;
+                    }
+                }
+                let late = keep.iter().filter(|k| !**k).count();
+                if late > 0 {
+                    out.late_records_dropped(late as u64);
+                    chunk.filter(&BooleanArray::from(keep))?
+                } else {
+                    chunk
+                }
+            }
+            _ => chunk,
+        };
         let n = chunk.num_rows();
         let batch = &chunk.batch;
         let key_cols = self.sides[s].key_columns(batch)?;
@@ -579,6 +748,13 @@ impl Operator for HashJoinOperator {
                 }
             }
         }
+
+        // Interval joins: when each row expires from the state.
+        let expiries = if self.interval.is_some() {
+            self.expiries(s, batch)?
+        } else {
+            Vec::new()
+        };
 
         // Phase 2: emit and update state, row by row.
         let kind = self.kind;
@@ -652,6 +828,12 @@ impl Operator for HashJoinOperator {
                 }
             }
             // Own state.
+            if let (Some(at), Op::Insert) = (expiries.get(i), op) {
+                self.expiry[s]
+                    .entry(*at)
+                    .or_default()
+                    .push((key.clone(), me.clone()));
+            }
             self.sides[s].dirty.insert(key.clone());
             let bucket = self.sides[s].rows.entry(key.clone()).or_default();
             match bucket.position(&me) {
@@ -1104,5 +1286,183 @@ mod tests {
                 (Op::Delete, [Some(1), Some(100), Some(1), None, None, None]),
             ]
         );
+    }
+
+    /// Auctions (id, ts, expires) and bids (auction, ts), joined where the
+    /// bid falls in the auction's lifetime: the interval join emits exactly
+    /// what the plain join emits, drops each row once the watermark passes
+    /// what it can match, and drops late rows.
+    #[test]
+    fn interval_join_cleans_its_state_by_watermark_and_loses_no_match() {
+        use datafusion::arrow::array::TimestampMillisecondArray;
+        use datafusion::arrow::datatypes::TimeUnit;
+        let ts = || DataType::Timestamp(TimeUnit::Millisecond, None);
+        let ls: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("lts", ts(), true),
+            Field::new("expires", ts(), true),
+        ]));
+        let rs: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("auction", DataType::Int64, true),
+            Field::new("rts", ts(), true),
+        ]));
+        let joined: SchemaRef = Arc::new(Schema::new(
+            ls.fields()
+                .iter()
+                .chain(rs.fields().iter())
+                .cloned()
+                .collect::<Vec<_>>(),
+        ));
+        // rts >= lts AND rts <= expires, over the joined row.
+        let filter: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+            Arc::new(BinaryExpr::new(col("rts", 4), BinOp::GtEq, col("lts", 1))),
+            BinOp::And,
+            Arc::new(BinaryExpr::new(
+                col("rts", 4),
+                BinOp::LtEq,
+                col("expires", 2),
+            )),
+        ));
+        let make = |interval: bool| {
+            let op = HashJoinOperator::new(
+                JoinKind::Inner,
+                vec![col("id", 0)],
+                vec![col("auction", 0)],
+                vec![DataType::Int64],
+                &ls,
+                &rs,
+                Some(filter.clone()),
+                joined.clone(),
+                joined.clone(),
+                false,
+            )
+            .unwrap();
+            if interval {
+                op.with_interval_cleanup(IntervalCleanup {
+                    expiry: [vec![col("expires", 2)], vec![col("rts", 1)]],
+                    event_time: [vec![1], vec![1]],
+                })
+            } else {
+                op
+            }
+        };
+        let mut rng = Rng::new(42);
+        // Time moves on by 0..3 ms per row; auctions last 5..30 ms; the
+        // watermark trails the newest time by 3 ms, more than any disorder.
+        let mut steps: Vec<(usize, RecordBatch, i64)> = Vec::new();
+        let mut t = 1_000i64;
+        for _ in 0..300 {
+            t += rng.below(3) as i64;
+            let jitter = rng.below(3) as i64;
+            if rng.percent(30) {
+                let id = rng.below(40) as i64;
+                let b = RecordBatch::try_new(
+                    ls.clone(),
+                    vec![
+                        Arc::new(Int64Array::from(vec![id])),
+                        Arc::new(TimestampMillisecondArray::from(vec![t - jitter])),
+                        Arc::new(TimestampMillisecondArray::from(vec![
+                            t - jitter + 5 + rng.below(25) as i64,
+                        ])),
+                    ],
+                )
+                .unwrap();
+                steps.push((0, b, t - 3));
+            } else {
+                let b = RecordBatch::try_new(
+                    rs.clone(),
+                    vec![
+                        Arc::new(Int64Array::from(vec![rng.below(40) as i64])),
+                        Arc::new(TimestampMillisecondArray::from(vec![t - jitter])),
+                    ],
+                )
+                .unwrap();
+                steps.push((1, b, t - 3));
+            }
+        }
+        let run = |op: &mut HashJoinOperator| {
+            let mut all = Vec::new();
+            let mut state_sizes = Vec::new();
+            for (input, batch, wm) in &steps {
+                let mut out = Output::default();
+                op.on_chunk(*input, Chunk::inserts(batch.clone()), &mut out)
+                    .unwrap();
+                op.on_watermark(*wm, &mut out).unwrap();
+                all.extend(drain(&mut out));
+                state_sizes.push(
+                    op.sides
+                        .iter()
+                        .map(|s| s.rows.values().map(|b| b.len()).sum::<usize>())
+                        .sum::<usize>(),
+                );
+            }
+            let mut rows: Vec<(bool, String)> = joined_rows(&all)
+                .into_iter()
+                .map(|(op, r)| (op == Op::Insert, r))
+                .collect();
+            rows.sort();
+            (rows, state_sizes)
+        };
+        let (plain_out, plain_state) = run(&mut make(false));
+        let (interval_out, interval_state) = run(&mut make(true));
+        assert!(!plain_out.is_empty());
+        assert_eq!(interval_out, plain_out);
+        let (p, i) = (plain_state.last().unwrap(), interval_state.last().unwrap());
+        assert!(*i * 5 < *p, "interval state {i} rows, plain {p}");
+        // A bid behind the watermark is late: dropped and counted.
+        let mut op = make(true);
+        let mut out = Output::default();
+        op.on_watermark(5_000, &mut out).unwrap();
+        let late = RecordBatch::try_new(
+            rs.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1])),
+                Arc::new(TimestampMillisecondArray::from(vec![4_999])),
+            ],
+        )
+        .unwrap();
+        op.on_chunk(1, Chunk::inserts(late), &mut out).unwrap();
+        assert_eq!(out.late_dropped, 1);
+        // Restored from a snapshot, the expiry index is rebuilt.
+        let mut a = make(true);
+        for (input, batch, wm) in &steps[..150] {
+            let mut out = Output::default();
+            a.on_chunk(*input, Chunk::inserts(batch.clone()), &mut out)
+                .unwrap();
+            a.on_watermark(*wm, &mut out).unwrap();
+        }
+        let mut b = make(true);
+        b.restore(&ctx(0, 1), snapshot(&mut a, true)).unwrap();
+        b.watermark = a.watermark;
+        for (input, batch, wm) in &steps[150..] {
+            let (mut oa, mut ob) = (Output::default(), Output::default());
+            a.on_chunk(*input, Chunk::inserts(batch.clone()), &mut oa)
+                .unwrap();
+            a.on_watermark(*wm, &mut oa).unwrap();
+            b.on_chunk(*input, Chunk::inserts(batch.clone()), &mut ob)
+                .unwrap();
+            b.on_watermark(*wm, &mut ob).unwrap();
+            assert_eq!(joined_rows(&drain(&mut oa)), joined_rows(&drain(&mut ob)));
+        }
+        assert_eq!(
+            to_map(snapshot(&mut a, true)),
+            to_map(snapshot(&mut b, true))
+        );
+    }
+
+    /// Output rows as text, for comparing joins of any schema.
+    fn joined_rows(outs: &Outs) -> Vec<(Op, String)> {
+        let mut v = Vec::new();
+        for (batch, ops) in outs {
+            for (i, op) in ops.iter().enumerate() {
+                let cells: Vec<String> = batch
+                    .columns()
+                    .iter()
+                    .map(|c| datafusion::arrow::util::display::array_value_to_string(c, i).unwrap())
+                    .collect();
+                v.push((*op, cells.join("|")));
+            }
+        }
+        v
     }
 }
