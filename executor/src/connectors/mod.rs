@@ -16,6 +16,7 @@
 pub mod datagen;
 pub mod file;
 pub mod nexmark;
+mod nexmark_bid;
 
 use std::collections::BTreeMap;
 
