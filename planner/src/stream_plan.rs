@@ -1027,6 +1027,29 @@ impl<'a> StreamPlanner<'a> {
         };
         let mut cleanup = IntervalCleanup::default();
         for (a, b) in pairs {
+            // `t - c <= b` is `t <= b + c` (and `t + c <= b`, `t <= b - c`)
+            // for a constant c.
+            let (a, b) = match a {
+                Expr::BinaryExpr(BinaryExpr {
+                    left: l,
+                    op,
+                    right: r,
+                }) if matches!(*l, Expr::Column(_))
+                    && matches!(*r, Expr::Literal(..))
+                    && matches!(op, BinOp::Minus | BinOp::Plus) =>
+                {
+                    let inverse = if op == BinOp::Minus {
+                        BinOp::Plus
+                    } else {
+                        BinOp::Minus
+                    };
+                    (
+                        *l,
+                        Expr::BinaryExpr(BinaryExpr::new(Box::new(b), inverse, r)),
+                    )
+                }
+                a => (a, b),
+            };
             let Expr::Column(t) = &a else { continue };
             let Some(x) = side_of(t) else { continue };
             let t_index = sides[x].schema.index_of_column(t)?;

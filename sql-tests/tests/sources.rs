@@ -365,5 +365,39 @@ async fn interval_join_of_sources_matches_the_batch_join() {
     let oracle = q.replace("{a}", "auction_t").replace("{b}", "bid_t");
     assert!(int(&client, &format!("SELECT count(*) FROM ({oracle}) o")).await > 100);
     assert_view_matches(&client, "q4ish", &oracle).await;
+
+    // q7's shape: bids joined with the final maximum of their window, the
+    // bound written `b1.t - c <= b.t`; both sides are cleaned.
+    let q7 = "SELECT b.auction, b.price, b.date_time FROM {b} b JOIN (\
+              SELECT max(price) AS maxprice, window_end AS date_time \
+              FROM TABLE(TUMBLE(TABLE {b}, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) \
+              GROUP BY window_start, window_end) b1 ON b.price = b1.maxprice \
+              WHERE b.date_time BETWEEN b1.date_time - INTERVAL '10' SECOND AND b1.date_time";
+    let streaming = format!("{} EMIT ON WINDOW CLOSE", q7.replace("{b}", "bid"));
+    let plan = weir_sql_tests::sql::rows(
+        &client,
+        &format!("EXPLAIN CREATE MATERIALIZED VIEW x AS {streaming}"),
+    )
+    .await;
+    assert!(
+        plan.iter()
+            .any(|r| r.iter().flatten().any(|c| c.contains("interval"))),
+        "{plan:?}"
+    );
+    exec(
+        &client,
+        &format!("CREATE MATERIALIZED VIEW q7ish WITH (parallelism = 2) AS {streaming}"),
+    )
+    .await;
+    eventually(
+        "the join to read all files",
+        Duration::from_secs(30),
+        || finished(&client, "q7ish"),
+    )
+    .await;
+    exec(&client, "FLUSH").await;
+    let oracle = q7.replace("{b}", "bid_t");
+    assert!(int(&client, &format!("SELECT count(*) FROM ({oracle}) o")).await > 10);
+    assert_view_matches(&client, "q7ish", &oracle).await;
     block_in_place(|| server.stop()).unwrap();
 }
