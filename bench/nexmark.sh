@@ -11,6 +11,10 @@
 # duckdb_nexmark.py + compare.py (result check at N1). Weir runs the release
 # build (built here when missing), parallelism 2 like Flink, file sources and
 # a blackhole sink; the end of the files ends the stream.
+# The query texts are the harness's queries/{flink,duckdb}, plus this
+# project's bench/nexmark/queries/{flink,duckdb} (q9, q14-q22), merged into
+# RUN/queries; Flink loads q14's count_char UDF from a jar built here from
+# bench/nexmark/udf/CountChar.java (javac, against PyFlink's jars).
 #
 # Output: a Markdown table on stdout and bench/results/nexmark.csv
 # (query, weir_eps, flink_eps, ratio, duckdb_s, result_ok); per-engine run
@@ -30,7 +34,7 @@ ROOT=$(pwd)
 SHARED="${WEIR_SHARED_BENCH:-$ROOT/../shared/bench}"
 B="${WEIR_BENCH_HOME:-$HOME/.cache/weir-bench}"
 EVENTS="1000000,4000000"
-QUERIES="q0,q1,q2,q3,q4,q5,q7,q8,q11,q12"
+QUERIES="q0,q1,q2,q3,q4,q5,q7,q8,q9,q11,q12,q14,q15,q16,q17,q18,q19,q20,q21,q22"
 REPEAT=1
 GENERATOR=""
 while [ $# -gt 0 ]; do
@@ -71,6 +75,24 @@ done
 RUN="$ROOT/bench/results/nexmark-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$RUN"
 
+# The queries: the harness's, then the project's (which win).
+for k in flink duckdb; do
+  mkdir -p "$RUN/queries/$k"
+  ln -sf "$SHARED/queries/$k/"*.sql "$RUN/queries/$k/"
+  ln -sf "$ROOT/bench/nexmark/queries/$k/"*.sql "$RUN/queries/$k/"
+done
+# q14's user-defined function for Flink.
+UDF_JAR="$B/weir-nexmark-udf.jar"
+UDF_SRC="$ROOT/bench/nexmark/udf/CountChar.java"
+if [ ! -f "$UDF_JAR" ] || [ "$UDF_SRC" -nt "$UDF_JAR" ]; then
+  FLINK_LIB=$(ls -d "$B"/flink-venv/lib/python*/site-packages/pyflink/lib | head -n1)
+  UDF_BUILD=$(mktemp -d)
+  javac --release 11 -cp "$FLINK_LIB/*" -d "$UDF_BUILD" "$UDF_SRC"
+  (cd "$UDF_BUILD" && jar cf "$UDF_JAR" weir)
+  rm -rf "$UDF_BUILD"
+fi
+FLINK_ARGS="--queries-dir $RUN/queries/flink --conf pipeline.jars=file://$UDF_JAR"
+
 echo "== Weir ($WEIR_BIN)" >&2
 DATA1="$D1" DATA2="$D2" QUERIES="$QLIST" PAR=2 REPEAT="$REPEAT" OUT="$RUN/weir.csv" \
   RUNNER="python3 $ROOT/bench/nexmark/weir_nexmark.py --data {data} --query {query} --par {par}" \
@@ -80,12 +102,13 @@ if [ -n "${SKIP_FLINK:-}" ]; then
 else
   echo "== Flink" >&2
   DATA1="$D1" DATA2="$D2" QUERIES="$QLIST" PAR=2 REPEAT="$REPEAT" OUT="$RUN/flink.csv" \
-    "$SHARED/run_flink.sh" >&2
+    FLINK_ARGS="$FLINK_ARGS" "$SHARED/run_flink.sh" >&2
 fi
 
 echo "== results at $N1 events: Weir vs DuckDB" >&2
 "$B/duckdb-venv/bin/python" "$SHARED/duckdb_nexmark.py" --data "$D1" \
-  --queries "$QUERIES" --out-dir "$RUN/results" >"$RUN/duckdb.out" 2>&1 || true
+  --queries-dir "$RUN/queries/duckdb" --queries "$QUERIES" --out-dir "$RUN/results" \
+  >"$RUN/duckdb.out" 2>&1 || true
 for q in $QLIST; do
   python3 "$ROOT/bench/nexmark/weir_nexmark.py" --data "$D1" --query "$q" --par 2 \
     --result "$RUN/results/weir_$q.csv" >"$RUN/results/weir_$q.log" 2>&1 || true

@@ -4,8 +4,10 @@
 Starts a weir server (WEIR_BIN, default the release build) on a fresh data
 dir, creates the sources person / auction / bid over DATA (one file per
 table, or gen.sh's SPLIT=K part-file directories) with the Nexmark 4 s
-watermark, and runs the query's SELECT (taken from the shared harness's
-queries/flink/qN.sql, the part after `INSERT INTO nexmark_qN`):
+watermark, and runs the query's SELECT: the part after `INSERT INTO
+nexmark_qN` of queries/flink/qN.sql, looked up in this project's
+bench/nexmark/queries/flink (q9, q14-q22) and then in the shared
+harness's (the others). Flink's `quoted` identifiers become "quoted".
 
 Queries with window table functions get EMIT ON WINDOW CLOSE, as Flink's
 window aggregations emit each window once.
@@ -77,12 +79,26 @@ SINK_TYPES = {"BIGINT": "bigint", "INT": "int", "STRING": "text", "VARCHAR": "te
               "DOUBLE": "double precision", "TIMESTAMP(3)": "timestamp", "TIMESTAMP": "timestamp"}
 
 
-def query_select(queries_dir, query):
+QUERY_DIRS = [os.path.join(HERE, "queries", "flink"), os.path.join(SHARED, "queries", "flink")]
+
+
+def query_file(queries_dirs, query):
+    """The first <query>.sql in the directories."""
+    for d in queries_dirs:
+        f = os.path.join(d, f"{query}.sql")
+        if os.path.isfile(f):
+            return f
+    sys.exit(f"no {query}.sql in {', '.join(queries_dirs)}")
+
+
+def query_select(queries_dirs, query):
     """The SELECT of queries/flink/<query>.sql (after INSERT INTO ...), its
     columns cast to the types of the sink table it inserts into (as Flink's
     INSERT INTO does: e.g. q4's AVG over BIGINT becomes BIGINT)."""
-    text = open(os.path.join(queries_dir, f"{query}.sql")).read()
+    text = open(query_file(queries_dirs, query)).read()
     text = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
+    # Flink quotes identifiers (`day`) with backticks, SQL with double quotes.
+    text = re.sub(r"`([^`]*)`", r'"\1"', text)
     m = re.search(r"INSERT\s+INTO\s+\w+\s+(.*?);?\s*$", text, re.S | re.I)
     if not m:
         sys.exit(f"no INSERT INTO ... SELECT in {query}.sql")
@@ -99,6 +115,9 @@ def query_select(queries_dir, query):
         return select
     names = ", ".join(n for n, _ in cols)
     casts = ", ".join(f"CAST({n} AS {t}) AS {n}" for n, t in cols)
+    if any(n.startswith('"') for n, _ in cols):
+        names = ", ".join(n.strip('"') for n, _ in cols)
+        casts = ", ".join(f'CAST("{n.strip(chr(34))}" AS {t}) AS "{n.strip(chr(34))}"' for n, t in cols)
     return f"SELECT {casts} FROM ({select}) AS sink_row({names})"
 
 
@@ -106,7 +125,7 @@ def with_window_emission(select):
     """Flink's window TVF aggregations emit each window once, when it
     closes; the Weir equivalent is EMIT ON WINDOW CLOSE (same final
     result, no updates in between)."""
-    if re.search(r"\b(TUMBLE|HOP)\s*\(", select, re.I):
+    if re.search(r"\b(TUMBLE|HOP|SESSION)\s*\(", select, re.I):
         return select + " EMIT ON WINDOW CLOSE"
     return select
 
@@ -148,11 +167,13 @@ def main():
     ap.add_argument("--query", required=True)
     ap.add_argument("--par", type=int, default=2)
     ap.add_argument("--result", metavar="FILE")
-    ap.add_argument("--queries-dir", default=os.path.join(SHARED, "queries", "flink"))
+    ap.add_argument("--queries-dir", action="append",
+                    help="where qN.sql is (may repeat; default: this project's "
+                         "bench/nexmark/queries/flink, then the shared harness's)")
     ap.add_argument("--timeout", type=float, default=900)
     args = ap.parse_args()
     os.environ.setdefault("WEIR_BIN", os.path.expanduser("~/.cache/weir-target-release/release/weir"))
-    select = with_window_emission(query_select(args.queries_dir, args.query))
+    select = with_window_emission(query_select(args.queries_dir or QUERY_DIRS, args.query))
     if args.generator != (args.events is not None) or args.generator == bool(args.data):
         ap.error("give --data DIR, or --generator --events N")
     events = args.events if args.generator else events_of(args.data)

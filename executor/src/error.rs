@@ -311,7 +311,9 @@ pub fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
         DataFusionError::NotImplemented(_) => "0A000",
         DataFusionError::Execution(m) => {
             let l = m.to_ascii_lowercase();
-            if l.contains("divide by zero") || l.contains("division by zero") {
+            if l.starts_with("invalid argument for ") {
+                "22023"
+            } else if l.contains("divide by zero") || l.contains("division by zero") {
                 "22012"
             } else if l.contains("overflow") {
                 "22003"
@@ -328,7 +330,13 @@ pub fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
 
 fn plan_sqlstate(m: &str) -> &'static str {
     let l = m.to_ascii_lowercase();
-    if l.contains("table") && l.contains("not found") {
+    // A function called with the wrong number or types of arguments, and
+    // an argument value a function refuses (`server/src/functions`).
+    if l.contains("no function matches") {
+        "42883"
+    } else if l.starts_with("invalid argument for ") {
+        "22023"
+    } else if l.contains("table") && l.contains("not found") {
         "42P01"
     } else if l.contains("no field named") || l.contains("column") && l.contains("not found") {
         "42703"

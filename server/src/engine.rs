@@ -193,7 +193,7 @@ impl Engine {
         ));
         ctx.register_udf(pg_sleep_udf());
         ctx.register_udf(crate::fail_if::fail_if_udf());
-        ctx.register_udf(mod_udf());
+        crate::functions::register(&ctx);
         // SESSION windows (rewritten into this table function).
         let lookup = relations.clone();
         ctx.register_udtf(
@@ -1775,30 +1775,6 @@ fn alter_tag(kind: QueryKind) -> &'static str {
         QueryKind::StreamingQuery => "ALTER STREAMING QUERY",
         QueryKind::MaterializedView => "ALTER MATERIALIZED VIEW",
     }
-}
-
-/// The options of a streaming query: parallelism, checkpoint and failure
-/// settings.
-/// `mod(a, b)`: PostgreSQL's and Flink's remainder function (`a % b`), for
-/// integers.
-fn mod_udf() -> datafusion::logical_expr::ScalarUDF {
-    use datafusion::logical_expr::ColumnarValue;
-    datafusion::logical_expr::create_udf(
-        "mod",
-        vec![DataType::Int64, DataType::Int64],
-        DataType::Int64,
-        datafusion::logical_expr::Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let out = datafusion::arrow::compute::kernels::numeric::rem(&arrays[0], &arrays[1])?;
-            let scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
-            Ok(if scalar {
-                ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
-            } else {
-                ColumnarValue::Array(out)
-            })
-        }),
-    )
 }
 
 /// Which of `choices` a query option names (0, the default, when absent).

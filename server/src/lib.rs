@@ -12,6 +12,7 @@ pub mod enrichers;
 pub mod error;
 pub mod event_time;
 pub mod fail_if;
+pub mod functions;
 pub mod metrics;
 pub mod naming;
 pub mod pg;
