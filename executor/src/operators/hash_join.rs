@@ -34,8 +34,9 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::chunk::{Chunk, Op};
 use crate::error::{ExecError, ExecResult};
-use crate::keys::{key_group_of, KeyEncoder};
+use crate::keys::KeyEncoder;
 use crate::operator::{Operator, OperatorContext, Output, StateEntry, StateWriter};
+use crate::operators::partition_key::PartitionKey;
 use crate::operators::state_codec::{ByteReader, ByteWriter, RowCodec};
 use crate::state::SubtaskStore;
 
@@ -160,18 +161,14 @@ impl std::ops::Index<usize> for Bucket {
 }
 
 struct Side {
-    key_exprs: Vec<Arc<dyn PhysicalExpr>>,
-    /// No join keys: every row has the constant key (one `true` column),
-    /// in key group 0.
-    constant_key: bool,
-    key_enc: KeyEncoder,
+    /// The join keys (none: one constant key, key group 0).
+    key: PartitionKey,
     row_enc: KeyEncoder,
     null_row: OwnedRow,
     rows: HashMap<OwnedRow, Bucket>,
     /// Join keys whose entries changed since the previous snapshot; with a
     /// store, since they were last written to it.
     dirty: HashSet<OwnedRow>,
-    key_codec: RowCodec,
     row_codec: RowCodec,
 }
 
@@ -189,20 +186,9 @@ impl Side {
         let row_enc = KeyEncoder::new(&types)?;
         let nulls: Vec<ArrayRef> = types.iter().map(|t| new_null_array(t, 1)).collect();
         let null_row = row_enc.encode(&nulls)?.row(0).owned();
-        // A row converter over zero columns encodes zero rows, whatever the
-        // input's length: give such a join a constant one-column key.
-        let constant_key = key_exprs.is_empty();
-        let key_types = if constant_key {
-            vec![DataType::Boolean]
-        } else {
-            key_types
-        };
         Ok(Side {
-            key_exprs,
-            constant_key,
-            key_codec: RowCodec::new(&key_types)?,
+            key: PartitionKey::with_types(key_exprs, key_types)?,
             row_codec: RowCodec::new(&types)?,
-            key_enc: KeyEncoder::new(&key_types)?,
             row_enc,
             null_row,
             rows: HashMap::new(),
@@ -212,11 +198,7 @@ impl Side {
 
     /// (key group, state key) of a join key's entry.
     fn state_key(&self, side: u8, key: &OwnedRow) -> (usize, Vec<u8>) {
-        let kg = if self.constant_key {
-            0
-        } else {
-            key_group_of(key.as_ref())
-        };
+        let kg = self.key.key_group(key.as_ref());
         let mut skey = Vec::with_capacity(key.as_ref().len() + 1);
         skey.push(side);
         skey.extend_from_slice(key.as_ref());
@@ -244,20 +226,6 @@ impl Side {
         Ok(())
     }
 
-    /// The join key columns of a batch (for a join without keys, the
-    /// constant `true` column).
-    fn key_columns(&self, batch: &RecordBatch) -> ExecResult<Vec<ArrayRef>> {
-        let n = batch.num_rows();
-        if self.constant_key {
-            return Ok(vec![Arc::new(BooleanArray::from(vec![true; n]))]);
-        }
-        Ok(self
-            .key_exprs
-            .iter()
-            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-            .collect::<Result<Vec<_>, _>>()?)
-    }
-
     /// Restores the given (join key bytes, value) pairs.
     fn restore(&mut self, entries: &[(&[u8], &[u8])]) -> ExecResult<()> {
         if entries.is_empty() {
@@ -281,7 +249,7 @@ impl Side {
             lens.push(n);
         }
         let key_bytes: Vec<&[u8]> = entries.iter().map(|(k, _)| *k).collect();
-        let keys = self.key_codec.rehydrate(&self.key_enc, &key_bytes)?;
+        let keys = self.key.rehydrate(&key_bytes)?;
         let rows = self.row_codec.rehydrate(&self.row_enc, &row_bytes)?;
         let mut rows = rows.into_iter().zip(counts);
         for (key, n) in keys.into_iter().zip(lens) {
@@ -697,8 +665,8 @@ impl Operator for HashJoinOperator {
         };
         let n = chunk.num_rows();
         let batch = &chunk.batch;
-        let key_cols = self.sides[s].key_columns(batch)?;
-        let keys = self.sides[s].key_enc.encode(&key_cols)?;
+        let key_cols = self.sides[s].key.columns(batch)?;
+        let keys = self.sides[s].key.encode_columns(&key_cols)?;
         let rows = self.sides[s].row_enc.encode(batch.columns())?;
         // Both sides encode join keys alike (same key types).
         self.fetch_missing(o, &keys)?;

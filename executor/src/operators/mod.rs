@@ -4,6 +4,7 @@ pub mod blackhole;
 pub mod filter;
 pub mod hash_agg;
 pub mod hash_join;
+pub mod partition_key;
 pub mod project;
 pub mod session_window;
 pub mod state_codec;

@@ -28,9 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions,
-};
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::arrow::row::OwnedRow;
@@ -38,8 +36,9 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::chunk::{Chunk, Op};
 use crate::error::{ExecError, ExecResult};
-use crate::keys::{key_group_of, KeyEncoder};
+use crate::keys::KeyEncoder;
 use crate::operator::{Operator, OperatorContext, Output, StateEntry, StateWriter};
+use crate::operators::partition_key::PartitionKey;
 use crate::operators::state_codec::{ByteReader, ByteWriter, RowCodec};
 use crate::state::SubtaskStore;
 
@@ -51,10 +50,7 @@ const PARTITION_PREFIX: u8 = 1;
 type Pending = BTreeMap<i64, Vec<(OwnedRow, i64)>>;
 
 pub struct SessionWindowOperator {
-    partition_exprs: Vec<Arc<dyn PhysicalExpr>>,
-    constant_key: bool,
-    key_enc: KeyEncoder,
-    key_codec: RowCodec,
+    partition: PartitionKey,
     row_enc: KeyEncoder,
     row_codec: RowCodec,
     /// Input column of the event time.
@@ -119,25 +115,13 @@ impl SessionWindowOperator {
         } else {
             gap_ms * units_per_ms
         };
-        let constant_key = partition_exprs.is_empty();
-        let key_types = if constant_key {
-            vec![DataType::Boolean]
-        } else {
-            partition_exprs
-                .iter()
-                .map(|e| e.data_type(input_schema))
-                .collect::<Result<Vec<_>, _>>()?
-        };
         if output_schema.fields().len() != types.len() + 2 {
             return Err(ExecError::internal(
                 "session window output must be the input and the window bounds",
             ));
         }
         Ok(SessionWindowOperator {
-            partition_exprs,
-            constant_key,
-            key_enc: KeyEncoder::new(&key_types)?,
-            key_codec: RowCodec::new(&key_types)?,
+            partition: PartitionKey::new(partition_exprs, input_schema)?,
             row_enc: KeyEncoder::new(&types)?,
             row_codec: RowCodec::new(&types)?,
             ts_col,
@@ -164,11 +148,7 @@ impl SessionWindowOperator {
     }
 
     fn key_group(&self, key: &OwnedRow) -> usize {
-        if self.constant_key {
-            0
-        } else {
-            key_group_of(key.as_ref())
-        }
+        self.partition.key_group(key.as_ref())
     }
 
     /// End of the first session of a partition's pending rows.
@@ -332,7 +312,7 @@ impl SessionWindowOperator {
             }
         }
         let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
-        let keys = self.key_codec.rehydrate(&self.key_enc, &key_refs)?;
+        let keys = self.partition.rehydrate(&key_refs)?;
         let row_refs: Vec<&[u8]> = row_bytes.iter().map(|r| r.as_slice()).collect();
         let rows = self.row_codec.rehydrate(&self.row_enc, &row_refs)?;
         let mut rows = rows.into_iter().zip(times);
@@ -395,15 +375,7 @@ impl Operator for SessionWindowOperator {
     fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Output) -> ExecResult<()> {
         let n = chunk.num_rows();
         let batch = &chunk.batch;
-        let key_cols: Vec<ArrayRef> = if self.constant_key {
-            vec![Arc::new(BooleanArray::from(vec![true; n]))]
-        } else {
-            self.partition_exprs
-                .iter()
-                .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-                .collect::<Result<_, _>>()?
-        };
-        let keys = self.key_enc.encode(&key_cols)?;
+        let keys = self.partition.encode(batch)?;
         let ts = cast(batch.column(self.ts_col), &DataType::Int64)?;
         let ts = ts
             .as_any()

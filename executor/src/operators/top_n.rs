@@ -29,9 +29,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt64Array,
-};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, UInt64Array};
 use datafusion::arrow::compute::{cast, SortOptions};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
@@ -39,8 +37,9 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::chunk::{Chunk, Op};
 use crate::error::{ExecError, ExecResult};
-use crate::keys::{key_group_of, KeyEncoder};
+use crate::keys::KeyEncoder;
 use crate::operator::{Operator, OperatorContext, Output, StateEntry, StateWriter};
+use crate::operators::partition_key::PartitionKey;
 use crate::operators::state_codec::{ByteReader, ByteWriter, RowCodec};
 use crate::state::SubtaskStore;
 
@@ -57,11 +56,8 @@ pub struct OrderTerm {
 }
 
 pub struct TopNOperator {
-    partition_exprs: Vec<Arc<dyn PhysicalExpr>>,
-    /// No PARTITION BY: every row has the constant key `true`, key group 0.
-    constant_key: bool,
-    key_enc: KeyEncoder,
-    key_codec: RowCodec,
+    /// PARTITION BY (none: one constant key, key group 0).
+    partition: PartitionKey,
     order_exprs: Vec<Arc<dyn PhysicalExpr>>,
     order_enc: RowConverter,
     row_enc: KeyEncoder,
@@ -96,15 +92,6 @@ impl TopNOperator {
             .iter()
             .map(|f| f.data_type().clone())
             .collect();
-        let constant_key = partition_exprs.is_empty();
-        let key_types = if constant_key {
-            vec![DataType::Boolean]
-        } else {
-            partition_exprs
-                .iter()
-                .map(|e| e.data_type(input_schema))
-                .collect::<Result<Vec<_>, _>>()?
-        };
         let mut order_fields = Vec::new();
         let mut order_exprs = Vec::new();
         for t in order {
@@ -124,10 +111,7 @@ impl TopNOperator {
             ));
         }
         Ok(TopNOperator {
-            partition_exprs,
-            constant_key,
-            key_enc: KeyEncoder::new(&key_types)?,
-            key_codec: RowCodec::new(&key_types)?,
+            partition: PartitionKey::new(partition_exprs, input_schema)?,
             order_exprs,
             order_enc: RowConverter::new(order_fields)?,
             row_enc: KeyEncoder::new(&types)?,
@@ -143,11 +127,7 @@ impl TopNOperator {
     }
 
     fn key_group(&self, key: &OwnedRow) -> usize {
-        if self.constant_key {
-            0
-        } else {
-            key_group_of(key.as_ref())
-        }
+        self.partition.key_group(key.as_ref())
     }
 
     /// The rows of ranks 1..=limit, each copy of a row once.
@@ -206,7 +186,7 @@ impl TopNOperator {
             lens.push(n);
         }
         let key_bytes: Vec<&[u8]> = entries.iter().map(|(k, _)| *k).collect();
-        let keys = self.key_codec.rehydrate(&self.key_enc, &key_bytes)?;
+        let keys = self.partition.rehydrate(&key_bytes)?;
         let rows = self.row_codec.rehydrate(&self.row_enc, &row_bytes)?;
         let mut rows = rows.into_iter().zip(orders);
         for (key, n) in keys.into_iter().zip(lens) {
@@ -345,20 +325,12 @@ impl Operator for TopNOperator {
     fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Output) -> ExecResult<()> {
         let n = chunk.num_rows();
         let batch = &chunk.batch;
-        let key_cols: Vec<ArrayRef> = if self.constant_key {
-            vec![Arc::new(BooleanArray::from(vec![true; n]))]
-        } else {
-            self.partition_exprs
-                .iter()
-                .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-                .collect::<Result<_, _>>()?
-        };
         let order_cols: Vec<ArrayRef> = self
             .order_exprs
             .iter()
             .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
             .collect::<Result<_, _>>()?;
-        let keys = self.key_enc.encode(&key_cols)?;
+        let keys = self.partition.encode(batch)?;
         let orders = self.order_enc.convert_columns(&order_cols)?;
         let rows = self.row_enc.encode(batch.columns())?;
 
