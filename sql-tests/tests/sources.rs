@@ -340,32 +340,8 @@ async fn interval_join_of_sources_matches_the_batch_join() {
              WHERE a.id = b.auction AND b.date_time BETWEEN a.date_time AND a.expires \
              GROUP BY a.id";
     let streaming = q.replace("{a}", "auction").replace("{b}", "bid");
-    let plan = weir_sql_tests::sql::rows(
-        &client,
-        &format!("EXPLAIN CREATE MATERIALIZED VIEW x AS {streaming}"),
-    )
-    .await;
-    assert!(
-        plan.iter()
-            .any(|r| r.iter().flatten().any(|c| c.contains("interval"))),
-        "{plan:?}"
-    );
-    exec(
-        &client,
-        &format!("CREATE MATERIALIZED VIEW q4ish WITH (parallelism = 2) AS {streaming}"),
-    )
-    .await;
-    eventually(
-        "the join to read all files",
-        Duration::from_secs(30),
-        || finished(&client, "q4ish"),
-    )
-    .await;
-    exec(&client, "FLUSH").await;
     let oracle = q.replace("{a}", "auction_t").replace("{b}", "bid_t");
-    assert!(int(&client, &format!("SELECT count(*) FROM ({oracle}) o")).await > 100);
-    assert_view_matches(&client, "q4ish", &oracle).await;
-
+    interval_join_matches(&client, "q4ish", &streaming, &oracle, 100).await;
     // q7's shape: bids joined with the final maximum of their window, the
     // bound written `b1.t - c <= b.t`; both sides are cleaned.
     let q7 = "SELECT b.auction, b.price, b.date_time FROM {b} b JOIN (\
@@ -374,8 +350,29 @@ async fn interval_join_of_sources_matches_the_batch_join() {
               GROUP BY window_start, window_end) b1 ON b.price = b1.maxprice \
               WHERE b.date_time BETWEEN b1.date_time - INTERVAL '10' SECOND AND b1.date_time";
     let streaming = format!("{} EMIT ON WINDOW CLOSE", q7.replace("{b}", "bid"));
-    let plan = weir_sql_tests::sql::rows(
+    interval_join_matches(
         &client,
+        "q7ish",
+        &streaming,
+        &q7.replace("{b}", "bid_t"),
+        10,
+    )
+    .await;
+    block_in_place(|| server.stop()).unwrap();
+}
+
+/// Plans `streaming` as an interval join (EXPLAIN says so), runs it as view
+/// `name` to the end of its sources, and compares it with `oracle` (which
+/// must give more than `min_rows` rows).
+async fn interval_join_matches(
+    client: &tokio_postgres::Client,
+    name: &str,
+    streaming: &str,
+    oracle: &str,
+    min_rows: i64,
+) {
+    let plan = weir_sql_tests::sql::rows(
+        client,
         &format!("EXPLAIN CREATE MATERIALIZED VIEW x AS {streaming}"),
     )
     .await;
@@ -385,19 +382,17 @@ async fn interval_join_of_sources_matches_the_batch_join() {
         "{plan:?}"
     );
     exec(
-        &client,
-        &format!("CREATE MATERIALIZED VIEW q7ish WITH (parallelism = 2) AS {streaming}"),
+        client,
+        &format!("CREATE MATERIALIZED VIEW {name} WITH (parallelism = 2) AS {streaming}"),
     )
     .await;
     eventually(
         "the join to read all files",
         Duration::from_secs(30),
-        || finished(&client, "q7ish"),
+        || finished(client, name),
     )
     .await;
-    exec(&client, "FLUSH").await;
-    let oracle = q7.replace("{b}", "bid_t");
-    assert!(int(&client, &format!("SELECT count(*) FROM ({oracle}) o")).await > 10);
-    assert_view_matches(&client, "q7ish", &oracle).await;
-    block_in_place(|| server.stop()).unwrap();
+    exec(client, "FLUSH").await;
+    assert!(int(client, &format!("SELECT count(*) FROM ({oracle}) o")).await > min_rows);
+    assert_view_matches(client, name, oracle).await;
 }
