@@ -852,12 +852,22 @@ impl<'a> StreamPlanner<'a> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        // Over an input that only inserts, min/max keep just the extreme.
+        let append_only_input = input.append_only;
+        let detail = if append_only_input {
+            format!("{detail} input=append_only")
+        } else {
+            detail
+        };
         let s2 = schema.clone();
         let ge = group_exprs.clone();
         let node = self.operator("StreamHashAgg", detail, par, schema, move || {
             let aggs = specs
                 .iter()
-                .map(|(f, filter)| AggSpec::new(f.clone(), filter.clone(), &in_schema))
+                .map(|(f, filter)| {
+                    AggSpec::new(f.clone(), filter.clone(), &in_schema)
+                        .map(|a| a.with_append_only_input(append_only_input))
+                })
                 .collect::<ExecResult<Vec<_>>>()?;
             let op = HashAggOperator::new(ge.clone(), group_types.clone(), aggs, s2.clone())?;
             Ok(Box::new(match window {

@@ -4,7 +4,9 @@
 //! - retractable aggregates (count, sum, avg) keep a DataFusion accumulator
 //!   fed with inserts (`update_batch`) and deletes (`retract_batch`);
 //! - min and max keep an ordered multiset of argument values, so a delete of
-//!   the current extreme finds the next one;
+//!   the current extreme finds the next one — over an append-only input
+//!   (the planner says so, [`AggSpec::with_append_only_input`]) only the
+//!   extreme, in DataFusion's accumulator;
 //! - count(DISTINCT x) keeps the multiset of its non-NULL argument values
 //!   (a hash map value -> number of rows): its value is the map's size, and
 //!   a delete of a value's last row removes it;
@@ -87,7 +89,17 @@ pub enum AggKind {
     Max,
     /// count(DISTINCT x): the size of the multiset of `x`, NULL left out.
     CountDistinct,
+    /// min or max over an append-only input: DataFusion's accumulator,
+    /// which keeps the extreme value only (nothing is ever retracted).
+    Extreme,
     Recompute,
+}
+
+impl AggKind {
+    /// Kept in a DataFusion accumulator (rather than a multiset).
+    fn is_accumulator(self) -> bool {
+        matches!(self, AggKind::Retractable | AggKind::Extreme)
+    }
 }
 
 pub struct AggSpec {
@@ -136,10 +148,30 @@ impl AggSpec {
             arg_types,
         })
     }
+
+    /// For an input that only ever inserts: min and max then keep only
+    /// their extreme value instead of the multiset of values. A delete
+    /// reaching such an aggregate is an internal error.
+    pub fn with_append_only_input(mut self, append_only: bool) -> AggSpec {
+        if append_only && matches!(self.kind, AggKind::Min | AggKind::Max) {
+            self.kind = AggKind::Extreme;
+        }
+        self
+    }
+
+    /// A fresh accumulator of an aggregate kept in one.
+    fn accumulator(&self) -> ExecResult<Box<dyn Accumulator>> {
+        Ok(match self.kind {
+            AggKind::Extreme => self.func.create_accumulator()?,
+            _ => self.func.create_sliding_accumulator()?,
+        })
+    }
 }
 
 enum AccState {
-    Retractable(Box<dyn Accumulator>),
+    /// A DataFusion accumulator: the sliding one of a retractable
+    /// aggregate, the plain one of an [`AggKind::Extreme`].
+    Accumulator(Box<dyn Accumulator>),
     Multiset(BTreeMap<OwnedRow, i64>),
     /// count(DISTINCT x): the number of rows per non-NULL value of `x`
     /// (row bytes); unordered, so that a value is found without copying
@@ -200,9 +232,9 @@ impl HashAggOperator {
     ) -> ExecResult<Self> {
         let arg_encs = aggs
             .iter()
-            .map(|a| match a.kind {
-                AggKind::Retractable => Ok(None),
-                _ => KeyEncoder::new(&a.arg_types).map(Some),
+            .map(|a| match a.kind.is_accumulator() {
+                true => Ok(None),
+                false => KeyEncoder::new(&a.arg_types).map(Some),
             })
             .collect::<ExecResult<Vec<_>>>()?;
         let null_args = aggs
@@ -221,32 +253,31 @@ impl HashAggOperator {
             .cloned()
             .chain(aggs.iter().map(|a| a.func.field().data_type().clone()))
             .collect();
-        // The types of a retractable accumulator's state, from a fresh one
+        // The types of an accumulator's state, from a fresh one
         // (`state_fields()` describes the plain accumulator, whose state
         // can differ from the sliding one's: sum keeps a count too).
         let accs = aggs
             .iter()
-            .map(|a| match a.kind {
-                AggKind::Retractable => {
+            .map(|a| match a.kind.is_accumulator() {
+                true => {
                     let types = a
-                        .func
-                        .create_sliding_accumulator()?
+                        .accumulator()?
                         .state()?
                         .iter()
                         .map(|v| v.data_type())
                         .collect();
                     Ok(Some(ScalarsCodec::new(types)))
                 }
-                _ => Ok(None),
+                false => Ok(None),
             })
             .collect::<ExecResult<Vec<_>>>()?;
         let codecs = StateCodecs {
             group: RowCodec::new(&group_types)?,
             args: aggs
                 .iter()
-                .map(|a| match a.kind {
-                    AggKind::Retractable => Ok(None),
-                    _ => RowCodec::new(&a.arg_types).map(Some),
+                .map(|a| match a.kind.is_accumulator() {
+                    true => Ok(None),
+                    false => RowCodec::new(&a.arg_types).map(Some),
                 })
                 .collect::<ExecResult<Vec<_>>>()?,
             last: ScalarsCodec::new(last_types),
@@ -464,8 +495,8 @@ impl HashAggOperator {
             .aggs
             .iter()
             .map(|a| match a.kind {
-                AggKind::Retractable => {
-                    Ok(AccState::Retractable(a.func.create_sliding_accumulator()?))
+                AggKind::Retractable | AggKind::Extreme => {
+                    Ok(AccState::Accumulator(a.accumulator()?))
                 }
                 AggKind::CountDistinct => Ok(AccState::Distinct(FastMap::default())),
                 _ => Ok(AccState::Multiset(BTreeMap::new())),
@@ -503,13 +534,13 @@ impl HashAggOperator {
             let acc = match (tag, &self.codecs.accs[i], &arg_codecs[i]) {
                 (TAG_ACCUMULATOR, Some(codec), _) => {
                     let state = codec.decode(&mut r)?;
-                    let mut acc = spec.func.create_sliding_accumulator()?;
+                    let mut acc = spec.accumulator()?;
                     let arrays = state
                         .iter()
                         .map(|v| v.to_array_of_size(1))
                         .collect::<Result<Vec<_>, _>>()?;
                     acc.merge_batch(&arrays)?;
-                    AccState::Retractable(acc)
+                    AccState::Accumulator(acc)
                 }
                 (TAG_MULTISET, None, Some(codec)) => {
                     let n = r.length()?;
@@ -554,7 +585,7 @@ impl HashAggOperator {
         for (i, acc) in group.accs.iter_mut().enumerate() {
             let spec = &self.aggs[i];
             let v = match acc {
-                AccState::Retractable(acc) => acc.evaluate()?,
+                AccState::Accumulator(acc) => acc.evaluate()?,
                 AccState::Distinct(set) => {
                     // NULL is not counted (nor kept, but a state written
                     // when this was a recomputed aggregate may hold it).
@@ -667,12 +698,12 @@ fn encode_group(
     w.length(group.accs.len())?;
     for (i, acc) in group.accs.iter_mut().enumerate() {
         match acc {
-            AccState::Retractable(acc) => {
+            AccState::Accumulator(acc) => {
                 w.u8(TAG_ACCUMULATOR);
                 let state = accumulator_state(&aggs[i], acc.as_mut())?;
                 codecs.accs[i]
                     .as_ref()
-                    .expect("retractable aggregate has a state codec")
+                    .expect("an accumulator has a state codec")
                     .encode(&state, &mut w)?;
             }
             AccState::Multiset(set) => {
@@ -988,7 +1019,7 @@ impl Operator for HashAggOperator {
                 .map(|m| layout.filter(|i| m.is_valid(i) && m.value(i)));
             let l_ref = l.as_ref().unwrap_or(&layout);
             agg_taken.push(match spec.kind {
-                AggKind::Retractable if !l_ref.perm.is_empty() => {
+                kind if kind.is_accumulator() && !l_ref.perm.is_empty() => {
                     Some(take_rows(&agg_args[a], &l_ref.perm)?)
                 }
                 _ => None,
@@ -996,6 +1027,12 @@ impl Operator for HashAggOperator {
             agg_layouts.push(l);
         }
 
+        let extremes = self.aggs.iter().any(|a| a.kind == AggKind::Extreme);
+        if extremes && (0..n).any(|i| chunk.op(i) == Op::Delete) {
+            return Err(ExecError::internal(
+                "a delete reached min/max over an append-only input",
+            ));
+        }
         self.fetch_missing(&order)?;
         let mut emitted = Vec::new();
         for (g, key) in order.into_iter().enumerate() {
@@ -1016,7 +1053,7 @@ impl Operator for HashAggOperator {
             for (a, acc) in group.accs.iter_mut().enumerate() {
                 let l = agg_layouts[a].as_ref().unwrap_or(&layout);
                 match acc {
-                    AccState::Retractable(acc) => {
+                    AccState::Accumulator(acc) => {
                         let Some(taken) = &agg_taken[a] else {
                             continue;
                         };
@@ -1308,10 +1345,18 @@ mod tests {
 
     impl Planned {
         fn make(&self) -> Box<dyn Operator> {
+            self.make_for_input(false)
+        }
+
+        /// As the planner makes it for an append-only input.
+        fn make_for_input(&self, append_only: bool) -> Box<dyn Operator> {
             let aggs = self
                 .specs
                 .iter()
-                .map(|(f, filter)| AggSpec::new(f.clone(), filter.clone(), &self.in_schema))
+                .map(|(f, filter)| {
+                    AggSpec::new(f.clone(), filter.clone(), &self.in_schema)
+                        .map(|a| a.with_append_only_input(append_only))
+                })
                 .collect::<ExecResult<Vec<_>>>()
                 .unwrap();
             Box::new(
@@ -1762,6 +1807,57 @@ mod tests {
                     assert_eq!(got, want, "{sql} (seed {seed}), live rows: {}", live.len());
                 }
             }
+        }
+    }
+
+    /// Over an append-only input min and max keep only the extreme, and
+    /// the operator emits what the general one does, restores and spills
+    /// to a store alike; a delete is refused before anything changes.
+    #[test]
+    fn min_max_over_an_append_only_input_keep_only_the_extreme() {
+        let p = plan(
+            "SELECT k, min(v), max(s), min(d) FILTER (WHERE v > 0), max(f), count(*), \
+             count(DISTINCT v) FROM t GROUP BY k",
+        );
+        let kinds: Vec<AggKind> = p
+            .specs
+            .iter()
+            .map(|(f, filter)| {
+                AggSpec::new(f.clone(), filter.clone(), &p.in_schema)
+                    .unwrap()
+                    .with_append_only_input(true)
+                    .kind
+            })
+            .collect();
+        assert_eq!(kinds.iter().filter(|k| **k == AggKind::Extreme).count(), 4);
+        let make = || p.make_for_input(true);
+        for seed in 0..3u64 {
+            let mut rng = Rng::new(seed + 900);
+            let inputs: Vec<Input> = random_changes(&mut rng, 30)
+                .iter()
+                .map(|c| {
+                    let inserts: BooleanArray = (0..c.num_rows())
+                        .map(|i| Some(c.op(i) == Op::Insert))
+                        .collect();
+                    (0, p.input(&c.filter(&inserts).unwrap()))
+                })
+                .filter(|(_, c)| c.num_rows() > 0)
+                .collect();
+            let (mut general, mut extreme) = (p.make(), make());
+            open(general.as_mut(), &ctx(0, 1), false);
+            open(extreme.as_mut(), &ctx(0, 1), false);
+            for input in &inputs {
+                assert_eq!(feed(general.as_mut(), input), feed(extreme.as_mut(), input));
+            }
+            check_restore(&make, &inputs, &[0, 5, inputs.len() / 2, inputs.len()]);
+            check_store(&make, &inputs, &[1, inputs.len() / 2, inputs.len() - 1], 2);
+            // A delete is refused, and the state stays as it was.
+            let before = to_map(snapshot(extreme.as_mut(), true));
+            let mut delete = inputs[0].1.clone();
+            delete.ops = Some(Arc::new(vec![Op::Delete; delete.num_rows()]));
+            let mut out = Output::default();
+            assert!(extreme.on_chunk(0, delete, &mut out).is_err());
+            assert_eq!(to_map(snapshot(extreme.as_mut(), true)), before);
         }
     }
 
