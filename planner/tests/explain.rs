@@ -120,15 +120,25 @@ async fn union_all_subquery() {
 }
 
 #[tokio::test]
+async fn top_n_per_partition_and_order_by_limit() {
+    insta::assert_snapshot!(explain(
+        "SELECT * FROM (SELECT k, v, row_number() OVER (PARTITION BY k ORDER BY v DESC) AS rn FROM a) t WHERE rn <= 3"
+    )
+    .await
+    .unwrap());
+    insta::assert_snapshot!(explain("SELECT id, v FROM a ORDER BY v LIMIT 5")
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
 async fn unsupported_constructs_are_refused_by_name() {
     let err = explain("SELECT id, row_number() OVER (ORDER BY v) AS r FROM a")
         .await
         .unwrap_err();
     assert!(err.to_string().contains("window functions"), "{err}");
-    let err = explain("SELECT id FROM a ORDER BY v LIMIT 3")
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("top-N"), "{err}");
+    let err = explain("SELECT id FROM a LIMIT 3").await.unwrap_err();
+    assert!(err.to_string().contains("LIMIT without ORDER BY"), "{err}");
     let err = explain("SELECT k, sum(v) FROM a GROUP BY ROLLUP (k)")
         .await
         .unwrap_err();
