@@ -995,20 +995,30 @@ impl<'a> StreamPlanner<'a> {
         })
     }
 
-    /// An inner join of append-only inputs whose filter bounds one side's
-    /// event time from above by an expression of the other side's row
-    /// (`x.t <= e(y)`, also inside BETWEEN): the rows of that other side
-    /// expire when `e(y)` falls behind the watermark.
+    /// An inner join of append-only inputs whose condition bounds one
+    /// side's event time from above by an expression of the other side's
+    /// row (`x.t <= e(y)`, also inside BETWEEN or as an equality of join
+    /// keys): the rows of that other side expire when `e(y)` falls behind
+    /// the watermark.
     fn interval_cleanup(
         &self,
-        filter: &Expr,
+        filter: Option<&Expr>,
+        on: &[(Expr, Expr)],
         left: &Stream,
         right: &Stream,
     ) -> PlanResult<Option<IntervalCleanup>> {
         use datafusion::logical_expr::{Between, BinaryExpr, Operator as BinOp};
-        // Every comparison as (a, b) meaning a <= b (or a < b).
+        // Every comparison as (a, b) meaning a <= b (or a < b); an equality
+        // (of join keys, e.g. two windows' ends) is both.
         let mut pairs: Vec<(Expr, Expr)> = Vec::new();
-        for c in datafusion::logical_expr::utils::split_conjunction(filter) {
+        for (l, r) in on {
+            pairs.push((l.clone(), r.clone()));
+            pairs.push((r.clone(), l.clone()));
+        }
+        for c in filter
+            .map(datafusion::logical_expr::utils::split_conjunction)
+            .unwrap_or_default()
+        {
             match c {
                 Expr::BinaryExpr(BinaryExpr {
                     left: l,
@@ -1128,11 +1138,15 @@ impl<'a> StreamPlanner<'a> {
         };
         let joined_schema = arrow_schema(&joined_df);
         let schema = arrow_schema(&join.schema);
-        let interval = match &join.filter {
-            Some(f) if kind == JoinKind::Inner && left.append_only && right.append_only => {
-                self.interval_cleanup(f, &left, &right)?
-            }
-            _ => None,
+        let interval = if matches!(
+            kind,
+            JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
+        ) && left.append_only
+            && right.append_only
+        {
+            self.interval_cleanup(join.filter.as_ref(), &join.on, &left, &right)?
+        } else {
+            None
         };
         let null_equals_null = join.null_equality == NullEquality::NullEqualsNull;
         let cross = join.on.is_empty();
@@ -1189,16 +1203,25 @@ impl<'a> StreamPlanner<'a> {
             parallelism: par,
             schema: join.schema.clone(),
             row_key: None,
-            append_only: kind == JoinKind::Inner && left.append_only && right.append_only,
-            event_time: if kind == JoinKind::Inner {
-                let width = left_schema.fields().len();
-                left.event_time
-                    .iter()
-                    .copied()
-                    .chain(right.event_time.iter().map(|i| i + width))
-                    .collect()
-            } else {
-                Vec::new()
+            // Over append-only inputs, inner and semi joins only ever add
+            // rows (a semi join's row goes out at its first match).
+            append_only: matches!(
+                kind,
+                JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
+            ) && left.append_only
+                && right.append_only,
+            event_time: match kind {
+                JoinKind::Inner => {
+                    let width = left_schema.fields().len();
+                    left.event_time
+                        .iter()
+                        .copied()
+                        .chain(right.event_time.iter().map(|i| i + width))
+                        .collect()
+                }
+                JoinKind::LeftSemi => left.event_time.clone(),
+                JoinKind::RightSemi => right.event_time.clone(),
+                _ => Vec::new(),
             },
         })
     }

@@ -358,6 +358,23 @@ async fn interval_join_of_sources_matches_the_batch_join() {
         10,
     )
     .await;
+    // q5's shape: two final window results joined on the window's end.
+    let counts = "SELECT auction, count(*) AS num, window_end AS endtime FROM \
+                  TABLE(TUMBLE(TABLE {b}, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) \
+                  GROUP BY auction, window_start, window_end";
+    let q5 = format!(
+        "SELECT a.auction, a.num FROM ({counts}) a JOIN (SELECT max(num) AS maxn, endtime \
+         FROM ({counts}) c GROUP BY endtime) m ON a.endtime = m.endtime AND a.num >= m.maxn"
+    );
+    let streaming = format!("{} EMIT ON WINDOW CLOSE", q5.replace("{b}", "bid"));
+    interval_join_matches(
+        &client,
+        "q5ish",
+        &streaming,
+        &q5.replace("{b}", "bid_t"),
+        10,
+    )
+    .await;
     block_in_place(|| server.stop()).unwrap();
 }
 

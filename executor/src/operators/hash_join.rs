@@ -348,9 +348,13 @@ impl HashJoinOperator {
     }
 
     /// Makes this an interval join (see [`IntervalCleanup`]); only for
-    /// inner joins of append-only inputs.
+    /// inner and semi joins of append-only inputs (their output only grows:
+    /// a row that leaves the state has had every match it will ever have).
     pub fn with_interval_cleanup(mut self, cleanup: IntervalCleanup) -> Self {
-        if self.kind == JoinKind::Inner {
+        if matches!(
+            self.kind,
+            JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
+        ) {
             self.interval = Some(cleanup);
         }
         self

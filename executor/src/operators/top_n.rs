@@ -45,8 +45,104 @@ use crate::state::SubtaskStore;
 
 const STATE_VERSION: u8 = 1;
 
-/// A partition's rows by (order key bytes, row) with their multiplicity.
-type Partition = BTreeMap<(Vec<u8>, OwnedRow), i64>;
+/// A row's place in the order: (order key bytes, row).
+type RankKey = (Vec<u8>, OwnedRow);
+
+/// A partition's rows in rank order, with their multiplicity.
+enum Partition {
+    /// Append-only input: at most `limit` rows, in a sorted vector (a
+    /// deduplication keeps one row per key: a tree per key would cost far
+    /// more memory).
+    Few(Vec<(RankKey, i64)>),
+    /// Retracting input: every row.
+    All(BTreeMap<RankKey, i64>),
+}
+
+impl Partition {
+    fn new(append_only: bool) -> Self {
+        if append_only {
+            Partition::Few(Vec::new())
+        } else {
+            Partition::All(BTreeMap::new())
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&RankKey, i64)> + '_> {
+        match self {
+            Partition::Few(v) => Box::new(v.iter().map(|(k, c)| (k, *c))),
+            Partition::All(m) => Box::new(m.iter().map(|(k, c)| (k, *c))),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Partition::Few(v) => v.len(),
+            Partition::All(m) => m.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds one copy of a row; false if it was not there to remove.
+    fn change(&mut self, key: RankKey, insert: bool) -> bool {
+        match self {
+            Partition::Few(v) => match v.binary_search_by(|(k, _)| k.cmp(&key)) {
+                Ok(i) if insert => v[i].1 += 1,
+                Ok(i) => {
+                    v[i].1 -= 1;
+                    if v[i].1 == 0 {
+                        v.remove(i);
+                    }
+                }
+                Err(i) if insert => v.insert(i, (key, 1)),
+                Err(_) => return false,
+            },
+            Partition::All(m) if insert => *m.entry(key).or_insert(0) += 1,
+            Partition::All(m) => {
+                let Some(count) = m.get_mut(&key) else {
+                    return false;
+                };
+                *count -= 1;
+                if *count == 0 {
+                    m.remove(&key);
+                }
+            }
+        }
+        true
+    }
+
+    /// Whether a row ranked `order, row` would fall past the first `limit`
+    /// copies of a partition that holds only those (append-only).
+    fn beyond(&self, limit: usize, order: &[u8], row: &[u8]) -> bool {
+        let Partition::Few(v) = self else {
+            return false;
+        };
+        let held: i64 = v.iter().map(|(_, c)| *c).sum();
+        match v.last() {
+            Some(((o, r), _)) if held >= limit as i64 => (order, row) > (o.as_slice(), r.as_ref()),
+            _ => false,
+        }
+    }
+
+    /// Keeps only the first `limit` copies (append-only: the others can
+    /// never rise again).
+    fn truncate(&mut self, limit: usize) {
+        if let Partition::Few(v) = self {
+            let mut kept = 0i64;
+            let limit = limit as i64;
+            v.retain_mut(|(_, count)| {
+                let keep = kept < limit;
+                if keep {
+                    *count = (*count).min(limit - kept);
+                    kept += *count;
+                }
+                keep
+            });
+        }
+    }
+}
 
 /// One ORDER BY term: its expression and direction.
 pub struct OrderTerm {
@@ -133,8 +229,8 @@ impl TopNOperator {
     /// The rows of ranks 1..=limit, each copy of a row once.
     fn top(&self, part: Option<&Partition>) -> Vec<OwnedRow> {
         let mut out = Vec::new();
-        for ((_, row), count) in part.into_iter().flatten() {
-            for _ in 0..*count {
+        for ((_, row), count) in part.into_iter().flat_map(|p| p.iter()) {
+            for _ in 0..count {
                 if out.len() == self.limit {
                     return out;
                 }
@@ -151,10 +247,10 @@ impl TopNOperator {
                 let mut w = ByteWriter::new();
                 w.u8(STATE_VERSION);
                 w.length(part.len())?;
-                for ((order, row), count) in part {
+                for ((order, row), count) in part.iter() {
                     w.bytes(order)?;
                     w.bytes(row.as_ref())?;
-                    w.i64(*count);
+                    w.i64(count);
                 }
                 state.put(kg, key.as_ref().to_vec(), w.finish());
             }
@@ -190,11 +286,12 @@ impl TopNOperator {
         let rows = self.row_codec.rehydrate(&self.row_enc, &row_bytes)?;
         let mut rows = rows.into_iter().zip(orders);
         for (key, n) in keys.into_iter().zip(lens) {
-            let part: Partition = rows
-                .by_ref()
-                .take(n)
-                .map(|(row, (order, count))| ((order, row), count))
-                .collect();
+            let mut part = Partition::new(self.append_only);
+            for (row, (order, count)) in rows.by_ref().take(n) {
+                for _ in 0..count {
+                    part.change((order.clone(), row.clone()), true);
+                }
+            }
             if part.is_empty() {
                 self.parts.remove(&key);
             } else {
@@ -353,39 +450,31 @@ impl Operator for TopNOperator {
         let mut emitted: Vec<(Op, OwnedRow, u64)> = Vec::new();
         for (key, members) in groups {
             let before = self.top(self.parts.get(&key));
-            let part = self.parts.entry(key.clone()).or_default();
+            let append_only = self.append_only;
+            let part = self
+                .parts
+                .entry(key.clone())
+                .or_insert_with(|| Partition::new(append_only));
             for i in members {
-                let entry = (orders.row(i).as_ref().to_vec(), rows.row(i).owned());
-                match chunk.op(i) {
-                    Op::Insert => *part.entry(entry).or_insert(0) += 1,
-                    Op::Delete => {
-                        if self.append_only {
-                            return Err(ExecError::internal("append-only top-N received a delete"));
-                        }
-                        let Some(count) = part.get_mut(&entry) else {
-                            return Err(ExecError::internal(
-                                "top-N: delete of a row it does not hold",
-                            ));
-                        };
-                        *count -= 1;
-                        if *count == 0 {
-                            part.remove(&entry);
-                        }
+                let insert = chunk.op(i) == Op::Insert;
+                if append_only {
+                    if !insert {
+                        return Err(ExecError::internal("append-only top-N received a delete"));
+                    }
+                    // Past the top of a full partition: never in it.
+                    if part.beyond(self.limit, orders.row(i).as_ref(), rows.row(i).as_ref()) {
+                        continue;
                     }
                 }
-            }
-            if self.append_only {
-                // Rows past the limit can never rise again.
-                let mut kept = 0i64;
-                let limit = self.limit as i64;
-                part.retain(|_, count| {
-                    let keep = kept < limit;
-                    if keep {
-                        *count = (*count).min(limit - kept);
-                        kept += *count;
-                    }
-                    keep
-                });
+                let entry = (orders.row(i).as_ref().to_vec(), rows.row(i).owned());
+                if !part.change(entry, insert) {
+                    return Err(ExecError::internal(
+                        "top-N: delete of a row it does not hold",
+                    ));
+                }
+                if append_only {
+                    part.truncate(self.limit);
+                }
             }
             let empty = part.is_empty();
             if empty {
