@@ -49,13 +49,13 @@ done
 N1="${EVENTS%,*}"; N2="${EVENTS#*,}"
 QLIST="${QUERIES//,/ }"
 [ -d "$SHARED" ] || { echo "no shared harness at $SHARED (set WEIR_SHARED_BENCH)" >&2; exit 1; }
+# A free metrics port: another weir on the machine may hold the default.
+export WEIR_METRICS_LISTEN="${WEIR_METRICS_LISTEN:-127.0.0.1:0}"
 if [ -n "$GENERATOR" ]; then
   export WEIR_BIN="${WEIR_BIN:-$HOME/.cache/weir-target-release/release/weir}"
   if [ ! -x "$WEIR_BIN" ]; then
     CARGO_TARGET_DIR="$HOME/.cache/weir-target-release" cargo build --release --bin weir
   fi
-  # A free metrics port: another weir on the machine may hold the default.
-  export WEIR_METRICS_LISTEN="${WEIR_METRICS_LISTEN:-127.0.0.1:0}"
   exec python3 "$ROOT/bench/nexmark/generator_bench.py" --events "$EVENTS" --queries "$QUERIES" \
     --par 2 --repeat "$REPEAT" --out "$ROOT/bench/results/nexmark-generator.csv" \
     --run-dir "$ROOT/bench/results/nexmark-generator-$(date -u +%Y%m%dT%H%M%SZ)"
