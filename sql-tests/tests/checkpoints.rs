@@ -38,8 +38,10 @@ async fn unaligned_checkpoints_complete_under_backpressure_while_aligned_wait() 
 
     // Wait for the moment that shows the difference: the aligned query has
     // a checkpoint in progress (its barrier queued behind the backlog) while
-    // the unaligned one completed checkpoints triggered after it, with the
-    // overtaken data persisted, and had not yet processed everything.
+    // the unaligned one completed a checkpoint triggered after it, with the
+    // overtaken data persisted, and had not yet processed everything. (One
+    // is enough: on a loaded 2-core machine a second one may come only after
+    // the backlog is through.)
     let deadline = Instant::now() + Duration::from_secs(90);
     let seen = loop {
         assert!(
@@ -56,7 +58,7 @@ async fn unaligned_checkpoints_complete_under_backpressure_while_aligned_wait() 
         )
         .await;
         let processed = int(&client, "SELECT coalesce(sum(n), 0) FROM ua").await;
-        if overtaking >= 2 && processed < total {
+        if overtaking >= 1 && processed < total {
             break processed;
         }
         if processed >= total {
