@@ -314,6 +314,17 @@ impl<'a> StreamPlanner<'a> {
         self.graph.connect(from.node, to, input, partitioning);
     }
 
+    /// Connects `from` to input 0 of a keyed operator: by hash of `keys`,
+    /// or everything to its one subtask when there are none.
+    fn connect_by_key(&mut self, from: usize, to: usize, keys: Vec<Arc<dyn PhysicalExpr>>) {
+        let partitioning = if keys.is_empty() {
+            Partitioning::Single
+        } else {
+            Partitioning::Hash(keys)
+        };
+        self.graph.connect(from, to, 0, partitioning);
+    }
+
     fn operator(
         &mut self,
         name: &str,
@@ -686,12 +697,7 @@ impl<'a> StreamPlanner<'a> {
                 s2.clone(),
             )?))
         });
-        let partitioning = if global {
-            Partitioning::Single
-        } else {
-            Partitioning::Hash(partition)
-        };
-        self.graph.connect(input.node, node, 0, partitioning);
+        self.connect_by_key(input.node, node, partition);
         Ok(Stream {
             node,
             parallelism: par,
@@ -875,12 +881,7 @@ impl<'a> StreamPlanner<'a> {
                 None => op,
             }))
         });
-        let partitioning = if global {
-            Partitioning::Single
-        } else {
-            Partitioning::Hash(group_exprs)
-        };
-        self.graph.connect(input.node, node, 0, partitioning);
+        self.connect_by_key(input.node, node, group_exprs);
         Ok(Stream {
             node,
             parallelism: par,
@@ -979,12 +980,7 @@ impl<'a> StreamPlanner<'a> {
                 s2.clone(),
             )?))
         });
-        let partitioning = if global {
-            Partitioning::Single
-        } else {
-            Partitioning::Hash(partition)
-        };
-        self.graph.connect(input.node, node, 0, partitioning);
+        self.connect_by_key(input.node, node, partition);
         Ok(Stream {
             node,
             parallelism: par,
