@@ -814,8 +814,8 @@ impl Engine {
             if matches!(rt.state(), QueryState::Failed | QueryState::Canceled) {
                 continue;
             }
-            if let Err(msg) = rt.flush().await {
-                return Err(SqlError::new(rt.failure_sqlstate(), msg).with_hint(format!(
+            if let Err(e) = rt.flush().await {
+                return Err(SqlError::new(e.sqlstate, e.message).with_hint(format!(
                     "See SELECT * FROM system.exceptions WHERE query = '{}'.",
                     rt.name
                 )));

@@ -587,7 +587,11 @@ impl StreamingQuery {
     /// call completed. Across a restart it waits for the next run, unless
     /// the failure was not retryable (bad data fails again): then, and
     /// when the query is FAILED, it returns the failure.
-    pub async fn flush(&self) -> Result<(), String> {
+    pub async fn flush(&self) -> Result<(), FlushError> {
+        let failed = |message: String| FlushError {
+            message,
+            sqlstate: self.failure_sqlstate(),
+        };
         let mut changed = self.changed.subscribe();
         loop {
             let (state, rt) = {
@@ -598,14 +602,20 @@ impl StreamingQuery {
                 (QueryState::Running | QueryState::Created, Some(rt)) => match rt.flush().await {
                     Ok(()) => return Ok(()),
                     Err(msg) => {
-                        let retryable = rt.failure().is_none_or(|f| f.error.retryable());
+                        let failure = rt.failure();
+                        let retryable = failure.as_ref().is_none_or(|f| f.error.retryable());
                         if !retryable && rt.status() != QueryStatus::Canceled {
-                            return Err(msg);
+                            // This run's own failure: the supervisor may not
+                            // have recorded it yet.
+                            return Err(FlushError {
+                                message: msg,
+                                sqlstate: failure.map_or("XX000", |f| f.error.sqlstate()),
+                            });
                         }
                     }
                 },
                 (QueryState::Failed | QueryState::Canceled | QueryState::Finished, _) => {
-                    return Err(self.failure_message())
+                    return Err(failed(self.failure_message()))
                 }
                 _ => {
                     // Restarting after bad data: the next run fails again.
@@ -616,13 +626,13 @@ impl StreamingQuery {
                         .as_ref()
                         .is_some_and(|f| !f.error.retryable());
                     if hopeless {
-                        return Err(self.failure_message());
+                        return Err(failed(self.failure_message()));
                     }
                 }
             }
             // Wait for the next state change (a restart).
             if changed.changed().await.is_err() {
-                return Err(self.failure_message());
+                return Err(failed(self.failure_message()));
             }
         }
     }
@@ -934,4 +944,17 @@ pub struct QueryStats {
     pub skipped_records: u64,
     /// Bad records dead-lettered, as of the last completed checkpoint.
     pub dead_letter_records: u64,
+}
+
+/// Why a FLUSH could not complete: the query's failure, with its SQLSTATE.
+#[derive(Debug)]
+pub struct FlushError {
+    pub message: String,
+    pub sqlstate: &'static str,
+}
+
+impl std::fmt::Display for FlushError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
