@@ -38,10 +38,10 @@ async fn unaligned_checkpoints_complete_under_backpressure_while_aligned_wait() 
 
     // Wait for the moment that shows the difference: the aligned query has
     // a checkpoint in progress (its barrier queued behind the backlog) while
-    // the unaligned one completed a checkpoint triggered after it, with the
-    // overtaken data persisted, and had not yet processed everything. (One
-    // is enough: on a loaded 2-core machine a second one may come only after
-    // the backlog is through.)
+    // the unaligned one completed a checkpoint after that one started, with
+    // the overtaken data persisted, and had not yet processed everything.
+    // (Both trigger every 200 ms, the unaligned one a little earlier, so its
+    // checkpoint of the same round may have been triggered first.)
     let deadline = Instant::now() + Duration::from_secs(90);
     let seen = loop {
         assert!(
@@ -54,7 +54,7 @@ async fn unaligned_checkpoints_complete_under_backpressure_while_aligned_wait() 
             "SELECT count(*) FROM system.checkpoints u, system.checkpoints a \
              WHERE u.query = 'ua' AND a.query = 'al' AND a.status = 'in_progress' \
              AND u.status = 'completed' AND u.mode = 'unaligned' \
-             AND u.persisted_in_flight_bytes > 0 AND u.triggered_at > a.triggered_at",
+             AND u.persisted_in_flight_bytes > 0 AND u.completed_at > a.triggered_at",
         )
         .await;
         let processed = int(&client, "SELECT coalesce(sum(n), 0) FROM ua").await;
