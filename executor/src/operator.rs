@@ -90,6 +90,20 @@ impl StateWriter {
         self.full
     }
 
+    /// The keys a snapshot writes: every live key in a full snapshot, else
+    /// the ones changed since the previous snapshot.
+    pub fn keys_to_write<'a, K>(
+        &self,
+        live: impl Iterator<Item = &'a K>,
+        changed: &'a std::collections::HashSet<K>,
+    ) -> Vec<&'a K> {
+        if self.full {
+            live.collect()
+        } else {
+            changed.iter().collect()
+        }
+    }
+
     pub fn put(&mut self, key_group: usize, key: Vec<u8>, value: Vec<u8>) {
         self.entries.push(StateEntry {
             key_group: key_group as u16,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::task::block_in_place;
 use tokio_postgres::Client;
-use weir_sql_tests::sql::{eventually, exec, rows};
+use weir_sql_tests::sql::{exec, rows};
 use weir_sql_tests::TestServer;
 
 /// `GET /metrics`: the body, after checking the status and content type.

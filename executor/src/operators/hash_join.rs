@@ -626,15 +626,9 @@ impl Operator for HashJoinOperator {
     }
 
     fn snapshot(&mut self, state: &mut StateWriter) -> ExecResult<()> {
-        for (i, side) in self.sides.iter_mut().enumerate() {
-            if state.is_full() {
-                for key in side.rows.keys() {
-                    side.snapshot_key(i as u8, key, state)?;
-                }
-            } else {
-                for key in &side.dirty {
-                    side.snapshot_key(i as u8, key, state)?;
-                }
+        for (i, side) in self.sides.iter().enumerate() {
+            for key in state.keys_to_write(side.rows.keys(), &side.dirty) {
+                side.snapshot_key(i as u8, key, state)?;
             }
         }
         for side in self.sides.iter_mut() {

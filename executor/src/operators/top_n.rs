@@ -406,14 +406,8 @@ impl Operator for TopNOperator {
     }
 
     fn snapshot(&mut self, state: &mut StateWriter) -> ExecResult<()> {
-        if state.is_full() {
-            for key in self.parts.keys() {
-                self.snapshot_key(key, state)?;
-            }
-        } else {
-            for key in &self.dirty {
-                self.snapshot_key(key, state)?;
-            }
+        for key in state.keys_to_write(self.parts.keys(), &self.dirty) {
+            self.snapshot_key(key, state)?;
         }
         self.dirty.clear();
         Ok(())
