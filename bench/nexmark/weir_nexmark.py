@@ -171,6 +171,9 @@ def main():
                     help="where qN.sql is (may repeat; default: this project's "
                          "bench/nexmark/queries/flink, then the shared harness's)")
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--with", dest="with_opts", default=os.environ.get("WEIR_QUERY_WITH", ""),
+                    help="extra WITH options of the query, e.g. \"state_backend = 'memory'\" "
+                         "(default: $WEIR_QUERY_WITH)")
     args = ap.parse_args()
     os.environ.setdefault("WEIR_BIN", os.path.expanduser("~/.cache/weir-target-release/release/weir"))
     select = with_window_emission(query_select(args.queries_dir or QUERY_DIRS, args.query))
@@ -186,11 +189,12 @@ def main():
                     f"CREATE SOURCE {t} ({cols}, WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) "
                     f"WITH ({source_with(args, t)})")
             name = args.query
+            extra = f", {args.with_opts}" if args.with_opts else ""
             if args.result:
-                ddl = f"CREATE MATERIALIZED VIEW {name} WITH (parallelism = {args.par}) AS {select}"
+                ddl = f"CREATE MATERIALIZED VIEW {name} WITH (parallelism = {args.par}{extra}) AS {select}"
             else:
                 ddl = (f"CREATE STREAMING QUERY {name} WITH (parallelism = {args.par}, "
-                       f"connector = 'blackhole') AS {select}")
+                       f"connector = 'blackhole'{extra}) AS {select}")
             t1 = time.monotonic()
             try:
                 c.execute(ddl)

@@ -127,15 +127,18 @@ impl StreamGraph {
     }
 
     /// Indented tree from the sinks down, with parallelism and exchanges.
+    /// A node feeding several consumers is shown in full under the first
+    /// and as `(shared: node N)` under the others.
     pub fn explain(&self) -> String {
         let mut out = String::new();
+        let mut shown = vec![false; self.nodes.len()];
         for sink in self.sinks() {
-            self.explain_node(sink, 0, &mut out);
+            self.explain_node(sink, 0, &mut shown, &mut out);
         }
         out
     }
 
-    fn explain_node(&self, id: usize, depth: usize, out: &mut String) {
+    fn explain_node(&self, id: usize, depth: usize, shown: &mut [bool], out: &mut String) {
         let node = &self.nodes[id];
         let pad = "  ".repeat(depth);
         let detail = if node.detail.is_empty() {
@@ -143,9 +146,19 @@ impl StreamGraph {
         } else {
             format!(" {}", node.detail)
         };
+        let shared = self.outputs_of(id).len() > 1;
+        let mark = if shared {
+            format!(" [node {id}]")
+        } else {
+            String::new()
+        };
+        if std::mem::replace(&mut shown[id], true) && shared {
+            let _ = writeln!(out, "{pad}{}{mark} (shared, shown above)", node.name);
+            return;
+        }
         let _ = writeln!(
             out,
-            "{pad}{}{detail} (parallelism={})",
+            "{pad}{}{detail}{mark} (parallelism={})",
             node.name, node.parallelism
         );
         for edge in self.inputs_of(id) {
@@ -162,7 +175,7 @@ impl StreamGraph {
                 Partitioning::Broadcast => "broadcast".to_string(),
             };
             let _ = writeln!(out, "{pad}  └─ Exchange {ex}");
-            self.explain_node(edge.from, depth + 2, out);
+            self.explain_node(edge.from, depth + 2, shown, out);
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod chunk;
 pub mod connectors;
 pub mod error;
+pub mod expr;
 pub mod failure;
 pub mod graph;
 pub mod keys;

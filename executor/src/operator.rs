@@ -95,7 +95,7 @@ impl StateWriter {
     pub fn keys_to_write<'a, K>(
         &self,
         live: impl Iterator<Item = &'a K>,
-        changed: &'a std::collections::HashSet<K>,
+        changed: &'a datafusion::common::HashSet<K>,
     ) -> Vec<&'a K> {
         if self.full {
             live.collect()

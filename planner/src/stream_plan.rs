@@ -33,6 +33,7 @@ pub trait TableResolver {
 }
 
 /// A planned sub-stream: the node producing it and its schema.
+#[derive(Clone)]
 struct Stream {
     node: usize,
     parallelism: usize,
@@ -64,6 +65,13 @@ pub struct StreamPlanner<'a> {
     /// Window nodes (by address) that a filter above limits to their first
     /// rows (`ROW_NUMBER() ... <= n`), with n: planned as top-N.
     top_n_limits: std::collections::HashMap<usize, usize>,
+    /// Sub-plans planned so far, so that one that appears twice in a query
+    /// (q5's two window counts) is computed once and feeds both consumers.
+    planned: Vec<(LogicalPlan, Stream)>,
+    /// The source node of each table read so far: a query reading a table
+    /// twice (a self-join, q7) reads it once, each use projecting its own
+    /// columns from the shared stream.
+    sources: std::collections::HashMap<String, Stream>,
 }
 
 /// Whether column `name` of `plan`'s output is the end of a window: the
@@ -205,12 +213,13 @@ fn physical(
     expr: &Expr,
     schema: &DFSchema,
 ) -> PlanResult<Arc<dyn PhysicalExpr>> {
-    Ok(create_physical_expr(
+    let e = create_physical_expr(
         expr,
         schema,
         props,
         &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
-    )?)
+    )?;
+    Ok(weir_executor::expr::simplify(e, schema.as_arrow()))
 }
 
 fn all_columns(schema: &SchemaRef) -> Vec<Arc<dyn PhysicalExpr>> {
@@ -234,6 +243,8 @@ impl<'a> StreamPlanner<'a> {
             blackhole: false,
             keep_late_records: false,
             top_n_limits: Default::default(),
+            planned: Vec::new(),
+            sources: Default::default(),
         }
     }
 
@@ -343,7 +354,25 @@ impl<'a> StreamPlanner<'a> {
         )
     }
 
+    /// Plans `plan`, or returns the stream of an equal sub-plan planned
+    /// before. A sub-plan with a window node is always planned anew: its
+    /// top-N limit comes from the filter above it.
     fn build(&mut self, plan: &LogicalPlan) -> PlanResult<Stream> {
+        use datafusion::common::tree_node::TreeNode;
+        if let Some((_, stream)) = self.planned.iter().find(|(p, _)| p == plan) {
+            return Ok(stream.clone());
+        }
+        let stream = self.build_new(plan)?;
+        let has_window = plan
+            .exists(|p| Ok(matches!(p, LogicalPlan::Window(_))))
+            .unwrap_or(true);
+        if !has_window {
+            self.planned.push((plan.clone(), stream.clone()));
+        }
+        Ok(stream)
+    }
+
+    fn build_new(&mut self, plan: &LogicalPlan) -> PlanResult<Stream> {
         match plan {
             LogicalPlan::TableScan(scan) => {
                 if scan.fetch.is_some() {
@@ -577,6 +606,14 @@ impl<'a> StreamPlanner<'a> {
     /// qualified by `name`.
     fn table_scan(&mut self, table: &Arc<Table>, name: &TableReference) -> PlanResult<Stream> {
         let table_schema = table.schema();
+        if let Some(shared) = self.sources.get(&table.desc.name) {
+            let mut stream = shared.clone();
+            stream.schema = Arc::new(DFSchema::try_from_qualified_schema(
+                name.clone(),
+                &table_schema,
+            )?);
+            return Ok(stream);
+        }
         // Every subtask of the source reads its share of the table's key
         // groups (see the executor's source_split).
         let src = self.graph.add_node(
@@ -597,7 +634,7 @@ impl<'a> StreamPlanner<'a> {
                 })
                 .collect()
         });
-        Ok(Stream {
+        let stream = Stream {
             node: src,
             parallelism: self.parallelism,
             schema: Arc::new(DFSchema::try_from_qualified_schema(
@@ -607,7 +644,9 @@ impl<'a> StreamPlanner<'a> {
             row_key,
             append_only: table.is_append_only(),
             event_time: event_time_columns(table),
-        })
+        };
+        self.sources.insert(table.desc.name.clone(), stream.clone());
+        Ok(stream)
     }
 
     /// The filters and the projection pushed into a scan, over the stream

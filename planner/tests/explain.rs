@@ -144,3 +144,35 @@ async fn unsupported_constructs_are_refused_by_name() {
         .unwrap_err();
     assert!(err.to_string().contains("GROUPING SETS"), "{err}");
 }
+
+#[tokio::test]
+async fn a_repeated_sub_plan_is_computed_once() {
+    // The per-k counts appear twice (as in Nexmark q5): one aggregation
+    // feeds both the join's input and the max over it.
+    let plan = explain(
+        "SELECT c.k, c.n FROM (SELECT k, count(*) AS n FROM a GROUP BY k) c \
+         JOIN (SELECT max(n) AS m FROM (SELECT k, count(*) AS n FROM a GROUP BY k) c2) x \
+         ON c.n = x.m",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        plan.matches("StreamHashAgg group=[a.k]").count(),
+        1,
+        "{plan}"
+    );
+    assert_eq!(plan.matches("StreamTableScan").count(), 1, "{plan}");
+    insta::assert_snapshot!(plan);
+}
+
+#[tokio::test]
+async fn a_table_read_twice_is_scanned_once() {
+    // A self-join with different columns on each side: one source, two
+    // projections of it.
+    let plan = explain("SELECT x.id, y.s FROM a x JOIN a y ON x.k = y.id")
+        .await
+        .unwrap();
+    assert_eq!(plan.matches("StreamTableScan a").count(), 1, "{plan}");
+    assert!(plan.contains("(shared, shown above)"), "{plan}");
+    insta::assert_snapshot!(plan);
+}

@@ -314,6 +314,7 @@ impl Engine {
             .parse_sql_expr(&w.expr, &df_schema)
             .map_err(|e| SqlError::syntax(format!("invalid WATERMARK expression: {e}")))?;
         let phys = self.ctx.create_physical_expr(expr, &df_schema)?;
+        let phys = weir_executor::expr::simplify(phys, &schema);
         match phys.data_type(&schema)? {
             DataType::Timestamp(..) => Ok(Some(phys)),
             other => Err(SqlError::new(

@@ -69,6 +69,12 @@ impl StateDb {
         &self,
         entries: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
     ) -> StorageResult<()> {
+        // In key order the memtable inserts each key next to the previous
+        // one instead of searching its skip list from the top (a third of
+        // a join's time at 1 s checkpoints went there). Stable, so a key
+        // written twice keeps its last value.
+        let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = entries.into_iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
         let mut batch = WriteBatch::default();
         for (k, v) in entries {
             match v {

@@ -36,7 +36,9 @@
 //! changed since they were last written).
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use datafusion::common::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
@@ -424,7 +426,7 @@ impl HashAggOperator {
                 writer.put(key_group(global, key), key.as_ref().to_vec(), value);
             }
         }
-        store.write(writer.into_entries())
+        store.write_evicted(writer.into_entries())
     }
 
     /// Puts groups read from a checkpoint or the store into the cache.

@@ -23,7 +23,7 @@
 //! and past `state_cache_keys` keys per side some are evicted (written first
 //! if they changed since they were last written).
 
-use std::collections::{HashMap, HashSet};
+use datafusion::common::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::new_null_array;
@@ -465,6 +465,9 @@ impl HashJoinOperator {
         if !store.can_evict() || self.interval.is_some() {
             return Ok(());
         }
+        if self.sides.iter().all(|side| side.rows.len() <= cap) {
+            return Ok(());
+        }
         let mut writer = StateWriter::new(false);
         for (i, side) in self.sides.iter_mut().enumerate() {
             if side.rows.len() <= cap {
@@ -481,7 +484,7 @@ impl HashJoinOperator {
                 side.rows.remove(key);
             }
         }
-        store.write(writer.into_entries())
+        store.write_evicted(writer.into_entries())
     }
 
     fn joined_batch(&self, pairs: &[(OwnedRow, OwnedRow)]) -> ExecResult<RecordBatch> {
@@ -564,10 +567,11 @@ impl Operator for HashJoinOperator {
 
     fn open(&mut self, ctx: &OperatorContext, restored: bool, _out: &mut Output) -> ExecResult<()> {
         self.store = ctx.state.clone();
-        if let (Some(store), true, true) = (&self.store, restored, self.interval.is_some()) {
+        if let (Some(store), true, true) = (self.store.clone(), restored, self.interval.is_some()) {
             // Every row must be at hand when the watermark expires it.
             let entries = store.entries()?;
             self.restore(ctx, entries)?;
+            store.mark_cached_all();
         }
         Ok(())
     }

@@ -24,7 +24,9 @@
 //! pending rows are all kept in memory too (like a window aggregation's open
 //! windows, they are bounded by the watermark); a restore reads them all.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use datafusion::common::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 

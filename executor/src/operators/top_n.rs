@@ -26,7 +26,9 @@
 //! With a store (RocksDB backend) `parts` is a bounded cache, as in the
 //! aggregation and the join.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use datafusion::common::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, UInt64Array};
@@ -348,7 +350,7 @@ impl TopNOperator {
         for key in &victims {
             self.parts.remove(key);
         }
-        store.write(writer.into_entries())
+        store.write_evicted(writer.into_entries())
     }
 
     fn output(&self, rows: Vec<(Op, OwnedRow, u64)>) -> ExecResult<Option<Chunk>> {

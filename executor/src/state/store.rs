@@ -20,8 +20,10 @@ pub struct SubtaskStore {
     /// Set from a snapshot until its checkpoint is cut: evicting now would
     /// put state from after the barrier into that checkpoint.
     frozen: AtomicBool,
-    /// Nothing was ever written or restored: a lookup cannot find anything.
-    empty: AtomicBool,
+    /// Every key the store holds is also in its operator's cache: the store
+    /// started empty and the operator never evicted. A key missing from
+    /// the cache then has no entry here either, so lookups are skipped.
+    cached_all: AtomicBool,
     cache_keys: usize,
 }
 
@@ -63,7 +65,7 @@ impl SubtaskStore {
             db: RwLock::new(Some(db)),
             dir,
             frozen: AtomicBool::new(false),
-            empty: AtomicBool::new(from.is_none()),
+            cached_all: AtomicBool::new(from.is_none()),
             cache_keys: cache_keys.max(1),
         }))
     }
@@ -80,7 +82,7 @@ impl SubtaskStore {
 
     /// Values of `(key group, key)` pairs, in order.
     pub fn fetch(&self, keys: &[(usize, &[u8])]) -> ExecResult<Vec<Option<Vec<u8>>>> {
-        if keys.is_empty() || self.empty.load(Ordering::Acquire) {
+        if keys.is_empty() || self.cached_all.load(Ordering::Acquire) {
             return Ok(vec![None; keys.len()]);
         }
         let keys: Vec<Vec<u8>> = keys.iter().map(|(kg, k)| store_key(*kg, k)).collect();
@@ -98,6 +100,19 @@ impl SubtaskStore {
         )
     }
 
+    /// Writes what an eviction produced: from now on the cache is not all
+    /// of the state, and keys missing from it are looked up.
+    pub fn write_evicted(&self, entries: Vec<StateEntry>) -> ExecResult<()> {
+        self.cached_all.store(false, Ordering::Release);
+        self.write(entries)
+    }
+
+    /// The operator has loaded every entry of the store into its cache
+    /// (e.g. with [`SubtaskStore::entries`] after a restore).
+    pub fn mark_cached_all(&self) {
+        self.cached_all.store(true, Ordering::Release);
+    }
+
     /// Puts (`Some`) and deletes (`None`) by store key, in one batch.
     fn apply(
         &self,
@@ -106,7 +121,6 @@ impl SubtaskStore {
         if entries.len() == 0 {
             return Ok(());
         }
-        self.empty.store(false, Ordering::Release);
         let guard = self.db.read();
         let db = guard.as_ref().expect("store open");
         db.apply(entries).map_err(storage)
@@ -149,6 +163,7 @@ impl SubtaskStore {
 
     /// Adds entries read from elsewhere (a restore that redistributes).
     pub fn import(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> ExecResult<()> {
+        self.cached_all.store(false, Ordering::Release);
         self.apply(entries.into_iter().map(|(k, v)| (k, Some(v))))
     }
 }
