@@ -15,6 +15,15 @@ use rocksdb::{
 
 use crate::error::{StorageError, StorageResult};
 
+/// The first 8 bytes of a key as a big-endian integer (zero-padded): a
+/// smaller prefix means a smaller key.
+fn key_prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
+}
+
 /// Called with each (key, value) of a scan.
 pub type EntryFn<'a> = dyn FnMut(&[u8], &[u8]) -> StorageResult<()> + 'a;
 
@@ -71,12 +80,24 @@ impl StateDb {
     ) -> StorageResult<()> {
         // In key order the memtable inserts each key next to the previous
         // one instead of searching its skip list from the top (a third of
-        // a join's time at 1 s checkpoints went there). Stable, so a key
-        // written twice keeps its last value.
+        // a join's time at 1 s checkpoints went there). Equal keys keep
+        // their order, so a key written twice keeps its last value.
         let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = entries.into_iter().collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut order: Vec<(u64, usize)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (key_prefix(k), i))
+            .collect();
+        // Most keys differ in their first 8 bytes (key group, then the key):
+        // comparing those as an integer saves a memcmp call per comparison.
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| entries[a.1].0.cmp(&entries[b.1].0))
+                .then(a.1.cmp(&b.1))
+        });
         let mut batch = WriteBatch::default();
-        for (k, v) in entries {
+        for (_, i) in order {
+            let (k, v) = std::mem::take(&mut entries[i]);
             match v {
                 Some(v) => batch.put(k, v),
                 None => batch.delete(k),
@@ -235,6 +256,42 @@ mod tests {
         assert_eq!(entries("chk-1"), 1000);
         assert_eq!(entries("chk-3"), 999);
         assert!(StateDb::read_checkpoint(&root.join("missing"), b"").is_err());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_batch_keeps_the_last_write_of_a_key_whatever_the_order() {
+        let root = std::env::temp_dir().join(format!("weir-state-db-last-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let db = StateDb::open(&root, None).unwrap();
+        // Keys sharing 8-byte prefixes, shorter than 8 bytes, written
+        // twice, deleted then put, put then deleted.
+        let k = |s: &str| s.as_bytes().to_vec();
+        let v = |s: &str| Some(s.as_bytes().to_vec());
+        db.apply([
+            (k("prefix00-b"), v("1")),
+            (k("ab"), v("2")),
+            (k("prefix00-a"), v("3")),
+            (k("ab\0"), v("4")),
+            (k("prefix00-b"), v("5")),
+            (k("ab"), None),
+            (k("z"), None),
+            (k("z"), v("6")),
+            (k("prefix00-a"), None),
+        ])
+        .unwrap();
+        let mut got = Vec::new();
+        db.scan(&mut |k, v| {
+            got.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        let want: Vec<(Vec<u8>, Vec<u8>)> = [("ab\0", "4"), ("prefix00-b", "5"), ("z", "6")]
+            .iter()
+            .map(|(a, b)| (k(a), k(b)))
+            .collect();
+        assert_eq!(got, want);
+        drop(db);
         let _ = std::fs::remove_dir_all(&root);
     }
 }
