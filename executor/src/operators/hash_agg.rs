@@ -373,7 +373,7 @@ impl HashAggOperator {
         &mut self,
         keys: impl IntoIterator<Item = &'a OwnedRow>,
     ) -> ExecResult<()> {
-        let Some(store) = &self.store else {
+        let Some(store) = self.store.as_ref().filter(|s| !s.caches_all()) else {
             return Ok(());
         };
         let global = self.is_global();

@@ -424,7 +424,7 @@ impl HashJoinOperator {
     /// cached nor changed (a changed key that is not cached has no entries
     /// left) from the store.
     fn fetch_missing(&mut self, side: usize, keys: &Rows) -> ExecResult<()> {
-        let Some(store) = &self.store else {
+        let Some(store) = self.store.as_ref().filter(|s| !s.caches_all()) else {
             return Ok(());
         };
         let sd = &self.sides[side];

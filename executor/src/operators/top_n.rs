@@ -306,7 +306,7 @@ impl TopNOperator {
     /// Reads the partitions among `keys` that are neither cached nor
     /// changed (a changed partition that is not cached is empty).
     fn fetch_missing(&mut self, keys: &[OwnedRow]) -> ExecResult<()> {
-        let Some(store) = self.store.clone() else {
+        let Some(store) = self.store.clone().filter(|s| !s.caches_all()) else {
             return Ok(());
         };
         let missing: Vec<&OwnedRow> = keys

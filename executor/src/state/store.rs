@@ -80,6 +80,12 @@ impl SubtaskStore {
         !self.frozen.load(Ordering::Acquire)
     }
 
+    /// Whether the operator's cache holds every key of the store: a key
+    /// missing from the cache need not be looked up.
+    pub fn caches_all(&self) -> bool {
+        self.cached_all.load(Ordering::Acquire)
+    }
+
     /// Values of `(key group, key)` pairs, in order.
     pub fn fetch(&self, keys: &[(usize, &[u8])]) -> ExecResult<Vec<Option<Vec<u8>>>> {
         if keys.is_empty() || self.cached_all.load(Ordering::Acquire) {
