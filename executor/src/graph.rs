@@ -107,10 +107,15 @@ impl StreamGraph {
         self.edges.iter().filter(|e| e.from == node).collect()
     }
 
+    /// The nodes whose output leaves the graph: the result table's sink,
+    /// or a connector's sink operator (`StreamFileSink`, ...).
     pub fn sinks(&self) -> Vec<usize> {
         self.nodes
             .iter()
-            .filter(|n| matches!(n.kind, NodeKind::ResultSink(_)))
+            .filter(|n| {
+                matches!(n.kind, NodeKind::ResultSink(_))
+                    || (matches!(n.kind, NodeKind::Operator(_)) && self.outputs_of(n.id).is_empty())
+            })
             .map(|n| n.id)
             .collect()
     }

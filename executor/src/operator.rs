@@ -51,6 +51,11 @@ pub struct OperatorContext {
     /// operator's maps are a bounded cache of it). `None`: the maps are all
     /// the state (memory backend, or an operator without keyed state).
     pub state: Option<Arc<SubtaskStore>>,
+    /// The completed checkpoint this subtask resumed from; `None` at a
+    /// fresh start. A sink that writes outside Weir finishes that
+    /// checkpoint's commit from it and discards what it wrote after it
+    /// (see [`EpochCommitter`]).
+    pub restored_epoch: Option<u64>,
 }
 
 /// One entry of keyed state as it goes into a checkpoint. The key group is
@@ -75,6 +80,7 @@ pub struct StateEntry {
 /// snapshot: the current value, or a delete for a key that is gone.
 pub struct StateWriter {
     full: bool,
+    epoch: Option<u64>,
     entries: Vec<StateEntry>,
 }
 
@@ -82,12 +88,26 @@ impl StateWriter {
     pub fn new(full: bool) -> Self {
         StateWriter {
             full,
+            epoch: None,
             entries: Vec::new(),
         }
     }
 
+    /// The snapshot is for the checkpoint (barrier) `epoch`.
+    pub fn at_epoch(mut self, epoch: Option<u64>) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
     pub fn is_full(&self) -> bool {
         self.full
+    }
+
+    /// The checkpoint whose barrier this snapshot is taken at; `None` for
+    /// the final snapshot of a subtask whose inputs ended (it stands in
+    /// for every later checkpoint).
+    pub fn epoch(&self) -> Option<u64> {
+        self.epoch
     }
 
     /// The keys a snapshot writes: every live key in a full snapshot, else
@@ -145,6 +165,11 @@ impl StateWriter {
 ///   it must capture all state that the inputs before the barrier produced,
 ///   and nothing after it. Stateless operators keep the default.
 /// - `close` is called when every input ended.
+///
+/// A sink that writes outside Weir commits in two phases: it seals its
+/// output in `snapshot` (under [`StateWriter::epoch`]) and, at `close`,
+/// its last output; its factory's [`EpochCommitter`] makes that output
+/// visible once the checkpoint completed.
 pub trait Operator: Send {
     /// Whether the operator keeps keyed state (and so gets a store with the
     /// RocksDB backend).
@@ -187,6 +212,33 @@ pub trait OperatorFactory: Send + Sync {
     fn create(&self, subtask: usize, parallelism: usize) -> ExecResult<Box<dyn Operator>>;
     /// The schema of the chunks the operator emits.
     fn output_schema(&self) -> SchemaRef;
+    /// A sink writing outside Weir: what commits its sealed output.
+    fn committer(&self) -> Option<Arc<dyn EpochCommitter>> {
+        None
+    }
+}
+
+/// The second phase of a two-phase commit, for a sink that writes outside
+/// Weir. The result table's sink is committed the same way
+/// (`runtime/sink.rs`): subtasks seal their output per epoch at barriers,
+/// and the checkpointer commits every sealed epoch up to a checkpoint once
+/// that checkpoint's record is durable — under the commit lock, before
+/// `FLUSH` returns, and also for subtasks that have finished since.
+///
+/// Warning: the checkpointer commits only what the running process
+/// sealed. A checkpoint that completed just before a crash is not
+/// committed here: the sink's `open` must finish the commit of what
+/// [`OperatorContext::restored_epoch`] covers and discard output sealed
+/// after it (the restored run produces it again), or rows are lost or
+/// duplicated.
+pub trait EpochCommitter: Send + Sync {
+    /// Checkpoint `epoch` is durable: make visible what was sealed at
+    /// epochs up to `epoch`. On error what is left stays sealed and the
+    /// next completed checkpoint tries again.
+    fn commit(&self, epoch: u64) -> ExecResult<()>;
+    /// A subtask restarts from the last checkpoint: forget what it sealed
+    /// (its `open` deals with the files, and it seals its rows again).
+    fn discard(&self, subtask: usize);
 }
 
 /// An [`OperatorFactory`] from a closure.

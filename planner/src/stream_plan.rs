@@ -11,6 +11,7 @@ use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use datafusion::physical_plan::expressions::Column;
 use weir_executor::graph::{NodeKind, Partitioning, StreamGraph};
 use weir_executor::operator::{FnFactory, Operator};
+use weir_executor::operators::file_sink::{FileSinkFactory, FileSinkSpec};
 use weir_executor::operators::filter::FilterOperator;
 use weir_executor::operators::hash_agg::{AggSpec, HashAggOperator, WindowSpec};
 use weir_executor::operators::hash_join::{HashJoinOperator, IntervalCleanup, JoinKind};
@@ -21,7 +22,7 @@ use weir_executor::operators::union::UnionOperator;
 use weir_executor::operators::unnest::UnnestOperator;
 use weir_executor::operators::values::ValuesOperator;
 use weir_executor::table::Table;
-use weir_executor::ExecResult;
+use weir_executor::{ExecError, ExecResult};
 
 use crate::error::{unsupported, PlanResult};
 use crate::session_window::SessionWindowTable;
@@ -60,6 +61,8 @@ pub struct StreamPlanner<'a> {
     window_aggregations: usize,
     /// `connector = 'blackhole'`: the output is dropped, not materialized.
     blackhole: bool,
+    /// `connector = 'file'`: the output goes to part files, not the table.
+    file_sink: Option<FileSinkSpec>,
     /// `late_records = 'keep'`: window aggregations count late rows.
     keep_late_records: bool,
     /// Window nodes (by address) that a filter above limits to their first
@@ -241,6 +244,7 @@ impl<'a> StreamPlanner<'a> {
             emit_on_window_close: false,
             window_aggregations: 0,
             blackhole: false,
+            file_sink: None,
             keep_late_records: false,
             top_n_limits: Default::default(),
             planned: Vec::new(),
@@ -258,6 +262,13 @@ impl<'a> StreamPlanner<'a> {
     /// Drops the query's output instead of writing its result table.
     pub fn blackhole(mut self, on: bool) -> Self {
         self.blackhole = on;
+        self
+    }
+
+    /// Writes the query's output to files instead of its result table.
+    /// Only an append-only output can go there (planning fails otherwise).
+    pub fn file_sink(mut self, spec: Option<FileSinkSpec>) -> Self {
+        self.file_sink = spec;
         self
     }
 
@@ -286,6 +297,36 @@ impl<'a> StreamPlanner<'a> {
                 sink_par,
                 schema,
                 || Ok(Box::new(weir_executor::operators::blackhole::BlackholeSink)),
+            );
+            self.graph
+                .connect(stream.node, sink, 0, Partitioning::Forward);
+            return Ok(self.graph);
+        }
+        if let Some(spec) = self.file_sink.take() {
+            if !stream.append_only {
+                // Flink: "doesn't support consuming update changes".
+                return Err(PlanError::Exec(ExecError::User {
+                    sqlstate: "0A000",
+                    message: "the file sink does not support consuming update changes: \
+                              this query's output updates or deletes rows it emitted, \
+                              and files only take appended rows"
+                        .into(),
+                    hint: Some(
+                        "Write it to a table (the default connector), or make the output \
+                         append-only: aggregate over TUMBLE or HOP windows with EMIT ON \
+                         WINDOW CLOSE instead of a plain GROUP BY, or select from sources \
+                         without aggregating."
+                            .into(),
+                    ),
+                }));
+            }
+            spec.check_schema(&schema)?;
+            let sink = self.graph.add_node(
+                "StreamFileSink",
+                spec.explain(),
+                sink_par,
+                schema.clone(),
+                NodeKind::Operator(FileSinkFactory::new(spec, schema)),
             );
             self.graph
                 .connect(stream.node, sink, 0, Partitioning::Forward);

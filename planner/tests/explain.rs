@@ -176,3 +176,61 @@ async fn a_table_read_twice_is_scanned_once() {
     assert!(plan.contains("(shared, shown above)"), "{plan}");
     insta::assert_snapshot!(plan);
 }
+
+/// A query over a source (append-only: a datagen source) written to files.
+async fn explain_file_sink(sql: &str) -> Result<String, PlanError> {
+    use weir_executor::connectors::DatagenSource;
+    use weir_executor::operators::file_sink::{FileSinkFormat, FileSinkSpec};
+    let (ctx, mut tables) = setup();
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int32, true),
+        Field::new("v", DataType::Int64, true),
+    ]));
+    ctx.register_table(
+        "src",
+        Arc::new(MemTable::try_new(schema.clone(), vec![vec![]]).unwrap()),
+    )
+    .unwrap();
+    let desc = TableDesc {
+        id: 3,
+        name: "src".into(),
+        schema: schema.clone(),
+        primary_key: vec![],
+        watermark: None,
+    };
+    let connector = DatagenSource::from_options(&Default::default(), &schema)?;
+    tables
+        .0
+        .insert("src".into(), Table::new_source(desc, connector)?);
+    let plan = ctx.state().create_logical_plan(sql).await?;
+    let plan = ctx.state().optimize(&plan)?;
+    let result = Table::new_in_memory(TableDesc {
+        id: 99,
+        name: "q".into(),
+        schema: arrow_schema(plan.schema()),
+        primary_key: vec![],
+        watermark: None,
+    })?;
+    let spec = FileSinkSpec::new("/data/out", FileSinkFormat::JsonLines, "q", 99);
+    let graph = StreamPlanner::new(&tables, 2)
+        .file_sink(Some(spec))
+        .plan(&plan, result)?;
+    Ok(graph.explain())
+}
+
+#[tokio::test]
+async fn file_sink_takes_append_only_output_only() {
+    insta::assert_snapshot!(
+        explain_file_sink("SELECT k, v * 2 AS v2 FROM src WHERE k > 3")
+            .await
+            .unwrap()
+    );
+    let err = explain_file_sink("SELECT k, count(*) AS n FROM src GROUP BY k")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not support consuming update changes"),
+        "{err}"
+    );
+}

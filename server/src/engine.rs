@@ -1294,11 +1294,13 @@ impl Engine {
             None => Table::new_in_memory(desc)?,
         };
         let resolver = RecordingResolver::new(self.relations.clone());
-        let blackhole = option_choice(options, "connector", &["table", "blackhole"])? == 1;
+        let blackhole = option_choice(options, "connector", QUERY_CONNECTORS)? == 1;
+        let file_sink = file_sink_spec(options, name, id.unwrap_or(0))?;
         let keep_late = option_choice(options, "late_records", &["drop", "keep"])? == 1;
         let graph = StreamPlanner::new(&resolver, parallelism)
             .emit_on_window_close(emit_on_window_close)
             .blackhole(blackhole)
+            .file_sink(file_sink)
             .keep_late_records(keep_late)
             .plan(&plan, result.clone())?;
         let used = resolver.used.lock().clone();
@@ -1330,6 +1332,14 @@ impl Engine {
         // Plan first so that errors surface before anything is stored.
         let id = self.allocate_id()?;
         let planned = self.plan_query(&name, &sql, &options, Some(id)).await?;
+        // Checked at CREATE only: at a restart the query starts anyway, and
+        // a directory it cannot write fails it (system.exceptions says why).
+        if let Some(spec) = file_sink_spec(&options, &name, id)? {
+            spec.check_writable().map_err(|e| {
+                SqlError::from(e)
+                    .with_hint("The file sink's directory must be writable by the Weir server.")
+            })?;
+        }
         let depends_on = planned.2.clone();
         let meta = QueryMeta {
             id,
@@ -1543,6 +1553,18 @@ impl Engine {
                 format!("{} \"{name}\" does not exist", kind.noun()),
             ));
         };
+        // Where the output goes is part of the query: a file sink resumed
+        // in another directory would leave its pending parts behind.
+        if let Some(k) = ["connector", "path", "format"]
+            .iter()
+            .find(|k| options.contains_key(**k))
+        {
+            return Err(SqlError::unsupported(format!(
+                "option \"{k}\" of a {} cannot be changed",
+                kind.noun()
+            ))
+            .with_hint("Drop the query and create it again."));
+        }
         let old_parallelism = parse_options(&meta.options)?
             .0
             .unwrap_or(self.default_parallelism);
@@ -1803,6 +1825,59 @@ fn option_choice(
     })
 }
 
+/// The values of a streaming query's `connector` option.
+const QUERY_CONNECTORS: &[&str] = &["table", "blackhole", "file"];
+
+/// The file sink of a streaming query with `connector = 'file'` (`None`
+/// for another connector, which takes no `path` or `format`).
+fn file_sink_spec(
+    options: &BTreeMap<String, String>,
+    query: &str,
+    id: u64,
+) -> SqlResult<Option<weir_executor::operators::file_sink::FileSinkSpec>> {
+    use weir_executor::operators::file_sink::{FileSinkFormat, FileSinkSpec};
+    let bad = |m: String| SqlError::new("22023", m);
+    if option_choice(options, "connector", QUERY_CONNECTORS)? != 2 {
+        if let Some(k) = ["path", "format"]
+            .iter()
+            .find(|k| options.contains_key(**k))
+        {
+            return Err(bad(format!(
+                "option \"{k}\" applies to connector = 'file' only"
+            )));
+        }
+        return Ok(None);
+    }
+    let path = options
+        .get("path")
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            bad("a file sink needs a path".into())
+                .with_hint("Add path = '/directory/for/the/files' to the WITH options.")
+        })?;
+    let path = path.strip_prefix("file://").unwrap_or(path);
+    if !std::path::Path::new(path).is_absolute() {
+        return Err(bad(format!(
+            "file sink path must be absolute, got '{path}'"
+        )));
+    }
+    let format = match options
+        .get("format")
+        .map(|f| f.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("csv") => FileSinkFormat::Csv,
+        Some("json") => FileSinkFormat::JsonLines,
+        Some(other) => {
+            return Err(bad(format!(
+                "unknown format '{other}' (expected 'csv' or 'json')"
+            )))
+        }
+    };
+    Ok(Some(FileSinkSpec::new(path, format, query, id)))
+}
+
 /// `WITH (connector = ..., ...)` of a CREATE TABLE / SOURCE, lower-case keys.
 fn connector_options(
     options: &ast::CreateTableOptions,
@@ -1937,7 +2012,7 @@ fn parse_options(
                 parallelism = Some(n);
             }
             // Checked when the query is planned.
-            "connector" | "late_records" => {}
+            "connector" | "late_records" | "path" | "format" => {}
             other => {
                 let known = match config.set(other, v) {
                     Ok(false) => failure.set(other, v),

@@ -9,6 +9,9 @@
 //!   values per column, Flink's datagen.
 //! - `blackhole` sink: the `StreamBlackholeSink` operator
 //!   (`operators/blackhole.rs`) drops what it receives.
+//! - `file` sink: the `StreamFileSink` operator (`operators/file_sink.rs`)
+//!   writes CSV or JSON-lines part files that the `file` source reads, made
+//!   visible exactly once when checkpoints complete.
 //!
 //! A source table carries its connector as a [`SourceConnector`]; the
 //! runtime's `connector_source_task` drives it, the same way for all three.

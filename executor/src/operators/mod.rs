@@ -1,6 +1,7 @@
 //! Runtime operators, one per file.
 
 pub mod blackhole;
+pub mod file_sink;
 pub mod filter;
 pub mod hash_agg;
 pub mod hash_join;

@@ -439,6 +439,7 @@ pub(crate) mod test_util {
             subtask,
             parallelism,
             state: None,
+            restored_epoch: None,
         }
     }
 

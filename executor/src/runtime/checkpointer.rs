@@ -1,8 +1,9 @@
 //! The checkpointer of one query: triggers a checkpoint every
 //! `checkpoint_interval` (or at once for `FLUSH`), waits for every subtask's
 //! acknowledgement, persists the state off the processing path, then commits
-//! the result-table changes together with the checkpoint's record.
-//! At most one checkpoint is in flight at a time.
+//! the result-table changes together with the checkpoint's record, and
+//! then the output that sinks writing outside Weir sealed
+//! (`EpochCommitter`). At most one checkpoint is in flight at a time.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub(crate) struct Checkpointer {
     pub storage: Arc<CheckpointStorage>,
     pub sources: super::SourceCommands,
     pub staging: Vec<Arc<SinkStaging>>,
+    /// Sinks writing outside Weir (file sinks).
+    pub committers: Vec<Arc<dyn crate::operator::EpochCommitter>>,
     pub history: Arc<Mutex<VecDeque<CheckpointStats>>>,
     pub counts: Arc<crate::checkpoint::CheckpointCounts>,
     pub flush_rx: mpsc::UnboundedReceiver<FlushWaiter>,
@@ -509,6 +512,16 @@ impl Checkpointer {
         self.storage.store().commit(commit)?;
         for (staging, chunks) in applied {
             staging.table.apply_committed(chunks)?;
+        }
+        // Their output of the epochs up to this one, also after a fallback:
+        // a restored file sink deleted its parts of the replayed epochs.
+        if !self.committers.is_empty() {
+            let committers = self.committers.clone();
+            tokio::task::spawn_blocking(move || {
+                committers.iter().try_for_each(|c| c.commit(epoch))
+            })
+            .await
+            .map_err(|e| ExecError::internal(format!("sink commit panicked: {e}")))??;
         }
         let storage = self.storage.clone();
         let _ = tokio::task::spawn_blocking(move || storage.prune_dirs(&keep)).await;

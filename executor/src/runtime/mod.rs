@@ -33,6 +33,7 @@ use crate::checkpoint::{
 use crate::chunk::Chunk;
 use crate::error::{ExecError, ExecResult};
 use crate::graph::{NodeKind, StreamGraph};
+use crate::operator::EpochCommitter;
 pub use bad_records::{BadRecordEvent, BadRecords, DeadLetter};
 use checkpointer::{Checkpointer, FlushWaiter};
 use coordinator::Coordinator;
@@ -143,10 +144,14 @@ pub struct QueryRuntime {
     /// Command channels of the source subtasks, shared with the checkpointer.
     sources: SourceCommands,
     staging: HashMap<usize, Arc<SinkStaging>>,
+    /// (node, committer) of every sink writing outside Weir.
+    committers: Vec<(usize, Arc<dyn EpochCommitter>)>,
     config: Arc<Mutex<CheckpointConfig>>,
     config_changed: Arc<tokio::sync::Notify>,
     history: Arc<Mutex<VecDeque<CheckpointStats>>>,
     handles: Mutex<HashMap<coordinator::SubtaskId, JoinHandle<()>>>,
+    /// Tasks told to stop, for [`QueryRuntime::stopped`] to wait for.
+    aborted: Mutex<Vec<JoinHandle<()>>>,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
     state_settings: spawn::StateSettings,
 }
@@ -194,6 +199,22 @@ impl QueryRuntime {
                     s.stage_first(first);
                 }
                 staging.insert(node.id, s);
+            }
+        }
+        // Sinks writing outside Weir. A run starts with nothing sealed:
+        // the previous one stopped, and each subtask's `open` settles what
+        // it left.
+        let committers: Vec<(usize, Arc<dyn EpochCommitter>)> = graph
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.kind {
+                NodeKind::Operator(f) => f.committer().map(|c| (n.id, c)),
+                _ => None,
+            })
+            .collect();
+        for (node, c) in &committers {
+            for subtask in 0..graph.nodes[*node].parallelism {
+                c.discard(subtask);
             }
         }
         let restored_epoch = opts.restore.as_ref().map(|r| r.record.epoch);
@@ -258,6 +279,7 @@ impl QueryRuntime {
             storage: opts.storage.clone(),
             sources: sources.clone(),
             staging: staging.values().cloned().collect(),
+            committers: committers.iter().map(|(_, c)| c.clone()).collect(),
             history: history.clone(),
             counts: opts.counts.clone(),
             flush_rx,
@@ -279,10 +301,12 @@ impl QueryRuntime {
             source_tables,
             sources,
             staging,
+            committers,
             config,
             config_changed,
             history,
             handles: Mutex::new(handles),
+            aborted: Mutex::new(Vec::new()),
             checkpointer: Mutex::new(Some(checkpointer)),
             state_settings,
         }))
@@ -394,16 +418,20 @@ impl QueryRuntime {
             }
         }
         self.coordinator.cancel_all();
-        for (_, h) in self.handles.lock().drain() {
-            h.abort();
-        }
+        self.abort_tasks();
     }
 
     /// Stops every subtask after a failure that no region restart handles.
     pub fn stop_failed(&self, failure: &TaskFailure) {
         self.coordinator.stop_failed(failure);
+        self.abort_tasks();
+    }
+
+    fn abort_tasks(&self) {
+        let mut aborted = self.aborted.lock();
         for (_, h) in self.handles.lock().drain() {
             h.abort();
+            aborted.push(h);
         }
     }
 
@@ -431,7 +459,9 @@ impl QueryRuntime {
     /// Restarts one failover region from the latest completed checkpoint
     /// while the other regions keep running. The region's uncommitted
     /// output and bad records are dropped (it produces them again), the
-    /// checkpoint in progress is abandoned, and the next one is full.
+    /// checkpoint in progress is abandoned, and the next one is full. Its
+    /// sinks writing outside Weir forget what they sealed (their new
+    /// subtasks delete those files and write the rows again).
     pub async fn restart_region(&self, region: usize) -> ExecResult<()> {
         let coord = &self.coordinator;
         let _commit = coord.commit_lock.lock().await;
@@ -453,6 +483,13 @@ impl QueryRuntime {
             for (n, subtask) in &members {
                 if n == node {
                     staging.discard(*subtask);
+                }
+            }
+        }
+        for (node, committer) in &self.committers {
+            for (n, subtask) in &members {
+                if n == node {
+                    committer.discard(*subtask);
                 }
             }
         }
@@ -501,11 +538,17 @@ impl QueryRuntime {
         Ok(())
     }
 
-    /// Waits until the checkpointer stopped after [`QueryRuntime::cancel`]
-    /// (a checkpoint being written is finished first, never cut in half).
+    /// Waits until the checkpointer and every task stopped after
+    /// [`QueryRuntime::cancel`] (a checkpoint being written is finished
+    /// first, never cut in half). A new run of the query starts only then,
+    /// so no subtask of the old run still writes (a file sink's files).
     pub async fn stopped(&self) {
         let handle = self.checkpointer.lock().take();
         if let Some(h) = handle {
+            let _ = h.await;
+        }
+        let tasks = std::mem::take(&mut *self.aborted.lock());
+        for h in tasks {
             let _ = h.await;
         }
     }

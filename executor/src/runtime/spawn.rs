@@ -184,6 +184,7 @@ pub(crate) fn spawn_subtasks(plan: SpawnPlan<'_>) -> ExecResult<Spawned> {
                 subtask,
                 parallelism: node.parallelism,
                 state: None,
+                restored_epoch: record.map(|r| r.epoch),
             };
             let ids = task::TaskIds {
                 node: node.id,

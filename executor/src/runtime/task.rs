@@ -209,7 +209,7 @@ impl Task {
         self.route()?;
         self.router.broadcast(Message::EndOfStream).await?;
         self.seal(0);
-        let (entries, store) = self.snapshot(true)?;
+        let (entries, store) = self.snapshot(true, None)?;
         self.coordinator.finish(SubtaskSnapshot {
             node: self.ids.node,
             subtask: self.ids.subtask,
@@ -222,17 +222,22 @@ impl Task {
 
     /// The operator's snapshot for a checkpoint. With a store, the changed
     /// entries go into it now and the checkpointer cuts it; otherwise they
-    /// travel with the acknowledgement (`full`: every entry).
-    fn snapshot(&mut self, full: bool) -> ExecResult<(Vec<StateEntry>, Option<Arc<SubtaskStore>>)> {
+    /// travel with the acknowledgement (`full`: every entry). `epoch`:
+    /// the barrier's, `None` for the final snapshot.
+    fn snapshot(
+        &mut self,
+        full: bool,
+        epoch: Option<u64>,
+    ) -> ExecResult<(Vec<StateEntry>, Option<Arc<SubtaskStore>>)> {
         match self.ctx.state.clone() {
             Some(store) => {
-                let mut state = StateWriter::new(false);
+                let mut state = StateWriter::new(false).at_epoch(epoch);
                 self.op.snapshot(&mut state)?;
                 store.write_snapshot(state.into_entries())?;
                 Ok((Vec::new(), Some(store)))
             }
             None => {
-                let mut state = StateWriter::new(full);
+                let mut state = StateWriter::new(full).at_epoch(epoch);
                 self.op.snapshot(&mut state)?;
                 Ok((state.into_entries(), None))
             }
@@ -574,7 +579,7 @@ impl Task {
 
     /// Snapshot now, and put the barrier ahead of the queued output.
     fn start_unaligned(&mut self, b: Barrier, timed_out: bool) -> ExecResult<()> {
-        let (entries, store) = self.snapshot(b.full)?;
+        let (entries, store) = self.snapshot(b.full, Some(b.epoch))?;
         self.seal(b.epoch);
         let forward = Barrier {
             mode: CheckpointMode::Unaligned,
@@ -664,7 +669,7 @@ impl Task {
                 }
                 let barrier = *barrier;
                 let alignment_ms = since.elapsed().as_millis() as u64;
-                let (entries, store) = self.snapshot(barrier.full)?;
+                let (entries, store) = self.snapshot(barrier.full, Some(barrier.epoch))?;
                 self.seal(barrier.epoch);
                 self.coordinator.ack(
                     barrier.epoch,
