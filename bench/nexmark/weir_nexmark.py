@@ -141,6 +141,16 @@ def peak_rss_mb(pid):
     return float("nan")
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of the process so far (s)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return float("nan")
+
+
 def wait_finished(c, name, srv, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -180,7 +190,7 @@ def main():
     if args.generator != (args.events is not None) or args.generator == bool(args.data):
         ap.error("give --data DIR, or --generator --events N")
     events = args.events if args.generator else events_of(args.data)
-    status, exec_s, rows_out = "failed", float("nan"), None
+    status, exec_s, cpu_s, rows_out = "failed", float("nan"), float("nan"), None
     with wb.Server(f"nexmark-{args.query}", log_level="warn") as srv:
         srv.launch()
         with srv.connect() as c:
@@ -196,6 +206,7 @@ def main():
                 ddl = (f"CREATE STREAMING QUERY {name} WITH (parallelism = {args.par}, "
                        f"connector = 'blackhole'{extra}) AS {select}")
             t1 = time.monotonic()
+            cpu1 = cpu_seconds(srv.proc.pid)
             try:
                 c.execute(ddl)
                 status = wait_finished(c, name, srv, args.timeout)
@@ -203,6 +214,7 @@ def main():
                 print(f"[weir] {args.query}: {e}", file=sys.stderr)
                 status = "failed"
             exec_s = time.monotonic() - t1
+            cpu_s = cpu_seconds(srv.proc.pid) - cpu1
             if status != "ok":
                 for (msg,) in c.execute(
                         "SELECT message FROM system.exceptions WHERE query = %s LIMIT 3", (name,)).fetchall():
@@ -224,7 +236,7 @@ def main():
         rss = peak_rss_mb(srv.proc.pid)
         srv.stop()
     line = (f"engine=weir query={args.query} events={events} par={args.par} exec_s={exec_s:.3f} "
-            f"status={status} peak_rss_mb={rss:.0f}")
+            f"status={status} peak_rss_mb={rss:.0f} cpu_s={cpu_s:.3f}")
     if rows_out is not None:
         line += f" mode=result rows={rows_out}"
     print(line, flush=True)

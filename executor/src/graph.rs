@@ -42,6 +42,9 @@ pub struct Node {
     pub parallelism: usize,
     pub kind: NodeKind,
     pub schema: SchemaRef,
+    /// A source: the columns the query reads (the others may arrive as
+    /// NULL); `None`: all.
+    pub read_columns: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +79,7 @@ impl StreamGraph {
             parallelism,
             kind,
             schema,
+            read_columns: None,
         });
         id
     }
@@ -146,11 +150,18 @@ impl StreamGraph {
     fn explain_node(&self, id: usize, depth: usize, shown: &mut [bool], out: &mut String) {
         let node = &self.nodes[id];
         let pad = "  ".repeat(depth);
-        let detail = if node.detail.is_empty() {
+        let mut detail = if node.detail.is_empty() {
             String::new()
         } else {
             format!(" {}", node.detail)
         };
+        if let Some(cols) = &node.read_columns {
+            let names: Vec<&str> = cols
+                .iter()
+                .filter_map(|c| node.schema.fields().get(*c).map(|f| f.name().as_str()))
+                .collect();
+            let _ = write!(detail, " reads=[{}]", names.join(", "));
+        }
         let shared = self.outputs_of(id).len() > 1;
         let mark = if shared {
             format!(" [node {id}]")

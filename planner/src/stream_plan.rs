@@ -75,6 +75,9 @@ pub struct StreamPlanner<'a> {
     /// twice (a self-join, q7) reads it once, each use projecting its own
     /// columns from the shared stream.
     sources: std::collections::HashMap<String, Stream>,
+    /// Per source node, the columns its scans read (`None`: all): the
+    /// source may leave the others NULL (a CSV file source skips them).
+    read_columns: std::collections::HashMap<usize, Option<std::collections::BTreeSet<usize>>>,
 }
 
 /// Whether column `name` of `plan`'s output is the end of a window: the
@@ -249,6 +252,7 @@ impl<'a> StreamPlanner<'a> {
             top_n_limits: Default::default(),
             planned: Vec::new(),
             sources: Default::default(),
+            read_columns: Default::default(),
         }
     }
 
@@ -282,6 +286,9 @@ impl<'a> StreamPlanner<'a> {
     /// Plans `plan` and a sink writing into `result`.
     pub fn plan(mut self, plan: &LogicalPlan, result: Arc<Table>) -> PlanResult<StreamGraph> {
         let stream = self.build(plan)?;
+        for (node, cols) in std::mem::take(&mut self.read_columns) {
+            self.graph.nodes[node].read_columns = cols.map(|c| c.into_iter().collect());
+        }
         if self.emit_on_window_close && self.window_aggregations == 0 {
             return Err(PlanError::Unsupported(
                 "EMIT ON WINDOW CLOSE needs an aggregation grouped by window_end (from TUMBLE or HOP)"
@@ -433,7 +440,9 @@ impl<'a> StreamPlanner<'a> {
                         let Some(table) = self.resolver.resolve(&scan.table_name) else {
                             return unsupported(format!("reading \"{}\"", scan.table_name));
                         };
-                        self.table_scan(&table, &scan.table_name)?
+                        let stream = self.table_scan(&table, &scan.table_name)?;
+                        self.note_read_columns(stream.node, &table, scan);
+                        stream
                     }
                 };
                 self.scan_filters_and_projection(stream, scan)
@@ -690,6 +699,51 @@ impl<'a> StreamPlanner<'a> {
         Ok(stream)
     }
 
+    /// Adds the columns `scan` reads from `table` (its projection, its
+    /// filters' columns and the table's watermark columns) to those of
+    /// source node `node`.
+    fn note_read_columns(
+        &mut self,
+        node: usize,
+        table: &Table,
+        scan: &datafusion::logical_expr::TableScan,
+    ) {
+        if !table.is_append_only() {
+            // A table's rows come whole from memory: nothing to skip.
+            return;
+        }
+        let entry = self
+            .read_columns
+            .entry(node)
+            .or_insert_with(|| Some(Default::default()));
+        let (Some(cols), Some(proj)) = (entry.as_mut(), &scan.projection) else {
+            *entry = None;
+            return;
+        };
+        cols.extend(proj.iter().copied());
+        let schema = table.schema();
+        for f in &scan.filters {
+            for c in f.column_refs() {
+                match schema.index_of(&c.name) {
+                    Ok(i) => {
+                        cols.insert(i);
+                    }
+                    Err(_) => {
+                        *entry = None;
+                        return;
+                    }
+                }
+            }
+        }
+        if let Some(wm) = &table.desc.watermark {
+            cols.extend(
+                datafusion::physical_expr::utils::collect_columns(wm)
+                    .iter()
+                    .map(|c| c.index()),
+            );
+        }
+    }
+
     /// The filters and the projection pushed into a scan, over the stream
     /// of all its columns.
     fn scan_filters_and_projection(
@@ -738,6 +792,8 @@ impl<'a> StreamPlanner<'a> {
             )));
         }
         let input = self.table_scan(&table, &name)?;
+        // The session operator passes every column on.
+        self.read_columns.insert(input.node, None);
         let in_schema = self.node_schema(&input);
         let partition: Vec<Arc<dyn PhysicalExpr>> = sw
             .partition

@@ -11,7 +11,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 
 use super::{OpenSplits, SourceConnector, SplitRead};
@@ -73,19 +73,36 @@ impl FileSource {
             .collect()
     }
 
-    /// A reader of split `split`, batches with `schema`.
-    pub fn reader(&self, split: usize, schema: &SchemaRef) -> ExecResult<SplitReader> {
+    /// A reader of split `split`, batches with `schema`; with `columns`,
+    /// a CSV reader decodes only those and the others are NULL.
+    pub fn reader(
+        &self,
+        split: usize,
+        schema: &SchemaRef,
+        columns: Option<&[usize]>,
+    ) -> ExecResult<SplitReader> {
         let path = &self.files[split];
         let file = File::open(path).map_err(io(format!("open {}", path.display())))?;
         let file = BufReader::with_capacity(1 << 20, file);
         let inner: Box<dyn Iterator<Item = Result<RecordBatch, _>> + Send> = match &self.format {
-            FileFormat::Csv { header, delimiter } => Box::new(
-                datafusion::arrow::csv::ReaderBuilder::new(schema.clone())
+            FileFormat::Csv { header, delimiter } => {
+                let mut builder = datafusion::arrow::csv::ReaderBuilder::new(schema.clone())
                     .with_header(*header)
                     .with_delimiter(*delimiter)
-                    .with_batch_size(FILE_BATCH_ROWS)
-                    .build(file)?,
-            ),
+                    .with_batch_size(FILE_BATCH_ROWS);
+                let projected = columns.filter(|c| c.len() < schema.fields().len());
+                if let Some(cols) = projected {
+                    builder = builder.with_projection(cols.to_vec());
+                }
+                let reader = builder.build(file)?;
+                match projected {
+                    None => Box::new(reader),
+                    Some(cols) => {
+                        let (schema, cols) = (schema.clone(), cols.to_vec());
+                        Box::new(reader.map(move |b| widen(&schema, &cols, b?)))
+                    }
+                }
+            }
             FileFormat::JsonLines => Box::new(
                 datafusion::arrow::json::ReaderBuilder::new(schema.clone())
                     .with_batch_size(FILE_BATCH_ROWS)
@@ -97,6 +114,25 @@ impl FileSource {
             path: path.clone(),
         })
     }
+}
+
+/// A batch of the `columns` of `schema` as a batch of all of them, the
+/// others NULL.
+fn widen(
+    schema: &SchemaRef,
+    columns: &[usize],
+    batch: RecordBatch,
+) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let n = batch.num_rows();
+    let mut out: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), n))
+        .collect();
+    for (i, c) in columns.iter().enumerate() {
+        out[*c] = batch.column(i).clone();
+    }
+    RecordBatch::try_new(schema.clone(), out)
 }
 
 impl SourceConnector for FileSource {
@@ -112,10 +148,22 @@ impl SourceConnector for FileSource {
         schema: &SchemaRef,
         _position: u64,
     ) -> ExecResult<OpenSplits> {
+        self.open_columns(subtask, parallelism, schema, 0, &[])
+    }
+
+    fn open_columns(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        schema: &SchemaRef,
+        _position: u64,
+        columns: &[usize],
+    ) -> ExecResult<OpenSplits> {
+        let columns = (!columns.is_empty()).then_some(columns);
         let splits = self
             .splits_of(subtask, parallelism)
             .into_iter()
-            .map(|i| Ok(Box::new(self.reader(i, schema)?) as Box<dyn SplitRead>))
+            .map(|i| Ok(Box::new(self.reader(i, schema, columns)?) as Box<dyn SplitRead>))
             .collect::<ExecResult<Vec<_>>>()?;
         Ok(OpenSplits { splits, skipped: 0 })
     }

@@ -56,6 +56,22 @@ pub trait SourceConnector: std::fmt::Debug + Send + Sync {
         position: u64,
     ) -> ExecResult<OpenSplits>;
 
+    /// Like [`SourceConnector::open`], but the query reads only `columns`
+    /// (indexes into `schema`): the batches keep `schema`, and the other
+    /// columns may be all NULL. A connector that can skip decoding columns
+    /// (CSV files) overrides this; the others read every column.
+    fn open_columns(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        schema: &SchemaRef,
+        position: u64,
+        columns: &[usize],
+    ) -> ExecResult<OpenSplits> {
+        let _ = columns;
+        self.open(subtask, parallelism, schema, position)
+    }
+
     /// Rows per second one of `parallelism` subtasks may emit; `None`: as
     /// fast as downstream takes them.
     fn rows_per_second(&self, parallelism: usize) -> Option<f64> {

@@ -1037,118 +1037,129 @@ impl Operator for HashAggOperator {
         }
         self.fetch_missing(&order)?;
         let mut emitted = Vec::new();
-        for (g, key) in order.into_iter().enumerate() {
-            let (ins, del) = layout.rows(g);
-            self.dirty.insert(key.clone());
-            if !self.groups.contains_key(&key) {
-                let first = layout.perm[layout.start[g]] as usize;
-                let key_values = group_cols
-                    .iter()
-                    .map(|c| ScalarValue::try_from_array(c, first))
-                    .collect::<Result<Vec<_>, _>>()?;
-                self.track_window(&key, &key_values);
-                let group = self.new_group(key_values)?;
-                self.groups.insert(key.clone(), group);
-            }
-            let mut group = self.groups.remove(&key).expect("group present");
-            group.rows += ins.len() as i64 - del.len() as i64;
-            for (a, acc) in group.accs.iter_mut().enumerate() {
-                let l = agg_layouts[a].as_ref().unwrap_or(&layout);
-                match acc {
-                    AccState::Accumulator(acc) => {
-                        let Some(taken) = &agg_taken[a] else {
-                            continue;
-                        };
-                        let (start, mid, end) = l.ranges(g);
-                        if mid > start {
-                            let cols: Vec<ArrayRef> =
-                                taken.iter().map(|c| c.slice(start, mid - start)).collect();
-                            acc.update_batch(&cols)?;
-                        }
-                        if end > mid {
-                            let cols: Vec<ArrayRef> =
-                                taken.iter().map(|c| c.slice(mid, end - mid)).collect();
-                            acc.retract_batch(&cols)?;
-                        }
-                    }
-                    AccState::Multiset(set) => {
-                        let rows = agg_rows[a].as_ref().expect("encoded args");
-                        let skip_nulls = matches!(self.aggs[a].kind, AggKind::Min | AggKind::Max);
-                        let arg0 = &agg_args[a][0];
-                        let (ins_a, del_a) = l.rows(g);
-                        for (idx, sign) in ins_a
+        // The groups are taken out of `self` for the loop, so that each
+        // group is looked up once (an entry) while `self` evaluates it.
+        let mut groups = std::mem::take(&mut self.groups);
+        let result = (|| -> ExecResult<()> {
+            for (g, key) in order.into_iter().enumerate() {
+                let (ins, del) = layout.rows(g);
+                self.dirty.insert(key.clone());
+                let mut entry = match groups.entry(key) {
+                    datafusion::common::hash_map::Entry::Occupied(e) => e,
+                    datafusion::common::hash_map::Entry::Vacant(e) => {
+                        let first = layout.perm[layout.start[g]] as usize;
+                        let key_values = group_cols
                             .iter()
-                            .map(|i| (i, 1i64))
-                            .chain(del_a.iter().map(|i| (i, -1i64)))
-                        {
-                            if skip_nulls && arg0.is_null(*idx as usize) {
+                            .map(|c| ScalarValue::try_from_array(c, first))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        self.track_window(e.key(), &key_values);
+                        let group = self.new_group(key_values)?;
+                        e.insert_entry(group)
+                    }
+                };
+                let group = entry.get_mut();
+                group.rows += ins.len() as i64 - del.len() as i64;
+                for (a, acc) in group.accs.iter_mut().enumerate() {
+                    let l = agg_layouts[a].as_ref().unwrap_or(&layout);
+                    match acc {
+                        AccState::Accumulator(acc) => {
+                            let Some(taken) = &agg_taken[a] else {
                                 continue;
+                            };
+                            let (start, mid, end) = l.ranges(g);
+                            if mid > start {
+                                let cols: Vec<ArrayRef> =
+                                    taken.iter().map(|c| c.slice(start, mid - start)).collect();
+                                acc.update_batch(&cols)?;
                             }
-                            let r = rows.row(*idx as usize).owned();
-                            match set.entry(r) {
-                                Entry::Occupied(mut e) => {
-                                    *e.get_mut() += sign;
-                                    if *e.get() == 0 {
-                                        e.remove();
+                            if end > mid {
+                                let cols: Vec<ArrayRef> =
+                                    taken.iter().map(|c| c.slice(mid, end - mid)).collect();
+                                acc.retract_batch(&cols)?;
+                            }
+                        }
+                        AccState::Multiset(set) => {
+                            let rows = agg_rows[a].as_ref().expect("encoded args");
+                            let skip_nulls =
+                                matches!(self.aggs[a].kind, AggKind::Min | AggKind::Max);
+                            let arg0 = &agg_args[a][0];
+                            let (ins_a, del_a) = l.rows(g);
+                            for (idx, sign) in ins_a
+                                .iter()
+                                .map(|i| (i, 1i64))
+                                .chain(del_a.iter().map(|i| (i, -1i64)))
+                            {
+                                if skip_nulls && arg0.is_null(*idx as usize) {
+                                    continue;
+                                }
+                                let r = rows.row(*idx as usize).owned();
+                                match set.entry(r) {
+                                    Entry::Occupied(mut e) => {
+                                        *e.get_mut() += sign;
+                                        if *e.get() == 0 {
+                                            e.remove();
+                                        }
+                                    }
+                                    Entry::Vacant(e) => {
+                                        e.insert(sign);
                                     }
                                 }
-                                Entry::Vacant(e) => {
-                                    e.insert(sign);
-                                }
                             }
                         }
-                    }
-                    AccState::Distinct(set) => {
-                        let rows = agg_rows[a].as_ref().expect("encoded args");
-                        let arg0 = &agg_args[a][0];
-                        let (ins_a, del_a) = l.rows(g);
-                        for (idx, sign) in ins_a
-                            .iter()
-                            .map(|i| (i, 1i64))
-                            .chain(del_a.iter().map(|i| (i, -1i64)))
-                        {
-                            if arg0.is_null(*idx as usize) {
-                                continue;
-                            }
-                            let r = rows.row(*idx as usize);
-                            match set.entry_ref(r.data()) {
-                                EntryRef::Occupied(mut e) => {
-                                    *e.get_mut() += sign;
-                                    if *e.get() == 0 {
-                                        e.remove();
-                                    }
+                        AccState::Distinct(set) => {
+                            let rows = agg_rows[a].as_ref().expect("encoded args");
+                            let arg0 = &agg_args[a][0];
+                            let (ins_a, del_a) = l.rows(g);
+                            for (idx, sign) in ins_a
+                                .iter()
+                                .map(|i| (i, 1i64))
+                                .chain(del_a.iter().map(|i| (i, -1i64)))
+                            {
+                                if arg0.is_null(*idx as usize) {
+                                    continue;
                                 }
-                                EntryRef::Vacant(e) => {
-                                    e.insert(sign);
+                                let r = rows.row(*idx as usize);
+                                match set.entry_ref(r.data()) {
+                                    EntryRef::Occupied(mut e) => {
+                                        *e.get_mut() += sign;
+                                        if *e.get() == 0 {
+                                            e.remove();
+                                        }
+                                    }
+                                    EntryRef::Vacant(e) => {
+                                        e.insert(sign);
+                                    }
                                 }
                             }
                         }
                     }
                 }
-            }
-            let alive = group.rows > 0 || self.is_global();
-            if self.emits_on_close() && !self.window_closed(&group) {
-                // Emitted once, when the watermark closes the window (a
-                // kept late row updates it like any other group).
+                let alive = group.rows > 0 || self.is_global();
+                if self.emits_on_close() && !self.window_closed(group) {
+                    // Emitted once, when the watermark closes the window (a
+                    // kept late row updates it like any other group).
+                    if !alive {
+                        entry.remove();
+                    }
+                    continue;
+                }
                 if alive {
-                    self.groups.insert(key, group);
-                }
-                continue;
-            }
-            if alive {
-                let values = self.evaluate(&mut group)?;
-                if group.last.as_ref() != Some(&values) {
-                    if let Some(old) = group.last.take() {
-                        emitted.push((Op::Delete, old));
+                    let values = self.evaluate(group)?;
+                    if group.last.as_ref() != Some(&values) {
+                        if let Some(old) = group.last.take() {
+                            emitted.push((Op::Delete, old));
+                        }
+                        emitted.push((Op::Insert, values.clone()));
+                        group.last = Some(values);
                     }
-                    emitted.push((Op::Insert, values.clone()));
-                    group.last = Some(values);
+                } else if let Some(old) = entry.remove().last {
+                    emitted.push((Op::Delete, old));
                 }
-                self.groups.insert(key, group);
-            } else if let Some(old) = group.last.take() {
-                emitted.push((Op::Delete, old));
             }
-        }
+            Ok(())
+        })();
+        self.groups = groups;
+        result?;
         if let Some(c) = self.build_chunk(emitted)? {
             out.push(c);
         }

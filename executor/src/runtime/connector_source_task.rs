@@ -187,6 +187,7 @@ impl ConnectorSourceTask {
 pub(crate) async fn run(
     ids: TaskIds,
     table: Arc<Table>,
+    read_columns: Option<Vec<usize>>,
     parallelism: usize,
     resume_after: Option<u64>,
     router: OutputRouter,
@@ -201,7 +202,10 @@ pub(crate) async fn run(
     metrics.enter(TimeState::Busy);
     let schema = table.schema();
     let position = resume_after.unwrap_or(0);
-    let opened = connector.open(ids.subtask, parallelism, &schema, position)?;
+    let opened = match &read_columns {
+        Some(cols) => connector.open_columns(ids.subtask, parallelism, &schema, position, cols)?,
+        None => connector.open(ids.subtask, parallelism, &schema, position)?,
+    };
     let splits = opened
         .splits
         .into_iter()

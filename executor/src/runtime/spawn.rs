@@ -224,8 +224,10 @@ pub(crate) fn spawn_subtasks(plan: SpawnPlan<'_>) -> ExecResult<Spawned> {
                         None => None,
                     };
                     let (table, par, c2) = (table.clone(), node.parallelism, coord.clone());
+                    let cols = node.read_columns.clone();
                     spawn_guarded(coord, site, async move {
-                        connector_source_task::run(ids, table, par, resume, router, brx, c2).await
+                        connector_source_task::run(ids, table, cols, par, resume, router, brx, c2)
+                            .await
                     })
                 }
                 NodeKind::TableSource(table) => {
