@@ -12,6 +12,7 @@
 //!
 //! See `sql-tests/README.md` for how to run the suites.
 
+pub mod bids;
 pub mod db;
 pub mod pgtext;
 pub mod reference;

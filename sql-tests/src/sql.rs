@@ -68,3 +68,30 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Whether every subtask of streaming query `query` has finished (its
+/// bounded sources reached their end).
+pub async fn finished(client: &Client, query: &str) -> bool {
+    int(
+        client,
+        &format!(
+            "SELECT count(*) FROM system.tasks WHERE query = '{query}' AND status <> 'FINISHED'"
+        ),
+    )
+    .await
+        == 0
+}
+
+/// Waits until the queries read all their input, then FLUSHes: the
+/// checkpoint commits what they produced up to the end.
+pub async fn wait_finished(client: &Client, queries: &[&str]) {
+    for q in queries {
+        eventually(
+            &format!("query {q} to reach the end of its input"),
+            Duration::from_secs(60),
+            || finished(client, q),
+        )
+        .await;
+    }
+    exec(client, "FLUSH").await;
+}

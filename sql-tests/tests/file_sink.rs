@@ -4,84 +4,13 @@
 //! the middle of the stream leaves every row in the finished files exactly
 //! once; and queries the sink cannot take are refused.
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
 use tokio::task::block_in_place;
-use weir_sql_tests::sql::{assert_view_matches, eventually, exec, int, rows};
+use weir_sql_tests::bids::{oracle_table, write_parts, COLUMNS};
+use weir_sql_tests::sql::{assert_view_matches, eventually, exec, int, rows, wait_finished};
 use weir_sql_tests::TestServer;
-
-const COLUMNS: &str = "auction bigint, price bigint, date_time timestamp";
-
-/// Rows (auction, price, epoch ms), in event-time order, split over
-/// `parts` CSV files (each in order).
-fn write_parts(dir: &Path, parts: usize, rows: usize) -> Vec<(i64, i64, i64)> {
-    std::fs::create_dir_all(dir).unwrap();
-    let base = 1_735_689_600_000i64; // 2025-01-01 00:00:00
-    let all: Vec<(i64, i64, i64)> = (0..rows as i64)
-        .map(|i| (i % 13, (i * 37) % 1000, base + i * 70))
-        .collect();
-    for p in 0..parts {
-        let mut csv = String::new();
-        for (k, (a, price, ms)) in all.iter().enumerate() {
-            if k % parts == p {
-                let s = (ms - base) / 1000;
-                let t = format!(
-                    "2025-01-01 {:02}:{:02}:{:02}.{:03}",
-                    s / 3600,
-                    (s / 60) % 60,
-                    s % 60,
-                    ms % 1000
-                );
-                writeln!(csv, "{a},{price},{t}").unwrap();
-            }
-        }
-        std::fs::write(dir.join(format!("part-{p}.csv")), csv).unwrap();
-    }
-    all
-}
-
-/// The same rows in an ordinary table, for the ad hoc oracle.
-async fn oracle_table(client: &tokio_postgres::Client, rows: &[(i64, i64, i64)]) {
-    exec(client, &format!("CREATE TABLE bid_t ({COLUMNS})")).await;
-    for chunk in rows.chunks(500) {
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|(a, p, ms)| format!("({a}, {p}, CAST(to_timestamp_millis({ms}) AS timestamp))"))
-            .collect();
-        exec(
-            client,
-            &format!("INSERT INTO bid_t VALUES {}", values.join(", ")),
-        )
-        .await;
-    }
-}
-
-async fn finished(client: &tokio_postgres::Client, query: &str) -> bool {
-    int(
-        client,
-        &format!(
-            "SELECT count(*) FROM system.tasks WHERE query = '{query}' AND status <> 'FINISHED'"
-        ),
-    )
-    .await
-        == 0
-}
-
-/// Waits until the queries read all their input, then FLUSHes: the
-/// checkpoint commits the parts sealed when the input ended.
-async fn wait_finished(client: &tokio_postgres::Client, queries: &[&str]) {
-    for q in queries {
-        eventually(
-            &format!("query {q} to reach the end of its input"),
-            Duration::from_secs(60),
-            || finished(client, q),
-        )
-        .await;
-    }
-    exec(client, "FLUSH").await;
-}
 
 /// File names in `dir`: (visible, hidden).
 fn files(dir: &Path) -> (Vec<String>, Vec<String>) {

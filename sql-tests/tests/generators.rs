@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use tokio::task::block_in_place;
-use weir_sql_tests::sql::{assert_view_matches, eventually, exec, int, rows};
+use weir_sql_tests::sql::{assert_view_matches, eventually, exec, int, rows, wait_finished};
 use weir_sql_tests::TestServer;
 
 const BID: &str = "auction bigint, bidder bigint, price bigint, channel text, url text, \
@@ -20,29 +20,6 @@ fn nexmark_source(name: &str, columns: &str, table: &str, events: u64, more: &st
         "CREATE SOURCE {name} ({columns}) WITH (connector = 'nexmark', \
          'nexmark.table.type' = '{table}', 'nexmark.event.num' = '{events}'{more})"
     )
-}
-
-async fn finished(client: &tokio_postgres::Client, query: &str) -> bool {
-    int(
-        client,
-        &format!(
-            "SELECT count(*) FROM system.tasks WHERE query = '{query}' AND status <> 'FINISHED'"
-        ),
-    )
-    .await
-        == 0
-}
-
-async fn wait_finished(client: &tokio_postgres::Client, queries: &[&str]) {
-    for q in queries {
-        eventually(
-            &format!("query {q} to reach the end of its source"),
-            Duration::from_secs(60),
-            || finished(client, q),
-        )
-        .await;
-    }
-    exec(client, "FLUSH").await;
 }
 
 /// Rows of each type among the first `events` events, from Nexmark's mix:

@@ -8,72 +8,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use tokio::task::block_in_place;
-use weir_sql_tests::sql::{assert_view_matches, eventually, exec, int};
+use weir_sql_tests::bids::{chrono_like, oracle_table, write_parts, COLUMNS};
+use weir_sql_tests::sql::{assert_view_matches, eventually, exec, finished, int};
 use weir_sql_tests::TestServer;
-
-const COLUMNS: &str = "auction bigint, price bigint, date_time timestamp";
-
-/// Rows (auction, price, epoch ms) split over `parts` CSV files, each part
-/// in event-time order, as the Nexmark generator's part files are.
-fn write_parts(dir: &std::path::Path, parts: usize, rows: usize) -> Vec<(i64, i64, i64)> {
-    std::fs::create_dir_all(dir).unwrap();
-    let base = 1_735_689_600_000i64;
-    let all: Vec<(i64, i64, i64)> = (0..rows as i64)
-        .map(|i| (i % 13, (i * 37) % 1000, base + i * 70))
-        .collect();
-    for p in 0..parts {
-        let mut csv = String::new();
-        for (k, (a, price, ms)) in all.iter().enumerate() {
-            if k % parts == p {
-                let secs = ms / 1000;
-                let t = chrono_like(secs, ms % 1000);
-                writeln!(csv, "{a},{price},{t}").unwrap();
-            }
-        }
-        std::fs::write(dir.join(format!("part-{p}.csv")), csv).unwrap();
-    }
-    all
-}
-
-/// `YYYY-MM-DD HH:MM:SS.mmm` for a time on 2025-01-01 (the rows span
-/// less than a day).
-fn chrono_like(epoch_s: i64, ms: i64) -> String {
-    let day_start = 1_735_689_600i64;
-    let s = epoch_s - day_start;
-    format!(
-        "2025-01-01 {:02}:{:02}:{:02}.{ms:03}",
-        s / 3600,
-        (s / 60) % 60,
-        s % 60
-    )
-}
-
-/// The same rows in an ordinary table, for the batch oracle.
-async fn oracle_table(client: &tokio_postgres::Client, rows: &[(i64, i64, i64)]) {
-    exec(client, &format!("CREATE TABLE bid_t ({COLUMNS})")).await;
-    for chunk in rows.chunks(500) {
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|(a, p, ms)| format!("({a}, {p}, CAST(to_timestamp_millis({ms}) AS timestamp))"))
-            .collect();
-        exec(
-            client,
-            &format!("INSERT INTO bid_t VALUES {}", values.join(", ")),
-        )
-        .await;
-    }
-}
-
-async fn finished(client: &tokio_postgres::Client, query: &str) -> bool {
-    int(
-        client,
-        &format!(
-            "SELECT count(*) FROM system.tasks WHERE query = '{query}' AND status <> 'FINISHED'"
-        ),
-    )
-    .await
-        == 0
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_source_windows_fire_at_the_end_and_survive_a_restart() {
