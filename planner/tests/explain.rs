@@ -63,8 +63,12 @@ fn setup() -> (SessionContext, Tables) {
     (ctx, Tables(tables))
 }
 
-async fn explain(sql: &str) -> Result<String, PlanError> {
-    let (ctx, tables) = setup();
+/// The optimized plan of `sql` and an in-memory result table `q` of its
+/// schema.
+async fn plan_and_result(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<(datafusion::logical_expr::LogicalPlan, Arc<Table>), PlanError> {
     let plan = ctx.state().create_logical_plan(sql).await?;
     let plan = ctx.state().optimize(&plan)?;
     let result = Table::new_in_memory(TableDesc {
@@ -74,6 +78,12 @@ async fn explain(sql: &str) -> Result<String, PlanError> {
         primary_key: vec![],
         watermark: None,
     })?;
+    Ok((plan, result))
+}
+
+async fn explain(sql: &str) -> Result<String, PlanError> {
+    let (ctx, tables) = setup();
+    let (plan, result) = plan_and_result(&ctx, sql).await?;
     let graph = StreamPlanner::new(&tables, 2).plan(&plan, result)?;
     Ok(graph.explain())
 }
@@ -202,15 +212,7 @@ async fn explain_file_sink(sql: &str) -> Result<String, PlanError> {
     tables
         .0
         .insert("src".into(), Table::new_source(desc, connector)?);
-    let plan = ctx.state().create_logical_plan(sql).await?;
-    let plan = ctx.state().optimize(&plan)?;
-    let result = Table::new_in_memory(TableDesc {
-        id: 99,
-        name: "q".into(),
-        schema: arrow_schema(plan.schema()),
-        primary_key: vec![],
-        watermark: None,
-    })?;
+    let (plan, result) = plan_and_result(&ctx, sql).await?;
     let spec = FileSinkSpec::new("/data/out", FileSinkFormat::JsonLines, "q", 99);
     let graph = StreamPlanner::new(&tables, 2)
         .file_sink(Some(spec))

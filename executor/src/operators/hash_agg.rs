@@ -846,6 +846,13 @@ impl Layout {
     }
 }
 
+/// A group's rows of a chunk, +1 for its inserts and -1 for its deletes.
+fn signed_rows<'a>(ins: &'a [u32], del: &'a [u32]) -> impl Iterator<Item = (usize, i64)> + 'a {
+    ins.iter()
+        .map(|i| (*i as usize, 1))
+        .chain(del.iter().map(|i| (*i as usize, -1)))
+}
+
 fn take_rows(columns: &[ArrayRef], idx: &[u32]) -> ExecResult<Vec<ArrayRef>> {
     let idx = UInt32Array::from(idx.to_vec());
     columns
@@ -1084,15 +1091,11 @@ impl Operator for HashAggOperator {
                                 matches!(self.aggs[a].kind, AggKind::Min | AggKind::Max);
                             let arg0 = &agg_args[a][0];
                             let (ins_a, del_a) = l.rows(g);
-                            for (idx, sign) in ins_a
-                                .iter()
-                                .map(|i| (i, 1i64))
-                                .chain(del_a.iter().map(|i| (i, -1i64)))
-                            {
-                                if skip_nulls && arg0.is_null(*idx as usize) {
+                            for (idx, sign) in signed_rows(ins_a, del_a) {
+                                if skip_nulls && arg0.is_null(idx) {
                                     continue;
                                 }
-                                let r = rows.row(*idx as usize).owned();
+                                let r = rows.row(idx).owned();
                                 match set.entry(r) {
                                     Entry::Occupied(mut e) => {
                                         *e.get_mut() += sign;
@@ -1110,15 +1113,11 @@ impl Operator for HashAggOperator {
                             let rows = agg_rows[a].as_ref().expect("encoded args");
                             let arg0 = &agg_args[a][0];
                             let (ins_a, del_a) = l.rows(g);
-                            for (idx, sign) in ins_a
-                                .iter()
-                                .map(|i| (i, 1i64))
-                                .chain(del_a.iter().map(|i| (i, -1i64)))
-                            {
-                                if arg0.is_null(*idx as usize) {
+                            for (idx, sign) in signed_rows(ins_a, del_a) {
+                                if arg0.is_null(idx) {
                                     continue;
                                 }
-                                let r = rows.row(*idx as usize);
+                                let r = rows.row(idx);
                                 match set.entry_ref(r.data()) {
                                     EntryRef::Occupied(mut e) => {
                                         *e.get_mut() += sign;
