@@ -136,8 +136,8 @@ impl StreamGraph {
     }
 
     /// Indented tree from the sinks down, with parallelism and exchanges.
-    /// A node feeding several consumers is shown in full under the first
-    /// and as `(shared: node N)` under the others.
+    /// A node feeding several consumers is marked `[node N]`, shown in full
+    /// under the first and as `(shared, shown above)` under the others.
     pub fn explain(&self) -> String {
         let mut out = String::new();
         let mut shown = vec![false; self.nodes.len()];

@@ -708,7 +708,7 @@ impl<'a> StreamPlanner<'a> {
         table: &Table,
         scan: &datafusion::logical_expr::TableScan,
     ) {
-        if !table.is_append_only() {
+        if table.connector().is_none() {
             // A table's rows come whole from memory: nothing to skip.
             return;
         }
@@ -1270,12 +1270,15 @@ impl<'a> StreamPlanner<'a> {
         };
         let joined_schema = arrow_schema(&joined_df);
         let schema = arrow_schema(&join.schema);
-        let interval = if matches!(
+        // Over append-only inputs, inner and semi joins only ever add rows
+        // (a semi join's row goes out at its first match): the output is
+        // append-only, and rows may leave the state by the watermark.
+        let append_only = matches!(
             kind,
             JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
         ) && left.append_only
-            && right.append_only
-        {
+            && right.append_only;
+        let interval = if append_only {
             self.interval_cleanup(join.filter.as_ref(), &join.on, &left, &right)?
         } else {
             None
@@ -1335,13 +1338,7 @@ impl<'a> StreamPlanner<'a> {
             parallelism: par,
             schema: join.schema.clone(),
             row_key: None,
-            // Over append-only inputs, inner and semi joins only ever add
-            // rows (a semi join's row goes out at its first match).
-            append_only: matches!(
-                kind,
-                JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
-            ) && left.append_only
-                && right.append_only,
+            append_only,
             event_time: match kind {
                 JoinKind::Inner => {
                     let width = left_schema.fields().len();

@@ -46,6 +46,20 @@ pub fn chrono_like(epoch_s: i64, ms: i64) -> String {
     )
 }
 
+/// `CREATE SOURCE bid` over the CSV part files in `dir`, with the Nexmark
+/// watermark (4 s behind the newest `date_time`).
+pub async fn create_bid_source(client: &Client, dir: &Path) {
+    exec(
+        client,
+        &format!(
+            "CREATE SOURCE bid ({COLUMNS}, WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) \
+             WITH (connector = 'file', path = '{}', format = 'csv')",
+            dir.display()
+        ),
+    )
+    .await;
+}
+
 /// The same rows in an ordinary table `bid_t`, for the batch oracle.
 pub async fn oracle_table(client: &Client, rows: &[(i64, i64, i64)]) {
     exec(client, &format!("CREATE TABLE bid_t ({COLUMNS})")).await;

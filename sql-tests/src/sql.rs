@@ -71,7 +71,7 @@ where
 
 /// Whether every subtask of streaming query `query` has finished (its
 /// bounded sources reached their end).
-pub async fn finished(client: &Client, query: &str) -> bool {
+async fn finished(client: &Client, query: &str) -> bool {
     int(
         client,
         &format!(

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokio::task::block_in_place;
-use weir_sql_tests::bids::{oracle_table, write_parts, COLUMNS};
+use weir_sql_tests::bids::{create_bid_source, oracle_table, write_parts, COLUMNS};
 use weir_sql_tests::sql::{assert_view_matches, eventually, exec, int, rows, wait_finished};
 use weir_sql_tests::TestServer;
 
@@ -56,15 +56,7 @@ async fn file_sink_output_reads_back_equal_to_the_ad_hoc_query() {
     let rows_in = write_parts(&root.join("bids"), 3, 4000);
     let client = server.connect().await.unwrap();
     oracle_table(&client, &rows_in).await;
-    exec(
-        &client,
-        &format!(
-            "CREATE SOURCE bid ({COLUMNS}, WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) \
-             WITH (connector = 'file', path = '{}', format = 'csv')",
-            root.join("bids").display()
-        ),
-    )
-    .await;
+    create_bid_source(&client, &root.join("bids")).await;
 
     // A projection with NULLs (every 7th price) to CSV and to JSON lines,
     // and final window results (append-only with EMIT ON WINDOW CLOSE).

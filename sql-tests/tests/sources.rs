@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use tokio::task::block_in_place;
-use weir_sql_tests::bids::{chrono_like, oracle_table, write_parts, COLUMNS};
-use weir_sql_tests::sql::{assert_view_matches, eventually, exec, finished, int};
+use weir_sql_tests::bids::{chrono_like, create_bid_source, oracle_table, write_parts, COLUMNS};
+use weir_sql_tests::sql::{assert_view_matches, eventually, exec, int, wait_finished};
 use weir_sql_tests::TestServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,15 +19,7 @@ async fn file_source_windows_fire_at_the_end_and_survive_a_restart() {
     let rows = write_parts(&dir, 2, 3000);
     let client = server.connect().await.unwrap();
     oracle_table(&client, &rows).await;
-    exec(
-        &client,
-        &format!(
-            "CREATE SOURCE bid ({COLUMNS}, WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) \
-             WITH (connector = 'file', path = '{}', format = 'csv')",
-            dir.display()
-        ),
-    )
-    .await;
+    create_bid_source(&client, &dir).await;
     let windowed = "SELECT auction, window_start, window_end, count(*) AS bids, sum(price) AS total \
          FROM tumble({t}, date_time, INTERVAL '10' SECOND) GROUP BY auction, window_start, window_end";
     exec(
@@ -75,15 +67,7 @@ async fn file_source_windows_fire_at_the_end_and_survive_a_restart() {
         )
         .await;
     }
-    for q in ["w", "bh", "top3", "last_bid"] {
-        eventually(
-            "the query to read all files",
-            Duration::from_secs(30),
-            || finished(&client, q),
-        )
-        .await;
-    }
-    exec(&client, "FLUSH").await;
+    wait_finished(&client, &["w", "bh", "top3", "last_bid"]).await;
     // The end of the files closed every window, the last ones included.
     let oracle = windowed.replace("{t}", "bid_t");
     assert_view_matches(&client, "w", &oracle).await;
@@ -104,13 +88,7 @@ async fn file_source_windows_fire_at_the_end_and_survive_a_restart() {
     block_in_place(|| server.kill()).unwrap();
     block_in_place(|| server.start_again()).unwrap_or_else(|e| panic!("{e:#}"));
     let client = server.connect().await.unwrap();
-    eventually(
-        "the restarted query to end",
-        Duration::from_secs(30),
-        || finished(&client, "w"),
-    )
-    .await;
-    exec(&client, "FLUSH").await;
+    wait_finished(&client, &["w"]).await;
     assert_view_matches(&client, "w", &oracle).await;
     assert_view_matches(&client, "top3", &top3.replace("{t}", "bid_t")).await;
 
@@ -247,13 +225,7 @@ async fn a_csv_source_reads_only_the_columns_a_query_uses() {
         )
         .await;
     }
-    for name in ["sums", "pairs"] {
-        eventually("the views to finish", Duration::from_secs(60), || async {
-            finished(&client, name).await
-        })
-        .await;
-    }
-    exec(&client, "FLUSH").await;
+    wait_finished(&client, &["sums", "pairs"]).await;
     assert_view_matches(&client, "sums", &sums.replace("{t}", "wide_t")).await;
     assert_view_matches(&client, "pairs", &pairs.replace("{t}", "wide_t")).await;
 }
@@ -422,13 +394,7 @@ async fn interval_join_matches(
         &format!("CREATE MATERIALIZED VIEW {name} WITH (parallelism = 2) AS {streaming}"),
     )
     .await;
-    eventually(
-        "the join to read all files",
-        Duration::from_secs(30),
-        || finished(client, name),
-    )
-    .await;
-    exec(client, "FLUSH").await;
+    wait_finished(client, &[name]).await;
     assert!(int(client, &format!("SELECT count(*) FROM ({oracle}) o")).await > min_rows);
     assert_view_matches(client, name, oracle).await;
 }

@@ -73,13 +73,13 @@ impl FileSource {
             .collect()
     }
 
-    /// A reader of split `split`, batches with `schema`; with `columns`,
-    /// a CSV reader decodes only those and the others are NULL.
+    /// A reader of split `split`, batches with `schema`; a CSV reader
+    /// decodes only `columns` (empty: all) and leaves the others NULL.
     pub fn reader(
         &self,
         split: usize,
         schema: &SchemaRef,
-        columns: Option<&[usize]>,
+        columns: &[usize],
     ) -> ExecResult<SplitReader> {
         let path = &self.files[split];
         let file = File::open(path).map_err(io(format!("open {}", path.display())))?;
@@ -90,7 +90,8 @@ impl FileSource {
                     .with_header(*header)
                     .with_delimiter(*delimiter)
                     .with_batch_size(FILE_BATCH_ROWS);
-                let projected = columns.filter(|c| c.len() < schema.fields().len());
+                let projected = (!columns.is_empty() && columns.len() < schema.fields().len())
+                    .then_some(columns);
                 if let Some(cols) = projected {
                     builder = builder.with_projection(cols.to_vec());
                 }
@@ -159,7 +160,6 @@ impl SourceConnector for FileSource {
         _position: u64,
         columns: &[usize],
     ) -> ExecResult<OpenSplits> {
-        let columns = (!columns.is_empty()).then_some(columns);
         let splits = self
             .splits_of(subtask, parallelism)
             .into_iter()

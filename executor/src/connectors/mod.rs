@@ -57,9 +57,10 @@ pub trait SourceConnector: std::fmt::Debug + Send + Sync {
     ) -> ExecResult<OpenSplits>;
 
     /// Like [`SourceConnector::open`], but the query reads only `columns`
-    /// (indexes into `schema`): the batches keep `schema`, and the other
-    /// columns may be all NULL. A connector that can skip decoding columns
-    /// (CSV files) overrides this; the others read every column.
+    /// (indexes into `schema`; empty: all of them): the batches keep
+    /// `schema`, and the other columns may be all NULL. A connector that can
+    /// skip decoding columns (CSV files) overrides this; the others read
+    /// every column.
     fn open_columns(
         &self,
         subtask: usize,

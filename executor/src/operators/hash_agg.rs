@@ -37,8 +37,6 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
-
-use datafusion::common::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
@@ -47,6 +45,7 @@ use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
 use datafusion::arrow::row::OwnedRow;
 use datafusion::common::hash_map::EntryRef;
 use datafusion::common::ScalarValue;
+use datafusion::common::{HashMap, HashSet};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::PhysicalExpr;
@@ -178,7 +177,7 @@ enum AccState {
     /// count(DISTINCT x): the number of rows per non-NULL value of `x`
     /// (row bytes); unordered, so that a value is found without copying
     /// its bytes.
-    Distinct(FastMap<Vec<u8>, i64>),
+    Distinct(HashMap<Vec<u8>, i64>),
 }
 
 struct GroupState {
@@ -500,7 +499,7 @@ impl HashAggOperator {
                 AggKind::Retractable | AggKind::Extreme => {
                     Ok(AccState::Accumulator(a.accumulator()?))
                 }
-                AggKind::CountDistinct => Ok(AccState::Distinct(FastMap::default())),
+                AggKind::CountDistinct => Ok(AccState::Distinct(HashMap::default())),
                 _ => Ok(AccState::Multiset(BTreeMap::new())),
             })
             .collect::<ExecResult<Vec<_>>>()?;
@@ -763,10 +762,6 @@ fn accumulator_state(spec: &AggSpec, acc: &mut dyn Accumulator) -> ExecResult<Ve
     Ok(state)
 }
 
-/// A hash map with DataFusion's (fast, not DoS-resistant) hasher, for
-/// maps keyed by row bytes.
-type FastMap<K, V> = datafusion::common::HashMap<K, V>;
-
 /// The rows of a chunk grouped: `perm` lists group 0's inserts, then its
 /// deletes, then group 1's, ...; group `g`'s rows are
 /// `perm[start[g]..start[g + 1]]`, its inserts the first `inserts[g]`.
@@ -1000,7 +995,7 @@ impl Operator for HashAggOperator {
         let mut row_group: Vec<u32> = Vec::with_capacity(n);
         match &keys {
             Some(k) => {
-                let mut index: FastMap<&[u8], u32> = FastMap::default();
+                let mut index: HashMap<&[u8], u32> = HashMap::default();
                 for i in 0..n {
                     let row = k.row(i);
                     let g = *index.entry(row.data()).or_insert_with(|| {
@@ -1362,24 +1357,32 @@ mod tests {
 
         /// As the planner makes it for an append-only input.
         fn make_for_input(&self, append_only: bool) -> Box<dyn Operator> {
-            let aggs = self
-                .specs
+            Box::new(
+                HashAggOperator::new(
+                    self.group_exprs.clone(),
+                    self.group_types.clone(),
+                    self.aggs(append_only),
+                    self.schema.clone(),
+                )
+                .unwrap(),
+            )
+        }
+
+        /// The aggregates as the planner makes them for an input that is
+        /// append-only or not.
+        fn aggs(&self, append_only: bool) -> Vec<AggSpec> {
+            self.specs
                 .iter()
                 .map(|(f, filter)| {
                     AggSpec::new(f.clone(), filter.clone(), &self.in_schema)
                         .map(|a| a.with_append_only_input(append_only))
                 })
                 .collect::<ExecResult<Vec<_>>>()
-                .unwrap();
-            Box::new(
-                HashAggOperator::new(
-                    self.group_exprs.clone(),
-                    self.group_types.clone(),
-                    aggs,
-                    self.schema.clone(),
-                )
-                .unwrap(),
-            )
+                .unwrap()
+        }
+
+        fn kinds(&self, append_only: bool) -> Vec<AggKind> {
+            self.aggs(append_only).iter().map(|a| a.kind).collect()
         }
 
         fn input(&self, chunk: &Chunk) -> Chunk {
@@ -1758,15 +1761,7 @@ mod tests {
             .unwrap();
         for (q, sql) in ORACLE_QUERIES.iter().enumerate() {
             let p = plan(sql);
-            let kinds: Vec<AggKind> = p
-                .specs
-                .iter()
-                .map(|(f, filter)| {
-                    AggSpec::new(f.clone(), filter.clone(), &p.in_schema)
-                        .unwrap()
-                        .kind
-                })
-                .collect();
+            let kinds = p.kinds(false);
             assert!(kinds.contains(&AggKind::CountDistinct), "{sql}: {kinds:?}");
             for seed in 0..3u64 {
                 let mut rng = Rng::new(seed * 13 + q as u64 + 500);
@@ -1831,16 +1826,7 @@ mod tests {
             "SELECT k, min(v), max(s), min(d) FILTER (WHERE v > 0), max(f), count(*), \
              count(DISTINCT v) FROM t GROUP BY k",
         );
-        let kinds: Vec<AggKind> = p
-            .specs
-            .iter()
-            .map(|(f, filter)| {
-                AggSpec::new(f.clone(), filter.clone(), &p.in_schema)
-                    .unwrap()
-                    .with_append_only_input(true)
-                    .kind
-            })
-            .collect();
+        let kinds = p.kinds(true);
         assert_eq!(kinds.iter().filter(|k| **k == AggKind::Extreme).count(), 4);
         let make = || p.make_for_input(true);
         for seed in 0..3u64 {

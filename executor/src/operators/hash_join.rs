@@ -23,13 +23,13 @@
 //! and past `state_cache_keys` keys per side some are evicted (written first
 //! if they changed since they were last written).
 
-use datafusion::common::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::new_null_array;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{OwnedRow, Rows};
+use datafusion::common::{HashMap, HashSet};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::chunk::{Chunk, Op};

@@ -25,8 +25,6 @@
 //! windows, they are bounded by the watermark); a restore reads them all.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use datafusion::common::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -34,6 +32,7 @@ use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, RecordB
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::arrow::row::OwnedRow;
+use datafusion::common::{HashMap, HashSet};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::chunk::{Chunk, Op};

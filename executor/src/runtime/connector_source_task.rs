@@ -202,10 +202,8 @@ pub(crate) async fn run(
     metrics.enter(TimeState::Busy);
     let schema = table.schema();
     let position = resume_after.unwrap_or(0);
-    let opened = match &read_columns {
-        Some(cols) => connector.open_columns(ids.subtask, parallelism, &schema, position, cols)?,
-        None => connector.open(ids.subtask, parallelism, &schema, position)?,
-    };
+    let columns = read_columns.as_deref().unwrap_or(&[]);
+    let opened = connector.open_columns(ids.subtask, parallelism, &schema, position, columns)?;
     let splits = opened
         .splits
         .into_iter()

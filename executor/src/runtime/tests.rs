@@ -401,6 +401,20 @@ fn fresh(storage: Arc<CheckpointStorage>, cfg: CheckpointConfig) -> StartOptions
     }
 }
 
+/// Options resuming where `plan` (from `plan_restore`) says.
+fn resumed(
+    storage: Arc<CheckpointStorage>,
+    cfg: CheckpointConfig,
+    plan: super::RestorePlan,
+) -> StartOptions {
+    StartOptions {
+        restore: plan.restore,
+        next_epoch: plan.next_epoch,
+        skipped: plan.skipped,
+        ..fresh(storage, cfg)
+    }
+}
+
 fn insert(t: &Table, rows: &[(i64, i64)]) {
     t.write(Chunk::inserts(kv_batch(rows)), WriteCheck::Constraints)
         .unwrap();
@@ -1331,22 +1345,8 @@ async fn unaligned_channel_state_is_replayed_on_restore() {
             "input of the aggregation captured"
         );
         assert!(!plan.recompute && plan.skipped.is_empty());
-        let rt = QueryRuntime::start(
-            "agg",
-            Arc::new(graph),
-            StartOptions {
-                config: Arc::new(Mutex::new(cfg)),
-                storage: storage.clone(),
-                restore: plan.restore,
-                next_epoch: plan.next_epoch,
-                first_commit: None,
-                skipped: plan.skipped,
-                history: None,
-                bad_records: None,
-                counts: Default::default(),
-            },
-        )
-        .unwrap();
+        let rt = QueryRuntime::start("agg", Arc::new(graph), resumed(storage.clone(), cfg, plan))
+            .unwrap();
         apply_writes(&t, &second_batch());
         rt.flush().await.unwrap();
         assert_eq!(table_rows(&result), reference, "backend {}", backend.name());
@@ -1463,22 +1463,7 @@ async fn file_sink_commits_with_checkpoints_and_restores_exactly_once() {
     let storage = env.storage();
     let plan = plan_restore(&storage, &graph).unwrap();
     assert!(plan.restore.is_some());
-    let rt = QueryRuntime::start(
-        "fs",
-        Arc::new(graph),
-        StartOptions {
-            config: Arc::new(Mutex::new(cfg)),
-            storage,
-            restore: plan.restore,
-            next_epoch: plan.next_epoch,
-            first_commit: None,
-            skipped: plan.skipped,
-            history: None,
-            bad_records: None,
-            counts: Default::default(),
-        },
-    )
-    .unwrap();
+    let rt = QueryRuntime::start("fs", Arc::new(graph), resumed(storage, cfg, plan)).unwrap();
     rt.flush().await.unwrap();
     let mut all = first.clone();
     all.extend(&second);
