@@ -9,6 +9,7 @@
 //! refused with [`PlanError::Unsupported`], naming the construct.
 
 mod error;
+mod plan_key;
 pub mod session_window;
 pub mod stream_plan;
 

@@ -69,7 +69,8 @@ pub struct StreamPlanner<'a> {
     /// rows (`ROW_NUMBER() ... <= n`), with n: planned as top-N.
     top_n_limits: std::collections::HashMap<usize, usize>,
     /// Sub-plans planned so far, so that one that appears twice in a query
-    /// (q5's two window counts) is computed once and feeds both consumers.
+    /// (q5's two window counts) is computed once and feeds both consumers;
+    /// by [`crate::plan_key::plan_key`].
     planned: Vec<(LogicalPlan, Stream)>,
     /// The source node of each table read so far: a query reading a table
     /// twice (a self-join, q7) reads it once, each use projecting its own
@@ -407,7 +408,8 @@ impl<'a> StreamPlanner<'a> {
     /// top-N limit comes from the filter above it.
     fn build(&mut self, plan: &LogicalPlan) -> PlanResult<Stream> {
         use datafusion::common::tree_node::TreeNode;
-        if let Some((_, stream)) = self.planned.iter().find(|(p, _)| p == plan) {
+        let key = crate::plan_key::plan_key(plan)?;
+        if let Some((_, stream)) = self.planned.iter().find(|(p, _)| *p == key) {
             return Ok(stream.clone());
         }
         let stream = self.build_new(plan)?;
@@ -415,7 +417,7 @@ impl<'a> StreamPlanner<'a> {
             .exists(|p| Ok(matches!(p, LogicalPlan::Window(_))))
             .unwrap_or(true);
         if !has_window {
-            self.planned.push((plan.clone(), stream.clone()));
+            self.planned.push((key, stream.clone()));
         }
         Ok(stream)
     }

@@ -176,6 +176,23 @@ async fn a_repeated_sub_plan_is_computed_once() {
 }
 
 #[tokio::test]
+async fn a_repeated_sub_plan_is_computed_once_whatever_its_generated_names() {
+    // DataFusion factors the repeated `v + 1` out of each half under its
+    // own generated name (`__common_expr_1`, `__common_expr_2`), as it does
+    // with q5's window bounds; the halves still share one aggregation.
+    let counts = "SELECT k, count(*) AS n FROM a GROUP BY k, (v + 1) * 2, (v + 1) * 3";
+    let plan = explain(&format!(
+        "SELECT c.k, c.n FROM ({counts}) c JOIN (SELECT max(n) AS m FROM ({counts}) c2) x \
+         ON c.n = x.m"
+    ))
+    .await
+    .unwrap();
+    assert!(plan.contains("__common_expr"), "{plan}");
+    assert_eq!(plan.matches("aggs=[count(").count(), 1, "{plan}");
+    assert!(plan.contains("(shared, shown above)"), "{plan}");
+}
+
+#[tokio::test]
 async fn a_table_read_twice_is_scanned_once() {
     // A self-join with different columns on each side: one source, two
     // projections of it.
