@@ -6,8 +6,9 @@
 #
 # Uses the shared harness (../shared/bench, or WEIR_SHARED_BENCH): its
 # setup.sh (Flink, DuckDB, the nexmark generator; run when missing), gen.sh
-# (SPLIT=2 part files, one per source subtask), run_flink.sh (Flink runs;
-# with RUNNER, Weir runs through bench/nexmark/weir_nexmark.py) and
+# (SPLIT=2 part files, one per source subtask), run_flink.sh (through its
+# RUNNER: Weir runs bench/nexmark/weir_nexmark.py, Flink the harness's
+# flink_nexmark.py wrapped in bench/nexmark/peak_mem.py) and
 # duckdb_nexmark.py + compare.py (result check at N1). Weir runs the release
 # build (built here when missing), parallelism 2 like Flink, file sources and
 # a blackhole sink; the end of the files ends the stream.
@@ -16,11 +17,17 @@
 # RUN/queries; Flink loads q14's count_char UDF from a jar built here from
 # bench/nexmark/udf/CountChar.java (javac, against PyFlink's jars).
 #
+# Peak memory at N2: Weir's server process (VmHWM, weir_nexmark.py's
+# peak_rss_mb); Flink's java processes, their summed RSS sampled every 100 ms
+# (bench/nexmark/peak_mem.py wraps each Flink run, peak_tree_rss_mb).
+#
 # Output: a Markdown table on stdout and bench/results/nexmark.csv
-# (query, weir_eps, flink_eps, ratio, duckdb_s, result_ok); per-engine run
-# tables and logs under bench/results/nexmark-<time>/.
+# (query, weir_eps, flink_eps, ratio, duckdb_s, result_ok, weir_peak_mb,
+# flink_peak_mb); per-engine run tables and logs under
+# bench/results/nexmark-<time>/.
 # Environment: WEIR_BENCH_HOME, WEIR_SHARED_BENCH, NEXMARK_DATA (default
-# /tmp/nexmark), SKIP_FLINK=1 (reuse FLINK_CSV instead of running Flink).
+# /tmp/nexmark), SKIP_FLINK=1 (reuse FLINK_CSV, and the logs next to it,
+# instead of running Flink), FLINK_PYTHON.
 #
 #   bench/nexmark.sh --generator [--events N1,N2] [--queries ...] [--repeat R]
 #
@@ -99,10 +106,17 @@ DATA1="$D1" DATA2="$D2" QUERIES="$QLIST" PAR=2 REPEAT="$REPEAT" OUT="$RUN/weir.c
   "$SHARED/run_flink.sh" >&2
 if [ -n "${SKIP_FLINK:-}" ]; then
   cp "${FLINK_CSV:?SKIP_FLINK needs FLINK_CSV}" "$RUN/flink.csv"
+  # Its per-run logs hold the peak memory figures (runs since peak_mem.py).
+  if [ -d "${FLINK_CSV%.csv}.logs" ]; then cp -r "${FLINK_CSV%.csv}.logs" "$RUN/flink.logs"; fi
 else
-  echo "== Flink" >&2
+  # Flink through RUNNER too, wrapped in peak_mem.py: the summed RSS of the
+  # run's java processes (PyFlink's gateway JVM, which runs the whole job),
+  # appended to the engine= line as peak_tree_rss_mb.
+  FLINK_PY="${FLINK_PYTHON:-$B/flink-venv/bin/python}"
+  echo "== Flink $("$FLINK_PY" -c 'import importlib.metadata as m; print(m.version("apache-flink"))')" >&2
   DATA1="$D1" DATA2="$D2" QUERIES="$QLIST" PAR=2 REPEAT="$REPEAT" OUT="$RUN/flink.csv" \
-    FLINK_ARGS="$FLINK_ARGS" "$SHARED/run_flink.sh" >&2
+    RUNNER="python3 $ROOT/bench/nexmark/peak_mem.py --match java -- $FLINK_PY $SHARED/flink_nexmark.py --data {data} --query {query} --par {par} $FLINK_ARGS" \
+    "$SHARED/run_flink.sh" >&2
 fi
 
 echo "== results at $N1 events: Weir vs DuckDB" >&2
