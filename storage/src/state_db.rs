@@ -96,7 +96,13 @@ impl StateDb {
                 .then_with(|| entries[a.1].0.cmp(&entries[b.1].0))
                 .then(a.1.cmp(&b.1))
         });
-        let mut batch = WriteBatch::default();
+        // Sized up front (a record is a tag and two varint lengths besides
+        // the bytes): growing the batch copied it at every doubling.
+        let bytes: usize = entries
+            .iter()
+            .map(|(k, v)| 11 + k.len() + v.as_ref().map_or(0, |v| v.len() + 5))
+            .sum();
+        let mut batch = WriteBatch::with_capacity_bytes(12 + bytes);
         for (_, i) in order {
             let (k, v) = std::mem::take(&mut entries[i]);
             match v {

@@ -686,7 +686,7 @@ fn encode_group(
     codecs: &StateCodecs,
     group: &mut GroupState,
 ) -> ExecResult<Vec<u8>> {
-    let mut w = ByteWriter::new();
+    let mut w = ByteWriter::with_capacity(64);
     w.u8(STATE_VERSION);
     w.i64(group.rows);
     match &group.last {

@@ -211,7 +211,8 @@ impl Side {
         let (kg, skey) = self.state_key(side, key);
         match self.rows.get(key) {
             Some(bucket) if !bucket.is_empty() => {
-                let mut w = ByteWriter::new();
+                let size: usize = bucket.iter().map(|e| 20 + e.row.as_ref().len()).sum();
+                let mut w = ByteWriter::with_capacity(5 + size);
                 w.u8(STATE_VERSION);
                 w.length(bucket.len())?;
                 for e in bucket.iter() {

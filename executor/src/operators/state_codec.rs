@@ -43,6 +43,14 @@ impl ByteWriter {
         ByteWriter::default()
     }
 
+    /// A writer whose buffer holds `bytes` without growing: a value written
+    /// in one go is then copied once, not at every doubling.
+    pub fn with_capacity(bytes: usize) -> Self {
+        ByteWriter {
+            buf: Vec::with_capacity(bytes),
+        }
+    }
+
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }

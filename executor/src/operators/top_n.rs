@@ -245,7 +245,11 @@ impl TopNOperator {
         let kg = self.key_group(key);
         match self.parts.get(key) {
             Some(part) if !part.is_empty() => {
-                let mut w = ByteWriter::new();
+                let size: usize = part
+                    .iter()
+                    .map(|((order, row), _)| 16 + order.len() + row.as_ref().len())
+                    .sum();
+                let mut w = ByteWriter::with_capacity(5 + size);
                 w.u8(STATE_VERSION);
                 w.length(part.len())?;
                 for ((order, row), count) in part.iter() {
