@@ -185,6 +185,9 @@ struct GroupState {
     rows: i64,
     accs: Vec<AccState>,
     last: Option<Vec<ScalarValue>>,
+    /// Listed in the operator's `dirty` set (so that a group touched by
+    /// every chunk is not hashed and copied into it every time).
+    dirty: bool,
 }
 
 /// Encoders of the scalar lists in a group's checkpoint value.
@@ -508,6 +511,7 @@ impl HashAggOperator {
             rows: 0,
             accs,
             last: None,
+            dirty: false,
         })
     }
 
@@ -578,6 +582,7 @@ impl HashAggOperator {
             rows,
             accs,
             last,
+            dirty: false,
         })
     }
 
@@ -888,6 +893,7 @@ impl Operator for HashAggOperator {
             let mut group = self.new_group(Vec::new())?;
             let values = self.evaluate(&mut group)?;
             group.last = Some(values.clone());
+            group.dirty = true;
             self.groups.insert(self.global_key.clone(), group);
             self.dirty.insert(self.global_key.clone());
             if !restored {
@@ -912,6 +918,7 @@ impl Operator for HashAggOperator {
             for (key, group) in self.groups.iter_mut() {
                 let value = encode_group(&self.aggs, &self.codecs, group)?;
                 state.put(key_group(global, key), key.as_ref().to_vec(), value);
+                group.dirty = false;
             }
         } else {
             for key in &self.dirty {
@@ -920,6 +927,7 @@ impl Operator for HashAggOperator {
                     Some(group) => {
                         let value = encode_group(&self.aggs, &self.codecs, group)?;
                         state.put(kg, key.as_ref().to_vec(), value);
+                        group.dirty = false;
                     }
                     None => state.delete(kg, key.as_ref().to_vec()),
                 }
@@ -1045,7 +1053,6 @@ impl Operator for HashAggOperator {
         let result = (|| -> ExecResult<()> {
             for (g, key) in order.into_iter().enumerate() {
                 let (ins, del) = layout.rows(g);
-                self.dirty.insert(key.clone());
                 let mut entry = match groups.entry(key) {
                     datafusion::common::hash_map::Entry::Occupied(e) => e,
                     datafusion::common::hash_map::Entry::Vacant(e) => {
@@ -1059,6 +1066,10 @@ impl Operator for HashAggOperator {
                         e.insert_entry(group)
                     }
                 };
+                if !entry.get().dirty {
+                    entry.get_mut().dirty = true;
+                    self.dirty.insert(entry.key().clone());
+                }
                 let group = entry.get_mut();
                 group.rows += ins.len() as i64 - del.len() as i64;
                 for (a, acc) in group.accs.iter_mut().enumerate() {
@@ -1183,6 +1194,7 @@ impl Operator for HashAggOperator {
                     let values = self.evaluate(&mut group)?;
                     emitted.push((Op::Insert, values.clone()));
                     group.last = Some(values);
+                    group.dirty = true;
                     self.dirty.insert(key.clone());
                 }
                 self.groups.insert(key, group);

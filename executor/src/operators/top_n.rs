@@ -430,30 +430,45 @@ impl Operator for TopNOperator {
         let orders = self.order_enc.convert_columns(&order_cols)?;
         let rows = self.row_enc.encode(batch.columns())?;
 
-        // The chunk's rows by partition, partitions in order of first use.
-        let mut groups: Vec<(OwnedRow, Vec<usize>)> = Vec::new();
-        let mut index: HashMap<OwnedRow, usize> = HashMap::new();
+        // The chunk's rows by partition, partitions in order of first use:
+        // partition g's rows are `perm[start[g]..start[g + 1]]`.
+        let mut index: HashMap<&[u8], u32> = HashMap::default();
+        let mut firsts: Vec<usize> = Vec::new();
+        let mut row_part: Vec<u32> = Vec::with_capacity(n);
         for i in 0..n {
-            let key = keys.row(i).owned();
-            match index.get(&key) {
-                Some(&g) => groups[g].1.push(i),
-                None => {
-                    index.insert(key.clone(), groups.len());
-                    groups.push((key, vec![i]));
-                }
-            }
+            let g = *index.entry(keys.row(i).data()).or_insert_with(|| {
+                firsts.push(i);
+                (firsts.len() - 1) as u32
+            });
+            row_part.push(g);
         }
-        let touched: Vec<OwnedRow> = groups.iter().map(|g| g.0.clone()).collect();
+        let mut start = vec![0usize; firsts.len() + 1];
+        for g in &row_part {
+            start[*g as usize + 1] += 1;
+        }
+        for g in 0..firsts.len() {
+            start[g + 1] += start[g];
+        }
+        let mut next = start.clone();
+        let mut perm = vec![0usize; n];
+        for (i, g) in row_part.iter().enumerate() {
+            perm[next[*g as usize]] = i;
+            next[*g as usize] += 1;
+        }
+        let touched: Vec<OwnedRow> = firsts.iter().map(|i| keys.row(*i).owned()).collect();
         self.fetch_missing(&touched)?;
 
         let mut emitted: Vec<(Op, OwnedRow, u64)> = Vec::new();
-        for (key, members) in groups {
+        for (g, key) in touched.into_iter().enumerate() {
+            let members = perm[start[g]..start[g + 1]].iter().copied();
             let before = self.top(self.parts.get(&key));
             let append_only = self.append_only;
-            let part = self
-                .parts
-                .entry(key.clone())
-                .or_insert_with(|| Partition::new(append_only));
+            // The key is copied only for a new partition (the map and the
+            // dirty set each own one).
+            if !self.parts.contains_key(&key) {
+                self.parts.insert(key.clone(), Partition::new(append_only));
+            }
+            let part = self.parts.get_mut(&key).expect("inserted above");
             for i in members {
                 let insert = chunk.op(i) == Op::Insert;
                 if append_only {
@@ -505,16 +520,18 @@ impl Operator for TopNOperator {
                 self.dirty.insert(key);
                 continue;
             }
-            for rank in 0..before.len().max(after.len()) {
-                let (old, new) = (before.get(rank), after.get(rank));
+            let ranks = before.len().max(after.len());
+            let (mut before, mut after) = (before.into_iter(), after.into_iter());
+            for rank in 1..=ranks as u64 {
+                let (old, new) = (before.next(), after.next());
                 if old == new {
                     continue;
                 }
                 if let Some(old) = old {
-                    emitted.push((Op::Delete, old.clone(), rank as u64 + 1));
+                    emitted.push((Op::Delete, old, rank));
                 }
                 if let Some(new) = new {
-                    emitted.push((Op::Insert, new.clone(), rank as u64 + 1));
+                    emitted.push((Op::Insert, new, rank));
                 }
             }
             self.dirty.insert(key);
