@@ -60,52 +60,41 @@ mod tests {
     use super::*;
     use datafusion::prelude::SessionContext;
 
-    async fn optimized(ctx: &SessionContext, sql: &str) -> LogicalPlan {
-        let df = ctx.sql(sql).await.unwrap();
-        df.into_optimized_plan().unwrap()
+    /// The two inputs of `SELECT ... UNION ALL SELECT ...` over a table
+    /// `t (a, b)`, optimized.
+    async fn union_halves(sql: &str) -> (LogicalPlan, LogicalPlan) {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (a BIGINT, b BIGINT) AS VALUES (1, 2)")
+            .await
+            .unwrap();
+        let plan = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
+        let LogicalPlan::Union(u) = &plan else {
+            panic!("not a union: {plan}");
+        };
+        (u.inputs[0].as_ref().clone(), u.inputs[1].as_ref().clone())
     }
 
     #[tokio::test]
     async fn generated_names_do_not_tell_equal_sub_plans_apart() {
-        let ctx = SessionContext::new();
-        ctx.sql("CREATE TABLE t (a BIGINT, b BIGINT) AS VALUES (1, 2)")
-            .await
-            .unwrap();
         // The common expression (a + b) gets a different number in each
         // half of the union.
-        let plan = optimized(
-            &ctx,
+        let (left, right) = union_halves(
             "SELECT (a + b) * 2 AS x, (a + b) * 3 AS y FROM t \
              UNION ALL SELECT (a + b) * 2 AS x, (a + b) * 3 AS y FROM t",
         )
         .await;
-        let LogicalPlan::Union(u) = &plan else {
-            panic!("not a union: {plan}");
-        };
-        let (left, right) = (u.inputs[0].as_ref(), u.inputs[1].as_ref());
         assert_ne!(left, right, "the halves should differ in their names");
         assert!(format!("{left}").contains(GENERATED), "{left}");
-        assert_eq!(plan_key(left).unwrap(), plan_key(right).unwrap());
+        assert_eq!(plan_key(&left).unwrap(), plan_key(&right).unwrap());
     }
 
     #[tokio::test]
     async fn different_sub_plans_keep_different_keys() {
-        let ctx = SessionContext::new();
-        ctx.sql("CREATE TABLE t (a BIGINT, b BIGINT) AS VALUES (1, 2)")
-            .await
-            .unwrap();
-        let plan = optimized(
-            &ctx,
+        let (left, right) = union_halves(
             "SELECT (a + b) * 2 AS x, (a + b) * 3 AS y FROM t \
              UNION ALL SELECT (a - b) * 2 AS x, (a - b) * 3 AS y FROM t",
         )
         .await;
-        let LogicalPlan::Union(u) = &plan else {
-            panic!("not a union: {plan}");
-        };
-        assert_ne!(
-            plan_key(u.inputs[0].as_ref()).unwrap(),
-            plan_key(u.inputs[1].as_ref()).unwrap()
-        );
+        assert_ne!(plan_key(&left).unwrap(), plan_key(&right).unwrap());
     }
 }
