@@ -1,4 +1,5 @@
-//! Runtime operators, one per file.
+//! Runtime operators, one per file; `partition_key`, `row_groups` and
+//! `state_codec` are helpers they share.
 
 pub mod blackhole;
 pub mod file_sink;
@@ -7,6 +8,7 @@ pub mod hash_agg;
 pub mod hash_join;
 pub mod partition_key;
 pub mod project;
+pub(crate) mod row_groups;
 pub mod session_window;
 pub mod state_codec;
 pub mod top_n;

@@ -41,6 +41,7 @@ use crate::error::{ExecError, ExecResult};
 use crate::keys::KeyEncoder;
 use crate::operator::{Operator, OperatorContext, Output, StateEntry, StateWriter};
 use crate::operators::partition_key::PartitionKey;
+use crate::operators::row_groups::{group_rows, Layout};
 use crate::operators::state_codec::{ByteReader, ByteWriter, RowCodec};
 use crate::state::SubtaskStore;
 
@@ -430,37 +431,16 @@ impl Operator for TopNOperator {
         let orders = self.order_enc.convert_columns(&order_cols)?;
         let rows = self.row_enc.encode(batch.columns())?;
 
-        // The chunk's rows by partition, partitions in order of first use:
-        // partition g's rows are `perm[start[g]..start[g + 1]]`.
-        let mut index: HashMap<&[u8], u32> = HashMap::default();
-        let mut firsts: Vec<usize> = Vec::new();
-        let mut row_part: Vec<u32> = Vec::with_capacity(n);
-        for i in 0..n {
-            let g = *index.entry(keys.row(i).data()).or_insert_with(|| {
-                firsts.push(i);
-                (firsts.len() - 1) as u32
-            });
-            row_part.push(g);
-        }
-        let mut start = vec![0usize; firsts.len() + 1];
-        for g in &row_part {
-            start[*g as usize + 1] += 1;
-        }
-        for g in 0..firsts.len() {
-            start[g + 1] += start[g];
-        }
-        let mut next = start.clone();
-        let mut perm = vec![0usize; n];
-        for (i, g) in row_part.iter().enumerate() {
-            perm[next[*g as usize]] = i;
-            next[*g as usize] += 1;
-        }
+        // The chunk's rows by partition, partitions in order of first use,
+        // each partition's rows in chunk order.
+        let (firsts, row_part) = group_rows(&keys);
+        let layout = Layout::new(&row_part, firsts.len(), |_| true);
         let touched: Vec<OwnedRow> = firsts.iter().map(|i| keys.row(*i).owned()).collect();
         self.fetch_missing(&touched)?;
 
         let mut emitted: Vec<(Op, OwnedRow, u64)> = Vec::new();
         for (g, key) in touched.into_iter().enumerate() {
-            let members = perm[start[g]..start[g + 1]].iter().copied();
+            let members = layout.rows(g).0.iter().map(|i| *i as usize);
             let before = self.top(self.parts.get(&key));
             let append_only = self.append_only;
             // The key is copied only for a new partition (the map and the

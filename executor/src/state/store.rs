@@ -88,7 +88,7 @@ impl SubtaskStore {
 
     /// Values of `(key group, key)` pairs, in order.
     pub fn fetch(&self, keys: &[(usize, &[u8])]) -> ExecResult<Vec<Option<Vec<u8>>>> {
-        if keys.is_empty() || self.cached_all.load(Ordering::Acquire) {
+        if keys.is_empty() || self.caches_all() {
             return Ok(vec![None; keys.len()]);
         }
         let keys: Vec<Vec<u8>> = keys.iter().map(|(kg, k)| store_key(*kg, k)).collect();
