@@ -201,6 +201,11 @@ struct GroupState {
     /// Listed in the operator's `dirty` set (so that a group touched by
     /// every chunk is not hashed and copied into it every time).
     dirty: bool,
+    /// Its key has a value in the checkpointed state (or the store): when
+    /// the group goes, the key must be deleted there. A group that comes
+    /// and goes between two snapshots (most windows, when event time runs
+    /// ahead of checkpoints) writes nothing at all.
+    stored: bool,
 }
 
 /// Encoders of the scalar lists in a group's checkpoint value.
@@ -503,6 +508,16 @@ impl HashAggOperator {
         Ok(())
     }
 
+    /// A group is gone: its stored value is deleted at the next snapshot;
+    /// one never stored is no longer listed as changed.
+    fn forget(&mut self, key: OwnedRow, group: &GroupState) {
+        if group.stored {
+            self.dirty.insert(key);
+        } else if group.dirty {
+            self.dirty.remove(&key);
+        }
+    }
+
     fn is_global(&self) -> bool {
         self.group_exprs.is_empty()
     }
@@ -526,6 +541,7 @@ impl HashAggOperator {
             accs,
             last: None,
             dirty: false,
+            stored: false,
         })
     }
 
@@ -603,6 +619,7 @@ impl HashAggOperator {
             accs,
             last,
             dirty: false,
+            stored: true,
         })
     }
 
@@ -869,6 +886,7 @@ impl Operator for HashAggOperator {
                 let value = encode_group(&self.aggs, &self.codecs, group)?;
                 state.put(key_group(global, key), key.as_ref().to_vec(), value);
                 group.dirty = false;
+                group.stored = true;
             }
         } else {
             for key in &self.dirty {
@@ -878,6 +896,7 @@ impl Operator for HashAggOperator {
                         let value = encode_group(&self.aggs, &self.codecs, group)?;
                         state.put(kg, key.as_ref().to_vec(), value);
                         group.dirty = false;
+                        group.stored = true;
                     }
                     None => state.delete(kg, key.as_ref().to_vec()),
                 }
@@ -1016,7 +1035,11 @@ impl Operator for HashAggOperator {
                             .map(|c| ScalarValue::try_from_array(c, first))
                             .collect::<Result<Vec<_>, _>>()?;
                         self.track_window(e.key(), &key_values);
-                        let group = self.new_group(key_values)?;
+                        let mut group = self.new_group(key_values)?;
+                        group.dirty = true;
+                        // Already listed as changed without a group: it
+                        // was removed, and its stored value awaits a delete.
+                        group.stored = !self.dirty.insert(e.key().clone());
                         e.insert_entry(group)
                     }
                 };
@@ -1111,7 +1134,8 @@ impl Operator for HashAggOperator {
                     // Emitted once, when the watermark closes the window (a
                     // kept late row updates it like any other group).
                     if !alive {
-                        entry.remove();
+                        let (key, group) = entry.remove_entry();
+                        self.forget(key, &group);
                     }
                     continue;
                 }
@@ -1124,8 +1148,12 @@ impl Operator for HashAggOperator {
                         emitted.push((Op::Insert, values.clone()));
                         group.last = Some(values);
                     }
-                } else if let Some(old) = entry.remove().last {
-                    emitted.push((Op::Delete, old));
+                } else {
+                    let (key, group) = entry.remove_entry();
+                    self.forget(key, &group);
+                    if let Some(old) = group.last {
+                        emitted.push((Op::Delete, old));
+                    }
                 }
             }
             Ok(())
@@ -1170,8 +1198,7 @@ impl Operator for HashAggOperator {
             let Some(mut group) = self.groups.remove(&key) else {
                 continue;
             };
-            // Gone from the store too at the next snapshot.
-            self.dirty.insert(key);
+            self.forget(key, &group);
             if self.emits_on_close() && group.rows > 0 {
                 emitted.push((Op::Insert, self.evaluate(&mut group)?));
             }
