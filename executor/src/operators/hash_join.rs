@@ -85,6 +85,10 @@ struct Entry {
 struct Bucket {
     entries: Vec<Entry>,
     index: Option<HashMap<OwnedRow, usize>>,
+    /// The key has a value in the checkpointed state (or the store), which
+    /// must be deleted when the bucket goes; a bucket that comes and goes
+    /// between two snapshots writes nothing.
+    stored: bool,
 }
 
 /// Buckets with more entries than this are indexed (in tests, nearly all,
@@ -96,6 +100,7 @@ impl Bucket {
         let mut b = Bucket {
             entries,
             index: None,
+            stored: true,
         };
         b.reindex();
         b
@@ -194,6 +199,19 @@ impl Side {
             rows: HashMap::new(),
             dirty: HashSet::new(),
         })
+    }
+
+    /// Drops a join key's bucket (it has no entries left): a stored one is
+    /// deleted at the next snapshot, one never stored is no longer listed
+    /// as changed.
+    fn drop_bucket(&mut self, key: &OwnedRow) {
+        if let Some(bucket) = self.rows.remove(key) {
+            if bucket.stored {
+                self.dirty.insert(key.clone());
+            } else {
+                self.dirty.remove(key);
+            }
+        }
     }
 
     /// (key group, state key) of a join key's entry.
@@ -595,9 +613,10 @@ impl Operator for HashJoinOperator {
                         }
                     }
                     if bucket.is_empty() {
-                        sd.rows.remove(&key);
+                        sd.drop_bucket(&key);
+                    } else {
+                        sd.dirty.insert(key);
                     }
-                    sd.dirty.insert(key);
                 }
             }
         }
@@ -637,6 +656,15 @@ impl Operator for HashJoinOperator {
             }
         }
         for side in self.sides.iter_mut() {
+            if state.is_full() {
+                side.rows.values_mut().for_each(|b| b.stored = true);
+            } else {
+                for key in &side.dirty {
+                    if let Some(bucket) = side.rows.get_mut(key) {
+                        bucket.stored = true;
+                    }
+                }
+            }
             side.dirty.clear();
         }
         Ok(())
@@ -805,8 +833,16 @@ impl Operator for HashJoinOperator {
                     .or_default()
                     .push((key.clone(), me.clone()));
             }
-            self.sides[s].dirty.insert(key.clone());
-            let bucket = self.sides[s].rows.entry(key.clone()).or_default();
+            // Listed as changed without a bucket: its stored value awaits
+            // a delete.
+            let listed = !self.sides[s].dirty.insert(key.clone());
+            let bucket = self.sides[s]
+                .rows
+                .entry(key.clone())
+                .or_insert_with(|| Bucket {
+                    stored: listed,
+                    ..Bucket::default()
+                });
             match bucket.position(&me) {
                 Some(p) => {
                     bucket[p].count += sign;
@@ -826,7 +862,7 @@ impl Operator for HashJoinOperator {
                 }
             }
             if bucket.is_empty() {
-                self.sides[s].rows.remove(&key);
+                self.sides[s].drop_bucket(&key);
             }
         }
         // Null padding for semi/anti output must not contain the other side.
