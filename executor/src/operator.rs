@@ -165,6 +165,11 @@ impl StateWriter {
 ///   it must capture all state that the inputs before the barrier produced,
 ///   and nothing after it. Stateless operators keep the default.
 /// - `close` is called when every input ended.
+/// - `flush` is called when the inputs have nothing queued, before each
+///   `snapshot` and before `close`: an operator may hold back output of
+///   `on_chunk` until then (a mini-batch whose size adapts to the load),
+///   and must emit all of it there. It flushes itself before anything
+///   else that needs that output out first (e.g. in `on_watermark`).
 ///
 /// A sink that writes outside Weir commits in two phases: it seals its
 /// output in `snapshot` (under [`StateWriter::epoch`]) and, at `close`,
@@ -191,6 +196,11 @@ pub trait Operator: Send {
     }
 
     fn on_chunk(&mut self, input: usize, chunk: Chunk, out: &mut Output) -> ExecResult<()>;
+
+    /// Emits the output `on_chunk` held back (see the trait's contract).
+    fn flush(&mut self, _out: &mut Output) -> ExecResult<()> {
+        Ok(())
+    }
 
     /// Called when the minimum watermark over all inputs advanced.
     fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> ExecResult<()> {

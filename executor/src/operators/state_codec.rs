@@ -472,9 +472,11 @@ pub(crate) mod test_util {
         drain(&mut out)
     }
 
+    /// One chunk, flushed (as a task does when its inputs are drained).
     pub fn feed(op: &mut dyn Operator, input: &Input) -> Outs {
         let mut out = Output::default();
         op.on_chunk(input.0, input.1.clone(), &mut out).unwrap();
+        op.flush(&mut out).unwrap();
         drain(&mut out)
     }
 

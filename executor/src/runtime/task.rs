@@ -82,6 +82,9 @@ enum Checkpoint {
 enum Event {
     Message(usize, Received),
     Flushed,
+    /// No input has anything queued, and the operator took chunks since
+    /// its last flush.
+    Drained,
     AlignmentTimeout,
     Canceled,
 }
@@ -101,6 +104,8 @@ struct Task {
     start: usize,
     /// Told downstream it is idle, and sent nothing since.
     idle_sent: bool,
+    /// The operator took a chunk since it was last flushed.
+    unflushed: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -162,6 +167,7 @@ pub(crate) async fn run(
         current_wm: i64::MIN,
         start: 0,
         idle_sent: false,
+        unflushed: false,
     };
     t.metrics.enter(TimeState::Busy);
     t.open(restore, entries)?;
@@ -182,6 +188,7 @@ pub(crate) async fn run(
         match event {
             Event::Canceled => return Ok(()),
             Event::Flushed => {}
+            Event::Drained => t.flush()?,
             Event::AlignmentTimeout => t.alignment_timed_out()?,
             Event::Message(i, r) => t.on_message(i, r)?,
         }
@@ -205,6 +212,7 @@ impl Task {
     }
 
     async fn finish(mut self) -> ExecResult<()> {
+        self.flush()?;
         self.op.close(&mut self.out)?;
         self.route()?;
         self.router.broadcast(Message::EndOfStream).await?;
@@ -229,6 +237,8 @@ impl Task {
         full: bool,
         epoch: Option<u64>,
     ) -> ExecResult<(Vec<StateEntry>, Option<Arc<SubtaskStore>>)> {
+        // What the operator held back goes out ahead of the barrier.
+        self.flush()?;
         match self.ctx.state.clone() {
             Some(store) => {
                 let mut state = StateWriter::new(false).at_epoch(epoch);
@@ -242,6 +252,15 @@ impl Task {
                 Ok((state.into_entries(), None))
             }
         }
+    }
+
+    /// Has the operator emit what it held back, and queues it.
+    fn flush(&mut self) -> ExecResult<()> {
+        if std::mem::take(&mut self.unflushed) {
+            self.op.flush(&mut self.out)?;
+            self.route()?;
+        }
+        Ok(())
     }
 
     /// Queues the operator's output in the router.
@@ -287,6 +306,7 @@ impl Task {
             }
             None => {
                 self.apply(input, chunk)?;
+                self.unflushed = true;
                 self.route()?;
             }
         }
@@ -411,6 +431,10 @@ impl Task {
                     }
                     Poll::Pending => {}
                 }
+            }
+            if self.unflushed {
+                // Nothing queued: what the operator held back goes now.
+                return Poll::Ready(Event::Drained);
             }
             Poll::Pending
         })

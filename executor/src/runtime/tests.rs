@@ -1168,12 +1168,13 @@ fn agg_factory() -> Arc<dyn OperatorFactory> {
             AggSpec::new(Arc::new(count), None, &input)?,
             AggSpec::new(Arc::new(sum), None, &input)?,
         ];
-        Ok(Box::new(HashAggOperator::new(
-            vec![k],
-            vec![DataType::Int64],
-            aggs,
-            out.clone(),
-        )?))
+        // Emits after every chunk, as it would under a light load: held
+        // back, its few output rows would never fill the channel to the
+        // gated probe, and nothing would queue at its own input.
+        Ok(Box::new(
+            HashAggOperator::new(vec![k], vec![DataType::Int64], aggs, out.clone())?
+                .with_max_unflushed_rows(1),
+        ))
     })
 }
 
