@@ -19,12 +19,9 @@
 //! A FILTER (WHERE ...) applies to every kind: rows it rejects do not reach
 //! the aggregate's state (and their deletes do not either).
 //!
-//! At each flush (see [`Operator::flush`]: when the task's inputs are
-//! drained, before a snapshot, at the end, and after at most
-//! `MAX_UNFLUSHED_ROWS` input rows), a group whose output row changed since
-//! the previous one emits a delete of the old row and an insert of the new
-//! one; a group that became empty emits only the delete. A watermark that
-//! comes meanwhile waits behind those rows. Without GROUP BY there is exactly one group, present even
+//! After each input chunk, a group whose output row changed emits a delete of
+//! the old row and an insert of the new one; a group that became empty emits
+//! only the delete. Without GROUP BY there is exactly one group, present even
 //! when empty, as in a batch `SELECT count(*) FROM t`.
 //!
 //! Checkpoint state: one entry per group, keyed by the group key's row bytes

@@ -12,10 +12,7 @@
 //! before and after the chunk's changes and, for every rank whose row
 //! changed, retracts the old (row, rank) and inserts the new one. A new
 //! first row of a top 10 thus shifts and re-emits all ten, as Flink does when
-//! the row number is part of the output. The comparison is made at a flush
-//! (see [`Operator::flush`]), against the top rows before the first chunk
-//! since the previous flush: the chunks a busy task took in between emit
-//! once per partition.
+//! the row number is part of the output.
 //!
 //! With an append-only input (`append_only`), rows that fall out of the top
 //! can never come back, so a partition keeps only `limit` rows. With a
@@ -49,10 +46,6 @@ use crate::operators::state_codec::{ByteReader, ByteWriter, RowCodec};
 use crate::state::SubtaskStore;
 
 const STATE_VERSION: u8 = 1;
-
-/// Chunks are applied without emitting until the task flushes (its inputs
-/// are drained, a barrier or the end came) or this many rows came in.
-const MAX_UNFLUSHED_ROWS: usize = 65_536;
 
 /// A row's place in the order: (order key bytes, row).
 type RankKey = (Vec<u8>, OwnedRow);
@@ -176,14 +169,6 @@ pub struct TopNOperator {
     /// Partitions changed since the previous snapshot; with a store, since
     /// they were last written to it.
     dirty: HashSet<OwnedRow>,
-    /// Partitions changed since the last flush with their top rows before
-    /// (in the order first touched; `pending_keys` lists them), and the
-    /// rows taken since.
-    pending: Vec<(OwnedRow, Vec<OwnedRow>)>,
-    pending_keys: HashSet<OwnedRow>,
-    unflushed_rows: usize,
-    /// A watermark that came while rows were held back: it follows them.
-    held_watermark: Option<i64>,
     output_schema: SchemaRef,
     store: Option<Arc<SubtaskStore>>,
 }
@@ -234,10 +219,6 @@ impl TopNOperator {
             row_number,
             parts: HashMap::new(),
             dirty: HashSet::new(),
-            pending: Vec::new(),
-            pending_keys: HashSet::new(),
-            unflushed_rows: 0,
-            held_watermark: None,
             output_schema,
             store: None,
         })
@@ -245,55 +226,6 @@ impl TopNOperator {
 
     fn key_group(&self, key: &OwnedRow) -> usize {
         self.partition.key_group(key.as_ref())
-    }
-
-    /// Appends to `emitted` the changes of a partition's output from its
-    /// top rows `before` to its current ones.
-    fn emit_changes(
-        &self,
-        key: &OwnedRow,
-        before: Vec<OwnedRow>,
-        emitted: &mut Vec<(Op, OwnedRow, u64)>,
-    ) {
-        let after = self.top(self.parts.get(key));
-        if !self.row_number {
-            // Only which rows are in the top counts: emit the
-            // multiset difference.
-            let mut net: HashMap<&OwnedRow, i64> = HashMap::new();
-            for row in &before {
-                *net.entry(row).or_default() -= 1;
-            }
-            for row in &after {
-                *net.entry(row).or_default() += 1;
-            }
-            for row in &before {
-                if let Some(c) = net.get_mut(row).filter(|c| **c < 0) {
-                    *c += 1;
-                    emitted.push((Op::Delete, row.clone(), 0));
-                }
-            }
-            for row in &after {
-                if let Some(c) = net.get_mut(row).filter(|c| **c > 0) {
-                    *c -= 1;
-                    emitted.push((Op::Insert, row.clone(), 0));
-                }
-            }
-            return;
-        }
-        let ranks = before.len().max(after.len());
-        let (mut before, mut after) = (before.into_iter(), after.into_iter());
-        for rank in 1..=ranks as u64 {
-            let (old, new) = (before.next(), after.next());
-            if old == new {
-                continue;
-            }
-            if let Some(old) = old {
-                emitted.push((Op::Delete, old, rank));
-            }
-            if let Some(new) = new {
-                emitted.push((Op::Insert, new, rank));
-            }
-        }
     }
 
     /// The rows of ranks 1..=limit, each copy of a row once.
@@ -506,15 +438,10 @@ impl Operator for TopNOperator {
         let touched: Vec<OwnedRow> = firsts.iter().map(|i| keys.row(*i).owned()).collect();
         self.fetch_missing(&touched)?;
 
+        let mut emitted: Vec<(Op, OwnedRow, u64)> = Vec::new();
         for (g, key) in touched.into_iter().enumerate() {
             let members = layout.rows(g).0.iter().map(|i| *i as usize);
-            // Its rows go out at the flush, against its top rows before
-            // the first chunk since the last flush.
-            if !self.pending_keys.contains(&key) {
-                let before = self.top(self.parts.get(&key));
-                self.pending_keys.insert(key.clone());
-                self.pending.push((key.clone(), before));
-            }
+            let before = self.top(self.parts.get(&key));
             let append_only = self.append_only;
             // The key is copied only for a new partition (the map and the
             // dirty set each own one).
@@ -547,47 +474,52 @@ impl Operator for TopNOperator {
             if empty {
                 self.parts.remove(&key);
             }
+            let after = self.top(self.parts.get(&key));
+            if !self.row_number {
+                // Only which rows are in the top counts: emit the
+                // multiset difference.
+                let mut net: HashMap<&OwnedRow, i64> = HashMap::new();
+                for row in &before {
+                    *net.entry(row).or_default() -= 1;
+                }
+                for row in &after {
+                    *net.entry(row).or_default() += 1;
+                }
+                for row in &before {
+                    if let Some(c) = net.get_mut(row).filter(|c| **c < 0) {
+                        *c += 1;
+                        emitted.push((Op::Delete, row.clone(), 0));
+                    }
+                }
+                for row in &after {
+                    if let Some(c) = net.get_mut(row).filter(|c| **c > 0) {
+                        *c -= 1;
+                        emitted.push((Op::Insert, row.clone(), 0));
+                    }
+                }
+                self.dirty.insert(key);
+                continue;
+            }
+            let ranks = before.len().max(after.len());
+            let (mut before, mut after) = (before.into_iter(), after.into_iter());
+            for rank in 1..=ranks as u64 {
+                let (old, new) = (before.next(), after.next());
+                if old == new {
+                    continue;
+                }
+                if let Some(old) = old {
+                    emitted.push((Op::Delete, old, rank));
+                }
+                if let Some(new) = new {
+                    emitted.push((Op::Insert, new, rank));
+                }
+            }
             self.dirty.insert(key);
-        }
-        self.unflushed_rows += n;
-        let over_cache = self
-            .store
-            .as_ref()
-            .is_some_and(|s| self.parts.len() > s.cache_keys());
-        if self.unflushed_rows >= MAX_UNFLUSHED_ROWS || over_cache {
-            self.flush(out)?;
-        }
-        self.evict()
-    }
-
-    fn flush(&mut self, out: &mut Output) -> ExecResult<()> {
-        self.unflushed_rows = 0;
-        self.pending_keys.clear();
-        let mut emitted: Vec<(Op, OwnedRow, u64)> = Vec::new();
-        for (key, before) in std::mem::take(&mut self.pending) {
-            self.emit_changes(&key, before, &mut emitted);
         }
         if let Some(c) = self.output(emitted)? {
             out.push(c);
         }
-        if let Some(wm) = self.held_watermark.take() {
-            out.emit_watermark(wm);
-        }
-        Ok(())
-    }
-
-    fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> ExecResult<()> {
-        if self.pending.is_empty() {
-            out.emit_watermark(watermark);
-        } else {
-            // Rows held back keep their place ahead of it.
-            self.held_watermark = Some(watermark);
-        }
-        Ok(())
-    }
-
-    fn close(&mut self, out: &mut Output) -> ExecResult<()> {
-        self.flush(out)
+        self.evict()
     }
 }
 
@@ -782,7 +714,7 @@ mod tests {
     }
 
     #[test]
-    fn output_after_every_flush_is_the_row_number_oracle() {
+    fn output_after_every_chunk_is_the_row_number_oracle() {
         for (i, spec) in specs().iter().enumerate() {
             for seed in 0..4u64 {
                 let mut rng = Rng::new(seed * 77 + i as u64);
@@ -792,16 +724,7 @@ mod tests {
                 let mut live: Vec<Row> = Vec::new();
                 let mut result = HashMap::new();
                 for (c, (_, ch)) in inputs.iter().enumerate() {
-                    // Flushed after some chunks only, as a busy task does.
-                    let mut out = Output::default();
-                    op.on_chunk(0, ch.clone(), &mut out).unwrap();
-                    let flushed = c + 1 == inputs.len() || !rng.percent(40);
-                    if flushed {
-                        op.flush(&mut out).unwrap();
-                    } else {
-                        assert!(out.chunks.is_empty(), "emitted before a flush");
-                    }
-                    apply_outs(&mut result, &drain(&mut out));
+                    apply_outs(&mut result, &feed(op.as_mut(), &(0, ch.clone())));
                     let b = &ch.batch;
                     let p = b.column(0).as_any().downcast_ref::<Int32Array>().unwrap();
                     let o = b.column(1).as_any().downcast_ref::<Int32Array>().unwrap();
@@ -831,9 +754,7 @@ mod tests {
                         }
                     }
                     got.sort();
-                    if flushed {
-                        assert_eq!(got, expected(spec, &live), "spec {i} seed {seed} chunk {c}");
-                    }
+                    assert_eq!(got, expected(spec, &live), "spec {i} seed {seed} chunk {c}");
                 }
             }
         }
