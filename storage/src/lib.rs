@@ -22,5 +22,5 @@ mod store;
 
 pub use codec::{decode_batch, encode_batch};
 pub use error::{StorageError, StorageResult};
-pub use state_db::{dir_size, StateDb};
+pub use state_db::{dir_size, key_prefix, StateDb};
 pub use store::{Commit, LogEntry, Store};

@@ -16,8 +16,9 @@ use rocksdb::{
 use crate::error::{StorageError, StorageResult};
 
 /// The first 8 bytes of a key as a big-endian integer (zero-padded): a
-/// smaller prefix means a smaller key.
-fn key_prefix(key: &[u8]) -> u64 {
+/// smaller prefix means a smaller key (so sorting by it first saves a
+/// memcmp call per comparison when most keys differ in those bytes).
+pub fn key_prefix(key: &[u8]) -> u64 {
     let mut b = [0u8; 8];
     let n = key.len().min(8);
     b[..n].copy_from_slice(&key[..n]);

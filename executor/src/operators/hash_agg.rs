@@ -60,6 +60,7 @@ use crate::operator::{Operator, OperatorContext, Output, StateEntry, StateWriter
 use crate::operators::row_groups::{group_rows, Layout};
 use crate::operators::state_codec::{ByteReader, ByteWriter, RowCodec, ScalarsCodec};
 use crate::state::SubtaskStore;
+use weir_storage::key_prefix;
 
 /// A window aggregation: grouped by `window_end` (group key `end_key`).
 /// Groups of windows that end at or before the watermark are final: they
@@ -844,12 +845,13 @@ fn encode_group(
             }
             AccState::Distinct(set) => {
                 // In byte order, as a multiset's, so that equal states
-                // encode equally.
-                let mut entries: Vec<(&Vec<u8>, &i64)> = set.iter().collect();
-                entries.sort_unstable();
+                // encode equally (the keys are distinct).
+                let mut entries: Vec<(u64, &Vec<u8>, &i64)> =
+                    set.iter().map(|(k, c)| (key_prefix(k), k, c)).collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
                 w.u8(TAG_MULTISET);
                 w.length(entries.len())?;
-                for (row, count) in entries {
+                for (_, row, count) in entries {
                     w.bytes(row)?;
                     w.i64(*count);
                 }
