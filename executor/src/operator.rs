@@ -17,6 +17,8 @@ pub struct Output {
     pub(crate) watermark: Option<i64>,
     /// Input rows dropped for arriving after the watermark passed them.
     pub(crate) late_dropped: u64,
+    /// The operator held output back for its next flush.
+    pub(crate) held: bool,
 }
 
 impl Output {
@@ -33,6 +35,12 @@ impl Output {
     /// Counts input rows dropped as late (`numLateRecordsDropped`).
     pub fn late_records_dropped(&mut self, n: u64) {
         self.late_dropped += n;
+    }
+
+    /// Says that `on_chunk` held output back: the task calls `flush`
+    /// later (see the [`Operator`] contract).
+    pub fn hold(&mut self) {
+        self.held = true;
     }
 
     pub fn take_chunks(&mut self) -> Vec<Chunk> {
@@ -165,10 +173,10 @@ impl StateWriter {
 ///   it must capture all state that the inputs before the barrier produced,
 ///   and nothing after it. Stateless operators keep the default.
 /// - `close` is called when every input ended.
-/// - `flush` is called when the inputs have nothing queued, before each
-///   `snapshot` and before `close`: an operator may hold back output of
-///   `on_chunk` until then (a mini-batch whose size adapts to the load),
-///   and must emit all of it there. It flushes itself before anything
+/// - `on_chunk` may hold back its output (a mini-batch whose size adapts
+///   to the load) and say so with [`Output::hold`]; `flush` is then called
+///   once the inputs have nothing queued, or before the next `snapshot` or
+///   `close` if that comes first, and must emit all of it. It flushes itself before anything
 ///   else that needs that output out first (e.g. in `on_watermark`).
 ///
 /// A sink that writes outside Weir commits in two phases: it seals its

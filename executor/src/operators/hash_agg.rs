@@ -1234,6 +1234,9 @@ impl Operator for HashAggOperator {
         if self.unflushed_rows >= self.max_unflushed_rows || over_cache {
             self.flush(out)?;
         }
+        if !self.pending.is_empty() {
+            out.hold();
+        }
         self.evict()
     }
 
@@ -1944,6 +1947,7 @@ mod tests {
             .unwrap();
         let mut out = Output::default();
         op.on_chunk(0, p.input(&chunk), &mut out).unwrap();
+        assert!(out.held, "held rows must ask the task for a flush");
         op.on_watermark(7, &mut out).unwrap();
         assert!(out.chunks.is_empty() && out.watermark.is_none());
         op.flush(&mut out).unwrap();

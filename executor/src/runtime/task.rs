@@ -82,8 +82,7 @@ enum Checkpoint {
 enum Event {
     Message(usize, Received),
     Flushed,
-    /// No input has anything queued, and the operator took chunks since
-    /// its last flush.
+    /// No input has anything queued, and the operator holds output back.
     Drained,
     AlignmentTimeout,
     Canceled,
@@ -104,7 +103,7 @@ struct Task {
     start: usize,
     /// Told downstream it is idle, and sent nothing since.
     idle_sent: bool,
-    /// The operator took a chunk since it was last flushed.
+    /// The operator held output back since it was last flushed.
     unflushed: bool,
 }
 
@@ -306,7 +305,7 @@ impl Task {
             }
             None => {
                 self.apply(input, chunk)?;
-                self.unflushed = true;
+                self.unflushed |= std::mem::take(&mut self.out.held);
                 self.route()?;
             }
         }
