@@ -11,9 +11,11 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
 
+use super::csv_decoder::CsvBatchReader;
 use super::{OpenSplits, SourceConnector, SplitRead};
 use crate::error::{ExecError, ExecResult};
 
@@ -74,7 +76,7 @@ impl FileSource {
     }
 
     /// A reader of split `split`, batches with `schema`; a CSV reader
-    /// decodes only `columns` (empty: all) and leaves the others NULL.
+    /// parses only `columns` (empty: all) and leaves the others NULL.
     pub fn reader(
         &self,
         split: usize,
@@ -83,57 +85,29 @@ impl FileSource {
     ) -> ExecResult<SplitReader> {
         let path = &self.files[split];
         let file = File::open(path).map_err(io(format!("open {}", path.display())))?;
-        let file = BufReader::with_capacity(1 << 20, file);
-        let inner: Box<dyn Iterator<Item = Result<RecordBatch, _>> + Send> = match &self.format {
-            FileFormat::Csv { header, delimiter } => {
-                let mut builder = datafusion::arrow::csv::ReaderBuilder::new(schema.clone())
-                    .with_header(*header)
-                    .with_delimiter(*delimiter)
-                    .with_batch_size(FILE_BATCH_ROWS);
-                let projected = (!columns.is_empty() && columns.len() < schema.fields().len())
-                    .then_some(columns);
-                if let Some(cols) = projected {
-                    builder = builder.with_projection(cols.to_vec());
-                }
-                let reader = builder.build(file)?;
-                match projected {
-                    None => Box::new(reader),
-                    Some(cols) => {
-                        let (schema, cols) = (schema.clone(), cols.to_vec());
-                        Box::new(reader.map(move |b| widen(&schema, &cols, b?)))
-                    }
-                }
-            }
-            FileFormat::JsonLines => Box::new(
+        let inner = match &self.format {
+            FileFormat::Csv { header, delimiter } => Batches::Csv(Box::new(
+                CsvBatchReader::new(
+                    file,
+                    schema.clone(),
+                    columns,
+                    *header,
+                    *delimiter,
+                    FILE_BATCH_ROWS,
+                )
+                .map_err(|e| bad_record(path, e))?,
+            )),
+            FileFormat::JsonLines => Batches::Json(Box::new(
                 datafusion::arrow::json::ReaderBuilder::new(schema.clone())
                     .with_batch_size(FILE_BATCH_ROWS)
-                    .build(file)?,
-            ),
+                    .build(BufReader::with_capacity(1 << 20, file))?,
+            )),
         };
         Ok(SplitReader {
             inner,
             path: path.clone(),
         })
     }
-}
-
-/// A batch of the `columns` of `schema` as a batch of all of them, the
-/// others NULL.
-fn widen(
-    schema: &SchemaRef,
-    columns: &[usize],
-    batch: RecordBatch,
-) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
-    let n = batch.num_rows();
-    let mut out: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), n))
-        .collect();
-    for (i, c) in columns.iter().enumerate() {
-        out[*c] = batch.column(i).clone();
-    }
-    RecordBatch::try_new(schema.clone(), out)
 }
 
 impl SourceConnector for FileSource {
@@ -171,25 +145,31 @@ impl SourceConnector for FileSource {
 
 /// Batches of one split.
 pub struct SplitReader {
-    inner:
-        Box<dyn Iterator<Item = Result<RecordBatch, datafusion::arrow::error::ArrowError>> + Send>,
+    inner: Batches,
     path: PathBuf,
 }
 
+enum Batches {
+    Csv(Box<CsvBatchReader<File>>),
+    Json(Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>),
+}
+
+/// A malformed record: an error naming the file (SQLSTATE 22P04, like a
+/// bad COPY).
+fn bad_record(path: &Path, e: impl std::fmt::Display) -> ExecError {
+    ExecError::User {
+        sqlstate: "22P04",
+        message: format!("bad record in {}: {e}", path.display()),
+        hint: Some("Fix or remove the record; the source's files must match its columns.".into()),
+    }
+}
+
 impl SplitRead for SplitReader {
-    /// The next batch; `None` at the end of the file. A malformed record is
-    /// an error naming the file (SQLSTATE 22P04, like a bad COPY).
+    /// The next batch; `None` at the end of the file.
     fn next_batch(&mut self) -> ExecResult<Option<RecordBatch>> {
-        match self.inner.next() {
-            None => Ok(None),
-            Some(Ok(b)) => Ok(Some(b)),
-            Some(Err(e)) => Err(ExecError::User {
-                sqlstate: "22P04",
-                message: format!("bad record in {}: {e}", self.path.display()),
-                hint: Some(
-                    "Fix or remove the record; the source's files must match its columns.".into(),
-                ),
-            }),
+        match &mut self.inner {
+            Batches::Csv(r) => r.next_batch().map_err(|e| bad_record(&self.path, e)),
+            Batches::Json(r) => r.next().transpose().map_err(|e| bad_record(&self.path, e)),
         }
     }
 }

@@ -16,6 +16,7 @@
 //! A source table carries its connector as a [`SourceConnector`]; the
 //! runtime's `connector_source_task` drives it, the same way for all three.
 
+mod csv_decoder;
 pub mod datagen;
 pub mod file;
 pub mod nexmark;
