@@ -17,10 +17,12 @@ use std::borrow::Cow;
 use std::io::Read;
 use std::sync::Arc;
 
+use atoi::FromRadix10SignedChecked;
 use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
-    new_null_array, ArrayRef, BooleanBuilder, PrimitiveBuilder, RecordBatch, StringBuilder,
+    new_null_array, ArrayRef, BinaryBuilder, BooleanBuilder, PrimitiveBuilder, RecordBatch,
+    StringArray, StringBuilder,
 };
 use datafusion::arrow::compute::kernels::cast::{cast_with_options, CastOptions};
 use datafusion::arrow::compute::kernels::cast_utils::{parse_decimal, string_to_datetime, Parser};
@@ -75,6 +77,7 @@ impl<R: Read> CsvBatchReader<R> {
     /// parse is an error naming its record number and column.
     pub fn next_batch(&mut self) -> Result<Option<RecordBatch>, String> {
         let width = self.schema.fields().len();
+        let first_record = self.record + 1;
         let mut rows = 0;
         while rows < self.batch_rows {
             let Some(record) = self.records.read_byte_record().map_err(|e| e.to_string())? else {
@@ -109,11 +112,15 @@ impl<R: Read> CsvBatchReader<R> {
         let mut out: Vec<Option<ArrayRef>> = vec![None; width];
         for (i, decoder) in &mut self.columns {
             let field = self.schema.field(*i);
-            out[*i] = Some(
-                decoder
-                    .finish()
-                    .map_err(|e| format!("column {}: {e}", field.name()))?,
-            );
+            out[*i] = Some(decoder.finish().map_err(|e| match e.row {
+                Some(r) => format!(
+                    "record {}, column {}: {}",
+                    first_record + r as u64,
+                    field.name(),
+                    e.message
+                ),
+                None => format!("column {}: {}", field.name(), e.message),
+            })?);
         }
         let out = out
             .into_iter()
@@ -131,12 +138,34 @@ trait ColumnDecoder: Send {
     fn push(&mut self, cell: &[u8]) -> Result<(), String>;
     fn push_null(&mut self);
     /// The column so far; the decoder starts over empty.
-    fn finish(&mut self) -> Result<ArrayRef, String>;
+    fn finish(&mut self) -> Result<ArrayRef, CellError>;
+}
+
+/// A column that could not be finished: which of its rows (if known) and
+/// why.
+struct CellError {
+    row: Option<usize>,
+    message: String,
+}
+
+impl CellError {
+    fn of_column(e: impl std::fmt::Display) -> CellError {
+        CellError {
+            row: None,
+            message: e.to_string(),
+        }
+    }
 }
 
 fn decoder_for(t: &DataType, capacity: usize) -> Result<Box<dyn ColumnDecoder>, String> {
     fn parsed<T: ArrowPrimitiveType + Parser>(capacity: usize) -> Box<dyn ColumnDecoder> {
         Box::new(Parsed::<T>(PrimitiveBuilder::with_capacity(capacity)))
+    }
+    fn integers<T: ArrowPrimitiveType>(capacity: usize) -> Box<dyn ColumnDecoder>
+    where
+        T::Native: FromRadix10SignedChecked,
+    {
+        Box::new(Integers::<T>(PrimitiveBuilder::with_capacity(capacity)))
     }
     fn timestamps<T: ArrowTimestampType>(
         tz: &Option<Arc<str>>,
@@ -158,16 +187,16 @@ fn decoder_for(t: &DataType, capacity: usize) -> Result<Box<dyn ColumnDecoder>, 
         }))
     }
     Ok(match t {
-        DataType::Utf8 => Box::new(Text(StringBuilder::with_capacity(capacity, capacity * 16))),
+        DataType::Utf8 => Box::new(Text(BinaryBuilder::with_capacity(capacity, capacity * 16))),
         DataType::Boolean => Box::new(Booleans(BooleanBuilder::with_capacity(capacity))),
-        DataType::Int8 => parsed::<Int8Type>(capacity),
-        DataType::Int16 => parsed::<Int16Type>(capacity),
-        DataType::Int32 => parsed::<Int32Type>(capacity),
-        DataType::Int64 => parsed::<Int64Type>(capacity),
-        DataType::UInt8 => parsed::<UInt8Type>(capacity),
-        DataType::UInt16 => parsed::<UInt16Type>(capacity),
-        DataType::UInt32 => parsed::<UInt32Type>(capacity),
-        DataType::UInt64 => parsed::<UInt64Type>(capacity),
+        DataType::Int8 => integers::<Int8Type>(capacity),
+        DataType::Int16 => integers::<Int16Type>(capacity),
+        DataType::Int32 => integers::<Int32Type>(capacity),
+        DataType::Int64 => integers::<Int64Type>(capacity),
+        DataType::UInt8 => integers::<UInt8Type>(capacity),
+        DataType::UInt16 => integers::<UInt16Type>(capacity),
+        DataType::UInt32 => integers::<UInt32Type>(capacity),
+        DataType::UInt64 => integers::<UInt64Type>(capacity),
         DataType::Float32 => parsed::<Float32Type>(capacity),
         DataType::Float64 => parsed::<Float64Type>(capacity),
         DataType::Date32 => parsed::<Date32Type>(capacity),
@@ -204,17 +233,62 @@ fn cannot_parse(cell: &str, t: &DataType) -> String {
     format!("cannot parse '{cell}' as {t}")
 }
 
-struct Text(StringBuilder);
+/// Text cells, gathered as bytes and checked to be UTF-8 all at once when
+/// the batch is done: one check per batch instead of one per cell.
+struct Text(BinaryBuilder);
 
 impl ColumnDecoder for Text {
     fn push(&mut self, cell: &[u8]) -> Result<(), String> {
-        self.0.append_value(utf8(cell)?);
+        self.0.append_value(cell);
         Ok(())
     }
     fn push_null(&mut self) {
         self.0.append_null();
     }
-    fn finish(&mut self) -> Result<ArrayRef, String> {
+    fn finish(&mut self) -> Result<ArrayRef, CellError> {
+        let bytes = self.0.finish();
+        match StringArray::try_from_binary(bytes.clone()) {
+            Ok(text) => Ok(Arc::new(text)),
+            Err(e) => {
+                let row = bytes
+                    .iter()
+                    .position(|v| v.is_some_and(|v| utf8(v).is_err()));
+                Err(CellError {
+                    row,
+                    message: match row.map(|r| utf8(bytes.value(r))) {
+                        Some(Err(e)) => e,
+                        _ => e.to_string(),
+                    },
+                })
+            }
+        }
+    }
+}
+
+/// Integers parsed from the cell's bytes as arrow parses them (digits with
+/// an optional sign, surrounding ASCII white space ignored), without a
+/// UTF-8 check first: the bytes are digits or the cell is an error.
+struct Integers<T: ArrowPrimitiveType>(PrimitiveBuilder<T>);
+
+impl<T: ArrowPrimitiveType> ColumnDecoder for Integers<T>
+where
+    T::Native: FromRadix10SignedChecked,
+{
+    fn push(&mut self, cell: &[u8]) -> Result<(), String> {
+        let parse = |b: &[u8]| match T::Native::from_radix_10_signed_checked(b) {
+            (Some(n), used) if used == b.len() && !b.is_empty() => Some(n),
+            _ => None,
+        };
+        let v = parse(cell)
+            .or_else(|| parse(cell.trim_ascii()))
+            .ok_or_else(|| cannot_parse(&String::from_utf8_lossy(cell), &T::DATA_TYPE))?;
+        self.0.append_value(v);
+        Ok(())
+    }
+    fn push_null(&mut self) {
+        self.0.append_null();
+    }
+    fn finish(&mut self) -> Result<ArrayRef, CellError> {
         Ok(Arc::new(self.0.finish()))
     }
 }
@@ -236,7 +310,7 @@ impl ColumnDecoder for Booleans {
     fn push_null(&mut self) {
         self.0.append_null();
     }
-    fn finish(&mut self) -> Result<ArrayRef, String> {
+    fn finish(&mut self) -> Result<ArrayRef, CellError> {
         Ok(Arc::new(self.0.finish()))
     }
 }
@@ -253,7 +327,7 @@ impl<T: ArrowPrimitiveType + Parser> ColumnDecoder for Parsed<T> {
     fn push_null(&mut self) {
         self.0.append_null();
     }
-    fn finish(&mut self) -> Result<ArrayRef, String> {
+    fn finish(&mut self) -> Result<ArrayRef, CellError> {
         Ok(Arc::new(self.0.finish()))
     }
 }
@@ -275,11 +349,11 @@ impl ColumnDecoder for Decimals {
     fn push_null(&mut self) {
         self.builder.append_null();
     }
-    fn finish(&mut self) -> Result<ArrayRef, String> {
+    fn finish(&mut self) -> Result<ArrayRef, CellError> {
         let a = self.builder.finish();
         a.with_precision_and_scale(self.precision, self.scale)
             .map(|a| Arc::new(a) as ArrayRef)
-            .map_err(|e| e.to_string())
+            .map_err(CellError::of_column)
     }
 }
 
@@ -339,7 +413,7 @@ impl<T: ArrowTimestampType> ColumnDecoder for Timestamps<T> {
     fn push_null(&mut self) {
         self.builder.append_null();
     }
-    fn finish(&mut self) -> Result<ArrayRef, String> {
+    fn finish(&mut self) -> Result<ArrayRef, CellError> {
         Ok(Arc::new(self.builder.finish()))
     }
 }
@@ -403,13 +477,13 @@ impl ColumnDecoder for CastFromText {
     fn push_null(&mut self) {
         self.text.append_null();
     }
-    fn finish(&mut self) -> Result<ArrayRef, String> {
+    fn finish(&mut self) -> Result<ArrayRef, CellError> {
         let text = self.text.finish();
         let options = CastOptions {
             safe: false,
             ..Default::default()
         };
-        cast_with_options(&text, &self.to, &options).map_err(|e| e.to_string())
+        cast_with_options(&text, &self.to, &options).map_err(CellError::of_column)
     }
 }
 
@@ -475,8 +549,8 @@ mod tests {
         ]);
         let text = "1,alice,1.5,7,2025-01-01 00:00:00.000,2025-01-01T10:20:30.5,2025-01-01,12.5\n\
                     2,\"bob, jr\",-2e3,,2024-02-29 23:59:59.123456,2024-02-29T23:59:59Z,1999-12-31,-0.01\r\n\
-                    3,,0,-8,1969-12-31 23:59:59.999,1969-12-31 23:59:59.5+01:00,1970-01-01,\n\
-                    4,\"say \"\"hi\"\"\",3,5,2025-01-01T00:00:00,2025-01-01 00:00:00.000000001,2000-01-01,1\n";
+                    3,,0, -8 ,1969-12-31 23:59:59.999,1969-12-31 23:59:59.5+01:00,1970-01-01,\n\
+                    +4,\"say \"\"hi\"\"\",3,5,2025-01-01T00:00:00,2025-01-01 00:00:00.000000001,2000-01-01,1\n";
         let ours = read_all(text, &s, &[], 3).unwrap();
         assert_eq!(ours.len(), 2, "4 rows in batches of 3");
         assert_eq!(pretty(&ours), pretty(&arrow_csv(text, &s)));
@@ -502,9 +576,12 @@ mod tests {
         assert_eq!(b.column(2).null_count(), 2);
         assert!(r.next_batch().unwrap().is_none());
         // Read in full, both are errors naming the record and column.
-        let mut r = CsvBatchReader::new(&text[..], s, &[], false, b',', 10).unwrap();
+        let mut r = CsvBatchReader::new(&text[..], s.clone(), &[], false, b',', 10).unwrap();
         let e = r.next_batch().unwrap_err();
         assert!(e.contains("record 1, column b") && e.contains("'x'"), "{e}");
+        let mut r = CsvBatchReader::new(&text[..], s, &[2], false, b',', 10).unwrap();
+        let e = r.next_batch().unwrap_err();
+        assert!(e.contains("record 1, column c: invalid UTF-8"), "{e}");
     }
 
     #[test]
@@ -514,6 +591,10 @@ mod tests {
         assert!(e.contains("record 2 has 3 fields, expected 2"), "{e}");
         let e = read_all("1,x\n99999999999999999999,y\n", &s, &[], 10).unwrap_err();
         assert!(e.contains("record 2, column a"), "{e}");
+        let text = b"1,x\n2,y\n3,\"\xc3\"\n";
+        let mut r = CsvBatchReader::new(&text[..], s, &[], false, b',', 10).unwrap();
+        let e = r.next_batch().unwrap_err();
+        assert!(e.contains("record 3, column b: invalid UTF-8"), "{e}");
         let ts = schema(&[("t", DataType::Timestamp(TimeUnit::Microsecond, None))]);
         let e = read_all("2025-02-30 00:00:00\n", &ts, &[], 10).unwrap_err();
         assert!(e.contains("record 1, column t"), "{e}");
