@@ -209,6 +209,29 @@ fn push_number(out: &mut String, v: i64, width: usize) {
     }
 }
 
+/// The span of time within which a pattern's text cannot change, in
+/// microseconds: the unit of its finest field (a literal-only pattern:
+/// never changes, so any span will do).
+fn granularity(items: &[Item]) -> i64 {
+    const DAY: i64 = 86_400_000_000;
+    items
+        .iter()
+        .map(|item| match item {
+            Item::Literal(_) => DAY,
+            Item::Number(field, _) => match field {
+                DateField::Year | DateField::Month | DateField::Day | DateField::DayOfYear => DAY,
+                DateField::Hour | DateField::Hour12 => 3_600_000_000,
+                DateField::Minute => 60_000_000,
+                DateField::Second => 1_000_000,
+                DateField::Milli => 1_000,
+            },
+            Item::Year2 | Item::MonthName { .. } | Item::WeekdayName { .. } => DAY,
+            Item::AmPm => 3_600_000_000,
+        })
+        .min()
+        .unwrap_or(DAY)
+}
+
 fn format_into(out: &mut String, items: &[Item], t: &NaiveDateTime) {
     for item in items {
         match item {
@@ -284,6 +307,14 @@ impl ScalarUDFImpl for DateFormat {
         let mut compiled: HashMap<String, Vec<Item>> = HashMap::new();
         let mut out = StringBuilder::with_capacity(n, n * 16);
         let mut buf = String::with_capacity(32);
+        // A literal pattern over wall-clock times (no zone): the text only
+        // changes between spans of its finest field, and timestamps mostly
+        // come in order, so the last span's text is kept and reused.
+        let span = fixed
+            .as_ref()
+            .filter(|_| zone.is_none())
+            .map(|items| granularity(items));
+        let mut last_span: Option<i64> = None;
         for i in 0..n {
             let (Some(p), true) = (pattern.get(i), micros.is_valid(i)) else {
                 out.append_null();
@@ -297,6 +328,14 @@ impl ScalarUDFImpl for DateFormat {
                 Some(items) => items,
                 None => &compiled[p],
             };
+            if let Some(span) = span {
+                let this = micros.value(i).div_euclid(span);
+                if last_span == Some(this) {
+                    out.append_value(&buf);
+                    continue;
+                }
+                last_span = Some(this);
+            }
             let Some(utc) = DateTime::from_timestamp_micros(micros.value(i)) else {
                 return Err(invalid_value(NAME, "timestamp out of range"));
             };
@@ -381,6 +420,43 @@ pub(super) mod tests {
             eval1(&format!("date_format({BERLIN}, 'yyyy-MM-dd HH:mm')")).unwrap(),
             "2025-01-02 00:30"
         );
+    }
+
+    /// A literal pattern reuses the text of the previous row's span; the
+    /// same rows with the pattern as a column (compiled per row, no reuse)
+    /// are the oracle. Times repeat, go back, cross midnight and 1970.
+    #[test]
+    fn reused_text_follows_the_rows() {
+        let times = [
+            "2025-01-01 23:59:59.999",
+            "2025-01-01 23:59:59.999",
+            "2025-01-02 00:00:00",
+            "2025-01-01 23:00:00",
+            "2025-01-01 23:00:00.5",
+            "2025-01-01 23:59:00.5",
+            "2025-01-01 23:59:01.5",
+            "2025-01-02 00:00:00",
+            "1969-12-31 23:59:59.9",
+            "1970-01-01 00:00:00",
+            "1969-12-31 00:00:00",
+        ];
+        for pattern in ["yyyy-MM-dd", "HH:mm", "ss.SSS", "hh a", "'day' D"] {
+            let rows = |with_pattern: bool| {
+                times
+                    .iter()
+                    .map(|t| match with_pattern {
+                        true => format!("(TIMESTAMP '{t}', '{}')", pattern.replace('\'', "''")),
+                        false => format!("(TIMESTAMP '{t}')"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let literal = format!("date_format(a, '{}')", pattern.replace('\'', "''"));
+            let reused = eval(&literal, &rows(false)).unwrap();
+            let per_row = eval("date_format(a, b)", &rows(true)).unwrap();
+            assert_eq!(reused, per_row, "{pattern}");
+            assert_eq!(reused.len(), times.len());
+        }
     }
 
     #[test]
