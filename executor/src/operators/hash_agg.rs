@@ -57,6 +57,7 @@ use crate::chunk::{Chunk, Op};
 use crate::error::{ExecError, ExecResult};
 use crate::keys::{key_group_of, KeyEncoder};
 use crate::operator::{Operator, OperatorContext, Output, StateEntry, StateWriter};
+use crate::operators::numeric_acc::{NumericAcc, NumericKind};
 use crate::operators::row_groups::{group_rows, Layout};
 use crate::operators::state_codec::{ByteReader, ByteWriter, RowCodec, ScalarsCodec};
 use crate::state::SubtaskStore;
@@ -187,6 +188,9 @@ enum AccState {
     Accumulator(Box<dyn Accumulator>),
     /// count: the number of rows counted.
     Count(i64),
+    /// sum, avg, min or max of one number, without DataFusion's
+    /// accumulator (same state).
+    Numeric(NumericAcc),
     Multiset(BTreeMap<OwnedRow, i64>),
     /// count(DISTINCT x): the number of rows per non-NULL value of `x`
     /// (row bytes); unordered, so that a value is found without copying
@@ -245,6 +249,9 @@ pub struct HashAggOperator {
     /// four count(DISTINCT bidder) with different filters encode bidder
     /// once).
     same_args: Vec<usize>,
+    /// Per aggregate: kept as a [`NumericAcc`] rather than DataFusion's
+    /// accumulator.
+    numeric: Vec<Option<NumericKind>>,
     /// Per count(DISTINCT x): the encoded row of a NULL `x`.
     null_args: Vec<Option<Box<[u8]>>>,
     groups: HashMap<OwnedRow, GroupState>,
@@ -319,21 +326,38 @@ impl HashAggOperator {
         // The types of an accumulator's state, from a fresh one
         // (`state_fields()` describes the plain accumulator, whose state
         // can differ from the sliding one's: sum keeps a count too).
-        let accs = aggs
+        let state_types = aggs
             .iter()
             .map(|a| match a.kind.is_accumulator() {
-                true => {
-                    let types = a
-                        .accumulator()?
+                true => Ok(Some(
+                    a.accumulator()?
                         .state()?
                         .iter()
                         .map(|v| v.data_type())
-                        .collect();
-                    Ok(Some(ScalarsCodec::new(types)))
-                }
+                        .collect::<Vec<_>>(),
+                )),
                 false => Ok(None),
             })
             .collect::<ExecResult<Vec<_>>>()?;
+        let numeric = aggs
+            .iter()
+            .zip(&state_types)
+            .map(|(a, state)| {
+                let state = state.as_ref()?;
+                let retractable = match a.kind {
+                    AggKind::Retractable => true,
+                    AggKind::Extreme => false,
+                    _ => return None,
+                };
+                let name = a.func.fun().name().to_ascii_lowercase();
+                let output = a.func.field().data_type().clone();
+                NumericKind::of(&name, retractable, &a.arg_types, &output, state)
+            })
+            .collect();
+        let accs = state_types
+            .into_iter()
+            .map(|t| t.map(ScalarsCodec::new))
+            .collect();
         let codecs = StateCodecs {
             group: RowCodec::new(&group_types)?,
             args: aggs
@@ -352,6 +376,7 @@ impl HashAggOperator {
             aggs,
             arg_encs,
             same_args,
+            numeric,
             null_args,
             groups: HashMap::new(),
             schema,
@@ -579,8 +604,12 @@ impl HashAggOperator {
         let accs = self
             .aggs
             .iter()
-            .map(|a| match a.kind {
+            .zip(&self.numeric)
+            .map(|(a, numeric)| match a.kind {
                 AggKind::Count => Ok(AccState::Count(0)),
+                _ if numeric.is_some() => Ok(AccState::Numeric(NumericAcc::new(
+                    numeric.expect("checked"),
+                ))),
                 AggKind::Retractable | AggKind::Extreme => {
                     Ok(AccState::Accumulator(a.accumulator()?))
                 }
@@ -626,6 +655,13 @@ impl HashAggOperator {
                         [ScalarValue::Int64(n)] => AccState::Count(n.unwrap_or(0)),
                         _ => return Err(ExecError::internal("aggregate state: bad count state")),
                     }
+                }
+                (TAG_ACCUMULATOR, Some(codec), _) if self.numeric[i].is_some() => {
+                    let state = codec.decode(&mut r)?;
+                    AccState::Numeric(NumericAcc::from_state(
+                        self.numeric[i].expect("checked"),
+                        &state,
+                    )?)
                 }
                 (TAG_ACCUMULATOR, Some(codec), _) => {
                     let state = codec.decode(&mut r)?;
@@ -686,6 +722,7 @@ impl HashAggOperator {
             let spec = &self.aggs[i];
             let v = match acc {
                 AccState::Accumulator(acc) => acc.evaluate()?,
+                AccState::Numeric(acc) => acc.evaluate(),
                 AccState::Count(n) => ScalarValue::Int64(Some(*n)),
                 AccState::Distinct(set) => {
                     // NULL is not counted (nor kept, but a state written
@@ -854,6 +891,13 @@ fn encode_group(
                     .as_ref()
                     .expect("an accumulator has a state codec")
                     .encode(&state, &mut w)?;
+            }
+            AccState::Numeric(acc) => {
+                w.u8(TAG_ACCUMULATOR);
+                codecs.accs[i]
+                    .as_ref()
+                    .expect("an accumulator has a state codec")
+                    .encode(&acc.state(), &mut w)?;
             }
             AccState::Count(n) => {
                 // As DataFusion's count accumulator's state.
@@ -1101,6 +1145,7 @@ impl Operator for HashAggOperator {
             let l_ref = l.as_ref().unwrap_or(&layout);
             agg_taken.push(match spec.kind {
                 AggKind::Count => None,
+                _ if self.numeric[a].is_some() => None,
                 kind if kind.is_accumulator() && !l_ref.perm.is_empty() => {
                     Some(take_rows(&agg_args[a], &l_ref.perm)?)
                 }
@@ -1178,6 +1223,10 @@ impl Operator for HashAggOperator {
                                     taken.iter().map(|c| c.slice(mid, end - mid)).collect();
                                 acc.retract_batch(&cols)?;
                             }
+                        }
+                        AccState::Numeric(acc) => {
+                            let (ins_a, del_a) = l.rows(g);
+                            acc.update(&agg_args[a][0], ins_a, del_a)?;
                         }
                         AccState::Count(count) => {
                             let (ins_a, del_a) = l.rows(g);
