@@ -158,14 +158,26 @@ impl CellError {
 }
 
 fn decoder_for(t: &DataType, capacity: usize) -> Result<Box<dyn ColumnDecoder>, String> {
+    fn primitive<T: ArrowPrimitiveType>(
+        capacity: usize,
+        parse: impl Fn(&[u8]) -> Result<T::Native, String> + Send + 'static,
+    ) -> Box<dyn ColumnDecoder> {
+        Box::new(Primitive::<T, _> {
+            builder: PrimitiveBuilder::with_capacity(capacity),
+            parse,
+        })
+    }
     fn parsed<T: ArrowPrimitiveType + Parser>(capacity: usize) -> Box<dyn ColumnDecoder> {
-        Box::new(Parsed::<T>(PrimitiveBuilder::with_capacity(capacity)))
+        primitive::<T>(capacity, |cell| {
+            let s = utf8(cell)?;
+            T::parse(s).ok_or_else(|| cannot_parse(s, &T::DATA_TYPE))
+        })
     }
     fn integers<T: ArrowPrimitiveType>(capacity: usize) -> Box<dyn ColumnDecoder>
     where
         T::Native: FromRadix10SignedChecked,
     {
-        Box::new(Integers::<T>(PrimitiveBuilder::with_capacity(capacity)))
+        primitive::<T>(capacity, parse_integer::<T>)
     }
     fn timestamps<T: ArrowTimestampType>(
         tz: &Option<Arc<str>>,
@@ -180,10 +192,9 @@ fn decoder_for(t: &DataType, capacity: usize) -> Result<Box<dyn ColumnDecoder>, 
             None => true,
             Some(name) => matches!(name, "UTC" | "utc" | "+00:00" | "Z" | "+00"),
         };
-        Ok(Box::new(Timestamps::<T> {
+        Ok(Box::new(Primitive::<T, _> {
             builder: PrimitiveBuilder::with_capacity(capacity).with_timezone_opt(tz.clone()),
-            zone,
-            naive_is_utc,
+            parse: move |cell: &[u8]| parse_timestamp::<T>(cell, naive_is_utc, zone.as_ref()),
         }))
     }
     Ok(match t {
@@ -213,11 +224,18 @@ fn decoder_for(t: &DataType, capacity: usize) -> Result<Box<dyn ColumnDecoder>, 
         DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
             timestamps::<TimestampNanosecondType>(tz, capacity)?
         }
-        DataType::Decimal128(precision, scale) => Box::new(Decimals {
-            builder: PrimitiveBuilder::with_capacity(capacity),
-            precision: *precision,
-            scale: *scale,
-        }),
+        DataType::Decimal128(precision, scale) => {
+            let (precision, scale) = (*precision, *scale);
+            Box::new(Primitive::<Decimal128Type, _> {
+                builder: PrimitiveBuilder::with_capacity(capacity)
+                    .with_precision_and_scale(precision, scale)
+                    .map_err(|e| e.to_string())?,
+                parse: move |cell: &[u8]| {
+                    parse_decimal::<Decimal128Type>(utf8(cell)?, precision, scale)
+                        .map_err(|e| e.to_string())
+                },
+            })
+        }
         other => Box::new(CastFromText {
             text: StringBuilder::with_capacity(capacity, capacity * 16),
             to: other.clone(),
@@ -268,28 +286,41 @@ impl ColumnDecoder for Text {
 /// Integers parsed from the cell's bytes as arrow parses them (digits with
 /// an optional sign, surrounding ASCII white space ignored), without a
 /// UTF-8 check first: the bytes are digits or the cell is an error.
-struct Integers<T: ArrowPrimitiveType>(PrimitiveBuilder<T>);
-
-impl<T: ArrowPrimitiveType> ColumnDecoder for Integers<T>
+fn parse_integer<T: ArrowPrimitiveType>(cell: &[u8]) -> Result<T::Native, String>
 where
     T::Native: FromRadix10SignedChecked,
 {
+    let parse = |b: &[u8]| match T::Native::from_radix_10_signed_checked(b) {
+        (Some(n), used) if used == b.len() && !b.is_empty() => Some(n),
+        _ => None,
+    };
+    parse(cell)
+        .or_else(|| parse(cell.trim_ascii()))
+        .ok_or_else(|| cannot_parse(&String::from_utf8_lossy(cell), &T::DATA_TYPE))
+}
+
+/// A column of numbers (integers, floats, dates, timestamps, decimals),
+/// each cell parsed by `parse`.
+struct Primitive<T: ArrowPrimitiveType, F> {
+    builder: PrimitiveBuilder<T>,
+    parse: F,
+}
+
+impl<T, F> ColumnDecoder for Primitive<T, F>
+where
+    T: ArrowPrimitiveType,
+    F: Fn(&[u8]) -> Result<T::Native, String> + Send,
+{
     fn push(&mut self, cell: &[u8]) -> Result<(), String> {
-        let parse = |b: &[u8]| match T::Native::from_radix_10_signed_checked(b) {
-            (Some(n), used) if used == b.len() && !b.is_empty() => Some(n),
-            _ => None,
-        };
-        let v = parse(cell)
-            .or_else(|| parse(cell.trim_ascii()))
-            .ok_or_else(|| cannot_parse(&String::from_utf8_lossy(cell), &T::DATA_TYPE))?;
-        self.0.append_value(v);
+        let v = (self.parse)(cell)?;
+        self.builder.append_value(v);
         Ok(())
     }
     fn push_null(&mut self) {
-        self.0.append_null();
+        self.builder.append_null();
     }
     fn finish(&mut self) -> Result<ArrayRef, CellError> {
-        Ok(Arc::new(self.0.finish()))
+        Ok(Arc::new(self.builder.finish()))
     }
 }
 
@@ -315,107 +346,44 @@ impl ColumnDecoder for Booleans {
     }
 }
 
-struct Parsed<T: ArrowPrimitiveType + Parser>(PrimitiveBuilder<T>);
-
-impl<T: ArrowPrimitiveType + Parser> ColumnDecoder for Parsed<T> {
-    fn push(&mut self, cell: &[u8]) -> Result<(), String> {
-        let s = utf8(cell)?;
-        let v = T::parse(s).ok_or_else(|| cannot_parse(s, &T::DATA_TYPE))?;
-        self.0.append_value(v);
-        Ok(())
-    }
-    fn push_null(&mut self) {
-        self.0.append_null();
-    }
-    fn finish(&mut self) -> Result<ArrayRef, CellError> {
-        Ok(Arc::new(self.0.finish()))
+/// The value in `T`'s unit of `secs` seconds and `nanos` nanoseconds
+/// since the epoch; `None` on overflow.
+fn timestamp_value<T: ArrowTimestampType>(secs: i64, nanos: u32) -> Option<i64> {
+    match T::UNIT {
+        TimeUnit::Second => Some(secs),
+        TimeUnit::Millisecond => secs
+            .checked_mul(1_000)?
+            .checked_add((nanos / 1_000_000) as i64),
+        TimeUnit::Microsecond => secs
+            .checked_mul(1_000_000)?
+            .checked_add((nanos / 1_000) as i64),
+        TimeUnit::Nanosecond => secs.checked_mul(1_000_000_000)?.checked_add(nanos as i64),
     }
 }
 
-struct Decimals {
-    builder: PrimitiveBuilder<Decimal128Type>,
-    precision: u8,
-    scale: i8,
-}
-
-impl ColumnDecoder for Decimals {
-    fn push(&mut self, cell: &[u8]) -> Result<(), String> {
-        let s = utf8(cell)?;
-        let v = parse_decimal::<Decimal128Type>(s, self.precision, self.scale)
-            .map_err(|e| e.to_string())?;
-        self.builder.append_value(v);
-        Ok(())
-    }
-    fn push_null(&mut self) {
-        self.builder.append_null();
-    }
-    fn finish(&mut self) -> Result<ArrayRef, CellError> {
-        let a = self.builder.finish();
-        a.with_precision_and_scale(self.precision, self.scale)
-            .map(|a| Arc::new(a) as ArrayRef)
-            .map_err(CellError::of_column)
-    }
-}
-
-struct Timestamps<T: ArrowTimestampType> {
-    builder: PrimitiveBuilder<T>,
-    /// The column's zone; `None`: a `timestamp` without time zone, whose
-    /// values are wall-clock times read as UTC.
-    zone: Option<Tz>,
+/// A timestamp in `T`'s unit: the common shape directly when wall-clock
+/// time is UTC (`naive_is_utc`), otherwise as arrow-csv parses it
+/// (`string_to_datetime` in the column's zone, UTC without one).
+fn parse_timestamp<T: ArrowTimestampType>(
+    cell: &[u8],
     naive_is_utc: bool,
-}
-
-impl<T: ArrowTimestampType> Timestamps<T> {
-    /// The value in `T`'s unit of `secs` seconds and `nanos` nanoseconds
-    /// since the epoch; `None` on overflow.
-    fn value(secs: i64, nanos: u32) -> Option<i64> {
-        match T::UNIT {
-            TimeUnit::Second => Some(secs),
-            TimeUnit::Millisecond => secs
-                .checked_mul(1_000)?
-                .checked_add((nanos / 1_000_000) as i64),
-            TimeUnit::Microsecond => secs
-                .checked_mul(1_000_000)?
-                .checked_add((nanos / 1_000) as i64),
-            TimeUnit::Nanosecond => secs.checked_mul(1_000_000_000)?.checked_add(nanos as i64),
+    zone: Option<&Tz>,
+) -> Result<i64, String> {
+    if naive_is_utc {
+        if let Some(v) = naive_timestamp(cell).and_then(|(s, n)| timestamp_value::<T>(s, n)) {
+            return Ok(v);
         }
     }
-
-    /// `s` parsed as arrow-csv does: `string_to_datetime` in the zone.
-    fn parse_slow(&self, s: &str) -> Result<i64, String> {
-        let (secs, nanos) = match &self.zone {
-            Some(tz) => {
-                string_to_datetime(tz, s).map(|d| (d.timestamp(), d.timestamp_subsec_nanos()))
-            }
-            None => string_to_datetime(&chrono::Utc, s)
-                .map(|d| (d.timestamp(), d.timestamp_subsec_nanos())),
+    let s = utf8(cell)?;
+    let (secs, nanos) = match zone {
+        Some(tz) => string_to_datetime(tz, s).map(|d| (d.timestamp(), d.timestamp_subsec_nanos())),
+        None => {
+            string_to_datetime(&chrono::Utc, s).map(|d| (d.timestamp(), d.timestamp_subsec_nanos()))
         }
-        .map_err(|e| e.to_string())?;
-        Self::value(secs, nanos)
-            .ok_or_else(|| format!("'{s}' is out of range for {}", T::DATA_TYPE))
     }
-}
-
-impl<T: ArrowTimestampType> ColumnDecoder for Timestamps<T> {
-    fn push(&mut self, cell: &[u8]) -> Result<(), String> {
-        let fast = if self.naive_is_utc {
-            naive_timestamp(cell).and_then(|(secs, nanos)| Self::value(secs, nanos))
-        } else {
-            None
-        };
-        let v = match fast {
-            Some(v) => v,
-            None => self.parse_slow(utf8(cell)?)?,
-        };
-        self.builder.append_value(v);
-        Ok(())
-    }
-    fn push_null(&mut self) {
-        self.builder.append_null();
-    }
-    fn finish(&mut self) -> Result<ArrayRef, CellError> {
-        Ok(Arc::new(self.builder.finish()))
-    }
+    .map_err(|e| e.to_string())?;
+    timestamp_value::<T>(secs, nanos)
+        .ok_or_else(|| format!("'{s}' is out of range for {}", T::DATA_TYPE))
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (or with `T` between date and time), with an
