@@ -21,13 +21,13 @@ use atoi::FromRadix10SignedChecked;
 use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
-    new_null_array, ArrayRef, BinaryBuilder, BooleanBuilder, PrimitiveBuilder, RecordBatch,
+    new_null_array, Array, ArrayRef, BinaryBuilder, BooleanBuilder, PrimitiveBuilder, RecordBatch,
     StringArray, StringBuilder,
 };
 use datafusion::arrow::compute::kernels::cast::{cast_with_options, CastOptions};
 use datafusion::arrow::compute::kernels::cast_utils::{parse_decimal, string_to_datetime, Parser};
 use datafusion::arrow::datatypes::*;
-use simd_csv::{ZeroCopyReader, ZeroCopyReaderBuilder};
+use simd_csv::{ZeroCopyByteRecord, ZeroCopyReader, ZeroCopyReaderBuilder};
 
 /// A CSV stream read as batches of `schema`'s rows.
 pub struct CsvBatchReader<R: Read> {
@@ -84,6 +84,14 @@ impl<R: Read> CsvBatchReader<R> {
                 break;
             };
             self.record += 1;
+            if let Some(i) = stray_quote(&record) {
+                return Err(format!(
+                    "record {}, field {}: a quote inside a value that is not quoted as a whole; \
+                     quote the value and double its quotes (\"12\"\" pipe\")",
+                    self.record,
+                    i + 1
+                ));
+            }
             if record.len() != width {
                 return Err(format!(
                     "record {} has {} fields, expected {width}",
@@ -133,6 +141,33 @@ impl<R: Read> CsvBatchReader<R> {
     }
 }
 
+/// The first field of `record` with a quote that is not part of quoting
+/// the whole field (`"..."`, inner quotes doubled). simd-csv starts a quoted
+/// section at any quote, where arrow-csv's csv-core takes a quote inside an
+/// unquoted value as a character: `12" pipe,1` would silently swallow the
+/// next line into this record. Such records are refused instead.
+fn stray_quote(record: &ZeroCopyByteRecord<'_>) -> Option<usize> {
+    memchr::memchr(b'"', record.as_slice())?;
+    (0..record.len()).find(|&i| {
+        let cell = record.get(i).unwrap_or(b"");
+        if memchr::memchr(b'"', cell).is_none() {
+            return false;
+        }
+        let quoted = cell.len() >= 2 && cell[0] == b'"' && cell[cell.len() - 1] == b'"';
+        if !quoted {
+            return true;
+        }
+        // Inside the quotes, quotes come in pairs.
+        let mut inner = cell[1..cell.len() - 1].iter();
+        while let Some(&b) = inner.next() {
+            if b == b'"' && inner.next() != Some(&b'"') {
+                return true;
+            }
+        }
+        false
+    })
+}
+
 /// Builds one column of a batch from non-empty cells and NULLs.
 trait ColumnDecoder: Send {
     fn push(&mut self, cell: &[u8]) -> Result<(), String>;
@@ -146,15 +181,6 @@ trait ColumnDecoder: Send {
 struct CellError {
     row: Option<usize>,
     message: String,
-}
-
-impl CellError {
-    fn of_column(e: impl std::fmt::Display) -> CellError {
-        CellError {
-            row: None,
-            message: e.to_string(),
-        }
-    }
 }
 
 fn decoder_for(t: &DataType, capacity: usize) -> Result<Box<dyn ColumnDecoder>, String> {
@@ -290,8 +316,9 @@ fn parse_integer<T: ArrowPrimitiveType>(cell: &[u8]) -> Result<T::Native, String
 where
     T::Native: FromRadix10SignedChecked,
 {
+    // A digit last, as arrow-cast requires: atoi alone reads "-" as 0.
     let parse = |b: &[u8]| match T::Native::from_radix_10_signed_checked(b) {
-        (Some(n), used) if used == b.len() && !b.is_empty() => Some(n),
+        (Some(n), used) if used == b.len() && b.last().is_some_and(u8::is_ascii_digit) => Some(n),
         _ => None,
     };
     parse(cell)
@@ -451,7 +478,15 @@ impl ColumnDecoder for CastFromText {
             safe: false,
             ..Default::default()
         };
-        cast_with_options(&text, &self.to, &options).map_err(CellError::of_column)
+        cast_with_options(&text, &self.to, &options).map_err(|e| {
+            // The first row that does not cast, for the error's record.
+            let row = (0..text.len())
+                .find(|&r| cast_with_options(&text.slice(r, 1), &self.to, &options).is_err());
+            CellError {
+                row,
+                message: e.to_string(),
+            }
+        })
     }
 }
 
@@ -577,7 +612,7 @@ mod tests {
     }
 
     #[test]
-    fn types_arrow_csv_cannot_read_are_cast_from_text() {
+    fn intervals_are_cast_from_text_and_booleans_take_postgres_spellings() {
         let s = schema(&[
             ("i", DataType::Interval(IntervalUnit::MonthDayNano)),
             ("b", DataType::Boolean),
@@ -592,6 +627,42 @@ mod tests {
         );
         let bools: Vec<_> = b.column(1).as_boolean().iter().collect();
         assert_eq!(bools, vec![Some(true), Some(false), Some(true)]);
+        let e = read_all("1 day,t\n2 hours,f\nsoon,t\n", &s, &[], 10).unwrap_err();
+        assert!(e.contains("record 3, column i"), "{e}");
+    }
+
+    /// A quote inside a value that is not quoted as a whole: arrow-csv read
+    /// it as a character, simd-csv as the start of a quoted section (which
+    /// would swallow the next line). Refused, naming the record; quoted
+    /// values with doubled quotes, and newlines inside quotes, still read.
+    #[test]
+    fn stray_quotes_are_refused_not_merged() {
+        let s = schema(&[("a", DataType::Utf8), ("b", DataType::Int64)]);
+        for text in [
+            "x,0\n12\" pipe,1\n3\" pipe,2\n",
+            "x,0\n\"ab\"c,1\n",
+            "x,0\n\"a\"b\",1\n",
+        ] {
+            let e = read_all(text, &s, &[1], 10).unwrap_err();
+            assert!(
+                e.contains("record 2, field 1: a quote inside"),
+                "{text:?}: {e}"
+            );
+        }
+        let b = &read_all("\"12\"\" pipe\",1\n\"two\nlines\",2\n\"\",3\n", &s, &[], 10).unwrap()[0];
+        let a: Vec<_> = b.column(0).as_string::<i32>().iter().collect();
+        assert_eq!(a, vec![Some("12\" pipe"), Some("two\nlines"), None]);
+    }
+
+    #[test]
+    fn a_sign_alone_is_not_a_number() {
+        let s = schema(&[("b", DataType::Int64)]);
+        for cell in ["-", "+", " - "] {
+            let e = read_all(&format!("{cell}\n"), &s, &[], 10).unwrap_err();
+            assert!(e.contains("record 1, column b"), "{cell:?}: {e}");
+        }
+        let b = &read_all(" -7 \n+3\n", &s, &[], 10).unwrap()[0];
+        assert_eq!(b.column(0).as_primitive::<Int64Type>().values(), &[-7, 3]);
     }
 
     /// The direct timestamp parse agrees with arrow's `string_to_datetime`
