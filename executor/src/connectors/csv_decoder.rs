@@ -18,11 +18,11 @@ use std::io::Read;
 use std::sync::Arc;
 
 use atoi::FromRadix10SignedChecked;
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
     new_null_array, Array, ArrayRef, BinaryBuilder, BooleanBuilder, PrimitiveBuilder, RecordBatch,
-    StringArray, StringBuilder,
+    StringArray,
 };
 use datafusion::arrow::compute::kernels::cast::{cast_with_options, CastOptions};
 use datafusion::arrow::compute::kernels::cast_utils::{parse_decimal, string_to_datetime, Parser};
@@ -224,7 +224,7 @@ fn decoder_for(t: &DataType, capacity: usize) -> Result<Box<dyn ColumnDecoder>, 
         }))
     }
     Ok(match t {
-        DataType::Utf8 => Box::new(Text(BinaryBuilder::with_capacity(capacity, capacity * 16))),
+        DataType::Utf8 => Box::new(Text::with_capacity(capacity)),
         DataType::Boolean => Box::new(Booleans(BooleanBuilder::with_capacity(capacity))),
         DataType::Int8 => integers::<Int8Type>(capacity),
         DataType::Int16 => integers::<Int16Type>(capacity),
@@ -263,7 +263,7 @@ fn decoder_for(t: &DataType, capacity: usize) -> Result<Box<dyn ColumnDecoder>, 
             })
         }
         other => Box::new(CastFromText {
-            text: StringBuilder::with_capacity(capacity, capacity * 16),
+            text: Text::with_capacity(capacity),
             to: other.clone(),
         }),
     })
@@ -280,6 +280,12 @@ fn cannot_parse(cell: &str, t: &DataType) -> String {
 /// Text cells, gathered as bytes and checked to be UTF-8 all at once when
 /// the batch is done: one check per batch instead of one per cell.
 struct Text(BinaryBuilder);
+
+impl Text {
+    fn with_capacity(rows: usize) -> Text {
+        Text(BinaryBuilder::with_capacity(rows, rows * 16))
+    }
+}
 
 impl ColumnDecoder for Text {
     fn push(&mut self, cell: &[u8]) -> Result<(), String> {
@@ -435,9 +441,6 @@ fn naive_timestamp(b: &[u8]) -> Option<(i64, u32)> {
     let year = two(0)? * 100 + two(2)?;
     let (month, day) = (two(5)?, two(8)?);
     let (hour, minute, second) = (two(11)?, two(14)?, two(17)?);
-    if hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
     let mut nanos = 0u32;
     if b.len() > 19 {
         let fraction = &b[20..];
@@ -449,31 +452,28 @@ fn naive_timestamp(b: &[u8]) -> Option<(i64, u32)> {
         }
         nanos *= 10u32.pow(9 - fraction.len() as u32);
     }
-    let date = NaiveDate::from_ymd_opt(year as i32, month, day)?;
-    // 719_163: days from 0001-01-01 (day 1 of the common era) to 1970-01-01.
-    let days = date.num_days_from_ce() as i64 - 719_163;
-    Some((
-        days * 86_400 + (hour * 3_600 + minute * 60 + second) as i64,
-        nanos,
-    ))
+    let secs = NaiveDate::from_ymd_opt(year as i32, month, day)?
+        .and_hms_opt(hour, minute, second)?
+        .and_utc()
+        .timestamp();
+    Some((secs, nanos))
 }
 
 /// Text cast to a type arrow-csv cannot parse (intervals, bytea, ...).
 struct CastFromText {
-    text: StringBuilder,
+    text: Text,
     to: DataType,
 }
 
 impl ColumnDecoder for CastFromText {
     fn push(&mut self, cell: &[u8]) -> Result<(), String> {
-        self.text.append_value(utf8(cell)?);
-        Ok(())
+        self.text.push(cell)
     }
     fn push_null(&mut self) {
-        self.text.append_null();
+        self.text.push_null();
     }
     fn finish(&mut self) -> Result<ArrayRef, CellError> {
-        let text = self.text.finish();
+        let text = self.text.finish()?;
         let options = CastOptions {
             safe: false,
             ..Default::default()
@@ -493,7 +493,8 @@ impl ColumnDecoder for CastFromText {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Array, AsArray};
+    use crate::operators::state_codec::test_util::Rng;
+    use datafusion::arrow::array::AsArray;
     use datafusion::arrow::util::pretty::pretty_format_batches;
 
     fn schema(fields: &[(&str, DataType)]) -> SchemaRef {
@@ -669,13 +670,8 @@ mod tests {
     /// wherever it accepts a string, and leaves the rest to it.
     #[test]
     fn the_timestamp_fast_path_agrees_with_arrow() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
+        let mut next = |n: u64| rng.below(n as usize) as u64;
         let mut checked = 0;
         for _ in 0..20_000 {
             let frac_digits = next(11) as usize;

@@ -243,6 +243,9 @@ pub struct HashAggOperator {
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
     group_enc: KeyEncoder,
     aggs: Vec<AggSpec>,
+    /// Per aggregate kept as a multiset, the first with its arguments: the
+    /// encoder of those arguments (`None` for the others, which use the
+    /// first's: see [`HashAggOperator::arg_enc`]).
     arg_encs: Vec<Option<KeyEncoder>>,
     /// Per aggregate: the first aggregate with the same arguments (itself
     /// if none), whose evaluated and encoded arguments it shares (q15's
@@ -286,14 +289,7 @@ impl HashAggOperator {
         aggs: Vec<AggSpec>,
         schema: SchemaRef,
     ) -> ExecResult<Self> {
-        let arg_encs = aggs
-            .iter()
-            .map(|a| match a.kind.is_accumulator() {
-                true => Ok(None),
-                false => KeyEncoder::new(&a.arg_types).map(Some),
-            })
-            .collect::<ExecResult<Vec<_>>>()?;
-        let same_args = aggs
+        let same_args: Vec<usize> = aggs
             .iter()
             .enumerate()
             .map(|(i, a)| {
@@ -307,10 +303,20 @@ impl HashAggOperator {
                     .unwrap_or(i)
             })
             .collect();
+        let arg_encs = aggs
+            .iter()
+            .enumerate()
+            .map(
+                |(i, a)| match a.kind.is_accumulator() || same_args[i] != i {
+                    true => Ok(None),
+                    false => KeyEncoder::new(&a.arg_types).map(Some),
+                },
+            )
+            .collect::<ExecResult<Vec<_>>>()?;
         let null_args = aggs
             .iter()
-            .zip(&arg_encs)
-            .map(|(a, enc)| match (a.kind, enc) {
+            .enumerate()
+            .map(|(i, a)| match (a.kind, &arg_encs[same_args[i]]) {
                 (AggKind::CountDistinct, Some(enc)) => {
                     let null = datafusion::arrow::array::new_null_array(&a.arg_types[0], 1);
                     Ok(Some(enc.encode(&[null])?.row(0).data().into()))
@@ -406,6 +412,14 @@ impl HashAggOperator {
     pub fn with_max_unflushed_rows(mut self, rows: usize) -> Self {
         self.max_unflushed_rows = rows.max(1);
         self
+    }
+
+    /// The encoder of aggregate `i`'s arguments (a multiset's), shared
+    /// with the aggregates that have the same arguments.
+    fn arg_enc(&self, i: usize) -> &KeyEncoder {
+        self.arg_encs[self.same_args[i]]
+            .as_ref()
+            .expect("a multiset aggregate has an encoder")
     }
 
     fn emits_on_close(&self) -> bool {
@@ -605,15 +619,13 @@ impl HashAggOperator {
             .aggs
             .iter()
             .zip(&self.numeric)
-            .map(|(a, numeric)| match a.kind {
-                AggKind::Count => Ok(AccState::Count(0)),
-                _ if numeric.is_some() => Ok(AccState::Numeric(NumericAcc::new(
-                    numeric.expect("checked"),
-                ))),
-                AggKind::Retractable | AggKind::Extreme => {
+            .map(|(a, numeric)| match (a.kind, numeric) {
+                (_, Some(kind)) => Ok(AccState::Numeric(NumericAcc::new(*kind))),
+                (AggKind::Count, _) => Ok(AccState::Count(0)),
+                (AggKind::Retractable | AggKind::Extreme, _) => {
                     Ok(AccState::Accumulator(a.accumulator()?))
                 }
-                AggKind::CountDistinct => Ok(AccState::Distinct(HashMap::default())),
+                (AggKind::CountDistinct, _) => Ok(AccState::Distinct(HashMap::default())),
                 _ => Ok(AccState::Multiset(BTreeMap::new())),
             })
             .collect::<ExecResult<Vec<_>>>()?;
@@ -656,22 +668,20 @@ impl HashAggOperator {
                         _ => return Err(ExecError::internal("aggregate state: bad count state")),
                     }
                 }
-                (TAG_ACCUMULATOR, Some(codec), _) if self.numeric[i].is_some() => {
-                    let state = codec.decode(&mut r)?;
-                    AccState::Numeric(NumericAcc::from_state(
-                        self.numeric[i].expect("checked"),
-                        &state,
-                    )?)
-                }
                 (TAG_ACCUMULATOR, Some(codec), _) => {
                     let state = codec.decode(&mut r)?;
-                    let mut acc = spec.accumulator()?;
-                    let arrays = state
-                        .iter()
-                        .map(|v| v.to_array_of_size(1))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    acc.merge_batch(&arrays)?;
-                    AccState::Accumulator(acc)
+                    match self.numeric[i] {
+                        Some(kind) => AccState::Numeric(NumericAcc::from_state(kind, &state)?),
+                        None => {
+                            let mut acc = spec.accumulator()?;
+                            let arrays = state
+                                .iter()
+                                .map(|v| v.to_array_of_size(1))
+                                .collect::<Result<Vec<_>, _>>()?;
+                            acc.merge_batch(&arrays)?;
+                            AccState::Accumulator(acc)
+                        }
+                    }
                 }
                 (TAG_MULTISET, None, Some(codec)) => {
                     let n = r.length()?;
@@ -681,10 +691,7 @@ impl HashAggOperator {
                         bytes.push(r.bytes()?);
                         counts.push(r.i64()?);
                     }
-                    let enc = self.arg_encs[self.same_args[i]]
-                        .as_ref()
-                        .expect("multiset has an encoder");
-                    let rows = codec.rehydrate(enc, &bytes)?;
+                    let rows = codec.rehydrate(self.arg_enc(i), &bytes)?;
                     if spec.kind == AggKind::CountDistinct {
                         AccState::Distinct(
                             rows.iter()
@@ -732,9 +739,7 @@ impl HashAggOperator {
                     ScalarValue::Int64(Some((set.len() - usize::from(nulls)) as i64))
                 }
                 AccState::Multiset(set) => {
-                    let enc = self.arg_encs[self.same_args[i]]
-                        .as_ref()
-                        .expect("multiset aggregate has an encoder");
+                    let enc = self.arg_enc(i);
                     match spec.kind {
                         AggKind::Min | AggKind::Max => {
                             let entry = if spec.kind == AggKind::Min {
@@ -1115,8 +1120,8 @@ impl Operator for HashAggOperator {
             // Encoded once per distinct argument list; the others use
             // `agg_rows[same_args[i]]`.
             agg_rows.push(match &self.arg_encs[i] {
-                Some(enc) if same == i => Some(enc.encode(&args).map_err(ExecError::rejected)?),
-                _ => None,
+                Some(enc) => Some(enc.encode(&args).map_err(ExecError::rejected)?),
+                None => None,
             });
             agg_args.push(args);
             agg_masks.push(mask);

@@ -86,6 +86,7 @@ impl NumericAcc {
     /// at `del` (min and max: `del` must be empty).
     pub fn update(&mut self, col: &ArrayRef, ins: &[u32], del: &[u32]) -> ExecResult<()> {
         let valid = |i: u32| col.is_valid(i as usize);
+        let is_min = matches!(self, NumericAcc::MinInt(_));
         match self {
             NumericAcc::SumInt { sum, count } => {
                 let v = col.as_primitive::<Int64Type>().values();
@@ -114,18 +115,12 @@ impl NumericAcc {
                     "a delete reached min/max over an append-only input",
                 ));
             }
-            NumericAcc::MinInt(m) => {
+            NumericAcc::MinInt(m) | NumericAcc::MaxInt(m) => {
+                let pick = if is_min { i64::min } else { i64::max };
                 let v = col.as_primitive::<Int64Type>().values();
                 for &i in ins.iter().filter(|i| valid(**i)) {
                     let x = v[i as usize];
-                    *m = Some(m.map_or(x, |cur| cur.min(x)));
-                }
-            }
-            NumericAcc::MaxInt(m) => {
-                let v = col.as_primitive::<Int64Type>().values();
-                for &i in ins.iter().filter(|i| valid(**i)) {
-                    let x = v[i as usize];
-                    *m = Some(m.map_or(x, |cur| cur.max(x)));
+                    *m = Some(m.map_or(x, |cur| pick(cur, x)));
                 }
             }
         }
@@ -196,24 +191,19 @@ mod tests {
     use datafusion::physical_expr::expressions::col;
 
     use super::*;
+    use crate::operators::state_codec::test_util::Rng;
 
     /// Random chunks of (inserted rows, deleted rows) over a column with
     /// NULLs; deletes only take rows inserted before.
     fn script(seed: u64, retract: bool) -> Vec<(Vec<u32>, Vec<u32>)> {
-        let mut s = seed;
-        let mut next = |n: u64| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s % n
-        };
+        let mut rng = Rng::new(seed);
         let mut live: Vec<u32> = vec![];
         (0..200)
             .map(|_| {
-                let ins: Vec<u32> = (0..next(3)).map(|_| next(64) as u32).collect();
+                let ins: Vec<u32> = (0..rng.below(3)).map(|_| rng.below(64) as u32).collect();
                 let mut del = vec![];
-                if retract && !live.is_empty() && next(3) == 0 {
-                    del.push(live.swap_remove(next(live.len() as u64) as usize));
+                if retract && !live.is_empty() && rng.below(3) == 0 {
+                    del.push(live.swap_remove(rng.below(live.len())));
                 }
                 live.extend(&ins);
                 (ins, del)
