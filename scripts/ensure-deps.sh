@@ -8,7 +8,10 @@
 set -euo pipefail
 
 need_apt=()
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+# libclang.so itself (clang-sys loads it), not libclang-cpp.so, which some
+# machines have without it.
+if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
+  /usr/lib/x86_64-linux-gnu/libclang.so* /usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1; then
   need_apt+=(libclang-dev)
 fi
 if ! command -v g++ >/dev/null 2>&1; then
