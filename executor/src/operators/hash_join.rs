@@ -23,12 +23,14 @@
 //! and past `state_cache_keys` keys per side some are evicted (written first
 //! if they changed since they were last written).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::new_null_array;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{OwnedRow, Rows};
+use datafusion::common::hash_map::EntryRef;
 use datafusion::common::{HashMap, HashSet};
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -77,11 +79,13 @@ struct Entry {
     row: OwnedRow,
     count: i64,
     matches: i64,
+    /// Interval joins: the watermark (ms) past which the row can match
+    /// nothing (a function of the row); `i64::MAX` otherwise.
+    expires: i64,
 }
 
 /// A join key's entries. A large bucket (e.g. every auction of a window)
 /// also indexes its rows, so that finding a row to update is not a scan.
-#[derive(Default)]
 struct Bucket {
     entries: Vec<Entry>,
     index: Option<HashMap<OwnedRow, usize>>,
@@ -89,6 +93,21 @@ struct Bucket {
     /// must be deleted when the bucket goes; a bucket that comes and goes
     /// between two snapshots writes nothing.
     stored: bool,
+    /// Interval joins: at most the earliest `expires` of the entries. The
+    /// expiry index lists the key at exactly this time (see
+    /// [`ExpiryIndex`]).
+    next_expiry: i64,
+}
+
+impl Default for Bucket {
+    fn default() -> Bucket {
+        Bucket {
+            entries: Vec::new(),
+            index: None,
+            stored: false,
+            next_expiry: i64::MAX,
+        }
+    }
 }
 
 /// Buckets with more entries than this are indexed (in tests, nearly all,
@@ -96,13 +115,16 @@ struct Bucket {
 const INDEX_BUCKETS_FROM: usize = if cfg!(test) { 1 } else { 16 };
 
 impl Bucket {
-    fn from_entries(entries: Vec<Entry>) -> Bucket {
+    /// A restored bucket; `indexed` as for [`Bucket::push`].
+    fn from_entries(entries: Vec<Entry>, indexed: bool) -> Bucket {
         let mut b = Bucket {
             entries,
-            index: None,
             stored: true,
+            ..Bucket::default()
         };
-        b.reindex();
+        if indexed {
+            b.reindex();
+        }
         b
     }
 
@@ -123,14 +145,50 @@ impl Bucket {
         }
     }
 
-    fn push(&mut self, e: Entry) {
+    /// Adds an entry; true when it expires before every other one, so that
+    /// the expiry index must list the key at its `expires`. A bucket grown
+    /// large gets an index unless `indexed` is false (an append-only side
+    /// never looks its rows up).
+    fn push(&mut self, e: Entry, indexed: bool) -> bool {
+        let earliest = e.expires < self.next_expiry;
+        self.next_expiry = self.next_expiry.min(e.expires);
         if let Some(index) = &mut self.index {
             index.insert(e.row.clone(), self.entries.len());
         }
         self.entries.push(e);
-        if self.index.is_none() && self.entries.len() > INDEX_BUCKETS_FROM {
+        if indexed && self.index.is_none() && self.entries.len() > INDEX_BUCKETS_FROM {
             self.reindex();
         }
+        earliest
+    }
+
+    /// Removes the entries that expire before `watermark`; true when it
+    /// removed any.
+    fn remove_expired(&mut self, watermark: i64) -> bool {
+        if self.next_expiry >= watermark {
+            return false;
+        }
+        // Swap-removes keep the index's other positions (a rebuild per
+        // cleanup would copy a big bucket's rows each time).
+        let before = self.entries.len();
+        let mut p = 0;
+        while p < self.entries.len() {
+            if self.entries[p].expires < watermark {
+                self.swap_remove(p);
+            } else {
+                p += 1;
+            }
+        }
+        self.next_expiry = self.earliest_expiry();
+        self.entries.len() < before
+    }
+
+    fn earliest_expiry(&self) -> i64 {
+        self.entries
+            .iter()
+            .map(|e| e.expires)
+            .min()
+            .unwrap_or(i64::MAX)
     }
 
     fn swap_remove(&mut self, p: usize) {
@@ -175,6 +233,11 @@ struct Side {
     /// store, since they were last written to it.
     dirty: HashSet<OwnedRow>,
     row_codec: RowCodec,
+    /// Only inserts come (interval joins): an inserted row is a new entry
+    /// even if an equal one is there, so rows are never looked up and
+    /// buckets are not indexed. (A delete, which should not come, still
+    /// finds an equal row by a scan.)
+    append_only: bool,
 }
 
 impl Side {
@@ -198,19 +261,24 @@ impl Side {
             null_row,
             rows: HashMap::new(),
             dirty: HashSet::new(),
+            append_only: false,
         })
     }
 
-    /// Drops a join key's bucket (it has no entries left): a stored one is
-    /// deleted at the next snapshot, one never stored is no longer listed
-    /// as changed.
+    /// Drops a join key's bucket (it has no entries left).
     fn drop_bucket(&mut self, key: &OwnedRow) {
         if let Some(bucket) = self.rows.remove(key) {
-            if bucket.stored {
-                self.dirty.insert(key.clone());
-            } else {
-                self.dirty.remove(key);
-            }
+            self.bucket_dropped(Cow::Borrowed(key), bucket.stored);
+        }
+    }
+
+    /// After a join key's bucket went: a stored one is deleted at the next
+    /// snapshot, one never stored is no longer listed as changed.
+    fn bucket_dropped(&mut self, key: Cow<'_, OwnedRow>, stored: bool) {
+        if stored {
+            self.dirty.insert(key.into_owned());
+        } else {
+            self.dirty.remove(key.as_ref());
         }
     }
 
@@ -279,12 +347,14 @@ impl Side {
                     row,
                     count,
                     matches,
+                    expires: i64::MAX,
                 })
                 .collect();
             if bucket.is_empty() {
                 self.rows.remove(&key);
             } else {
-                self.rows.insert(key, Bucket::from_entries(bucket));
+                let indexed = !self.append_only;
+                self.rows.insert(key, Bucket::from_entries(bucket, indexed));
             }
         }
         Ok(())
@@ -315,9 +385,12 @@ pub struct IntervalCleanup {
     pub event_time: [Vec<usize>; 2],
 }
 
-/// Rows of one side by the watermark that expires them (milliseconds):
-/// (join key, row), one entry per inserted copy.
-type ExpiryIndex = std::collections::BTreeMap<i64, Vec<(OwnedRow, OwnedRow)>>;
+/// Join keys of one side by the time (ms) their bucket's earliest entry
+/// expires. Every bucket is listed at its `next_expiry`: when an entry
+/// lowers it, and again after each cleanup. A key may also be listed at
+/// earlier times (its bucket went and came back, or was cleaned before);
+/// such a listing finds nothing to do.
+type ExpiryIndex = std::collections::BTreeMap<i64, Vec<OwnedRow>>;
 
 pub struct HashJoinOperator {
     interval: Option<IntervalCleanup>,
@@ -375,6 +448,9 @@ impl HashJoinOperator {
             JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
         ) {
             self.interval = Some(cleanup);
+            for side in self.sides.iter_mut() {
+                side.append_only = true;
+            }
         }
         self
     }
@@ -398,26 +474,20 @@ impl HashJoinOperator {
         Ok(out)
     }
 
-    /// Indexes the rows of side `side`'s buckets for `keys` by expiry
-    /// (after a restore).
-    fn index_expiry(&mut self, side: usize, keys: Vec<OwnedRow>) -> ExecResult<()> {
-        if self.interval.is_none() || keys.is_empty() {
+    /// Sets the expiry of the entries of side `side`'s buckets and lists
+    /// the buckets in the expiry index (after a restore).
+    fn index_expiry(&mut self, side: usize) -> ExecResult<()> {
+        let sd = &self.sides[side];
+        if self.interval.is_none() || sd.rows.is_empty() {
             return Ok(());
         }
-        let mut entries: Vec<(OwnedRow, OwnedRow, i64)> = Vec::new();
-        for key in keys {
-            if let Some(bucket) = self.sides[side].rows.get(&key) {
-                for e in bucket.iter() {
-                    entries.push((key.clone(), e.row.clone(), e.count));
-                }
-            }
-        }
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let cols = self.sides[side]
-            .row_enc
-            .decode_owned(entries.iter().map(|e| &e.1))?;
+        let rows: Vec<&OwnedRow> = sd
+            .rows
+            .values()
+            .flat_map(|b| b.iter().map(|e| &e.row))
+            .collect();
+        let n = rows.len();
+        let cols = sd.row_enc.decode_owned(rows)?;
         let schema = if side == 0 {
             self.joined_schema.fields()[..cols.len()].to_vec()
         } else {
@@ -427,14 +497,19 @@ impl HashJoinOperator {
         let batch = RecordBatch::try_new_with_options(
             Arc::new(datafusion::arrow::datatypes::Schema::new(schema)),
             cols,
-            &RecordBatchOptions::new().with_row_count(Some(entries.len())),
+            &RecordBatchOptions::new().with_row_count(Some(n)),
         )?;
-        let expiries = self.expiries(side, &batch)?;
-        for ((key, row, count), at) in entries.into_iter().zip(expiries) {
-            let slot = self.expiry[side].entry(at).or_default();
-            for _ in 0..count {
-                slot.push((key.clone(), row.clone()));
+        let mut expiries = self.expiries(side, &batch)?.into_iter();
+        // The same iteration order as above: nothing changed in between.
+        for (key, bucket) in self.sides[side].rows.iter_mut() {
+            for e in bucket.entries.iter_mut() {
+                e.expires = expiries.next().unwrap_or(i64::MAX);
             }
+            bucket.next_expiry = bucket.earliest_expiry();
+            self.expiry[side]
+                .entry(bucket.next_expiry)
+                .or_default()
+                .push(key.clone());
         }
         Ok(())
     }
@@ -602,21 +677,26 @@ impl Operator for HashJoinOperator {
                 let live = self.expiry[side].split_off(&watermark);
                 let expired = std::mem::replace(&mut self.expiry[side], live);
                 let sd = &mut self.sides[side];
-                for (key, row) in expired.into_values().flatten() {
-                    let Some(bucket) = sd.rows.get_mut(&key) else {
+                for key in expired.into_values().flatten() {
+                    let EntryRef::Occupied(mut slot) = sd.rows.entry_ref(&key) else {
                         continue;
                     };
-                    if let Some(p) = bucket.position(&row) {
-                        bucket[p].count -= 1;
-                        if bucket[p].count == 0 {
-                            bucket.swap_remove(p);
-                        }
+                    let bucket = slot.get_mut();
+                    // Otherwise it is listed again, at its next expiry.
+                    if bucket.next_expiry >= watermark {
+                        continue;
                     }
+                    let removed = bucket.remove_expired(watermark);
+                    let next = bucket.next_expiry;
                     if bucket.is_empty() {
-                        sd.drop_bucket(&key);
-                    } else {
-                        sd.dirty.insert(key);
+                        let stored = slot.remove().stored;
+                        sd.bucket_dropped(Cow::Owned(key), stored);
+                        continue;
                     }
+                    if removed {
+                        sd.dirty.get_or_insert_with(&key, OwnedRow::clone);
+                    }
+                    self.expiry[side].entry(next).or_default().push(key);
                 }
             }
         }
@@ -642,8 +722,7 @@ impl Operator for HashJoinOperator {
         if self.interval.is_some() {
             for side in 0..2 {
                 self.expiry[side].clear();
-                let keys: Vec<OwnedRow> = self.sides[side].rows.keys().cloned().collect();
-                self.index_expiry(side, keys)?;
+                self.index_expiry(side)?;
             }
         }
         Ok(())
@@ -707,13 +786,14 @@ impl Operator for HashJoinOperator {
             .collect();
 
         // Phase 1: candidate matches, with the residual filter applied.
+        let owned_keys: Vec<OwnedRow> = keys.iter().map(|k| k.owned()).collect();
         let mut candidates: Vec<Vec<usize>> = Vec::with_capacity(n);
         let mut pairs: Vec<(OwnedRow, OwnedRow)> = Vec::new();
         let mut pair_owner: Vec<(usize, usize)> = Vec::new();
         for (i, &null_key) in key_has_null.iter().enumerate() {
             let mut c = Vec::new();
             if self.null_equals_null || !null_key {
-                if let Some(bucket) = self.sides[o].rows.get(&keys.row(i).owned()) {
+                if let Some(bucket) = self.sides[o].rows.get(&owned_keys[i]) {
                     for (j, e) in bucket.iter().enumerate() {
                         if self.filter.is_some() {
                             let me = rows.row(i).owned();
@@ -758,17 +838,16 @@ impl Operator for HashJoinOperator {
         // Phase 2: emit and update state, row by row.
         let kind = self.kind;
         let mut emitted: Vec<OutRow> = Vec::new();
-        for (i, matched) in candidates.iter().enumerate().take(n) {
+        for (i, (matched, key)) in candidates.iter().zip(&owned_keys).enumerate() {
             let op = chunk.op(i);
             let sign = op.sign();
             let me = rows.row(i).owned();
-            let key = keys.row(i).owned();
             let mut total = 0i64;
             if !matched.is_empty() {
                 // Their match counts change.
-                self.sides[o].dirty.insert(key.clone());
+                self.sides[o].dirty.get_or_insert_with(key, OwnedRow::clone);
             }
-            if let Some(bucket) = self.sides[o].rows.get_mut(&key) {
+            if let Some(bucket) = self.sides[o].rows.get_mut(key) {
                 for &j in matched {
                     let e = &mut bucket[j];
                     total += e.count;
@@ -827,34 +906,47 @@ impl Operator for HashJoinOperator {
                 }
             }
             // Own state.
-            if let (Some(at), Op::Insert) = (expiries.get(i), op) {
-                self.expiry[s]
-                    .entry(*at)
-                    .or_default()
-                    .push((key.clone(), me.clone()));
-            }
-            // Listed as changed without a bucket: its stored value awaits
-            // a delete.
-            let listed = !self.sides[s].dirty.insert(key.clone());
-            let bucket = self.sides[s]
-                .rows
-                .entry(key.clone())
-                .or_insert_with(|| Bucket {
-                    stored: listed,
-                    ..Bucket::default()
-                });
-            match bucket.position(&me) {
+            let sd = &mut self.sides[s];
+            let bucket = match sd.rows.entry_ref(key) {
+                EntryRef::Occupied(b) => b.into_mut(),
+                // Listed as changed without a bucket: its stored value
+                // awaits a delete.
+                EntryRef::Vacant(v) => v.insert_with_key(
+                    key.clone(),
+                    Bucket {
+                        stored: sd.dirty.contains(key),
+                        ..Bucket::default()
+                    },
+                ),
+            };
+            sd.dirty.get_or_insert_with(key, OwnedRow::clone);
+            let found = if sd.append_only && sign > 0 {
+                None
+            } else {
+                bucket.position(&me)
+            };
+            match found {
                 Some(p) => {
                     bucket[p].count += sign;
                     if bucket[p].count == 0 {
                         bucket.swap_remove(p);
                     }
                 }
-                None if sign > 0 => bucket.push(Entry {
-                    row: me,
-                    count: 1,
-                    matches: total,
-                }),
+                None if sign > 0 => {
+                    let expires = expiries.get(i).copied().unwrap_or(i64::MAX);
+                    let earliest = bucket.push(
+                        Entry {
+                            row: me,
+                            count: 1,
+                            matches: total,
+                            expires,
+                        },
+                        !sd.append_only,
+                    );
+                    if earliest && self.interval.is_some() {
+                        self.expiry[s].entry(expires).or_default().push(key.clone());
+                    }
+                }
                 None => {
                     return Err(ExecError::internal(
                         "join: delete of a row that was never inserted",
@@ -862,7 +954,7 @@ impl Operator for HashJoinOperator {
                 }
             }
             if bucket.is_empty() {
-                self.sides[s].drop_bucket(&key);
+                sd.drop_bucket(key);
             }
         }
         // Null padding for semi/anti output must not contain the other side.
@@ -1357,6 +1449,11 @@ mod tests {
         // Time moves on by 0..3 ms per row; auctions last 5..30 ms; the
         // watermark trails the newest time by 3 ms, more than any disorder.
         let mut steps: Vec<(usize, RecordBatch, i64)> = Vec::new();
+        // Per step, the rows the interval join must still hold: those
+        // whose expiry (an auction's `expires`, a bid's `rts`) has not
+        // fallen behind that step's watermark.
+        let mut live: Vec<usize> = Vec::new();
+        let mut expiries: Vec<i64> = Vec::new();
         let mut t = 1_000i64;
         for _ in 0..300 {
             t += rng.below(3) as i64;
@@ -1374,6 +1471,7 @@ mod tests {
                     ],
                 )
                 .unwrap();
+                expiries.push(to_millis(b.column(2)).unwrap().value(0));
                 steps.push((0, b, t - 3));
             } else {
                 let b = RecordBatch::try_new(
@@ -1384,8 +1482,10 @@ mod tests {
                     ],
                 )
                 .unwrap();
+                expiries.push(t - jitter);
                 steps.push((1, b, t - 3));
             }
+            live.push(expiries.iter().filter(|e| **e >= t - 3).count());
         }
         let run = |op: &mut HashJoinOperator| {
             let mut all = Vec::new();
@@ -1399,7 +1499,8 @@ mod tests {
                 state_sizes.push(
                     op.sides
                         .iter()
-                        .map(|s| s.rows.values().map(|b| b.len()).sum::<usize>())
+                        .flat_map(|s| s.rows.values())
+                        .flat_map(|b| b.iter().map(|e| e.count as usize))
                         .sum::<usize>(),
                 );
             }
@@ -1414,6 +1515,7 @@ mod tests {
         let (interval_out, interval_state) = run(&mut make(true));
         assert!(!plain_out.is_empty());
         assert_eq!(interval_out, plain_out);
+        assert_eq!(interval_state, live);
         let (p, i) = (plain_state.last().unwrap(), interval_state.last().unwrap());
         assert!(*i * 5 < *p, "interval state {i} rows, plain {p}");
         // A bid behind the watermark is late: dropped and counted.
