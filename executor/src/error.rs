@@ -119,6 +119,19 @@ impl ExecError {
         }
     }
 
+    /// The Weir error a DataFusion error carries (`External`), as when a
+    /// scan inside an ad hoc query fails: it keeps its own SQLSTATE,
+    /// message and domain.
+    fn carried(&self) -> Option<&ExecError> {
+        match self {
+            ExecError::DataFusion(e) => match root(e) {
+                DataFusionError::External(b) => b.downcast_ref::<ExecError>(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The failure injected with `fail_if`, if this is one.
     pub fn injected(&self) -> Option<&InjectedFailure> {
         if let ExecError::Rejected(e) = self {
@@ -136,6 +149,9 @@ impl ExecError {
     /// A short name for the kind of error, e.g. `division_by_zero`, `cast`,
     /// `storage`: what `system.exceptions.error_class` shows.
     pub fn error_class(&self) -> &'static str {
+        if let Some(e) = self.carried() {
+            return e.error_class();
+        }
         if let ExecError::Rejected(e) = self {
             return e.error_class();
         }
@@ -189,6 +205,9 @@ impl ExecError {
     }
 
     pub fn domain(&self) -> ErrorDomain {
+        if let Some(e) = self.carried() {
+            return e.domain();
+        }
         if let ExecError::Rejected(e) = self {
             return e.domain();
         }
@@ -219,6 +238,9 @@ impl ExecError {
     }
 
     pub fn sqlstate(&self) -> &'static str {
+        if let Some(e) = self.carried() {
+            return e.sqlstate();
+        }
         if let ExecError::Rejected(e) = self {
             return e.sqlstate();
         }
@@ -240,6 +262,9 @@ impl ExecError {
 
     /// The message without DataFusion's "Arrow error: " style prefixes.
     pub fn message(&self) -> String {
+        if let Some(e) = self.carried() {
+            return e.message();
+        }
         if let ExecError::Rejected(e) = self {
             return e.message();
         }
@@ -254,6 +279,9 @@ impl ExecError {
     }
 
     pub fn hint(&self) -> Option<&str> {
+        if let Some(e) = self.carried() {
+            return e.hint();
+        }
         if let ExecError::Rejected(e) = self {
             return e.hint();
         }

@@ -10,9 +10,13 @@ use datafusion::common::TableReference;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::ExecutionPlan;
 use parking_lot::RwLock;
+use weir_executor::connectors::SourceConnector;
 use weir_executor::table::Table;
 use weir_planner::TableResolver;
 
@@ -51,6 +55,9 @@ impl TableProvider for LiveTableProvider {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(connector) = self.table.connector() {
+            return source_scan(&self.table.desc.name, connector, self.schema(), projection);
+        }
         let batch = self
             .table
             .snapshot()
@@ -58,6 +65,83 @@ impl TableProvider for LiveTableProvider {
         let exec =
             MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())?;
         Ok(exec)
+    }
+}
+
+/// An ad hoc read of a source: its connector's rows from the start (all
+/// splits, as one subtask), read on a blocking thread as the query pulls
+/// them. A source without an end is refused (0A000): the SELECT would
+/// never finish.
+fn source_scan(
+    name: &str,
+    connector: &Arc<dyn SourceConnector>,
+    schema: SchemaRef,
+    projection: Option<&Vec<usize>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if !connector.is_bounded() {
+        return Err(DataFusionError::NotImplemented(format!(
+            "source \"{name}\" has no end, so an ad hoc SELECT cannot read it; \
+             read it with CREATE STREAMING QUERY or CREATE MATERIALIZED VIEW, \
+             or give its {} connector an end",
+            connector.name()
+        )));
+    }
+    let partition = SourcePartition {
+        connector: connector.clone(),
+        schema: schema.clone(),
+        columns: projection.cloned().unwrap_or_default(),
+    };
+    Ok(Arc::new(StreamingTableExec::try_new(
+        schema,
+        vec![Arc::new(partition)],
+        projection,
+        Vec::new(),
+        false,
+        None,
+    )?))
+}
+
+/// One pass over a bounded source (see [`source_scan`]).
+struct SourcePartition {
+    connector: Arc<dyn SourceConnector>,
+    schema: SchemaRef,
+    /// The columns the query reads (empty: all); the others may be NULL.
+    columns: Vec<usize>,
+}
+
+impl std::fmt::Debug for SourcePartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SourcePartition({})", self.connector.name())
+    }
+}
+
+impl PartitionStream for SourcePartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let mut builder = RecordBatchReceiverStream::builder(self.schema.clone(), 2);
+        let tx = builder.tx();
+        let connector = self.connector.clone();
+        let schema = self.schema.clone();
+        let columns = self.columns.clone();
+        let external = |e: weir_executor::ExecError| DataFusionError::External(Box::new(e));
+        builder.spawn_blocking(move || {
+            let opened = connector
+                .open_columns(0, 1, &schema, 0, &columns)
+                .map_err(external)?;
+            for mut split in opened.splits {
+                while let Some(batch) = split.next_batch().map_err(external)? {
+                    if tx.blocking_send(Ok(batch)).is_err() {
+                        // The query stopped reading (a LIMIT, a cancel).
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(())
+        });
+        builder.build()
     }
 }
 

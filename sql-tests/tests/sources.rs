@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::task::block_in_place;
 use weir_sql_tests::bids::{chrono_like, create_bid_source, oracle_table, write_parts, COLUMNS};
-use weir_sql_tests::sql::{assert_view_matches, eventually, exec, int, wait_finished};
+use weir_sql_tests::sql::{assert_view_matches, eventually, exec, int, rows, wait_finished};
 use weir_sql_tests::TestServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,4 +397,81 @@ async fn interval_join_matches(
     wait_finished(client, &[name]).await;
     assert!(int(client, &format!("SELECT count(*) FROM ({oracle}) o")).await > min_rows);
     assert_view_matches(client, name, oracle).await;
+}
+
+/// An ad hoc SELECT reads a source that ends from its start, as a batch:
+/// over CSV parts it equals the same query over the rows inserted into a
+/// table, and over a Nexmark generator with an event count it equals a
+/// materialized view streamed from that source. A bad record fails it
+/// with 22P04; a generator without an end is refused with 0A000 (the
+/// SELECT would never finish) rather than returning nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ad_hoc_select_reads_a_source_that_ends() {
+    let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let dir = server.root_dir().join("bids");
+    let written = write_parts(&dir, 2, 1500);
+    let client = server.connect().await.unwrap();
+    oracle_table(&client, &written).await;
+    create_bid_source(&client, &dir).await;
+    let q = "SELECT auction, count(*), sum(price), min(date_time), max(date_time) \
+             FROM {t} GROUP BY auction ORDER BY auction";
+    let want = rows(&client, &q.replace("{t}", "bid_t")).await;
+    assert!(want.len() > 1, "{want:?}");
+    assert_eq!(rows(&client, &q.replace("{t}", "bid")).await, want);
+    assert_eq!(
+        int(&client, "SELECT count(*) FROM bid").await,
+        written.len() as i64
+    );
+    // A LIMIT stops the read early.
+    assert_eq!(rows(&client, "SELECT * FROM bid LIMIT 3").await.len(), 3);
+
+    let bad = server.root_dir().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("a.csv"),
+        "1,10,2025-01-01 00:00:00.000\nnot-a-number,3,2025-01-01 00:00:01.000\n",
+    )
+    .unwrap();
+    exec(
+        &client,
+        &format!(
+            "CREATE SOURCE bad ({COLUMNS}) WITH (connector = 'file', path = '{}')",
+            bad.display()
+        ),
+    )
+    .await;
+    let sqlstate = |e: tokio_postgres::Error| e.as_db_error().map(|d| d.code().code().to_string());
+    let e = client
+        .simple_query("SELECT sum(auction) FROM bad")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(e), Some("22P04".to_string()));
+
+    let generator = |name: &str, events: &str| {
+        format!(
+            "CREATE SOURCE {name} (auction bigint, price bigint) WITH (connector = 'nexmark', \
+             'nexmark.table.type' = 'bid'{events})"
+        )
+    };
+    exec(
+        &client,
+        &generator("gen", ", 'nexmark.event.num' = '20000'"),
+    )
+    .await;
+    let agg = "SELECT count(*) AS n, count(DISTINCT auction) AS a, sum(price) AS p FROM gen";
+    exec(
+        &client,
+        &format!("CREATE MATERIALIZED VIEW streamed WITH (parallelism = 2) AS {agg}"),
+    )
+    .await;
+    wait_finished(&client, &["streamed"]).await;
+    let batch = rows(&client, agg).await;
+    assert_eq!(rows(&client, "SELECT * FROM streamed").await, batch);
+    assert!(int(&client, "SELECT count(*) FROM gen").await > 10_000);
+    exec(&client, &generator("endless", "")).await;
+    let e = client
+        .simple_query("SELECT count(*) FROM endless")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(e), Some("0A000".to_string()));
 }

@@ -341,6 +341,10 @@ impl SourceConnector for DatagenSource {
         "datagen"
     }
 
+    fn is_bounded(&self) -> bool {
+        self.rows.is_some()
+    }
+
     fn open(
         &self,
         subtask: usize,

@@ -115,6 +115,10 @@ impl SourceConnector for FileSource {
         "file"
     }
 
+    fn is_bounded(&self) -> bool {
+        true
+    }
+
     /// Files cannot seek to a row: every split opens at its start.
     fn open(
         &self,

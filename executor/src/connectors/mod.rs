@@ -74,6 +74,12 @@ pub trait SourceConnector: std::fmt::Debug + Send + Sync {
         self.open(subtask, parallelism, schema, position)
     }
 
+    /// Whether the source ends (files, or a generator given a number of
+    /// rows or events): an ad hoc SELECT can then read it whole.
+    fn is_bounded(&self) -> bool {
+        false
+    }
+
     /// Rows per second one of `parallelism` subtasks may emit; `None`: as
     /// fast as downstream takes them.
     fn rows_per_second(&self, parallelism: usize) -> Option<f64> {

@@ -376,6 +376,10 @@ impl SourceConnector for NexmarkSource {
         "nexmark"
     }
 
+    fn is_bounded(&self) -> bool {
+        self.event_num.is_some()
+    }
+
     fn open(
         &self,
         subtask: usize,
