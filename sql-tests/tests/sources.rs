@@ -118,9 +118,9 @@ async fn file_source_windows_fire_at_the_end_and_survive_a_restart() {
     block_in_place(|| server.stop()).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_record_in_a_file_fails_the_query_with_22p04() {
-    let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+/// A directory `bad` with one CSV file whose second record has a bad
+/// `auction` (the first column).
+fn bad_csv(server: &TestServer) -> std::path::PathBuf {
     let dir = server.root_dir().join("bad");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -128,6 +128,13 @@ async fn a_bad_record_in_a_file_fails_the_query_with_22p04() {
         "1,10,2025-01-01 00:00:00.000\nnot-a-number,3,2025-01-01 00:00:01.000\n",
     )
     .unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_record_in_a_file_fails_the_query_with_22p04() {
+    let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let dir = bad_csv(&server);
     let client = server.connect().await.unwrap();
     exec(
         &client,
@@ -425,13 +432,7 @@ async fn an_ad_hoc_select_reads_a_source_that_ends() {
     // A LIMIT stops the read early.
     assert_eq!(rows(&client, "SELECT * FROM bid LIMIT 3").await.len(), 3);
 
-    let bad = server.root_dir().join("bad");
-    std::fs::create_dir_all(&bad).unwrap();
-    std::fs::write(
-        bad.join("a.csv"),
-        "1,10,2025-01-01 00:00:00.000\nnot-a-number,3,2025-01-01 00:00:01.000\n",
-    )
-    .unwrap();
+    let bad = bad_csv(&server);
     exec(
         &client,
         &format!(
