@@ -292,19 +292,25 @@ impl Table {
         self.inner.lock().contents.len()
     }
 
-    /// Writes a chunk of changes. Returns the number of rows changed. For a
-    /// durable table the change is synced to the log before it is applied.
-    pub fn write(&self, chunk: Chunk, check: WriteCheck) -> ExecResult<u64> {
-        if let Some(connector) = &self.connector {
-            return Err(ExecError::user(
+    /// Fails (42809) for a source: its rows come from its connector.
+    pub fn check_writable(&self) -> ExecResult<()> {
+        match &self.connector {
+            Some(connector) => Err(ExecError::user(
                 "42809",
                 format!(
                     "cannot change source \"{}\": its rows come from its {} connector",
                     self.desc.name,
                     connector.name()
                 ),
-            ));
+            )),
+            None => Ok(()),
         }
+    }
+
+    /// Writes a chunk of changes. Returns the number of rows changed. For a
+    /// durable table the change is synced to the log before it is applied.
+    pub fn write(&self, chunk: Chunk, check: WriteCheck) -> ExecResult<u64> {
+        self.check_writable()?;
         let chunk = chunk.with_schema(self.desc.schema.clone())?;
         if chunk.is_empty() {
             return Ok(0);

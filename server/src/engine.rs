@@ -1068,6 +1068,8 @@ impl Engine {
             return Err(SqlError::internal("expected a DML plan"));
         };
         let table = self.base_table(table_name.table())?;
+        // Before the input is read: DELETE FROM a source would read it.
+        table.check_writable()?;
         let schema = table.schema();
         match op {
             WriteOp::Insert(_) => {

@@ -296,6 +296,8 @@ async fn bad_generator_sources_are_refused() {
             "42809",
         ),
         ("INSERT INTO g VALUES (1)".to_string(), "42809"),
+        // Refused before the (endless) source would be read.
+        ("DELETE FROM g WHERE id > 0".to_string(), "42809"),
         (
             "CREATE SOURCE s (price bigint) WITH (connector = 'nexmark')".to_string(),
             "22023",

@@ -42,7 +42,9 @@ pub struct CsvBatchReader<R: Read> {
 
 impl<R: Read> CsvBatchReader<R> {
     /// A reader of `input` as rows of `schema`, parsing only `columns`
-    /// (empty: all), `batch_rows` rows per batch.
+    /// (empty: all) and the NOT NULL ones (a NULL put in their place would
+    /// break the schema, and their values must be checked), `batch_rows`
+    /// rows per batch.
     pub fn new(
         input: R,
         schema: SchemaRef,
@@ -57,11 +59,11 @@ impl<R: Read> CsvBatchReader<R> {
             .flexible(true)
             .buffer_capacity(1 << 20)
             .from_reader(input);
-        let all: Vec<usize> = (0..schema.fields().len()).collect();
-        let columns = if columns.is_empty() { &all } else { columns };
-        let columns = columns
-            .iter()
-            .map(|&i| Ok((i, decoder_for(schema.field(i).data_type(), batch_rows)?)))
+        let columns = (0..schema.fields().len())
+            .filter(|i| {
+                columns.is_empty() || columns.contains(i) || !schema.field(*i).is_nullable()
+            })
+            .map(|i| Ok((i, decoder_for(schema.field(i).data_type(), batch_rows)?)))
             .collect::<Result<_, String>>()?;
         Ok(CsvBatchReader {
             records,
@@ -586,6 +588,18 @@ mod tests {
         let mut r = CsvBatchReader::new(&text[..], s, &[2], false, b',', 10).unwrap();
         let e = r.next_batch().unwrap_err();
         assert!(e.contains("record 1, column c: invalid UTF-8"), "{e}");
+        // A NOT NULL column is parsed even when not asked for: a NULL in
+        // its place would break the batch's schema.
+        let s = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Int64, false),
+        ]));
+        let mut r =
+            CsvBatchReader::new(&b"1,7\n2,8\n"[..], s.clone(), &[0], false, b',', 10).unwrap();
+        let b = r.next_batch().unwrap().unwrap();
+        assert_eq!(b.column(1).as_primitive::<Int64Type>().values(), &[7, 8]);
+        let mut r = CsvBatchReader::new(&b"1,7\n2,\n"[..], s, &[0], false, b',', 10).unwrap();
+        assert!(r.next_batch().is_err(), "a NULL in a NOT NULL column");
     }
 
     #[test]
