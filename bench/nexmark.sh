@@ -58,14 +58,27 @@ QLIST="${QUERIES//,/ }"
 [ -d "$SHARED" ] || { echo "no shared harness at $SHARED (set WEIR_SHARED_BENCH)" >&2; exit 1; }
 # A free metrics port: another weir on the machine may hold the default.
 export WEIR_METRICS_LISTEN="${WEIR_METRICS_LISTEN:-127.0.0.1:0}"
+# What the figures were measured on: they differ 2x between machines of
+# the same kind, so compare runs of one machine only.
+machine() {
+  mkdir -p "$1"
+  { echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    echo "cores: $(nproc)"
+    lscpu 2>/dev/null | grep -E '^(Model|Stepping|BogoMIPS|L2 cache|L3 cache):' || true
+    echo "memory: $(grep MemTotal /proc/meminfo | awk '{print $2}') kB"
+    echo "weir: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo ' (uncommitted changes)')"
+  } > "$1/machine.txt"
+}
 if [ -n "$GENERATOR" ]; then
+  GEN_RUN="$ROOT/bench/results/nexmark-generator-$(date -u +%Y%m%dT%H%M%SZ)"
+  machine "$GEN_RUN"
   export WEIR_BIN="${WEIR_BIN:-$HOME/.cache/weir-target-release/release/weir}"
   if [ ! -x "$WEIR_BIN" ]; then
     CARGO_TARGET_DIR="$HOME/.cache/weir-target-release" cargo build --release --bin weir
   fi
   exec python3 "$ROOT/bench/nexmark/generator_bench.py" --events "$EVENTS" --queries "$QUERIES" \
     --par 2 --repeat "$REPEAT" --out "$ROOT/bench/results/nexmark-generator.csv" \
-    --run-dir "$ROOT/bench/results/nexmark-generator-$(date -u +%Y%m%dT%H%M%SZ)"
+    --run-dir "$GEN_RUN"
 fi
 [ -x "$B/nexmark/bin/nexmark" ] && [ -x "$B/duckdb-venv/bin/python" ] && [ -x "$B/flink-venv/bin/python" ] \
   || "$SHARED/setup.sh"
@@ -81,6 +94,7 @@ for n in "$N1" "$N2"; do
 done
 RUN="$ROOT/bench/results/nexmark-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$RUN"
+machine "$RUN"
 
 # The queries: the harness's, then the project's (which win).
 for k in flink duckdb; do
