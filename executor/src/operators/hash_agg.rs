@@ -46,6 +46,7 @@ use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
 use datafusion::arrow::row::OwnedRow;
+use datafusion::common::hash_map::EntryRef;
 use datafusion::common::ScalarValue;
 use datafusion::common::{HashMap, HashSet};
 use datafusion::logical_expr::Accumulator;
@@ -1278,16 +1279,18 @@ impl Operator for HashAggOperator {
                                 if arg0.is_null(idx) {
                                     continue;
                                 }
+                                // One hash per row: the entry is updated, removed
+                                // or filled in place.
                                 let r = rows.row(idx).data();
-                                match set.get_mut(r) {
-                                    Some(count) => {
-                                        *count += sign;
-                                        if *count == 0 {
-                                            set.remove(r);
+                                match set.entry_ref(r) {
+                                    EntryRef::Occupied(mut e) => {
+                                        *e.get_mut() += sign;
+                                        if *e.get() == 0 {
+                                            e.remove();
                                         }
                                     }
-                                    None => {
-                                        set.insert(DistinctKey::from_slice(r), sign);
+                                    EntryRef::Vacant(e) => {
+                                        e.insert_with_key(DistinctKey::from_slice(r), sign);
                                     }
                                 }
                             }

@@ -162,25 +162,26 @@ impl Bucket {
         earliest
     }
 
-    /// Removes the entries that expire before `watermark`; true when it
-    /// removed any.
+    /// Removes the entries that expire before `watermark` (it is past the
+    /// bucket's `next_expiry`) in one pass that also finds the next one;
+    /// true when it removed any. Interval joins' sides are append-only, so
+    /// their buckets have no index to keep.
     fn remove_expired(&mut self, watermark: i64) -> bool {
-        if self.next_expiry >= watermark {
-            return false;
-        }
-        // Swap-removes keep the index's other positions (a rebuild per
-        // cleanup would copy a big bucket's rows each time).
         let before = self.entries.len();
-        let mut p = 0;
-        while p < self.entries.len() {
-            if self.entries[p].expires < watermark {
-                self.swap_remove(p);
-            } else {
-                p += 1;
+        let mut next = i64::MAX;
+        self.entries.retain(|e| {
+            let keep = e.expires >= watermark;
+            if keep {
+                next = next.min(e.expires);
             }
+            keep
+        });
+        self.next_expiry = next;
+        let removed = self.entries.len() < before;
+        if removed && self.index.is_some() {
+            self.reindex();
         }
-        self.next_expiry = self.earliest_expiry();
-        self.entries.len() < before
+        removed
     }
 
     fn earliest_expiry(&self) -> i64 {
