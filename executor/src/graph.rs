@@ -124,6 +124,22 @@ impl StreamGraph {
             .collect()
     }
 
+    /// Why this graph cannot resume from a checkpoint of `previous` (the
+    /// same plan at other parallelisms): a connector source counts the
+    /// rows it emitted, which does not split across another number of
+    /// subtasks. Checked before a query is rescaled, so that a refused
+    /// rescale changes nothing.
+    pub fn rescale_error(&self, previous: &StreamGraph) -> Option<crate::ExecError> {
+        self.nodes.iter().find_map(|n| {
+            let NodeKind::TableSource(table) = &n.kind else {
+                return None;
+            };
+            let connector = table.connector()?;
+            let old = previous.nodes.get(n.id)?.parallelism;
+            (old != n.parallelism).then(|| connector_rescale_error(connector.name(), &n.name))
+        })
+    }
+
     /// Tables read by this graph.
     pub fn source_tables(&self) -> Vec<Arc<Table>> {
         self.nodes
@@ -217,4 +233,12 @@ impl Partitioning {
     pub fn is_forward(&self) -> bool {
         matches!(self, Partitioning::Forward)
     }
+}
+
+/// A connector source asked to resume at another parallelism.
+pub fn connector_rescale_error(connector: &str, node: &str) -> crate::ExecError {
+    crate::ExecError::user(
+        "0A000",
+        format!("a {connector} source ({node}) cannot change its parallelism from a checkpoint"),
+    )
 }

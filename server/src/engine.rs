@@ -49,6 +49,9 @@ pub enum Output {
     },
 }
 
+/// A query just created, and its first catch-up with its inputs.
+type CreatedQuery = (Arc<StreamingQuery>, Arc<crate::backfill::Backfill>);
+
 struct QueryEntry {
     meta: QueryMeta,
     table: Arc<Table>,
@@ -155,6 +158,8 @@ impl Engine {
             // Numeric literals are numeric, as in PostgreSQL (1.005 rounds to 1.01 in numeric(10,2)).
             .set_bool("datafusion.sql_parser.parse_float_as_decimal", true);
         let ctx = SessionContext::new_with_config(config);
+        // Text literals cast to dates and timestamps read as in PostgreSQL.
+        ctx.add_analyzer_rule(Arc::new(crate::literal_casts::PgTextCasts));
         let relations: Relations = Arc::default();
         let catalog = ctx
             .catalog("weir")
@@ -177,6 +182,7 @@ impl Engine {
             datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
         )
         .map_err(|e| anyhow::anyhow!("pg_catalog setup failed: {e}"))?;
+        crate::providers::pg_catalog::install(&ctx, relations.clone())?;
         ctx.register_udf(datafusion::logical_expr::create_udf(
             "version",
             vec![],
@@ -353,10 +359,32 @@ impl Engine {
             .statements
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(custom) = parse_custom(sql)? {
-            return self.execute_custom(custom).await;
+            return self.execute_custom(session, custom).await;
         }
-        let as_table = crate::statements::create_source_as_table(sql)?;
-        let sql = as_table.as_deref().unwrap_or(sql);
+        // A source is a table with a connector; the client hears what it said.
+        let Some(as_table) = crate::statements::create_source_as_table(sql)? else {
+            return self.execute_sql(session, sql, params).await;
+        };
+        Ok(match self.execute_sql(session, &as_table, params).await? {
+            Output::Command {
+                tag: "CREATE TABLE",
+                rows,
+            } => Output::Command {
+                tag: "CREATE SOURCE",
+                rows,
+            },
+            other => other,
+        })
+    }
+
+    /// Executes a statement of PostgreSQL's grammar (with Weir's clauses
+    /// such as `WATERMARK FOR`).
+    async fn execute_sql(
+        &self,
+        session: &Mutex<Session>,
+        sql: &str,
+        params: Option<ParamValues>,
+    ) -> SqlResult<Output> {
         let (without, watermark) = crate::event_time::extract_watermark(sql)?;
         if let Some(watermark) = watermark {
             let stmt = self.parse_rewritten(&without)?;
@@ -379,7 +407,7 @@ impl Engine {
         let mut stmt = self.parse(sql)?;
         if let DfStatement::Statement(inner) = &mut stmt {
             crate::naming::apply(inner);
-            crate::naming::normalize_literals(inner);
+            crate::naming::normalize_literals(inner)?;
             self.bytea_in_insert_values(inner);
         }
         Ok(stmt)
@@ -391,50 +419,91 @@ impl Engine {
     fn parse(&self, sql: &str) -> SqlResult<DfStatement> {
         let rewritten = crate::event_time::rewrite_windows(sql)?;
         let sql = rewritten.as_str();
+        let tokens = crate::sql_text::tokenize(sql)?;
+        crate::parse_guard::check_operators(&tokens)?;
+        // Parsing a long statement takes a while: not on a thread that
+        // serves other sessions.
+        let stmt = off_runtime(|| self.parse_bounded(sql, tokens.len()))?;
+        if let Err(e) = check_statement_depth(&stmt) {
+            crate::parse_guard::drop_deep(stmt);
+            return Err(e);
+        }
+        Ok(stmt)
+    }
+
+    /// Parses one statement with a budget of parse steps (see
+    /// `parse_guard`).
+    fn parse_bounded(&self, sql: &str, tokens: usize) -> SqlResult<DfStatement> {
+        use crate::parse_guard::WeirDialect;
+        let dialect = WeirDialect::for_tokens(tokens);
+        let recursion_limit = self
+            .ctx
+            .state()
+            .config()
+            .options()
+            .sql_parser
+            .recursion_limit
+            .get();
+        let syntax = |e: String| {
+            if dialect.exhausted() {
+                return WeirDialect::too_complex();
+            }
+            let msg = e
+                .trim_start_matches("SQL error: ")
+                .trim_start_matches("ParserError(\"")
+                .trim_end_matches("\")")
+                .replace("sql parser error: ", "");
+            SqlError::syntax(format!("syntax error: {msg}"))
+        };
         let lower = sql.to_ascii_lowercase();
         if lower.contains("pg_catalog")
             || lower.contains("pg_class")
             || lower.contains("pg_namespace")
             || lower.contains("::regclass")
+            || crate::providers::pg_catalog::names_catalog_relation(sql)
         {
+            // Its parser has no budget: the statement is parsed with one
+            // first (they are short).
+            datafusion::sql::parser::DFParserBuilder::new(sql)
+                .with_dialect(&dialect)
+                .with_recursion_limit(recursion_limit)
+                .build()
+                .and_then(|mut p| p.parse_statements())
+                .map_err(|e| syntax(e.strip_backtrace()))?;
             let mut stmts = self
                 .compat
                 .parse(sql)
                 .map_err(|e| SqlError::syntax(format!("syntax error: {e}")))?;
             if stmts.len() == 1 {
-                return Ok(DfStatement::Statement(Box::new(stmts.remove(0))));
+                let stmt = crate::providers::pg_catalog::rewrite(stmts.remove(0));
+                return Ok(DfStatement::Statement(Box::new(stmt)));
             }
         }
         if lower.trim_start().starts_with("copy") {
             // DataFusion's parser reads COPY as its own COPY TO; PostgreSQL's grammar is wanted.
-            let mut stmts = datafusion::sql::sqlparser::parser::Parser::parse_sql(
-                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
-                sql,
-            )
-            .map_err(|e| {
-                SqlError::syntax(format!(
-                    "syntax error: {}",
-                    e.to_string().replace("sql parser error: ", "")
-                ))
-            })?;
+            let mut stmts = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+                .with_recursion_limit(recursion_limit)
+                .try_with_sql(sql)
+                .and_then(|mut p| p.parse_statements())
+                .map_err(|e| syntax(e.to_string()))?;
             if stmts.len() == 1 {
                 return Ok(DfStatement::Statement(Box::new(stmts.remove(0))));
             }
         }
-        self.ctx
-            .state()
-            .sql_to_statement(sql, &datafusion::config::Dialect::PostgreSQL)
-            .map_err(|e| {
-                let msg = e.strip_backtrace();
-                let msg = msg
-                    .trim_start_matches("SQL error: ")
-                    .trim_start_matches("ParserError(\"")
-                    .trim_end_matches("\")");
-                SqlError::syntax(format!(
-                    "syntax error: {}",
-                    msg.replace("sql parser error: ", "")
-                ))
-            })
+        let mut statements = datafusion::sql::parser::DFParserBuilder::new(sql)
+            .with_dialect(&dialect)
+            .with_recursion_limit(recursion_limit)
+            .build()
+            .and_then(|mut p| p.parse_statements())
+            .map_err(|e| syntax(e.strip_backtrace()))?;
+        if statements.len() > 1 {
+            return Err(SqlError::syntax(
+                "cannot insert multiple commands into a prepared statement",
+            ));
+        }
+        statements
+            .pop_front()
+            .ok_or_else(|| SqlError::syntax("syntax error: empty statement"))
     }
 
     async fn execute_statement(
@@ -455,7 +524,9 @@ impl Engine {
         match inner.as_ref() {
             Statement::CreateTable(ct) => self.create_table(ct, None).await,
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
-                self.dml(stmt, params).await
+                let out = self.dml(stmt, params).await?;
+                self.implicit_flush(session).await;
+                Ok(out)
             }
             Statement::Query(_) | Statement::Explain { .. } => self.query(stmt, params).await,
             Statement::Drop {
@@ -525,11 +596,7 @@ impl Engine {
                     .map(|i| i.value.to_lowercase())
                     .collect::<Vec<_>>()
                     .join(" ");
-                let name = match name.as_str() {
-                    "time zone" => "timezone".to_string(),
-                    "transaction isolation level" => "transaction_isolation".to_string(),
-                    other => other.to_string(),
-                };
+                let name = crate::session::canonical_name(&name).to_string();
                 let s = session.lock();
                 if name == "all" {
                     let rows = s
@@ -631,8 +698,8 @@ impl Engine {
         };
         let name = name
             .trim_start_matches("session ")
-            .trim_start_matches("local ")
-            .to_string();
+            .trim_start_matches("local ");
+        let name = crate::session::canonical_name(name).to_string();
         if name == "timezone" {
             let v = value.to_ascii_uppercase();
             if !matches!(
@@ -651,7 +718,10 @@ impl Engine {
                 .cloned()
                 .unwrap_or_default()
         } else {
-            value
+            match crate::session::boolean_setting(&name, &value) {
+                Some(v) => v?.to_string(),
+                None => value,
+            }
         };
         session.lock().vars.insert(name, value);
         Ok(Output::Command {
@@ -660,7 +730,7 @@ impl Engine {
         })
     }
 
-    async fn execute_custom(&self, custom: Custom) -> SqlResult<Output> {
+    async fn execute_custom(&self, session: &Mutex<Session>, custom: Custom) -> SqlResult<Output> {
         match custom {
             Custom::CreateQuery {
                 kind,
@@ -680,8 +750,18 @@ impl Engine {
                         .collect();
                     return Ok(Output::Rows(text_batch(&["QUERY PLAN"], rows)));
                 }
-                self.create_query(kind, name, if_not_exists, options, query)
-                    .await
+                let background = session.lock().flag(crate::session::BACKGROUND_DDL);
+                let (out, created) = self
+                    .create_query(kind, name, if_not_exists, options, query)
+                    .await?;
+                if let Some((runtime, backfill)) = created {
+                    if background {
+                        tokio::spawn(async move { backfill.wait(&runtime).await });
+                    } else if let Some(warning) = backfill.wait(&runtime).await {
+                        session.lock().notices.push(warning);
+                    }
+                }
+                Ok(out)
             }
             Custom::ShowTables => {
                 let st = self.state.lock();
@@ -1224,19 +1304,13 @@ impl Engine {
             }
         };
         let ncols = cols.len();
-        session.lock().copy = Some(PendingCopy {
-            table,
-            columns: cols,
-            format,
-            data: Vec::new(),
-        });
+        session.lock().copy = Some(PendingCopy::new(table, cols, format));
         Ok(Output::CopyIn { columns: ncols })
     }
 
     /// Writes the data of a finished COPY; returns the row count.
     pub fn finish_copy(&self, copy: PendingCopy) -> SqlResult<usize> {
-        let schema = copy.table.schema();
-        let batch = crate::copy::parse_copy(&copy.data, &copy.format, &schema, &copy.columns)?;
+        let batch = copy.input.finish()?;
         let n = copy
             .table
             .write(Chunk::inserts(batch), WriteCheck::Constraints)?;
@@ -1316,7 +1390,7 @@ impl Engine {
         if_not_exists: bool,
         options: BTreeMap<String, String>,
         sql: String,
-    ) -> SqlResult<Output> {
+    ) -> SqlResult<(Output, Option<CreatedQuery>)> {
         let tag = match kind {
             QueryKind::StreamingQuery => "CREATE STREAMING QUERY",
             QueryKind::MaterializedView => "CREATE MATERIALIZED VIEW",
@@ -1324,7 +1398,7 @@ impl Engine {
         let _ddl = self.ddl.lock().await;
         if self.exists(&name) {
             if if_not_exists {
-                return Ok(Output::Command { tag, rows: None });
+                return Ok((Output::Command { tag, rows: None }, None));
             }
             return Err(SqlError::new(
                 "42P07",
@@ -1360,7 +1434,17 @@ impl Engine {
             let _ = self.store.delete_catalog(&query_key(&name));
             return Err(e);
         }
-        Ok(Output::Command { tag, rows: None })
+        let Some((_, runtime)) = self.query_entry(&name) else {
+            return Err(SqlError::internal(format!("query \"{name}\" vanished")));
+        };
+        let backfill = crate::backfill::Backfill::new(&runtime);
+        if let Some(r) = self.runtimes.write().get_mut(&name) {
+            r.backfill = Some(backfill.clone());
+        }
+        Ok((
+            Output::Command { tag, rows: None },
+            Some((runtime, backfill)),
+        ))
     }
 
     /// Plans and starts a query from its catalog entry (at recovery).
@@ -1371,6 +1455,8 @@ impl Engine {
         self.run_query(meta, planned)
     }
 
+    /// Launches a planned query and registers it. A query FAILED before a
+    /// server restart stays FAILED until `ALTER ... RESTART`.
     fn run_query(
         &self,
         meta: QueryMeta,
@@ -1394,8 +1480,6 @@ impl Engine {
             enrichers: self.enrichers.clone(),
             on_failed: Some(on_failed),
         };
-        // A query FAILED before a server restart stays FAILED until
-        // `ALTER ... RESTART`.
         let failed = self
             .store
             .get_catalog(&failed_key(&meta.name))?
@@ -1404,27 +1488,102 @@ impl Engine {
             Some(state) => StreamingQuery::failed(&meta.name, graph, opts, state)?,
             None => StreamingQuery::launch(&meta.name, graph, opts)?,
         };
+        self.register_query(QueryEntry {
+            meta,
+            table: result,
+            runtime,
+        });
+        Ok(())
+    }
+
+    /// Makes a query visible: its result to SELECT, its handle to the
+    /// system tables.
+    fn register_query(&self, entry: QueryEntry) {
+        let name = entry.meta.name.clone();
         self.relations
             .write()
-            .insert(meta.name.clone(), result.clone());
+            .insert(name.clone(), entry.table.clone());
         self.runtimes.write().insert(
-            meta.name.clone(),
+            name.clone(),
             crate::system::RegisteredQuery {
-                handle: runtime.clone(),
-                kind: meta.kind.clone(),
-                sql: meta.sql.clone(),
-                options: meta.options.clone(),
+                handle: entry.runtime.clone(),
+                kind: entry.meta.kind.clone(),
+                sql: entry.meta.sql.clone(),
+                options: entry.meta.options.clone(),
+                backfill: None,
             },
         );
-        self.state.lock().queries.insert(
-            meta.name.clone(),
-            QueryEntry {
-                meta,
-                table: result,
-                runtime,
-            },
-        );
+        self.state.lock().queries.insert(name, entry);
+    }
+
+    /// Takes a query out of the catalog state and the system tables (its
+    /// result stays readable until it is registered again).
+    fn unregister_query(&self, name: &str) -> Option<QueryEntry> {
+        self.runtimes.write().remove(name);
+        self.state.lock().queries.remove(name)
+    }
+
+    /// Stops a query and starts `next` in its place: a new version of its
+    /// options, or the same one with `restart` (which also ends a FAILED
+    /// state). If `next` does not start, the version that ran before is
+    /// started again and the error returned, so a refused change leaves
+    /// the query as it was.
+    async fn replace_query(
+        &self,
+        current: QueryMeta,
+        next: QueryMeta,
+        restart: bool,
+    ) -> SqlResult<()> {
+        let name = current.name.clone();
+        let Some(old) = self.unregister_query(&name) else {
+            return Err(SqlError::internal(format!(
+                "query \"{name}\" is not running"
+            )));
+        };
+        old.runtime.stop().await;
+        let failed_state = self.store.get_catalog(&failed_key(&name))?;
+        if restart && failed_state.is_some() {
+            self.store.delete_catalog(&failed_key(&name))?;
+        }
+        let err = match self.start_query(next.clone()).await {
+            Ok(()) => {
+                if !restart {
+                    self.put_query_meta(&next)?;
+                }
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        tracing::warn!(query = %name, error = %err, "new version did not start; starting the previous one");
+        if let Some(state) = failed_state {
+            self.store.put_catalog(&failed_key(&name), &state)?;
+        }
+        if let Err(e) = self.start_query(current).await {
+            // Still listed (stopped), so that it can be dropped or restarted.
+            tracing::error!(query = %name, error = %e, "previous version did not start either");
+            self.register_query(old);
+        }
+        Err(err)
+    }
+
+    fn put_query_meta(&self, meta: &QueryMeta) -> SqlResult<()> {
+        self.store.put_catalog(
+            &query_key(&meta.name),
+            serde_json::to_string(meta).expect("json").as_bytes(),
+        )?;
         Ok(())
+    }
+
+    /// With `implicit_flush` on, a write returns once every streaming
+    /// query reflects it. The write itself has succeeded: a query that
+    /// fails meanwhile is reported as a warning, not as the write's error.
+    async fn implicit_flush(&self, session: &Mutex<Session>) {
+        if !session.lock().flag(crate::session::IMPLICIT_FLUSH) {
+            return;
+        }
+        if let Err(e) = self.flush().await {
+            session.lock().notices.push(e);
+        }
     }
 
     fn dependents(&self, name: &str) -> Vec<(String, String)> {
@@ -1436,8 +1595,13 @@ impl Engine {
             .collect()
     }
 
-    fn refuse_if_depended(&self, name: &str, noun: &str) -> SqlResult<()> {
-        let deps = self.dependents(name);
+    /// Refuses to drop `name` while a query outside `dropping` reads it.
+    fn refuse_if_depended(&self, name: &str, noun: &str, dropping: &[String]) -> SqlResult<()> {
+        let deps: Vec<(String, String)> = self
+            .dependents(name)
+            .into_iter()
+            .filter(|(d, _)| !dropping.contains(d))
+            .collect();
         if deps.is_empty() {
             return Ok(());
         }
@@ -1454,8 +1618,10 @@ impl Engine {
         .with_hint("Drop the dependent objects first."))
     }
 
+    /// `DROP TABLE a, b, ...`: every name is checked before any is dropped.
     async fn drop_table(&self, names: &[String], if_exists: bool) -> SqlResult<Output> {
         let _ddl = self.ddl.lock().await;
+        let mut dropping = Vec::new();
         for name in names {
             let entry = self.state.lock().tables.get(name).map(|(m, _)| m.clone());
             let Some(meta) = entry else {
@@ -1471,7 +1637,13 @@ impl Engine {
                     format!("table \"{name}\" does not exist"),
                 ));
             };
-            self.refuse_if_depended(name, "table")?;
+            self.refuse_if_depended(name, "table", &[])?;
+            if !dropping.iter().any(|m: &TableMeta| &m.name == name) {
+                dropping.push(meta);
+            }
+        }
+        for meta in dropping {
+            let name = &meta.name;
             self.store.delete_catalog(&table_key(name))?;
             self.store.drop_log(meta.id)?;
             self.relations.write().remove(name);
@@ -1483,6 +1655,9 @@ impl Engine {
         })
     }
 
+    /// `DROP MATERIALIZED VIEW a, b, ...`: every name is checked before
+    /// any is dropped; queries listed together may depend on each other
+    /// (dependents go first).
     async fn drop_query(
         &self,
         kind: QueryKind,
@@ -1494,9 +1669,10 @@ impl Engine {
             QueryKind::MaterializedView => "DROP MATERIALIZED VIEW",
         };
         let _ddl = self.ddl.lock().await;
+        let mut dropping: Vec<(u64, String)> = Vec::new();
         for name in names {
-            let exists = self.state.lock().queries.contains_key(name);
-            if !exists {
+            let id = self.state.lock().queries.get(name).map(|q| q.meta.id);
+            let Some(id) = id else {
                 if self.state.lock().tables.contains_key(name) {
                     return Err(SqlError::new(
                         "42809",
@@ -1511,13 +1687,22 @@ impl Engine {
                     "42P01",
                     format!("{} \"{name}\" does not exist", kind.noun()),
                 ));
+            };
+            if !dropping.iter().any(|(_, n)| n == name) {
+                dropping.push((id, name.clone()));
             }
-            self.refuse_if_depended(name, kind.noun())?;
+        }
+        let listed: Vec<String> = dropping.iter().map(|(_, n)| n.clone()).collect();
+        for (_, name) in &dropping {
+            self.refuse_if_depended(name, kind.noun(), &listed)?;
+        }
+        // A query is created after the queries it reads.
+        dropping.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+        for (_, name) in &dropping {
             self.store.delete_catalog(&query_key(name))?;
             self.store.delete_catalog(&failed_key(name))?;
-            let entry = self.state.lock().queries.remove(name);
+            let entry = self.unregister_query(name);
             self.relations.write().remove(name);
-            self.runtimes.write().remove(name);
             if let Some(e) = entry {
                 e.runtime.stop().await;
                 // Its checkpoints and committed results go with it.
@@ -1535,6 +1720,8 @@ impl Engine {
     /// `ALTER STREAMING QUERY q SET (...)`: checkpoint settings apply from
     /// the next checkpoint; a new parallelism restarts the query from a
     /// fresh checkpoint, its keyed state redistributed by key group.
+    /// Everything that can refuse the change is checked before the query
+    /// or the catalog changes.
     async fn alter_query(
         &self,
         kind: QueryKind,
@@ -1543,7 +1730,7 @@ impl Engine {
     ) -> SqlResult<Output> {
         let tag = alter_tag(kind);
         let _ddl = self.ddl.lock().await;
-        let Some((mut meta, runtime)) = self.query_entry(&name) else {
+        let Some((meta, runtime)) = self.query_entry(&name) else {
             if self.state.lock().tables.contains_key(&name) {
                 return Err(SqlError::new(
                     "42809",
@@ -1577,30 +1764,37 @@ impl Engine {
         }
         merged.extend(options);
         let (parallelism, config, failure) = parse_options(&merged)?;
-        meta.options = merged;
-        self.store.put_catalog(
-            &query_key(&name),
-            serde_json::to_string(&meta).expect("json").as_bytes(),
-        )?;
+        let next = QueryMeta {
+            options: merged,
+            ..meta.clone()
+        };
         if parallelism.unwrap_or(self.default_parallelism) == old_parallelism {
+            self.put_query_meta(&next)?;
             runtime.set_checkpoint_config(config);
             runtime.set_failure_config(failure);
             if let Some(r) = self.runtimes.write().get_mut(&name) {
-                r.options = meta.options.clone();
+                r.options = next.options.clone();
             }
             if let Some(q) = self.state.lock().queries.get_mut(&name) {
-                q.meta = meta;
+                q.meta = next;
             }
             return Ok(Output::Command { tag, rows: None });
         }
-        // Rescale: checkpoint, stop, resume from that checkpoint.
+        // Rescale: plan the new version and check that it can resume from
+        // this one's checkpoint before stopping anything.
+        let (graph, _, _) = self
+            .plan_query(&name, &next.sql, &next.options, None)
+            .await?;
+        if let Some(e) = graph.rescale_error(runtime.graph()) {
+            return Err(SqlError::from(e)
+                .with_hint("Drop the query and create it again with the new parallelism."));
+        }
+        // Checkpoint, stop, resume from that checkpoint.
         if let Err(msg) = runtime.flush().await {
             tracing::warn!(query = %name, error = %msg, "no final checkpoint before rescaling");
         }
-        runtime.stop().await;
-        self.state.lock().queries.remove(&name);
-        self.runtimes.write().remove(&name);
-        self.start_query(meta).await?;
+        drop(runtime);
+        self.replace_query(meta, next, false).await?;
         Ok(Output::Command { tag, rows: None })
     }
 
@@ -1616,7 +1810,8 @@ impl Engine {
     /// `ALTER STREAMING QUERY q RESTART`: stops the query (FAILED or not)
     /// and starts it again from its last completed checkpoint, with a
     /// fresh restart budget — e.g. after `SET (on_error = 'dead_letter')`
-    /// for the bad record that failed it.
+    /// for the bad record that failed it. A query that no longer plans is
+    /// refused and left as it was.
     async fn restart_query(&self, kind: QueryKind, name: String) -> SqlResult<Output> {
         let tag = alter_tag(kind);
         let _ddl = self.ddl.lock().await;
@@ -1626,12 +1821,10 @@ impl Engine {
                 format!("{} \"{name}\" does not exist", kind.noun()),
             ));
         };
-        runtime.stop().await;
-        self.store.delete_catalog(&failed_key(&name))?;
-        self.state.lock().queries.remove(&name);
-        self.runtimes.write().remove(&name);
         drop(runtime);
-        self.start_query(meta).await?;
+        self.plan_query(&name, &meta.sql, &meta.options, None)
+            .await?;
+        self.replace_query(meta.clone(), meta, true).await?;
         Ok(Output::Command { tag, rows: None })
     }
 
@@ -1724,6 +1917,24 @@ impl Engine {
         for q in st.queries.values() {
             q.runtime.cancel();
         }
+    }
+}
+
+/// Runs CPU-bound statement work where it does not hold up the runtime's
+/// other tasks (the thread hands its queued tasks to another first).
+fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// [`crate::parse_guard::check_depth`] over a DataFusion statement.
+fn check_statement_depth(stmt: &DfStatement) -> SqlResult<()> {
+    match stmt {
+        DfStatement::Statement(s) => crate::parse_guard::check_depth(s.as_ref()),
+        DfStatement::Explain(e) => check_statement_depth(&e.statement),
+        _ => Ok(()),
     }
 }
 
@@ -2054,12 +2265,16 @@ fn cast_to(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> SqlResult<Re
         .map(|(c, f)| {
             if c.data_type() == f.data_type() {
                 Ok(c.clone())
-            } else if matches!(f.data_type(), DataType::Binary)
-                && matches!(
-                    c.data_type(),
-                    DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
-                )
-            {
+            } else if matches!(
+                f.data_type(),
+                DataType::Binary
+                    | DataType::Timestamp(..)
+                    | DataType::Date32
+                    | DataType::Decimal128(..)
+            ) && matches!(
+                c.data_type(),
+                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+            ) {
                 let strings = datafusion::arrow::compute::cast(c, &DataType::Utf8)
                     .map_err(|e| SqlError::internal(e.to_string()))?;
                 let strings = strings
@@ -2152,8 +2367,9 @@ fn rescale_decimal(c: &ArrayRef, from_s: i8, p: u8, s: i8, column: &str) -> SqlR
 }
 
 /// DataFusion's INSERT plan ends with casts to the table's types. Casts to
-/// numeric and bytea are left to [`cast_to`], which rounds decimals and
-/// decodes `\x` hex text the way PostgreSQL does.
+/// numeric and bytea, and of text to dates and timestamps, are left to
+/// [`cast_to`], which rounds decimals, decodes `\x` hex text and reads
+/// date-times the way PostgreSQL does.
 fn without_final_casts(plan: &LogicalPlan) -> SqlResult<LogicalPlan> {
     let LogicalPlan::Projection(p) = plan else {
         return Ok(plan.clone());
@@ -2167,7 +2383,16 @@ fn without_final_casts(plan: &LogicalPlan) -> SqlResult<LogicalPlan> {
                     if matches!(
                         c.field.data_type(),
                         DataType::Decimal128(..) | DataType::Binary
-                    ) =>
+                    ) || (matches!(
+                        c.field.data_type(),
+                        DataType::Timestamp(..) | DataType::Date32
+                    ) && datafusion::logical_expr::ExprSchemable::get_type(
+                        c.expr.as_ref(),
+                        p.input.schema(),
+                    )
+                    .is_ok_and(|t| {
+                        matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+                    })) =>
                 {
                     Expr::Alias(datafusion::logical_expr::expr::Alias {
                         expr: c.expr.clone(),

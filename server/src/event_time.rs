@@ -10,11 +10,11 @@
 //!   `date_bin(size, ts)` and that plus `size`. A hop window unnests the
 //!   array of the `size / slide` window starts that hold the row.
 
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{SqlError, SqlResult};
+use crate::sql_text::{text, tokenize, Tok};
 
 /// `WATERMARK FOR column AS expr` of a table.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -24,33 +24,23 @@ pub struct WatermarkSpec {
     pub expr: String,
 }
 
-fn tokenize(sql: &str) -> SqlResult<Vec<Token>> {
-    Tokenizer::new(&PostgreSqlDialect {}, sql)
-        .tokenize()
-        .map_err(|e| SqlError::syntax(format!("syntax error: {}", e.message)))
-}
-
-fn is_word(t: &Token, s: &str) -> bool {
-    matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(s))
-}
-
-fn text(tokens: &[Token]) -> String {
-    tokens.iter().map(|t| t.to_string()).collect()
+fn is_word(t: &Tok, s: &str) -> bool {
+    matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(s))
 }
 
 /// Index of the next token that is not whitespace, from `i` on.
-fn skip_ws(tokens: &[Token], mut i: usize) -> usize {
-    while matches!(tokens.get(i), Some(Token::Whitespace(_))) {
+fn skip_ws(tokens: &[Tok], mut i: usize) -> usize {
+    while tokens.get(i).is_some_and(Tok::is_whitespace) {
         i += 1;
     }
     i
 }
 
 /// The index of the parenthesis closing the one at `open`.
-fn closing(tokens: &[Token], open: usize) -> SqlResult<usize> {
+fn closing(tokens: &[Tok], open: usize) -> SqlResult<usize> {
     let mut depth = 0;
     for (i, t) in tokens.iter().enumerate().skip(open) {
-        match t {
+        match t.token {
             Token::LParen => depth += 1,
             Token::RParen => {
                 depth -= 1;
@@ -65,11 +55,11 @@ fn closing(tokens: &[Token], open: usize) -> SqlResult<usize> {
 }
 
 /// Splits the tokens between parentheses at top-level commas.
-fn split_args(tokens: &[Token]) -> Vec<Vec<Token>> {
+fn split_args(tokens: &[Tok]) -> Vec<Vec<Tok>> {
     let mut out = vec![Vec::new()];
     let mut depth = 0;
     for t in tokens {
-        match t {
+        match t.token {
             Token::LParen => depth += 1,
             Token::RParen => depth -= 1,
             Token::Comma if depth == 0 => {
@@ -87,11 +77,11 @@ fn split_args(tokens: &[Token]) -> Vec<Vec<Token>> {
 pub fn extract_watermark(sql: &str) -> SqlResult<(String, Option<WatermarkSpec>)> {
     let tokens = tokenize(sql)?;
     let sig: Vec<usize> = (0..tokens.len())
-        .filter(|i| !matches!(tokens[*i], Token::Whitespace(_)))
+        .filter(|i| !tokens[*i].is_whitespace())
         .collect();
     let create_table = sig.len() > 2
-        && matches!(&tokens[sig[0]], Token::Word(w) if w.keyword == Keyword::CREATE)
-        && matches!(&tokens[sig[1]], Token::Word(w) if w.keyword == Keyword::TABLE);
+        && matches!(&tokens[sig[0]].token, Token::Word(w) if w.keyword == Keyword::CREATE)
+        && matches!(&tokens[sig[1]].token, Token::Word(w) if w.keyword == Keyword::TABLE);
     if !create_table {
         return Ok((sql.to_string(), None));
     }
@@ -99,7 +89,7 @@ pub fn extract_watermark(sql: &str) -> SqlResult<(String, Option<WatermarkSpec>)
         return Ok((sql.to_string(), None));
     };
     let get = |k: usize| sig.get(at + k).map(|i| &tokens[*i]);
-    let column = match (get(1), get(2), get(3)) {
+    let column = match (get(1), get(2).map(|t| &t.token), get(3).map(|t| &t.token)) {
         (Some(f), Some(Token::Word(c)), Some(a))
             if is_word(f, "for") && matches!(a, Token::Word(w) if w.keyword == Keyword::AS) =>
         {
@@ -125,7 +115,7 @@ pub fn extract_watermark(sql: &str) -> SqlResult<(String, Option<WatermarkSpec>)
     let mut depth = 0i32;
     let mut end = start;
     while end < tokens.len() {
-        match tokens[end] {
+        match tokens[end].token {
             Token::LParen => depth += 1,
             Token::RParen if depth == 0 => break,
             Token::RParen => depth -= 1,
@@ -142,9 +132,9 @@ pub fn extract_watermark(sql: &str) -> SqlResult<(String, Option<WatermarkSpec>)
     }
     // Drop the clause with the comma before it (or after it, if first).
     let before = sig[..at].last().copied().expect("CREATE TABLE precedes");
-    let (cut_from, cut_to) = if matches!(tokens[before], Token::Comma) {
+    let (cut_from, cut_to) = if tokens[before].token == Token::Comma {
         (before, end)
-    } else if matches!(tokens[end], Token::Comma) {
+    } else if tokens[end].token == Token::Comma {
         (sig[at], end + 1)
     } else {
         return Err(SqlError::syntax(
@@ -161,7 +151,7 @@ pub fn extract_watermark(sql: &str) -> SqlResult<(String, Option<WatermarkSpec>)
 pub fn strip_emit_on_window_close(sql: &str) -> SqlResult<(String, bool)> {
     let tokens = tokenize(sql)?;
     let sig: Vec<usize> = (0..tokens.len())
-        .filter(|i| !matches!(tokens[*i], Token::Whitespace(_) | Token::SemiColon))
+        .filter(|i| !tokens[*i].is_whitespace() && tokens[*i].token != Token::SemiColon)
         .collect();
     let n = sig.len();
     let tail = ["emit", "on", "window", "close"];
@@ -178,11 +168,8 @@ pub fn strip_emit_on_window_close(sql: &str) -> SqlResult<(String, bool)> {
 
 /// Milliseconds of an interval written as SQL (`INTERVAL '10' SECOND`,
 /// `INTERVAL '2 seconds'`, ...), for the hop arithmetic.
-fn interval_ms(tokens: &[Token]) -> SqlResult<i64> {
-    let sig: Vec<&Token> = tokens
-        .iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .collect();
+fn interval_ms(tokens: &[Tok]) -> SqlResult<i64> {
+    let sig: Vec<&Tok> = tokens.iter().filter(|t| !t.is_whitespace()).collect();
     let bad = || {
         SqlError::new(
             "22007",
@@ -195,12 +182,12 @@ fn interval_ms(tokens: &[Token]) -> SqlResult<i64> {
     if sig.len() < 2 || !is_word(sig[0], "interval") {
         return Err(bad());
     }
-    let Token::SingleQuotedString(body) = sig[1] else {
+    let Token::SingleQuotedString(body) = &sig[1].token else {
         return Err(bad());
     };
     let mut words: Vec<String> = body.split_whitespace().map(|s| s.to_lowercase()).collect();
     for t in &sig[2..] {
-        match t {
+        match &t.token {
             Token::Word(w) => words.push(w.value.to_lowercase()),
             _ => return Err(bad()),
         }
@@ -244,8 +231,8 @@ enum WindowKind {
 }
 
 /// An identifier as the catalog names it: unquoted ones lower-cased.
-fn ident(t: &Token) -> Option<String> {
-    match t {
+fn ident(t: &Tok) -> Option<String> {
+    match &t.token {
         Token::Word(w) if w.quote_style.is_some() => Some(w.value.clone()),
         Token::Word(w) => Some(w.value.to_lowercase()),
         _ => None,
@@ -254,11 +241,8 @@ fn ident(t: &Token) -> Option<String> {
 
 /// `TABLE t [PARTITION BY k | PARTITION BY (k1, k2)]` of a SESSION call:
 /// the table and the partition columns.
-fn session_table_arg(arg: &[Token]) -> SqlResult<(String, Vec<String>)> {
-    let sig: Vec<&Token> = arg
-        .iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .collect();
+fn session_table_arg(arg: &[Tok]) -> SqlResult<(String, Vec<String>)> {
+    let sig: Vec<&Tok> = arg.iter().filter(|t| !t.is_whitespace()).collect();
     let bad = || {
         SqlError::syntax(
             "syntax error: SESSION's first argument is TABLE t [PARTITION BY k | PARTITION BY (k1, k2)]",
@@ -275,14 +259,18 @@ fn session_table_arg(arg: &[Token]) -> SqlResult<(String, Vec<String>)> {
     if rest.len() < 3 || !is_word(rest[0], "partition") || !is_word(rest[1], "by") {
         return Err(bad());
     }
-    let keys: Vec<&Token> = match rest[2..] {
-        [Token::LParen, ref inner @ .., Token::RParen] => inner.to_vec(),
-        ref single => single.to_vec(),
+    let keys: &[&Tok] = match &rest[2..] {
+        [open, inner @ .., close]
+            if open.token == Token::LParen && close.token == Token::RParen =>
+        {
+            inner
+        }
+        single => single,
     };
     let mut partition = Vec::new();
     for (i, t) in keys.iter().enumerate() {
         if i % 2 == 1 {
-            if !matches!(t, Token::Comma) {
+            if t.token != Token::Comma {
                 return Err(bad());
             }
         } else {
@@ -296,43 +284,39 @@ fn session_table_arg(arg: &[Token]) -> SqlResult<(String, Vec<String>)> {
 }
 
 /// Argument text without a leading `TABLE` / inside `DESCRIPTOR(...)`.
-fn plain_arg(arg: &[Token], prefix: &str) -> String {
-    let sig: Vec<&Token> = arg
-        .iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .collect();
+fn plain_arg(arg: &[Tok], prefix: &str) -> String {
+    let sig: Vec<&Tok> = arg.iter().filter(|t| !t.is_whitespace()).collect();
     if prefix == "table" && sig.len() == 2 && is_word(sig[0], "table") {
-        return sig[1].to_string();
+        return sig[1].text.clone();
     }
     if prefix == "descriptor" && sig.len() == 4 && is_word(sig[0], "descriptor") {
-        return sig[2].to_string();
+        return sig[2].text.clone();
     }
     text(arg).trim().to_string()
 }
 
-fn find_window_call(tokens: &[Token], from: usize) -> SqlResult<Option<WindowCall>> {
+fn find_window_call(tokens: &[Tok], from: usize) -> SqlResult<Option<WindowCall>> {
     let mut i = from;
     while i < tokens.len() {
         let is_session = is_word(&tokens[i], "session");
         let is_window = is_word(&tokens[i], "tumble") || is_word(&tokens[i], "hop") || is_session;
         // Preceded by FROM, JOIN, a comma or `TABLE(`: a table function.
-        let prev = (0..i)
-            .rev()
-            .find(|k| !matches!(tokens[*k], Token::Whitespace(_)));
+        let prev = (0..i).rev().find(|k| !tokens[*k].is_whitespace());
         let open = skip_ws(tokens, i + 1);
-        if is_window && matches!(tokens.get(open), Some(Token::LParen)) {
+        if is_window && tokens.get(open).is_some_and(|t| t.token == Token::LParen) {
             let close = closing(tokens, open)?;
             let args = split_args(&tokens[open + 1..close]);
             // Flink's form: TABLE( <call> ) around it.
             let (mut start, mut end) = (i, close + 1);
             if let Some(p) = prev {
-                if matches!(tokens[p], Token::LParen) {
-                    let before = (0..p)
-                        .rev()
-                        .find(|k| !matches!(tokens[*k], Token::Whitespace(_)));
+                if tokens[p].token == Token::LParen {
+                    let before = (0..p).rev().find(|k| !tokens[*k].is_whitespace());
                     if let Some(b) = before.filter(|b| is_word(&tokens[*b], "table")) {
                         let outer_close = skip_ws(tokens, close + 1);
-                        if matches!(tokens.get(outer_close), Some(Token::RParen)) {
+                        if tokens
+                            .get(outer_close)
+                            .is_some_and(|t| t.token == Token::RParen)
+                        {
                             start = b;
                             end = outer_close + 1;
                         }
@@ -451,8 +435,8 @@ pub fn rewrite_windows(sql: &str) -> SqlResult<String> {
     let mut from = 0;
     while let Some(call) = find_window_call(&tokens, from)? {
         let next = skip_ws(&tokens, call.to);
-        let has_alias = match tokens.get(next) {
-            Some(t @ Token::Word(w)) if !is_word(t, "emit") => {
+        let has_alias = match tokens.get(next).map(|t| (t, &t.token)) {
+            Some((t, Token::Word(w))) if !is_word(t, "emit") => {
                 w.keyword == Keyword::AS
                     || !matches!(
                         w.keyword,

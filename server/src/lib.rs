@@ -4,22 +4,28 @@
 //! Entry point: [`run`], which opens the data directory and serves until
 //! SIGTERM/SIGINT.
 
+pub mod backfill;
 pub mod catalog;
 pub mod config;
 pub mod copy;
+pub mod datetime_input;
 pub mod engine;
 pub mod enrichers;
 pub mod error;
 pub mod event_time;
 pub mod fail_if;
 pub mod functions;
+pub mod literal_casts;
 pub mod metrics;
 pub mod naming;
+pub mod parse_guard;
 pub mod pg;
 pub mod providers;
 pub mod session;
+pub mod sql_text;
 pub mod statements;
 pub mod system;
+pub mod typed_literals;
 pub mod types;
 
 use std::sync::Arc;
@@ -58,7 +64,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "weir listening on {addr} (data dir {})",
         config.data_dir.display()
     );
-    let factory = Arc::new(pg::Factory::new(engine.clone()));
+    let factory = Arc::new(pg::Factory::new(engine.clone(), config.limits));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -71,7 +77,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         let m = engine.server_metrics.clone();
                         m.open_sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tokio::spawn(async move {
-                            if let Err(e) = pgwire::tokio::process_socket(socket, None, f).await {
+                            if let Err(e) = pg::connection::serve(socket, f).await {
                                 tracing::debug!(error = %e, "connection ended with an error");
                             }
                             m.open_sessions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

@@ -55,8 +55,12 @@ fn main() -> anyhow::Result<()> {
     )?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            // Planning and evaluating an expression recurse once per level
+            // of nesting (up to `parse_guard::EXPRESSION_DEPTH_MAX`).
+            const THREAD_STACK_BYTES: usize = 16 << 20;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .thread_stack_size(THREAD_STACK_BYTES)
                 .thread_name("weir")
                 .build()?;
             rt.block_on(weir_server::run(config))

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{SqlError, SqlResult};
+use crate::sql_text::{text, tokenize, Tok};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryKind {
@@ -76,12 +76,6 @@ pub enum Custom {
     },
 }
 
-fn tokenize(sql: &str) -> SqlResult<Vec<Token>> {
-    Tokenizer::new(&PostgreSqlDialect {}, sql)
-        .tokenize()
-        .map_err(|e| SqlError::syntax(format!("syntax error: {}", e.message)))
-}
-
 /// Splits a query string into statements at top-level semicolons.
 pub fn split_statements(sql: &str) -> SqlResult<Vec<String>> {
     let tokens = tokenize(sql)?;
@@ -89,23 +83,18 @@ pub fn split_statements(sql: &str) -> SqlResult<Vec<String>> {
     let mut cur = String::new();
     let mut significant = false;
     for t in tokens {
-        match &t {
-            Token::SemiColon => {
-                if significant {
-                    out.push(std::mem::take(&mut cur).trim().to_string());
-                }
-                cur.clear();
-                significant = false;
+        if t.token == Token::SemiColon {
+            if significant {
+                out.push(std::mem::take(&mut cur).trim().to_string());
             }
-            Token::Whitespace(Whitespace::SingleLineComment { .. })
-            | Token::Whitespace(Whitespace::MultiLineComment(_)) => {
-                cur.push(' ');
-            }
-            Token::Whitespace(_) => cur.push_str(&t.to_string()),
-            _ => {
-                significant = true;
-                cur.push_str(&t.to_string());
-            }
+            cur.clear();
+            significant = false;
+        } else if t.is_comment() {
+            // A line comment would swallow text appended after it.
+            cur.push(' ');
+        } else {
+            significant |= !t.is_whitespace();
+            cur.push_str(&t.text);
         }
     }
     if significant {
@@ -119,11 +108,11 @@ pub fn split_statements(sql: &str) -> SqlResult<Vec<String>> {
 pub fn create_source_as_table(sql: &str) -> SqlResult<Option<String>> {
     let tokens = tokenize(sql)?;
     let sig: Vec<usize> = (0..tokens.len())
-        .filter(|i| !matches!(tokens[*i], Token::Whitespace(_)))
+        .filter(|i| !tokens[*i].is_whitespace())
         .collect();
     let is = |k: usize, w: &str| {
         sig.get(k).is_some_and(|i| {
-            matches!(&tokens[*i], Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
+            matches!(&tokens[*i].token, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
         })
     };
     if !(is(0, "create") && is(1, "source")) {
@@ -134,7 +123,7 @@ pub fn create_source_as_table(sql: &str) -> SqlResult<Option<String>> {
         if i == sig[1] {
             out.push_str("TABLE");
         } else {
-            out.push_str(&t.to_string());
+            out.push_str(&t.text);
         }
     }
     Ok(Some(out))
@@ -236,8 +225,8 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
     let sig: Vec<(usize, Token)> = tokens
         .iter()
         .enumerate()
-        .filter(|(_, t)| !matches!(t, Token::Whitespace(_)))
-        .map(|(i, t)| (i, t.clone()))
+        .filter(|(_, t)| !t.is_whitespace())
+        .map(|(i, t)| (i, t.token.clone()))
         .collect();
     let mut p = 0;
     let explain = kw(sig.first(), Keyword::EXPLAIN);
@@ -335,7 +324,7 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
             )));
         }
         let start = at(q).map(|(i, _)| i + 1).unwrap_or(tokens.len());
-        let query: String = tokens[start..].iter().map(|t| t.to_string()).collect();
+        let query = text(&tokens[start..]);
         let query = query.trim().to_string();
         if query.is_empty() {
             return Err(SqlError::syntax("syntax error: expected a query after AS"));
@@ -436,7 +425,7 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
 
 /// `CREATE [OR REPLACE] FAILURE ENRICHER [IF NOT EXISTS] name WHEN
 /// predicate SET LABELS (...)`; `None` when the statement is another CREATE.
-fn parse_create_enricher(tokens: &[Token], sig: &[(usize, Token)]) -> SqlResult<Option<Custom>> {
+fn parse_create_enricher(tokens: &[Tok], sig: &[(usize, Token)]) -> SqlResult<Option<Custom>> {
     let at = |i: usize| sig.get(i);
     let mut q = 1;
     let mut or_replace = false;
@@ -471,7 +460,7 @@ fn parse_create_enricher(tokens: &[Token], sig: &[(usize, Token)]) -> SqlResult<
             )
         })?;
     let (from, to) = (sig[q].0 + 1, sig[set].0);
-    let predicate: String = tokens[from..to].iter().map(|t| t.to_string()).collect();
+    let predicate = text(&tokens[from..to]);
     let predicate = predicate.trim().to_string();
     if predicate.is_empty() {
         return Err(SqlError::syntax(
@@ -509,6 +498,33 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert_eq!(s[1], "select ';'");
         assert_eq!(s[2], "insert into t values ('a;b')");
+    }
+
+    #[test]
+    fn quotes_survive_splitting_and_rewriting() {
+        let s = split_statements(
+            "INSERT INTO t VALUES ('O''Brien', E'a\\'b;', $$x;'y$$); -- it's\nSELECT 'a''b' /* ' */",
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            [
+                "INSERT INTO t VALUES ('O''Brien', E'a\\'b;', $$x;'y$$)",
+                "SELECT 'a''b'"
+            ]
+        );
+        match parse_custom("CREATE MATERIALIZED VIEW v AS SELECT 'it''s' AS x").unwrap() {
+            Some(Custom::CreateQuery { query, .. }) => assert_eq!(query, "SELECT 'it''s' AS x"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            create_source_as_table(
+                "CREATE SOURCE s (a text) WITH (connector = 'file', path = '/a''b')"
+            )
+            .unwrap()
+            .unwrap(),
+            "CREATE TABLE s (a text) WITH (connector = 'file', path = '/a''b')"
+        );
     }
 
     #[test]

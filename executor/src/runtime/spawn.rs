@@ -207,13 +207,9 @@ pub(crate) fn spawn_subtasks(plan: SpawnPlan<'_>) -> ExecResult<Spawned> {
                         Some(r) => {
                             let old = r.parallelism.get(node.id).copied();
                             if old.is_some_and(|p| p != node.parallelism) {
-                                return Err(ExecError::user(
-                                    "0A000",
-                                    format!(
-                                        "a {} source ({}) cannot change its parallelism from a checkpoint",
-                                        table.connector().map_or("connector", |c| c.name()),
-                                        node.name
-                                    ),
+                                return Err(crate::graph::connector_rescale_error(
+                                    table.connector().map_or("connector", |c| c.name()),
+                                    &node.name,
                                 ));
                             }
                             r.sources

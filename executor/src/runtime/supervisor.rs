@@ -551,6 +551,11 @@ impl StreamingQuery {
         }
     }
 
+    /// The graph every run of this query executes.
+    pub fn graph(&self) -> &StreamGraph {
+        &self.graph
+    }
+
     pub fn state(&self) -> QueryState {
         self.shared.lock().state
     }
@@ -588,6 +593,16 @@ impl StreamingQuery {
     /// the failure was not retryable (bad data fails again): then, and
     /// when the query is FAILED, it returns the failure.
     pub async fn flush(&self) -> Result<(), FlushError> {
+        self.flush_waiting(true).await
+    }
+
+    /// Like [`StreamingQuery::flush`], but any failure ends the wait, also
+    /// one a restart may cure (a new query's first catch-up).
+    pub async fn flush_until_failure(&self) -> Result<(), FlushError> {
+        self.flush_waiting(false).await
+    }
+
+    async fn flush_waiting(&self, across_restarts: bool) -> Result<(), FlushError> {
         let failed = |message: String| FlushError {
             message,
             sqlstate: self.failure_sqlstate(),
@@ -604,7 +619,8 @@ impl StreamingQuery {
                     Err(msg) => {
                         let failure = rt.failure();
                         let retryable = failure.as_ref().is_none_or(|f| f.error.retryable());
-                        if !retryable && rt.status() != QueryStatus::Canceled {
+                        if (!retryable || !across_restarts) && rt.status() != QueryStatus::Canceled
+                        {
                             // This run's own failure: the supervisor may not
                             // have recorded it yet.
                             return Err(FlushError {
@@ -625,7 +641,7 @@ impl StreamingQuery {
                         .last_error
                         .as_ref()
                         .is_some_and(|f| !f.error.retryable());
-                    if hopeless {
+                    if hopeless || !across_restarts {
                         return Err(failed(self.failure_message()));
                     }
                 }

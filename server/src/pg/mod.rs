@@ -1,7 +1,11 @@
 //! The PostgreSQL wire protocol (pgwire): simple and extended query, COPY
-//! FROM STDIN, errors with SQLSTATE.
+//! FROM STDIN, errors with SQLSTATE. [`connection::serve`] runs one
+//! connection: it reads and checks each message itself ([`frame`]) and
+//! hands pgwire only well-formed ones, to the handlers of this module.
 
+pub mod connection;
 pub mod encode;
+pub mod frame;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -26,26 +30,48 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::PgWireBackendMessage;
 
+use crate::copy::CopyLimits;
 use crate::engine::{Engine, Output};
 use crate::error::SqlError;
 use crate::session::Session;
 use crate::statements::split_statements;
+
+/// What one connection may make the server hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// One message from the client, in bytes. CopyData is the exception:
+    /// [`frame`] passes a long one on in pieces, and [`CopyLimits`] bounds
+    /// what a COPY holds.
+    pub message_bytes_max: usize,
+    pub copy: CopyLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            message_bytes_max: 64 << 20,
+            copy: CopyLimits::default(),
+        }
+    }
+}
 
 pub struct Handler {
     engine: Arc<Engine>,
     parser: Arc<Parser>,
     /// Connections by process id and secret key, for cancel requests.
     connections: Arc<ConnectionManager>,
+    limits: Limits,
 }
 
 impl Handler {
-    pub fn new(engine: Arc<Engine>, connections: Arc<ConnectionManager>) -> Self {
+    pub fn new(engine: Arc<Engine>, connections: Arc<ConnectionManager>, limits: Limits) -> Self {
         Handler {
             parser: Arc::new(Parser {
                 engine: engine.clone(),
             }),
             engine,
             connections,
+            limits,
         }
     }
 }
@@ -60,7 +86,46 @@ pub fn error_info(e: &SqlError) -> ErrorInfo {
     let mut info = ErrorInfo::new("ERROR".to_owned(), e.sqlstate.to_owned(), e.message.clone());
     info.detail = e.detail.clone();
     info.hint = e.hint.clone();
+    info.where_context = e.context.clone();
     info
+}
+
+/// Ends the COPY in progress, if any, dropping what it read: after an
+/// error the client's remaining COPY messages are ignored.
+pub(crate) fn abort_copy<C: ClientInfo>(client: &C) {
+    session_of(client).lock().copy = None;
+}
+
+/// A portal's result formats: none, one for all columns, or one per
+/// column (PostgreSQL's rule; pgwire would index past a shorter list).
+fn check_result_formats(format: &Format, columns: usize) -> PgWireResult<()> {
+    match format {
+        Format::Individual(codes) if codes.len() != columns => Err(user_error(SqlError::new(
+            "08P01",
+            format!(
+                "bind message has {} result formats but query has {columns} columns",
+                codes.len()
+            ),
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Sends the warnings a statement left in the session (before its result).
+async fn send_notices<C>(client: &mut C, session: &Mutex<Session>) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let notices = std::mem::take(&mut session.lock().notices);
+    for n in notices {
+        let mut info = error_info(&n);
+        info.severity = "WARNING".to_owned();
+        client
+            .send(PgWireBackendMessage::NoticeResponse(info.into()))
+            .await?;
+    }
+    Ok(())
 }
 
 fn user_error(e: SqlError) -> PgWireError {
@@ -110,7 +175,9 @@ impl SimpleQueryHandler for Handler {
         }
         let mut responses = Vec::new();
         for sql in statements {
-            match self.engine.execute(&session, &sql, None).await {
+            let result = self.engine.execute(&session, &sql, None).await;
+            send_notices(client, &session).await?;
+            match result {
                 Ok(out) => {
                     let copy = matches!(out, Output::CopyIn { .. });
                     responses.push(to_response(out, &Format::UnifiedText)?);
@@ -234,10 +301,12 @@ impl ExtendedQueryHandler for Handler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let fields = self.parser.get_result_schema(
-            &target.statement.statement,
-            Some(&target.result_column_format),
-        )?;
+        let stmt = &target.statement.statement;
+        let columns = stmt.fields.as_ref().map_or(0, |s| s.fields().len());
+        check_result_formats(&target.result_column_format, columns)?;
+        let fields = self
+            .parser
+            .get_result_schema(stmt, Some(&target.result_column_format))?;
         Ok(DescribePortalResponse::new(fields))
     }
 
@@ -255,6 +324,16 @@ impl ExtendedQueryHandler for Handler {
     {
         let session = session_of(client);
         let stmt = &portal.statement.statement;
+        if portal.parameter_len() < stmt.params.len() {
+            return Err(user_error(SqlError::new(
+                "08P01",
+                format!(
+                    "bind message supplies {} parameters, but prepared statement requires {}",
+                    portal.parameter_len(),
+                    stmt.params.len()
+                ),
+            )));
+        }
         let params = if portal.parameter_len() > 0 {
             let types: Vec<Option<&DataType>> = stmt.params.iter().map(|t| t.as_ref()).collect();
             Some(arrow_pg::datatypes::df::deserialize_parameters(
@@ -263,8 +342,15 @@ impl ExtendedQueryHandler for Handler {
         } else {
             None
         };
-        match self.engine.execute(&session, &stmt.sql, params).await {
-            Ok(out) => to_response(out, &portal.result_column_format),
+        let result = self.engine.execute(&session, &stmt.sql, params).await;
+        send_notices(client, &session).await?;
+        match result {
+            Ok(out) => {
+                if let Output::Rows(batch) = &out {
+                    check_result_formats(&portal.result_column_format, batch.num_columns())?;
+                }
+                to_response(out, &portal.result_column_format)
+            }
             Err(e) => Err(user_error(e)),
         }
     }
@@ -281,7 +367,11 @@ impl CopyHandler for Handler {
         let session = session_of(client);
         let mut s = session.lock();
         if let Some(copy) = s.copy.as_mut() {
-            copy.data.extend_from_slice(&copy_data.data);
+            if let Err(e) = copy.input.feed(&copy_data.data, &self.limits.copy) {
+                // The table stays as it was; what was read is dropped now.
+                s.copy = None;
+                return Err(user_error(e));
+            }
         }
         Ok(())
     }
@@ -332,12 +422,16 @@ pub struct Factory {
 }
 
 impl Factory {
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub fn new(engine: Arc<Engine>, limits: Limits) -> Self {
         let connections = Arc::new(ConnectionManager::new());
         Factory {
-            handler: Arc::new(Handler::new(engine, connections.clone())),
+            handler: Arc::new(Handler::new(engine, connections.clone(), limits)),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
         }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.handler.limits
     }
 }
 

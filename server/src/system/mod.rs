@@ -1,6 +1,7 @@
 //! The `system` schema: Weir's own state as tables (one table per file).
 //! Each table is computed when a query reads it.
 
+mod backfills;
 mod checkpoints;
 mod dead_letters;
 mod exceptions;
@@ -36,6 +37,8 @@ pub struct RegisteredQuery {
     pub kind: String,
     pub sql: String,
     pub options: BTreeMap<String, String>,
+    /// Its first catch-up, when created since the server started.
+    pub backfill: Option<Arc<crate::backfill::Backfill>>,
 }
 
 /// Streaming queries by name, for the system tables.
@@ -158,6 +161,7 @@ impl SystemSchema {
                     store,
                 )),
                 Arc::new(checkpoints::Checkpoints::new(runtimes.clone())),
+                Arc::new(backfills::Backfills::new(runtimes.clone())),
                 Arc::new(streaming_queries::StreamingQueries::new(runtimes.clone())),
                 Arc::new(tasks::Tasks::new(runtimes.clone())),
                 Arc::new(exceptions::Exceptions::new(runtimes.clone())),

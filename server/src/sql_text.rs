@@ -1,0 +1,124 @@
+//! SQL text as sqlparser's tokens, each with the exact text it was read
+//! from. The statement splitter and the token-level rewrites (Weir's own
+//! statements, `WATERMARK FOR`, window table functions) put statements back
+//! together from these slices, never from a token's `Display`: that prints
+//! a string's value between quotes (`'O'Brien'` for `'O''Brien'`, `E'a'b'`
+//! for `E'a\'b'`), which no longer reads back as the same literal.
+
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer, Whitespace};
+
+use crate::error::{SqlError, SqlResult};
+
+/// A token and the text it was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tok {
+    pub token: Token,
+    pub text: String,
+}
+
+impl Tok {
+    pub fn is_whitespace(&self) -> bool {
+        matches!(self.token, Token::Whitespace(_))
+    }
+
+    pub fn is_comment(&self) -> bool {
+        matches!(
+            self.token,
+            Token::Whitespace(Whitespace::SingleLineComment { .. })
+                | Token::Whitespace(Whitespace::MultiLineComment(_))
+        )
+    }
+}
+
+/// Tokenizes `sql` (PostgreSQL's lexical rules).
+pub fn tokenize(sql: &str) -> SqlResult<Vec<Tok>> {
+    let with_spans = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::syntax(format!("syntax error: {}", e.message)))?;
+    let mut cursor = Cursor::new(sql);
+    let mut out = Vec::with_capacity(with_spans.len());
+    for t in with_spans {
+        let start = cursor.offset;
+        cursor.advance_to(t.span.end);
+        out.push(Tok {
+            token: t.token,
+            text: sql[start..cursor.offset].to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// The tokens' text, as written.
+pub fn text(tokens: &[Tok]) -> String {
+    tokens.iter().map(|t| t.text.as_str()).collect()
+}
+
+/// A byte offset into the text and the tokenizer's (line, column) there:
+/// columns count characters from 1, a `\n` starts the next line.
+struct Cursor<'a> {
+    sql: &'a str,
+    offset: usize,
+    line: u64,
+    column: u64,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(sql: &'a str) -> Self {
+        Cursor {
+            sql,
+            offset: 0,
+            line: 1,
+            column: 1,
+        }
+    }
+
+    /// Moves up to `to`. The tokenizer's spans are contiguous, so the walk
+    /// over the whole text is linear.
+    fn advance_to(&mut self, to: Location) {
+        let mut chars = self.sql[self.offset..].chars();
+        while (self.line, self.column) < (to.line, to.column) {
+            let Some(c) = chars.next() else { break };
+            self.offset += c.len_utf8();
+            if c == '\n' {
+                self.line += 1;
+                self.column = 1;
+            } else {
+                self.column += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_keep_their_text() {
+        let sql = "SELECT 'O''Brien', E'a\\'b', $$it's$$, \"Ünï\" -- it's\n/* a 'b */ FROM t";
+        let toks = tokenize(sql).unwrap();
+        assert_eq!(text(&toks), sql);
+        let texts: Vec<&str> = toks
+            .iter()
+            .filter(|t| !t.is_whitespace())
+            .map(|t| t.text.as_str())
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "SELECT",
+                "'O''Brien'",
+                ",",
+                "E'a\\'b'",
+                ",",
+                "$$it's$$",
+                ",",
+                "\"Ünï\"",
+                "FROM",
+                "t"
+            ]
+        );
+        assert!(toks.iter().any(|t| t.is_comment() && t.text == "-- it's\n"));
+    }
+}
