@@ -3,7 +3,33 @@
 
 use datafusion::error::DataFusionError;
 use thiserror::Error;
+pub use tokio_postgres::error::SqlState;
 use weir_storage::StorageError;
+
+/// A SQLSTATE given as one of [`SqlState`]'s named constants, or as its
+/// five-character code (any code, also one read back from storage, keeps
+/// its value: [`SqlState::from_code`]).
+pub trait IntoSqlState {
+    fn into_sqlstate(self) -> SqlState;
+}
+
+impl IntoSqlState for SqlState {
+    fn into_sqlstate(self) -> SqlState {
+        self
+    }
+}
+
+impl IntoSqlState for &SqlState {
+    fn into_sqlstate(self) -> SqlState {
+        self.clone()
+    }
+}
+
+impl IntoSqlState for &str {
+    fn into_sqlstate(self) -> SqlState {
+        SqlState::from_code(self)
+    }
+}
 
 /// Whose fault an error is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +43,16 @@ pub enum ErrorDomain {
 }
 
 impl ErrorDomain {
+    /// The domain named by [`ErrorDomain::as_str`] (as stored); an unknown
+    /// name is a system error.
+    pub fn parse(name: &str) -> ErrorDomain {
+        match name {
+            "user" => ErrorDomain::User,
+            "external" => ErrorDomain::External,
+            _ => ErrorDomain::System,
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             ErrorDomain::User => "user",
@@ -31,9 +67,18 @@ pub enum ExecError {
     /// An error the user caused, with its SQLSTATE.
     #[error("{message}")]
     User {
-        sqlstate: &'static str,
+        sqlstate: SqlState,
         message: String,
         hint: Option<String>,
+    },
+    /// A failure recorded before a restart of the server (a FAILED query's
+    /// last error): what was stored of it, unchanged.
+    #[error("{message}")]
+    Recorded {
+        sqlstate: SqlState,
+        message: String,
+        domain: ErrorDomain,
+        error_class: String,
     },
     #[error("{0}")]
     DataFusion(#[from] DataFusionError),
@@ -60,19 +105,6 @@ pub enum ExecError {
 
 pub type ExecResult<T> = Result<T, ExecError>;
 
-/// The `&'static str` for a SQLSTATE read back from storage.
-pub fn static_sqlstate(code: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "22000", "22003", "22012", "22023", "22P02", "22P04", "23502", "23505", "42601", "42703",
-        "42804", "42883", "53000", "57014", "58000", "58030", "P0001", "0A000",
-    ];
-    KNOWN
-        .iter()
-        .find(|k| **k == code)
-        .copied()
-        .unwrap_or("XX000")
-}
-
 /// A failure caused on purpose (`fail_if(...)`), for tests and drills.
 /// A transient one stands for an infrastructure hiccup: it is external and
 /// retryable; a permanent one is a user error.
@@ -91,9 +123,9 @@ impl std::fmt::Display for InjectedFailure {
 impl std::error::Error for InjectedFailure {}
 
 impl ExecError {
-    pub fn user(sqlstate: &'static str, message: impl Into<String>) -> Self {
+    pub fn user(sqlstate: impl IntoSqlState, message: impl Into<String>) -> Self {
         ExecError::User {
-            sqlstate,
+            sqlstate: sqlstate.into_sqlstate(),
             message: message.into(),
             hint: None,
         }
@@ -148,7 +180,7 @@ impl ExecError {
 
     /// A short name for the kind of error, e.g. `division_by_zero`, `cast`,
     /// `storage`: what `system.exceptions.error_class` shows.
-    pub fn error_class(&self) -> &'static str {
+    pub fn error_class(&self) -> &str {
         if let Some(e) = self.carried() {
             return e.error_class();
         }
@@ -159,6 +191,7 @@ impl ExecError {
             return "injected";
         }
         match self {
+            ExecError::Recorded { error_class, .. } => return error_class,
             ExecError::Storage(_) => return "storage",
             ExecError::Checkpoint(_) => return "checkpoint",
             ExecError::Canceled => return "canceled",
@@ -166,7 +199,7 @@ impl ExecError {
             ExecError::Internal(_) => return "internal",
             _ => {}
         }
-        match self.sqlstate() {
+        match self.sqlstate().code() {
             "22012" => "division_by_zero",
             "22P02" => "cast",
             "22003" => "numeric_overflow",
@@ -220,6 +253,7 @@ impl ExecError {
         }
         match self {
             ExecError::User { .. } => ErrorDomain::User,
+            ExecError::Recorded { domain, .. } => *domain,
             ExecError::DataFusion(e) => datafusion_domain(e),
             ExecError::Arrow(e) => {
                 arrow_sqlstate(e).map_or(ErrorDomain::System, |_| ErrorDomain::User)
@@ -237,7 +271,7 @@ impl ExecError {
         !matches!(self.domain(), ErrorDomain::User)
     }
 
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> SqlState {
         if let Some(e) = self.carried() {
             return e.sqlstate();
         }
@@ -245,17 +279,18 @@ impl ExecError {
             return e.sqlstate();
         }
         if self.injected().is_some() {
-            // PostgreSQL's raise_exception.
-            return "P0001";
+            return SqlState::RAISE_EXCEPTION;
         }
         match self {
-            ExecError::User { sqlstate, .. } => sqlstate,
+            ExecError::User { sqlstate, .. } | ExecError::Recorded { sqlstate, .. } => {
+                sqlstate.clone()
+            }
             ExecError::DataFusion(e) => datafusion_sqlstate(e),
-            ExecError::Arrow(e) => arrow_sqlstate(e).unwrap_or("XX000"),
-            ExecError::Storage(_) => "58030",
-            ExecError::Internal(_) => "XX000",
-            ExecError::Checkpoint(_) => "58000",
-            ExecError::Canceled => "57014",
+            ExecError::Arrow(e) => arrow_sqlstate(e).unwrap_or(SqlState::INTERNAL_ERROR),
+            ExecError::Storage(_) => SqlState::IO_ERROR,
+            ExecError::Internal(_) => SqlState::INTERNAL_ERROR,
+            ExecError::Checkpoint(_) => SqlState::SYSTEM_ERROR,
+            ExecError::Canceled => SqlState::QUERY_CANCELED,
             ExecError::Rejected(e) => e.sqlstate(),
         }
     }
@@ -292,14 +327,14 @@ impl ExecError {
     }
 }
 
-fn arrow_sqlstate(e: &datafusion::arrow::error::ArrowError) -> Option<&'static str> {
+fn arrow_sqlstate(e: &datafusion::arrow::error::ArrowError) -> Option<SqlState> {
     use datafusion::arrow::error::ArrowError as A;
     match e {
-        A::DivideByZero => Some("22012"),
-        A::CastError(_) | A::ParseError(_) => Some("22P02"),
-        A::ArithmeticOverflow(_) => Some("22003"),
-        A::ComputeError(m) if m.contains("overflow") => Some("22003"),
-        A::InvalidArgumentError(_) => Some("22023"),
+        A::DivideByZero => Some(SqlState::DIVISION_BY_ZERO),
+        A::CastError(_) | A::ParseError(_) => Some(SqlState::INVALID_TEXT_REPRESENTATION),
+        A::ArithmeticOverflow(_) => Some(SqlState::NUMERIC_VALUE_OUT_OF_RANGE),
+        A::ComputeError(m) if m.contains("overflow") => Some(SqlState::NUMERIC_VALUE_OUT_OF_RANGE),
+        A::InvalidArgumentError(_) => Some(SqlState::INVALID_PARAMETER_VALUE),
         _ => None,
     }
 }
@@ -325,55 +360,59 @@ fn root(e: &DataFusionError) -> &DataFusionError {
 }
 
 /// SQLSTATE for a DataFusion error.
-pub fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
+pub fn datafusion_sqlstate(e: &DataFusionError) -> SqlState {
     match root(e) {
-        DataFusionError::ArrowError(a, _) => arrow_sqlstate(a).unwrap_or("XX000"),
-        DataFusionError::SQL(..) => "42601",
+        DataFusionError::ArrowError(a, _) => arrow_sqlstate(a).unwrap_or(SqlState::INTERNAL_ERROR),
+        DataFusionError::SQL(..) => SqlState::SYNTAX_ERROR,
         DataFusionError::SchemaError(s, _) => match **s {
-            datafusion::common::SchemaError::FieldNotFound { .. } => "42703",
-            datafusion::common::SchemaError::AmbiguousReference { .. } => "42702",
+            datafusion::common::SchemaError::FieldNotFound { .. } => SqlState::UNDEFINED_COLUMN,
+            datafusion::common::SchemaError::AmbiguousReference { .. } => {
+                SqlState::AMBIGUOUS_COLUMN
+            }
             datafusion::common::SchemaError::DuplicateQualifiedField { .. }
-            | datafusion::common::SchemaError::DuplicateUnqualifiedField { .. } => "42701",
+            | datafusion::common::SchemaError::DuplicateUnqualifiedField { .. } => {
+                SqlState::DUPLICATE_COLUMN
+            }
         },
         DataFusionError::Plan(m) => plan_sqlstate(m),
-        DataFusionError::NotImplemented(_) => "0A000",
+        DataFusionError::NotImplemented(_) => SqlState::FEATURE_NOT_SUPPORTED,
         DataFusionError::Execution(m) => {
             let l = m.to_ascii_lowercase();
             if l.starts_with("invalid argument for ") {
-                "22023"
+                SqlState::INVALID_PARAMETER_VALUE
             } else if l.contains("divide by zero") || l.contains("division by zero") {
-                "22012"
+                SqlState::DIVISION_BY_ZERO
             } else if l.contains("overflow") {
-                "22003"
+                SqlState::NUMERIC_VALUE_OUT_OF_RANGE
             } else if l.contains("cast") || l.contains("invalid input") || l.contains("parse") {
-                "22P02"
+                SqlState::INVALID_TEXT_REPRESENTATION
             } else {
-                "22000"
+                SqlState::DATA_EXCEPTION
             }
         }
-        DataFusionError::ResourcesExhausted(_) => "53000",
-        _ => "XX000",
+        DataFusionError::ResourcesExhausted(_) => SqlState::INSUFFICIENT_RESOURCES,
+        _ => SqlState::INTERNAL_ERROR,
     }
 }
 
-fn plan_sqlstate(m: &str) -> &'static str {
+fn plan_sqlstate(m: &str) -> SqlState {
     let l = m.to_ascii_lowercase();
     // A function called with the wrong number or types of arguments, and
     // an argument value a function refuses (`server/src/functions`).
     if l.contains("no function matches") {
-        "42883"
+        SqlState::UNDEFINED_FUNCTION
     } else if l.starts_with("invalid argument for ") {
-        "22023"
+        SqlState::INVALID_PARAMETER_VALUE
     } else if l.contains("table") && l.contains("not found") {
-        "42P01"
+        SqlState::UNDEFINED_TABLE
     } else if l.contains("no field named") || l.contains("column") && l.contains("not found") {
-        "42703"
+        SqlState::UNDEFINED_COLUMN
     } else if l.contains("function") && (l.contains("invalid") || l.contains("not found")) {
-        "42883"
+        SqlState::UNDEFINED_FUNCTION
     } else if l.contains("coerc") || l.contains("cannot") && l.contains("type") {
-        "42804"
+        SqlState::DATATYPE_MISMATCH
     } else {
-        "42P10"
+        SqlState::INVALID_COLUMN_REFERENCE
     }
 }
 
@@ -454,7 +493,7 @@ mod tests {
             e.message(),
             "invalid input syntax for type integer: \"abc\""
         );
-        assert_eq!(e.sqlstate(), "22P02");
+        assert_eq!(e.sqlstate(), SqlState::INVALID_TEXT_REPRESENTATION);
         assert_eq!(e.domain(), ErrorDomain::User);
     }
 }

@@ -238,7 +238,7 @@ impl Partitioning {
 /// A connector source asked to resume at another parallelism.
 pub fn connector_rescale_error(connector: &str, node: &str) -> crate::ExecError {
     crate::ExecError::user(
-        "0A000",
+        crate::SqlState::FEATURE_NOT_SUPPORTED,
         format!("a {connector} source ({node}) cannot change its parallelism from a checkpoint"),
     )
 }

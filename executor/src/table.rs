@@ -296,7 +296,7 @@ impl Table {
     pub fn check_writable(&self) -> ExecResult<()> {
         match &self.connector {
             Some(connector) => Err(ExecError::user(
-                "42809",
+                crate::SqlState::WRONG_OBJECT_TYPE,
                 format!(
                     "cannot change source \"{}\": its rows come from its {} connector",
                     self.desc.name,
@@ -356,7 +356,7 @@ impl Table {
             let col = chunk.batch.column(i);
             if col.null_count() > 0 {
                 return Err(ExecError::user(
-                    "23502",
+                    crate::SqlState::NOT_NULL_VIOLATION,
                     format!(
                         "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
                         field.name(),
@@ -389,7 +389,7 @@ impl Table {
                                 .map(|c| self.desc.schema.field(*c).name().as_str())
                                 .collect();
                             return Err(ExecError::User {
-                                sqlstate: "23505",
+                                sqlstate: crate::SqlState::UNIQUE_VIOLATION,
                                 message: format!(
                                     "duplicate key value violates unique constraint \"{}_pkey\"",
                                     self.desc.name

@@ -314,7 +314,7 @@ impl<'a> StreamPlanner<'a> {
             if !stream.append_only {
                 // Flink: "doesn't support consuming update changes".
                 return Err(PlanError::Exec(ExecError::User {
-                    sqlstate: "0A000",
+                    sqlstate: weir_executor::SqlState::FEATURE_NOT_SUPPORTED,
                     message: "the file sink does not support consuming update changes: \
                               this query's output updates or deletes rows it emitted, \
                               and files only take appended rows"

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use weir_executor::SqlState;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::compute::concat_batches;
@@ -120,7 +121,7 @@ fn object_name(name: &ast::ObjectName) -> SqlResult<String> {
         [n] => Ok(n.clone()),
         [s, n] if s == "public" => Ok(n.clone()),
         [s, _] => Err(SqlError::new(
-            "3F000",
+            SqlState::INVALID_SCHEMA_NAME,
             format!("schema \"{s}\" does not exist"),
         )),
         _ => Err(SqlError::syntax(format!("improper qualified name: {name}"))),
@@ -324,7 +325,7 @@ impl Engine {
         match phys.data_type(&schema)? {
             DataType::Timestamp(..) => Ok(Some(phys)),
             other => Err(SqlError::new(
-                "42804",
+                SqlState::DATATYPE_MISMATCH,
                 format!("WATERMARK expression must give a timestamp, not {other}"),
             )),
         }
@@ -609,7 +610,7 @@ impl Engine {
                 match s.vars.get(&name) {
                     Some(v) => Ok(Output::Rows(text_batch(&[&name], vec![vec![v.clone()]]))),
                     None => Err(SqlError::new(
-                        "42704",
+                        SqlState::UNDEFINED_OBJECT,
                         format!("unrecognized configuration parameter \"{name}\""),
                     )),
                 }
@@ -812,14 +813,14 @@ impl Engine {
                     }
                     if !or_replace || name == "builtin" {
                         return Err(SqlError::new(
-                            "42710",
+                            SqlState::DUPLICATE_OBJECT,
                             format!("failure enricher \"{name}\" already exists"),
                         ));
                     }
                 }
                 if name == "builtin" {
                     return Err(SqlError::new(
-                        "42710",
+                        SqlState::DUPLICATE_OBJECT,
                         "failure enricher \"builtin\" already exists",
                     ));
                 }
@@ -853,7 +854,7 @@ impl Engine {
                         "It is a plugin from the config file; remove it there.".to_string()
                     });
                     let e = SqlError::new(
-                        "42704",
+                        SqlState::UNDEFINED_OBJECT,
                         format!("failure enricher \"{name}\" does not exist"),
                     );
                     return Err(match hint {
@@ -920,7 +921,7 @@ impl Engine {
                 });
             }
             return Err(SqlError::new(
-                "42P07",
+                SqlState::DUPLICATE_TABLE,
                 format!("relation \"{name}\" already exists"),
             ));
         }
@@ -935,7 +936,7 @@ impl Engine {
             let cname = ident_name(&col.name);
             if columns.iter().any(|c| c.name == cname) {
                 return Err(SqlError::new(
-                    "42701",
+                    SqlState::DUPLICATE_COLUMN,
                     format!("column \"{cname}\" specified more than once"),
                 ));
             }
@@ -978,7 +979,7 @@ impl Engine {
                 TableConstraint::PrimaryKey(pk) => {
                     if !primary_key.is_empty() {
                         return Err(SqlError::new(
-                            "42P16",
+                            SqlState::INVALID_TABLE_DEFINITION,
                             format!("multiple primary keys for table \"{name}\" are not allowed"),
                         ));
                     }
@@ -987,7 +988,7 @@ impl Engine {
                         let cname = cname.trim_matches('"').to_lowercase();
                         let Some(idx) = columns.iter().position(|c| c.name == cname) else {
                             return Err(SqlError::new(
-                                "42703",
+                                SqlState::UNDEFINED_COLUMN,
                                 format!("column \"{cname}\" named in key does not exist"),
                             ));
                         };
@@ -1015,14 +1016,14 @@ impl Engine {
                 > 1
         {
             return Err(SqlError::new(
-                "42P16",
+                SqlState::INVALID_TABLE_DEFINITION,
                 format!("multiple primary keys for table \"{name}\" are not allowed"),
             ));
         }
         if let Some(w) = &watermark {
             let Some(col) = columns.iter().find(|c| c.name == w.column) else {
                 return Err(SqlError::new(
-                    "42703",
+                    SqlState::UNDEFINED_COLUMN,
                     format!(
                         "column \"{}\" named in WATERMARK FOR does not exist",
                         w.column
@@ -1031,7 +1032,7 @@ impl Engine {
             };
             if !matches!(arrow_type(&col.sql_type)?, DataType::Timestamp(..)) {
                 return Err(SqlError::new(
-                    "42804",
+                    SqlState::DATATYPE_MISMATCH,
                     format!(
                         "WATERMARK FOR column \"{}\" must be a timestamp, not {}",
                         w.column, col.sql_type
@@ -1092,7 +1093,7 @@ impl Engine {
         }
         if st.queries.contains_key(name) {
             return Err(SqlError::new(
-                "42809",
+                SqlState::WRONG_OBJECT_TYPE,
                 format!("cannot change \"{name}\": it is the result of a streaming query"),
             )
             .with_hint("Results are maintained by their query; change its input tables instead."));
@@ -1252,7 +1253,7 @@ impl Engine {
                     let n = ident_name(c);
                     schema.index_of(&n).map_err(|_| {
                         SqlError::new(
-                            "42703",
+                            SqlState::UNDEFINED_COLUMN,
                             format!("column \"{n}\" of relation \"{name}\" does not exist"),
                         )
                     })
@@ -1347,7 +1348,7 @@ impl Engine {
         for f in schema.fields() {
             if f.name().contains(crate::naming::REPEAT_MARK) || !seen.insert(f.name().clone()) {
                 return Err(SqlError::new(
-                    "42701",
+                    SqlState::DUPLICATE_COLUMN,
                     format!(
                         "column \"{}\" specified more than once",
                         crate::naming::display_name(f.name())
@@ -1401,7 +1402,7 @@ impl Engine {
                 return Ok((Output::Command { tag, rows: None }, None));
             }
             return Err(SqlError::new(
-                "42P07",
+                SqlState::DUPLICATE_TABLE,
                 format!("relation \"{name}\" already exists"),
             ));
         }
@@ -1611,7 +1612,7 @@ impl Engine {
             .collect::<Vec<_>>()
             .join("\n");
         Err(SqlError::new(
-            "2BP01",
+            SqlState::DEPENDENT_OBJECTS_STILL_EXIST,
             format!("cannot drop {noun} {name} because other objects depend on it"),
         )
         .with_detail(detail)
@@ -1626,14 +1627,17 @@ impl Engine {
             let entry = self.state.lock().tables.get(name).map(|(m, _)| m.clone());
             let Some(meta) = entry else {
                 if self.state.lock().queries.contains_key(name) {
-                    return Err(SqlError::new("42809", format!("\"{name}\" is not a table"))
-                        .with_hint("Use DROP MATERIALIZED VIEW or DROP STREAMING QUERY."));
+                    return Err(SqlError::new(
+                        SqlState::WRONG_OBJECT_TYPE,
+                        format!("\"{name}\" is not a table"),
+                    )
+                    .with_hint("Use DROP MATERIALIZED VIEW or DROP STREAMING QUERY."));
                 }
                 if if_exists {
                     continue;
                 }
                 return Err(SqlError::new(
-                    "42P01",
+                    SqlState::UNDEFINED_TABLE,
                     format!("table \"{name}\" does not exist"),
                 ));
             };
@@ -1675,7 +1679,7 @@ impl Engine {
             let Some(id) = id else {
                 if self.state.lock().tables.contains_key(name) {
                     return Err(SqlError::new(
-                        "42809",
+                        SqlState::WRONG_OBJECT_TYPE,
                         format!("\"{name}\" is not a {}", kind.noun()),
                     )
                     .with_hint("Use DROP TABLE to remove a table."));
@@ -1684,7 +1688,7 @@ impl Engine {
                     continue;
                 }
                 return Err(SqlError::new(
-                    "42P01",
+                    SqlState::UNDEFINED_TABLE,
                     format!("{} \"{name}\" does not exist", kind.noun()),
                 ));
             };
@@ -1733,12 +1737,12 @@ impl Engine {
         let Some((meta, runtime)) = self.query_entry(&name) else {
             if self.state.lock().tables.contains_key(&name) {
                 return Err(SqlError::new(
-                    "42809",
+                    SqlState::WRONG_OBJECT_TYPE,
                     format!("\"{name}\" is not a {}", kind.noun()),
                 ));
             }
             return Err(SqlError::new(
-                "42P01",
+                SqlState::UNDEFINED_TABLE,
                 format!("{} \"{name}\" does not exist", kind.noun()),
             ));
         };
@@ -1817,7 +1821,7 @@ impl Engine {
         let _ddl = self.ddl.lock().await;
         let Some((meta, runtime)) = self.query_entry(&name) else {
             return Err(SqlError::new(
-                "42P01",
+                SqlState::UNDEFINED_TABLE,
                 format!("{} \"{name}\" does not exist", kind.noun()),
             ));
         };
@@ -2025,7 +2029,7 @@ fn option_choice(
     let v = value.trim().to_ascii_lowercase();
     choices.iter().position(|c| *c == v).ok_or_else(|| {
         SqlError::new(
-            "22023",
+            SqlState::INVALID_PARAMETER_VALUE,
             format!(
                 "invalid value for option \"{name}\": \"{value}\" (expected {})",
                 choices
@@ -2049,7 +2053,7 @@ fn file_sink_spec(
     id: u64,
 ) -> SqlResult<Option<weir_executor::operators::file_sink::FileSinkSpec>> {
     use weir_executor::operators::file_sink::{FileSinkFormat, FileSinkSpec};
-    let bad = |m: String| SqlError::new("22023", m);
+    let bad = |m: String| SqlError::new(SqlState::INVALID_PARAMETER_VALUE, m);
     if option_choice(options, "connector", QUERY_CONNECTORS)? != 2 {
         if let Some(k) = ["path", "format"]
             .iter()
@@ -2119,7 +2123,7 @@ fn connector_options(
     }
     if !out.contains_key("connector") {
         return Err(SqlError::new(
-            "22023",
+            SqlState::INVALID_PARAMETER_VALUE,
             "a table's WITH options need a connector (connector = 'file', 'nexmark' or 'datagen')",
         ));
     }
@@ -2142,7 +2146,7 @@ fn source_connector(
         Some("datagen") => DatagenSource::from_options(options, schema)?,
         other => {
             return Err(SqlError::new(
-                "22023",
+                SqlState::INVALID_PARAMETER_VALUE,
                 format!(
                     "unknown source connector {other:?} (expected 'file', 'nexmark' or 'datagen')"
                 ),
@@ -2157,7 +2161,7 @@ fn file_source(
 ) -> SqlResult<Arc<weir_executor::connectors::FileSource>> {
     use weir_executor::connectors::{FileFormat, FileSource};
     let get = |k: &str| options.get(k).map(|v| v.trim().to_string());
-    let bad = |m: String| SqlError::new("22023", m);
+    let bad = |m: String| SqlError::new(SqlState::INVALID_PARAMETER_VALUE, m);
     let known = ["connector", "path", "format", "header", "delimiter"];
     if let Some(k) = options.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(bad(format!(
@@ -2196,8 +2200,12 @@ fn file_source(
             )))
         }
     };
-    FileSource::open(std::path::Path::new(&path), format)
-        .map_err(|e| SqlError::new("58P01", format!("file source {path}: {}", e.message())))
+    FileSource::open(std::path::Path::new(&path), format).map_err(|e| {
+        SqlError::new(
+            SqlState::UNDEFINED_FILE,
+            format!("file source {path}: {}", e.message()),
+        )
+    })
 }
 
 fn parse_options(
@@ -2210,12 +2218,15 @@ fn parse_options(
         match k.as_str() {
             "parallelism" => {
                 let n: usize = v.parse().map_err(|_| {
-                    SqlError::new("22023", format!("invalid value for parallelism: \"{v}\""))
-                        .with_hint("parallelism is a positive integer.")
+                    SqlError::new(
+                        SqlState::INVALID_PARAMETER_VALUE,
+                        format!("invalid value for parallelism: \"{v}\""),
+                    )
+                    .with_hint("parallelism is a positive integer.")
                 })?;
                 if n == 0 || n > weir_executor::keys::MAX_PARALLELISM {
                     return Err(SqlError::new(
-                        "22023",
+                        SqlState::INVALID_PARAMETER_VALUE,
                         format!(
                             "parallelism must be between 1 and {}",
                             weir_executor::keys::MAX_PARALLELISM
@@ -2235,7 +2246,7 @@ fn parse_options(
                     Ok(true) => {}
                     Ok(false) => {
                         return Err(SqlError::new(
-                            "22023",
+                            SqlState::INVALID_PARAMETER_VALUE,
                             format!("unrecognized streaming query option \"{other}\""),
                         )
                         .with_hint(format!(
@@ -2244,12 +2255,14 @@ fn parse_options(
                             weir_executor::failure::config::OPTION_NAMES.join(", ")
                         )))
                     }
-                    Err(msg) => return Err(SqlError::new("22023", msg)),
+                    Err(msg) => return Err(SqlError::new(SqlState::INVALID_PARAMETER_VALUE, msg)),
                 }
             }
         }
     }
-    failure.finish().map_err(|m| SqlError::new("22023", m))?;
+    failure
+        .finish()
+        .map_err(|m| SqlError::new(SqlState::INVALID_PARAMETER_VALUE, m))?;
     Ok((parallelism, config, failure))
 }
 
@@ -2293,7 +2306,7 @@ fn cast_to(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> SqlResult<Re
             } else {
                 datafusion::arrow::compute::cast(c, f.data_type()).map_err(|e| {
                     SqlError::new(
-                        "42804",
+                        SqlState::DATATYPE_MISMATCH,
                         format!(
                             "column \"{}\" is of type {} but expression is of type {}: {e}",
                             f.name(),
@@ -2308,7 +2321,7 @@ fn cast_to(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> SqlResult<Re
     for (c, f) in cols.iter().zip(schema.fields()) {
         if !f.is_nullable() && c.null_count() > 0 {
             return Err(SqlError::new(
-                "23502",
+                SqlState::NOT_NULL_VIOLATION,
                 format!("null value in column \"{}\" of relation \"{table}\" violates not-null constraint", f.name()),
             ));
         }
@@ -2320,7 +2333,10 @@ fn cast_to(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> SqlResult<Re
     )
     .map_err(|e| {
         if e.to_string().contains("non-nullable") {
-            SqlError::new("23502", "null value violates not-null constraint")
+            SqlError::new(
+                SqlState::NOT_NULL_VIOLATION,
+                "null value violates not-null constraint",
+            )
         } else {
             SqlError::internal(e.to_string())
         }
@@ -2355,7 +2371,7 @@ fn rescale_decimal(c: &ArrayRef, from_s: i8, p: u8, s: i8, column: &str) -> SqlR
         })
         .collect::<Result<_, ()>>()
         .map_err(|_| {
-            SqlError::new("22003", "numeric field overflow").with_detail(format!(
+            SqlError::new(SqlState::NUMERIC_VALUE_OUT_OF_RANGE, "numeric field overflow").with_detail(format!(
                 "A field with precision {p}, scale {s} must round to an absolute value less than 10^{} (column \"{column}\").",
                 p as i32 - s as i32
             ))

@@ -1,26 +1,35 @@
-//! The error a client sees: SQLSTATE, a lowercase message, detail and hint.
+//! The error a client sees: SQLSTATE, a lowercase message, detail, hint
+//! and context.
 
-use weir_executor::ExecError;
+use weir_executor::{ExecError, IntoSqlState, SqlState};
 use weir_planner::PlanError;
 
 #[derive(Debug, Clone)]
 pub struct SqlError {
-    pub sqlstate: &'static str,
+    pub sqlstate: SqlState,
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// Where it happened (PostgreSQL's CONTEXT), e.g. `COPY t, line 3`.
+    pub context: Option<String>,
 }
 
 pub type SqlResult<T> = Result<T, SqlError>;
 
 impl SqlError {
-    pub fn new(sqlstate: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(sqlstate: impl IntoSqlState, message: impl Into<String>) -> Self {
         SqlError {
-            sqlstate,
+            sqlstate: sqlstate.into_sqlstate(),
             message: message.into(),
             detail: None,
             hint: None,
+            context: None,
         }
+    }
+
+    pub fn with_context(mut self, context: impl Into<String>) -> Self {
+        self.context = Some(context.into());
+        self
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -34,25 +43,28 @@ impl SqlError {
     }
 
     pub fn syntax(message: impl Into<String>) -> Self {
-        SqlError::new("42601", message)
+        SqlError::new(SqlState::SYNTAX_ERROR, message)
     }
 
     pub fn unsupported(message: impl Into<String>) -> Self {
-        SqlError::new("0A000", message)
+        SqlError::new(SqlState::FEATURE_NOT_SUPPORTED, message)
     }
 
     pub fn undefined_table(name: &str) -> Self {
-        SqlError::new("42P01", format!("relation \"{name}\" does not exist"))
+        SqlError::new(
+            SqlState::UNDEFINED_TABLE,
+            format!("relation \"{name}\" does not exist"),
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        SqlError::new("XX000", message)
+        SqlError::new(SqlState::INTERNAL_ERROR, message)
     }
 }
 
 impl std::fmt::Display for SqlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.message, self.sqlstate)
+        write!(f, "{} ({})", self.message, self.sqlstate.code())
     }
 }
 

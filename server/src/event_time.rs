@@ -12,6 +12,7 @@
 
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
+use weir_executor::SqlState;
 
 use crate::error::{SqlError, SqlResult};
 use crate::sql_text::{text, tokenize, Tok};
@@ -172,7 +173,7 @@ fn interval_ms(tokens: &[Tok]) -> SqlResult<i64> {
     let sig: Vec<&Tok> = tokens.iter().filter(|t| !t.is_whitespace()).collect();
     let bad = || {
         SqlError::new(
-            "22007",
+            SqlState::INVALID_DATETIME_FORMAT,
             format!(
                 "window size must be a constant interval such as INTERVAL '10' SECOND, got {}",
                 text(tokens).trim()
@@ -364,7 +365,7 @@ fn find_window_call(tokens: &[Tok], from: usize) -> SqlResult<Option<WindowCall>
                 let size = interval_ms(&args[3])?;
                 if size % slide != 0 {
                     return Err(SqlError::new(
-                        "22023",
+                        SqlState::INVALID_PARAMETER_VALUE,
                         "HOP window size must be a multiple of its slide",
                     ));
                 }

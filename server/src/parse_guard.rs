@@ -23,6 +23,8 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
+use weir_executor::SqlState;
+
 use crate::error::SqlError;
 use crate::sql_text::Tok;
 
@@ -37,7 +39,7 @@ pub const PARSE_STEPS_PER_TOKEN_MAX: u64 = 16;
 const PARSE_STEPS_BASE: u64 = 10_000;
 
 /// The SQLSTATE of every refusal here.
-pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+pub const STATEMENT_TOO_COMPLEX: SqlState = SqlState::STATEMENT_TOO_COMPLEX;
 
 /// PostgreSQL's lexical and grammar rules (sqlparser's PostgreSQL dialect,
 /// which it stands in for everywhere), with a budget of parse steps.

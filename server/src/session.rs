@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use weir_executor::SqlState;
 
 use weir_executor::table::Table;
 
@@ -36,7 +37,7 @@ pub fn boolean_setting(name: &str, value: &str) -> Option<SqlResult<&'static str
         "on" | "true" | "yes" | "1" | "t" | "y" => Ok("on"),
         "off" | "false" | "no" | "0" | "f" | "n" => Ok("off"),
         _ => Err(SqlError::new(
-            "22023",
+            SqlState::INVALID_PARAMETER_VALUE,
             format!("parameter \"{name}\" requires a Boolean value"),
         )),
     })

@@ -3,6 +3,7 @@
 //! Everything else goes to sqlparser and DataFusion.
 
 use std::collections::BTreeMap;
+use weir_executor::SqlState;
 
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
@@ -304,7 +305,7 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
         if matches!(at(q), Some((_, Token::Period))) {
             if name != "public" {
                 return Err(SqlError::new(
-                    "3F000",
+                    SqlState::INVALID_SCHEMA_NAME,
                     format!("schema \"{name}\" does not exist"),
                 ));
             }

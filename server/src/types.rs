@@ -1,6 +1,7 @@
 //! SQL types of Weir tables and their Arrow representation.
 
 use std::sync::Arc;
+use weir_executor::SqlState;
 
 use datafusion::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
 
@@ -39,7 +40,7 @@ pub fn arrow_type(sql: &str) -> SqlResult<DataType> {
                 .unwrap_or(if args.is_empty() { 10 } else { 0 }) as i8;
             if p == 0 || s as i32 > p as i32 {
                 return Err(SqlError::new(
-                    "22023",
+                    SqlState::INVALID_PARAMETER_VALUE,
                     format!("NUMERIC scale {s} must be between 0 and precision {p}"),
                 ));
             }
@@ -60,7 +61,7 @@ pub fn arrow_type(sql: &str) -> SqlResult<DataType> {
         "bytea" => DataType::Binary,
         _ => {
             return Err(SqlError::new(
-                "42704",
+                SqlState::UNDEFINED_OBJECT,
                 format!("type \"{sql}\" does not exist"),
             ));
         }

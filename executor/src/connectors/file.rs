@@ -162,7 +162,7 @@ enum Batches {
 /// bad COPY).
 fn bad_record(path: &Path, e: impl std::fmt::Display) -> ExecError {
     ExecError::User {
-        sqlstate: "22P04",
+        sqlstate: crate::SqlState::BAD_COPY_FILE_FORMAT,
         message: format!("bad record in {}: {e}", path.display()),
         hint: Some("Fix or remove the record; the source's files must match its columns.".into()),
     }

@@ -148,7 +148,7 @@ impl<'a> ConnectorOptions<'a> {
         match self.options.keys().next() {
             None => Ok(()),
             Some(k) => Err(ExecError::User {
-                sqlstate: "22023",
+                sqlstate: crate::SqlState::INVALID_PARAMETER_VALUE,
                 message: format!("unrecognized {} source option \"{k}\"", self.connector),
                 hint: Some(format!("Valid options: {valid}.")),
             }),
@@ -158,5 +158,5 @@ impl<'a> ConnectorOptions<'a> {
 
 /// An invalid option value (SQLSTATE 22023).
 pub fn bad_option(message: impl Into<String>) -> ExecError {
-    ExecError::user("22023", message)
+    ExecError::user(crate::SqlState::INVALID_PARAMETER_VALUE, message)
 }

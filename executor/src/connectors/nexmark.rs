@@ -252,7 +252,7 @@ impl NexmarkSource {
             }
             None => {
                 return Err(ExecError::User {
-                    sqlstate: "22023",
+                    sqlstate: crate::SqlState::INVALID_PARAMETER_VALUE,
                     message: "a nexmark source needs the option \"nexmark.table.type\"".into(),
                     hint: Some("Set it to 'person', 'auction' or 'bid'.".into()),
                 })
@@ -282,7 +282,7 @@ impl NexmarkSource {
         for f in schema.fields() {
             let Some(i) = columns.iter().position(|(n, _)| *n == f.name().as_str()) else {
                 return Err(ExecError::User {
-                    sqlstate: "42P16",
+                    sqlstate: crate::SqlState::INVALID_TABLE_DEFINITION,
                     message: format!(
                         "a nexmark {} source has no column \"{}\"",
                         table.name(),
@@ -296,7 +296,7 @@ impl NexmarkSource {
             };
             if f.data_type() != &columns[i].1 {
                 return Err(ExecError::User {
-                    sqlstate: "42P16",
+                    sqlstate: crate::SqlState::INVALID_TABLE_DEFINITION,
                     message: format!(
                         "column \"{}\" of a nexmark {} source must be {}, not {}",
                         f.name(),
@@ -588,7 +588,7 @@ mod tests {
     #[test]
     fn bad_definitions_are_refused() {
         let bid = schema(&[("price", DataType::Int64)]);
-        let code = |r: ExecResult<Arc<NexmarkSource>>| r.unwrap_err().sqlstate();
+        let code = |r: ExecResult<Arc<NexmarkSource>>| r.unwrap_err().sqlstate().code().to_owned();
         assert_eq!(code(source(&[], &bid)), "22023");
         assert_eq!(
             code(source(&[("nexmark.table.type", "bids")], &bid)),

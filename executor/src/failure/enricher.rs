@@ -264,7 +264,7 @@ mod tests {
     fn failure() -> FailureContext {
         FailureContext::new(
             "q",
-            &crate::ExecError::user("22012", "division by zero"),
+            &crate::ExecError::user(crate::SqlState::DIVISION_BY_ZERO, "division by zero"),
             Some("StreamFilter".into()),
             Some(1),
             Some(0),

@@ -49,7 +49,7 @@ impl FailureContext {
             message: error.message(),
             root_cause: error.root_cause(),
             domain: error.domain().as_str().to_string(),
-            sqlstate: error.sqlstate().to_string(),
+            sqlstate: error.sqlstate().code().to_string(),
             retryable: error.retryable(),
         }
     }

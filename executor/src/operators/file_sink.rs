@@ -162,7 +162,7 @@ impl FileSinkSpec {
         match schema.fields().iter().find(|f| f.data_type().is_nested()) {
             None => Ok(()),
             Some(f) => Err(ExecError::User {
-                sqlstate: "0A000",
+                sqlstate: crate::SqlState::FEATURE_NOT_SUPPORTED,
                 message: format!(
                     "the csv format cannot write column \"{}\" of type {}",
                     f.name(),
@@ -818,7 +818,7 @@ mod tests {
             true,
         )]));
         let err = spec.check_schema(&nested).unwrap_err();
-        assert_eq!(err.sqlstate(), "0A000");
+        assert_eq!(err.sqlstate().code(), "0A000");
         let json = FileSinkSpec::new(&d.0, FileSinkFormat::JsonLines, "q", 1);
         json.check_schema(&nested).unwrap();
     }
@@ -831,7 +831,7 @@ mod tests {
         fs::write(&file, "x").unwrap();
         let spec = FileSinkSpec::new(file.join("out"), FileSinkFormat::Csv, "q", 1);
         let err = spec.check_writable().unwrap_err();
-        assert_eq!(err.sqlstate(), "58030");
+        assert_eq!(err.sqlstate().code(), "58030");
         assert!(
             err.message().contains("cannot create file sink directory"),
             "{}",

@@ -95,7 +95,7 @@ impl SessionWindowOperator {
             DataType::Timestamp(TimeUnit::Second, _) => {
                 if gap_ms % 1000 != 0 {
                     return Err(ExecError::user(
-                        "22023",
+                        crate::SqlState::INVALID_PARAMETER_VALUE,
                         "a session gap on a timestamp(0) column must be whole seconds",
                     ));
                 }
@@ -106,7 +106,7 @@ impl SessionWindowOperator {
             DataType::Timestamp(TimeUnit::Nanosecond, _) => 1_000_000,
             other => {
                 return Err(ExecError::user(
-                    "42804",
+                    crate::SqlState::DATATYPE_MISMATCH,
                     format!("a session window needs a timestamp column, not {other}"),
                 ))
             }

@@ -102,7 +102,7 @@ impl BadRecords {
             },
             error_class: error.error_class().to_string(),
             message: error.message(),
-            sqlstate: error.sqlstate().to_string(),
+            sqlstate: error.sqlstate().code().to_string(),
         };
         tracing::debug!(query, operator, action = action.name(), error = %letter.message, "bad record taken out of the stream");
         if let Some(tx) = &self.events {

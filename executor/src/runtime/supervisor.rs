@@ -185,10 +185,11 @@ impl StreamingQuery {
             if let Some(last) = state.exceptions.first() {
                 s.last_failure_at = Some(last.failure.occurred_at);
                 s.last_error = Some(Arc::new(TaskFailure {
-                    error: crate::error::ExecError::User {
-                        sqlstate: crate::error::static_sqlstate(&last.failure.sqlstate),
+                    error: crate::error::ExecError::Recorded {
+                        sqlstate: crate::SqlState::from_code(&last.failure.sqlstate),
                         message: last.failure.message.clone(),
-                        hint: None,
+                        domain: crate::ErrorDomain::parse(&last.failure.domain),
+                        error_class: last.failure.error_class.clone(),
                     },
                     site: None,
                     at: last.failure.occurred_at,
@@ -580,12 +581,12 @@ impl StreamingQuery {
     }
 
     /// SQLSTATE of the last failure.
-    pub fn failure_sqlstate(&self) -> &'static str {
+    pub fn failure_sqlstate(&self) -> crate::SqlState {
         self.shared
             .lock()
             .last_error
             .as_ref()
-            .map_or("XX000", |f| f.error.sqlstate())
+            .map_or(crate::SqlState::INTERNAL_ERROR, |f| f.error.sqlstate())
     }
 
     /// Asks for a checkpoint and waits until one that started after this
@@ -625,7 +626,9 @@ impl StreamingQuery {
                             // have recorded it yet.
                             return Err(FlushError {
                                 message: msg,
-                                sqlstate: failure.map_or("XX000", |f| f.error.sqlstate()),
+                                sqlstate: failure.map_or(crate::SqlState::INTERNAL_ERROR, |f| {
+                                    f.error.sqlstate()
+                                }),
                             });
                         }
                     }
@@ -798,6 +801,8 @@ impl StreamingQuery {
             restarting_ms,
             last_failure_at: s.last_failure_at,
             last_failure: s.last_error.as_ref().map(|f| f.error.message()),
+            last_failure_sqlstate: s.last_error.as_ref().map(|f| f.error.sqlstate()),
+            last_failure_domain: s.last_error.as_ref().map(|f| f.error.domain()),
             failed_reason: s.failed_reason.clone(),
             attempt: s.full_restarts as u32,
             skipped_records,
@@ -954,6 +959,8 @@ pub struct QueryStats {
     pub restarting_ms: u64,
     pub last_failure_at: Option<SystemTime>,
     pub last_failure: Option<String>,
+    pub last_failure_sqlstate: Option<crate::SqlState>,
+    pub last_failure_domain: Option<crate::ErrorDomain>,
     pub failed_reason: Option<String>,
     pub attempt: u32,
     /// Bad records skipped, as of the last completed checkpoint.
@@ -966,7 +973,7 @@ pub struct QueryStats {
 #[derive(Debug)]
 pub struct FlushError {
     pub message: String,
-    pub sqlstate: &'static str,
+    pub sqlstate: crate::SqlState,
 }
 
 impl std::fmt::Display for FlushError {

@@ -6,6 +6,7 @@
 //! one-row batch per failure.
 
 use std::sync::Arc;
+use weir_executor::SqlState;
 
 use datafusion::arrow::array::{Array, BooleanArray};
 use datafusion::common::DFSchema;
@@ -54,7 +55,7 @@ impl SqlRule {
         let t = predicate.data_type(&schema)?;
         if t != datafusion::arrow::datatypes::DataType::Boolean {
             return Err(SqlError::new(
-                "42804",
+                SqlState::DATATYPE_MISMATCH,
                 format!(
                     "argument of WHEN must be type boolean, not type {}",
                     crate::types::sql_type_name(&t)

@@ -63,6 +63,20 @@ fn batch(queries: &[RegisteredQuery]) -> Result<RecordBatch> {
         .timestamp("last_failure_at", stats.iter().map(|s| s.last_failure_at))
         .text("last_failure", stats.iter().map(|s| s.last_failure.clone()))
         .text(
+            "last_failure_sqlstate",
+            stats.iter().map(|s| {
+                s.last_failure_sqlstate
+                    .as_ref()
+                    .map(|c| c.code().to_string())
+            }),
+        )
+        .text(
+            "last_failure_domain",
+            stats
+                .iter()
+                .map(|s| s.last_failure_domain.map(|d| d.as_str().to_string())),
+        )
+        .text(
             "failed_reason",
             stats.iter().map(|s| s.failed_reason.clone()),
         )
