@@ -14,6 +14,8 @@ pub struct Config {
     pub failure_enrichers: Vec<EnricherConfig>,
     /// How long one enricher may take before it is skipped.
     pub enricher_timeout: std::time::Duration,
+    /// What one connection may make the server hold: a message, a COPY.
+    pub limits: crate::pg::Limits,
 }
 
 /// One `[[failure_enrichers]]` entry of the config file.
@@ -40,6 +42,7 @@ impl Default for Config {
             metrics_listen: "127.0.0.1:9249".into(),
             failure_enrichers: Vec::new(),
             enricher_timeout: std::time::Duration::from_secs(1),
+            limits: crate::pg::Limits::default(),
         }
     }
 }
@@ -55,6 +58,12 @@ pub struct FileConfig {
     pub enricher_timeout: Option<String>,
     #[serde(default)]
     pub failure_enrichers: Vec<EnricherConfig>,
+    /// One message from a client, in bytes (default 64 MiB).
+    pub message_bytes_max: Option<usize>,
+    /// One line of COPY input, in bytes (default 64 MiB).
+    pub copy_line_bytes_max: Option<usize>,
+    /// What one COPY holds until its end, in bytes (default 1 GiB).
+    pub copy_input_bytes_max: Option<usize>,
 }
 
 impl Config {
@@ -89,6 +98,15 @@ impl Config {
                 })?;
             }
             c.failure_enrichers = f.failure_enrichers;
+            if let Some(v) = f.message_bytes_max {
+                c.limits.message_bytes_max = v;
+            }
+            if let Some(v) = f.copy_line_bytes_max {
+                c.limits.copy.line_bytes_max = v;
+            }
+            if let Some(v) = f.copy_input_bytes_max {
+                c.limits.copy.input_bytes_max = v;
+            }
         }
         if let Some(v) = data_dir {
             c.data_dir = v;

@@ -158,7 +158,14 @@ impl Engine {
             .set_str("datafusion.execution.time_zone", "+00:00")
             // Numeric literals are numeric, as in PostgreSQL (1.005 rounds to 1.01 in numeric(10,2)).
             .set_bool("datafusion.sql_parser.parse_float_as_decimal", true);
-        let ctx = SessionContext::new_with_config(config);
+        // Joins count their output against tokio's budget, so a CPU-bound
+        // ad hoc query yields and a cancel request gets through.
+        let state = datafusion::execution::session_state::SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(crate::cooperative::JoinsYield))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         // Text literals cast to dates and timestamps read as in PostgreSQL.
         ctx.add_analyzer_rule(Arc::new(crate::literal_casts::PgTextCasts));
         let relations: Relations = Arc::default();

@@ -7,6 +7,7 @@
 pub mod backfill;
 pub mod catalog;
 pub mod config;
+pub mod cooperative;
 pub mod copy;
 pub mod datetime_input;
 pub mod engine;

@@ -2,6 +2,9 @@
 //! Nexmark queries use (`HOUR`, `DATE_FORMAT`, `SPLIT_INDEX`,
 //! `REGEXP_EXTRACT`), Nexmark's `count_char` UDF, and `mod`. [`register`]
 //! adds them all to a session context.
+//! `repeat`, `lpad`, `rpad` and `array_repeat` are DataFusion's, wrapped so
+//! that a value over [`value_size::VALUE_BYTES_MAX`] is refused (54000)
+//! before it is built.
 //!
 //! Every function is a DataFusion UDF evaluated over whole Arrow arrays.
 //! A NULL argument gives NULL. An argument value a function cannot use (an
@@ -11,12 +14,16 @@
 //! row that carries it, with the same message. A wrong number or type of
 //! arguments is DataFusion's "no function matches" plan error (42883).
 
+mod array_repeat;
 mod count_char;
 mod date_format;
 mod hour;
 mod modulo;
+mod pad;
 mod regexp_extract;
+mod repeat;
 mod split_index;
+pub mod value_size;
 
 use std::fmt::Display;
 use std::sync::Arc;
@@ -47,6 +54,11 @@ pub fn all() -> Vec<ScalarUDF> {
         date_format::udf(),
         split_index::udf(),
         regexp_extract::udf(),
+        // DataFusion's, with a bound on the value they build (value_size.rs).
+        repeat::udf(),
+        pad::lpad(),
+        pad::rpad(),
+        array_repeat::udf(),
     ]
 }
 
