@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing Weir needs, when missing:
 #   libclang-dev  (bindgen, for the rocksdb crate)
-#   psql          (client tests), python3 psycopg 3 (driver tests)  [--test]
+#   psql          (client tests), python3 with pip, and through
+#                 sql-tests/clients/setup.sh psycopg 3, SQLAlchemy 2
+#                 and pandas (driver tests)                        [--test]
 #   promtool      (Debian's prometheus package: checks the /metrics output
 #                 and the alert rules in monitoring/)              [--test]
 # Idempotent; uses apt-get and pip from the machine's registries.
@@ -20,6 +22,9 @@ fi
 if [ "${1:-}" = "--test" ] && ! command -v psql >/dev/null 2>&1; then
   need_apt+=(postgresql-client)
 fi
+if [ "${1:-}" = "--test" ] && ! python3 -m pip --version >/dev/null 2>&1; then
+  need_apt+=(python3 python3-pip)
+fi
 if [ "${1:-}" = "--test" ] && ! command -v promtool >/dev/null 2>&1; then
   need_apt+=(prometheus)
 fi
@@ -31,5 +36,5 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 if [ "${1:-}" = "--test" ]; then
-  python3 -c 'import psycopg' 2>/dev/null || python3 -m pip install --quiet 'psycopg[binary]'
+  sh "$(dirname "$0")/../sql-tests/clients/setup.sh"
 fi

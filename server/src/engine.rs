@@ -597,6 +597,16 @@ impl Engine {
                 tag: "ROLLBACK",
                 rows: None,
             }),
+            // psycopg sends DEALLOCATE ALL after a ROLLBACK or DROP once it
+            // has prepared statements; it names new ones afresh after it.
+            Statement::Deallocate { name, .. } => Ok(Output::Command {
+                tag: if name.value.eq_ignore_ascii_case("all") {
+                    "DEALLOCATE ALL"
+                } else {
+                    "DEALLOCATE"
+                },
+                rows: None,
+            }),
             Statement::Set(set) => self.set_variable(session, set),
             Statement::ShowVariable { variable } => {
                 let name = variable

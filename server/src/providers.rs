@@ -1,5 +1,7 @@
 //! DataFusion views of Weir's relations, for ad hoc queries and planning.
 
+pub mod pg_catalog;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

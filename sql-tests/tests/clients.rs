@@ -1,11 +1,15 @@
 //! Real client programs against weir: `psql` running `clients/tour.sql`,
-//! and psycopg 3 running `clients/psycopg_test.py`.
+//! psycopg 3 running `clients/psycopg_test.py`, and SQLAlchemy 2 with
+//! pandas running `clients/sqlalchemy_test.py`.
 //!
-//! If `psql` (or `python3`) is not installed the corresponding test prints a
-//! notice and passes. `WEIR_REFERENCE_PG` is not supported here.
+//! A missing `psql` or `python3` fails the test: `./scripts/ensure-deps.sh
+//! --test` (run by `./scripts/test.sh`) installs them, and
+//! `clients/setup.sh` the Python libraries. `WEIR_REFERENCE_PG` is not
+//! supported here.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 
 use weir_sql_tests::TestServer;
 
@@ -13,13 +17,62 @@ fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
 }
 
-fn have(program: &str, version_arg: &str) -> bool {
-    Command::new(program)
+/// Fails the test when `program` does not run.
+fn require(program: &str, version_arg: &str) {
+    let ran = Command::new(program)
         .arg(version_arg)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    assert!(
+        ran,
+        "{program} is not installed; ./scripts/ensure-deps.sh --test installs it"
+    );
+}
+
+/// Installs the Python client libraries (`clients/setup.sh`), once for
+/// the tests of this file (two pip runs at once could collide).
+fn python_setup() {
+    static SETUP: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = SETUP.get_or_init(|| {
+        require("python3", "--version");
+        let setup = Command::new("sh")
+            .arg(clients_dir().join("setup.sh"))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running clients/setup.sh: {e}"))?;
+        if setup.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "clients/setup.sh failed (is pip available?)\n{}",
+                describe(&setup)
+            ))
+        }
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// Runs `clients/<script> PORT` against a fresh server; it must exit 0 and
+/// print `<name>: all checks passed`.
+fn run_python_client(script: &str, name: &str) {
+    python_setup();
+    let server = TestServer::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let output = Command::new("python3")
+        .arg(clients_dir().join(script))
+        .arg(server.port().to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {script}: {e}"));
+    let details = describe(&output);
+    assert!(output.status.success(), "{script} failed\n{details}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(&format!("{name}: all checks passed")),
+        "{details}"
+    );
 }
 
 fn describe(output: &Output) -> String {
@@ -47,10 +100,7 @@ fn result_after<'a>(stdout: &'a str, marker: &str) -> Vec<&'a str> {
 
 #[test]
 fn psql_tour() {
-    if !have("psql", "--version") {
-        println!("NOTICE: psql is not installed; skipping the psql tour");
-        return;
-    }
+    require("psql", "--version");
     let server = TestServer::start().unwrap_or_else(|e| panic!("{e:#}"));
     let script = clients_dir().join("tour.sql");
     let output = Command::new("psql")
@@ -129,33 +179,12 @@ fn psql_tour() {
 
 #[test]
 fn psycopg() {
-    if !have("python3", "--version") {
-        println!("NOTICE: python3 is not installed; skipping the psycopg test");
-        return;
-    }
-    let dir = clients_dir();
-    let setup = Command::new("sh")
-        .arg(dir.join("setup.sh"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("running clients/setup.sh");
-    assert!(
-        setup.status.success(),
-        "clients/setup.sh failed (is pip available?)\n{}",
-        describe(&setup)
-    );
+    run_python_client("psycopg_test.py", "psycopg");
+}
 
-    let server = TestServer::start().unwrap_or_else(|e| panic!("{e:#}"));
-    let output = Command::new("python3")
-        .arg(dir.join("psycopg_test.py"))
-        .arg(server.port().to_string())
-        .stdin(Stdio::null())
-        .output()
-        .expect("running psycopg_test.py");
-    assert!(
-        output.status.success(),
-        "psycopg_test.py failed\n{}",
-        describe(&output)
-    );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("all checks passed"));
+/// SQLAlchemy's inspector and pandas' read_sql_table / to_sql read
+/// pg_catalog, partly through unqualified names (`pg_type`).
+#[test]
+fn sqlalchemy_and_pandas() {
+    run_python_client("sqlalchemy_test.py", "sqlalchemy");
 }

@@ -35,8 +35,119 @@ pub fn pg_type(dt: &DataType) -> Type {
         | DataType::BinaryView
         | DataType::FixedSizeBinary(_) => Type::BYTEA,
         DataType::Time32(_) | DataType::Time64(_) => Type::TIME,
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            array_type(&pg_type(f.data_type())).unwrap_or(Type::TEXT)
+        }
         _ => Type::TEXT,
     }
+}
+
+/// The array type of an element type (`None` for an array: a list of
+/// lists is shown as text).
+fn array_type(element: &Type) -> Option<Type> {
+    Some(match *element {
+        Type::BOOL => Type::BOOL_ARRAY,
+        Type::INT2 => Type::INT2_ARRAY,
+        Type::INT4 => Type::INT4_ARRAY,
+        Type::INT8 => Type::INT8_ARRAY,
+        Type::FLOAT4 => Type::FLOAT4_ARRAY,
+        Type::FLOAT8 => Type::FLOAT8_ARRAY,
+        Type::NUMERIC => Type::NUMERIC_ARRAY,
+        Type::DATE => Type::DATE_ARRAY,
+        Type::TIMESTAMP => Type::TIMESTAMP_ARRAY,
+        Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY,
+        Type::INTERVAL => Type::INTERVAL_ARRAY,
+        Type::BYTEA => Type::BYTEA_ARRAY,
+        Type::TIME => Type::TIME_ARRAY,
+        Type::TEXT => Type::TEXT_ARRAY,
+        _ => return None,
+    })
+}
+
+/// The elements of row `r` of a list column shown as an array.
+fn array_elements(col: &ArrayRef, r: usize) -> Option<ArrayRef> {
+    if !matches!(
+        pg_type(col.data_type()).kind(),
+        postgres_types::Kind::Array(_)
+    ) {
+        return None;
+    }
+    match col.data_type() {
+        DataType::List(_) => Some(col.as_list::<i32>().value(r)),
+        DataType::LargeList(_) => Some(col.as_list::<i64>().value(r)),
+        DataType::FixedSizeList(..) => Some(col.as_fixed_size_list().value(r)),
+        _ => None,
+    }
+}
+
+/// PostgreSQL's text form of an array: `{1,2,NULL}`, an element quoted
+/// (with `"` and `\` escaped) when it is empty, `NULL`, or holds a
+/// delimiter, quote, backslash or white space.
+fn encode_array_text(values: &ArrayRef, out: &mut String) {
+    let Ok(fallback) = ArrayFormatter::try_new(values.as_ref(), &FormatOptions::default()) else {
+        return;
+    };
+    out.push('{');
+    let mut cell = BytesMut::new();
+    for i in 0..values.len() {
+        if i > 0 {
+            out.push(',');
+        }
+        if values.is_null(i) {
+            out.push_str("NULL");
+            continue;
+        }
+        cell.clear();
+        encode_text(values, i, &mut cell, &fallback);
+        let text = String::from_utf8_lossy(&cell);
+        let quote = text.is_empty()
+            || text.eq_ignore_ascii_case("NULL")
+            || text
+                .chars()
+                .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_ascii_whitespace());
+        if quote {
+            out.push('"');
+            for c in text.chars() {
+                if c == '"' || c == '\\' {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out.push('"');
+        } else {
+            out.push_str(&text);
+        }
+    }
+    out.push('}');
+}
+
+/// PostgreSQL's binary form of a one-dimensional array: dimensions, a
+/// has-NULL flag, the element type, then each element's length and bytes.
+fn encode_array_binary(values: &ArrayRef, out: &mut BytesMut) -> SqlResult<()> {
+    let element = pg_type(values.data_type());
+    if values.is_empty() {
+        out.put_i32(0);
+        out.put_i32(0);
+        out.put_u32(element.oid());
+        return Ok(());
+    }
+    out.put_i32(1);
+    out.put_i32((values.null_count() > 0) as i32);
+    out.put_u32(element.oid());
+    out.put_i32(values.len() as i32);
+    out.put_i32(1);
+    let mut cell = BytesMut::new();
+    for i in 0..values.len() {
+        if values.is_null(i) {
+            out.put_i32(-1);
+            continue;
+        }
+        cell.clear();
+        encode_binary(values, i, &mut cell)?;
+        out.put_i32(cell.len() as i32);
+        out.put_slice(&cell);
+    }
+    Ok(())
 }
 
 pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
@@ -69,8 +180,10 @@ pub fn encode_batch(batch: &RecordBatch, fields: &[FieldInfo]) -> SqlResult<Vec<
         let fallback = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())
             .map_err(|e| SqlError::internal(e.to_string()))?;
         let mut cell = BytesMut::new();
+        // Logical: a NULL literal's column (type Null) has no null buffer.
+        let nulls = col.logical_nulls();
         for (r, row) in rows.iter_mut().enumerate() {
-            if col.is_null(r) {
+            if nulls.as_ref().is_some_and(|n| n.is_null(r)) {
                 row.put_i32(-1);
                 continue;
             }
@@ -201,9 +314,12 @@ fn encode_text(col: &ArrayRef, r: usize, out: &mut BytesMut, fallback: &ArrayFor
                 let _ = write!(s, "{b:02x}");
             }
         }
-        _ => {
-            let _ = write!(s, "{}", fallback.value(r));
-        }
+        _ => match array_elements(col, r) {
+            Some(values) => encode_array_text(&values, &mut s),
+            None => {
+                let _ = write!(s, "{}", fallback.value(r));
+            }
+        },
     }
     out.put_slice(s.as_bytes());
 }
@@ -236,6 +352,10 @@ fn encode_binary(col: &ArrayRef, r: usize, out: &mut BytesMut) -> SqlResult<()> 
         DataType::Binary => out.put_slice(col.as_binary::<i32>().value(r)),
         DataType::LargeBinary => out.put_slice(col.as_binary::<i64>().value(r)),
         DataType::BinaryView => out.put_slice(col.as_binary_view().value(r)),
+        _ if array_elements(col, r).is_some() => {
+            let values = array_elements(col, r).expect("array");
+            encode_array_binary(&values, out)?;
+        }
         _ => {
             // Text types and everything shown as text: the text form is the binary form.
             let fallback = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())
@@ -466,6 +586,73 @@ mod tests {
         assert_eq!(format_float(100000.0, true), "100000");
         assert_eq!(format_float(f64::INFINITY, false), "Infinity");
         assert_eq!(format_float(0.1f32 as f64, true), "0.1");
+    }
+
+    #[test]
+    fn lists_are_arrays() {
+        use postgres_types::FromSql;
+        use std::sync::Arc;
+        let ints: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int16Type, _, _>(vec![
+            Some(vec![Some(1), None, Some(3)]),
+            Some(vec![]),
+        ]));
+        assert_eq!(pg_type(ints.data_type()), Type::INT2_ARRAY);
+        let texts: ArrayRef = {
+            let mut b = ListBuilder::new(StringBuilder::new());
+            b.append_value([
+                Some("a b"),
+                Some(""),
+                Some("x\"y\\"),
+                Some("null"),
+                Some("ok"),
+            ]);
+            b.append_null();
+            Arc::new(b.finish())
+        };
+        assert_eq!(pg_type(texts.data_type()), Type::TEXT_ARRAY);
+        let batch =
+            RecordBatch::try_from_iter([("i", ints.clone()), ("t", texts.clone())]).unwrap();
+        let text_fields = fields(batch.schema().as_ref(), &Format::UnifiedText);
+        let rows = encode_batch(&batch, &text_fields).unwrap();
+        let cell = |row: &DataRow, i: usize| -> String {
+            let mut data = &row.data[..];
+            let mut out = String::new();
+            for _ in 0..=i {
+                let len = i32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
+                out = String::from_utf8(data[4..4 + len].to_vec()).unwrap();
+                data = &data[4 + len..];
+            }
+            out
+        };
+        assert_eq!(cell(&rows[0], 0), "{1,NULL,3}");
+        let nulls =
+            RecordBatch::try_from_iter([("n", Arc::new(NullArray::new(1)) as ArrayRef)]).unwrap();
+        let row = &encode_batch(
+            &nulls,
+            &fields(nulls.schema().as_ref(), &Format::UnifiedText),
+        )
+        .unwrap()[0];
+        assert_eq!(
+            &row.data[..],
+            &(-1i32).to_be_bytes(),
+            "a NULL literal is NULL"
+        );
+        assert_eq!(cell(&rows[1], 0), "{}");
+        assert_eq!(cell(&rows[0], 1), r#"{"a b","","x\"y\\","null",ok}"#);
+        // Binary: what a client library reads back.
+        let mut bin = BytesMut::new();
+        encode_binary(&ints, 0, &mut bin).unwrap();
+        let back = Vec::<Option<i16>>::from_sql(&Type::INT2_ARRAY, &bin).unwrap();
+        assert_eq!(back, vec![Some(1), None, Some(3)]);
+        let mut bin = BytesMut::new();
+        encode_binary(&texts, 0, &mut bin).unwrap();
+        let back = Vec::<Option<String>>::from_sql(&Type::TEXT_ARRAY, &bin).unwrap();
+        assert_eq!(back[2].as_deref(), Some("x\"y\\"));
+        let mut bin = BytesMut::new();
+        encode_binary(&ints, 1, &mut bin).unwrap();
+        assert!(Vec::<i16>::from_sql(&Type::INT2_ARRAY, &bin)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

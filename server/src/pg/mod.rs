@@ -335,7 +335,17 @@ impl ExtendedQueryHandler for Handler {
             )));
         }
         let params = if portal.parameter_len() > 0 {
-            let types: Vec<Option<&DataType>> = stmt.params.iter().map(|t| t.as_ref()).collect();
+            // A NULL whose type neither the client nor the plan gives (as
+            // `$1::timestamp`) is read as text: arrow-pg's fallback for
+            // untyped values drops a NULL, which shifts the later ones.
+            let types: Vec<Option<&DataType>> = (0..portal.parameter_len())
+                .map(|i| match stmt.params.get(i).and_then(|t| t.as_ref()) {
+                    None if portal.parameters.get(i).is_some_and(|v| v.is_none()) => {
+                        Some(&DataType::Utf8)
+                    }
+                    t => t,
+                })
+                .collect();
             Some(arrow_pg::datatypes::df::deserialize_parameters(
                 portal, &types,
             )?)
