@@ -22,6 +22,8 @@ use datafusion::arrow::compute::{cast_with_options, concat_batches, CastOptions}
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::util::display::FormatOptions;
 
+use weir_executor::SqlState;
+
 use crate::error::{SqlError, SqlResult};
 
 #[derive(Debug, Clone)]
@@ -171,8 +173,11 @@ impl CopyIn {
             let line = std::mem::take(&mut self.partial);
             if self.in_quotes {
                 self.line += 1;
-                return Err(SqlError::new("22P04", "unterminated CSV quoted field")
-                    .with_context(self.context(Some(&line))));
+                return Err(SqlError::new(
+                    SqlState::BAD_COPY_FILE_FORMAT,
+                    "unterminated CSV quoted field",
+                )
+                .with_context(self.context(Some(&line))));
             }
             self.read_line(&line)?;
         }
@@ -216,10 +221,11 @@ impl CopyIn {
             return Ok(());
         }
         let Ok(text) = std::str::from_utf8(line) else {
-            return Err(
-                SqlError::new("22021", "invalid byte sequence for encoding \"UTF8\"")
-                    .with_context(self.context(None)),
-            );
+            return Err(SqlError::new(
+                SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+                "invalid byte sequence for encoding \"UTF8\"",
+            )
+            .with_context(self.context(None)));
         };
         self.scratch.clear();
         self.fields.clear();
@@ -251,7 +257,8 @@ impl CopyIn {
             } else {
                 "extra data after last expected column".to_string()
             };
-            return Err(SqlError::new("22P04", message).with_context(self.context(Some(line))));
+            return Err(SqlError::new(SqlState::BAD_COPY_FILE_FORMAT, message)
+                .with_context(self.context(Some(line))));
         }
         for (builder, field) in self.text.iter_mut().zip(&self.fields) {
             match field {
@@ -309,7 +316,7 @@ impl CopyIn {
             arrays,
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )
-        .map_err(|e| SqlError::new("23502", e.to_string()))?;
+        .map_err(|e| SqlError::new(SqlState::NOT_NULL_VIOLATION, e.to_string()))?;
         self.batch_bytes += batch.get_array_memory_size();
         self.batches.push(batch);
         self.text_lines.clear();
@@ -322,18 +329,21 @@ impl CopyIn {
         if held <= limits.input_bytes_max {
             return Ok(());
         }
-        Err(SqlError::new("54000", "COPY input too large")
-            .with_detail(format!(
-                "A COPY holds its input until it ends, at most {} bytes (copy_input_bytes_max); \
-                 this one reached {held} bytes by line {}.",
-                limits.input_bytes_max, self.line
-            ))
-            .with_hint("Split the input into several COPY statements.")
-            .with_context(self.context(None)))
+        let detail = format!(
+            "A COPY holds its input until it ends, at most {} bytes (copy_input_bytes_max); \
+             this one reached {held} bytes by line {}.",
+            limits.input_bytes_max, self.line
+        );
+        Err(
+            SqlError::new(SqlState::PROGRAM_LIMIT_EXCEEDED, "COPY input too large")
+                .with_detail(detail)
+                .with_hint("Split the input into several COPY statements.")
+                .with_context(self.context(None)),
+        )
     }
 
     fn line_too_long(&self, limits: &CopyLimits) -> SqlError {
-        SqlError::new("54000", "COPY line too long")
+        SqlError::new(SqlState::PROGRAM_LIMIT_EXCEEDED, "COPY line too long")
             .with_detail(format!(
                 "A line of COPY input may hold at most {} bytes (copy_line_bytes_max).",
                 limits.line_bytes_max
@@ -474,7 +484,7 @@ fn decode_bytea(s: &str) -> SqlResult<Vec<u8>> {
     if let Some(hex) = s.strip_prefix("\\x") {
         if hex.len() % 2 != 0 {
             return Err(SqlError::new(
-                "22P02",
+                SqlState::INVALID_TEXT_REPRESENTATION,
                 "invalid hexadecimal data: odd number of digits",
             ));
         }
@@ -485,7 +495,7 @@ fn decode_bytea(s: &str) -> SqlResult<Vec<u8>> {
                     .and_then(|d| u8::from_str_radix(d, 16).ok())
                     .ok_or_else(|| {
                         SqlError::new(
-                            "22P02",
+                            SqlState::INVALID_TEXT_REPRESENTATION,
                             format!(
                                 "invalid hexadecimal digit: \"{}\"",
                                 hex.get(i..).unwrap_or("").chars().next().unwrap_or(' ')
@@ -509,9 +519,9 @@ struct BadValue {
 /// first row that does not convert. Dates and timestamps are read in
 /// PostgreSQL's input forms (`crate::datetime_input`); numeric NaN and
 /// infinities, which a decimal cannot hold, are refused by name.
-fn cast_text(values: &StringArray, target: &DataType) -> Result<ArrayRef, BadValue> {
+fn cast_text(values: &StringArray, target: &DataType) -> Result<ArrayRef, Box<BadValue>> {
     if let Some(array) = crate::datetime_input::parse_array(values.iter(), target) {
-        return array.map_err(|(row, error)| BadValue { row, error });
+        return array.map_err(|(row, error)| Box::new(BadValue { row, error }));
     }
     if let DataType::Decimal128(..) = target {
         let special = values.iter().enumerate().find_map(|(row, v)| {
@@ -519,19 +529,19 @@ fn cast_text(values: &StringArray, target: &DataType) -> Result<ArrayRef, BadVal
                 .map(|s| (row, s))
         });
         if let Some((row, special)) = special {
-            return Err(BadValue {
+            return Err(Box::new(BadValue {
                 row,
                 error: crate::typed_literals::special_numeric_refused(special),
-            });
+            }));
         }
     }
     if matches!(target, DataType::Binary) {
         let mut b = BinaryBuilder::new();
         for (row, v) in values.iter().enumerate() {
             match v {
-                Some(s) => {
-                    b.append_value(decode_bytea(s).map_err(|error| BadValue { row, error })?)
-                }
+                Some(s) => b.append_value(
+                    decode_bytea(s).map_err(|error| Box::new(BadValue { row, error }))?,
+                ),
                 None => b.append_null(),
             }
         }
@@ -579,10 +589,10 @@ fn cast_text(values: &StringArray, target: &DataType) -> Result<ArrayRef, BadVal
                     crate::types::sql_type_name(target)
                 )
             };
-            Err(BadValue {
+            Err(Box::new(BadValue {
                 row,
-                error: SqlError::new("22P02", message),
-            })
+                error: SqlError::new(SqlState::INVALID_TEXT_REPRESENTATION, message),
+            }))
         }
     }
 }
@@ -696,7 +706,7 @@ mod tests {
     #[test]
     fn unterminated_quote_is_refused() {
         let err = copy(csv(false), &["1,\"abc\n2,x\n"], &CopyLimits::default()).unwrap_err();
-        assert_eq!(err.sqlstate.code(), "22P04");
+        assert_eq!(err.sqlstate, SqlState::BAD_COPY_FILE_FORMAT);
         assert_eq!(err.message, "unterminated CSV quoted field");
         assert_eq!(
             err.context.as_deref(),
@@ -707,7 +717,7 @@ mod tests {
     #[test]
     fn wrong_field_counts_name_the_line() {
         let err = copy(csv(false), &["1,a\n2\n"], &CopyLimits::default()).unwrap_err();
-        assert_eq!(err.sqlstate.code(), "22P04");
+        assert_eq!(err.sqlstate, SqlState::BAD_COPY_FILE_FORMAT);
         assert_eq!(err.message, "missing data for column \"s\"");
         assert_eq!(err.context.as_deref(), Some("COPY t, line 2: \"2\""));
         let err = copy(text(), &["1\ta\tb\n"], &CopyLimits::default()).unwrap_err();
@@ -717,7 +727,7 @@ mod tests {
     #[test]
     fn bad_values_name_line_and_column() {
         let err = copy(csv(false), &["1,a\n2,b\nx,c\n"], &CopyLimits::default()).unwrap_err();
-        assert_eq!(err.sqlstate.code(), "22P02");
+        assert_eq!(err.sqlstate, SqlState::INVALID_TEXT_REPRESENTATION);
         assert_eq!(err.message, "invalid input syntax for type integer: \"x\"");
         assert_eq!(
             err.context.as_deref(),
@@ -733,13 +743,13 @@ mod tests {
         };
         // A long line refused while it arrives, before its end.
         let err = copy(csv(false), &["1,a\n2,", &"x".repeat(20)], &limits).unwrap_err();
-        assert_eq!(err.sqlstate.code(), "54000");
+        assert_eq!(err.sqlstate, SqlState::PROGRAM_LIMIT_EXCEEDED);
         assert_eq!(err.message, "COPY line too long");
         assert_eq!(err.context.as_deref(), Some("COPY t, line 2"));
         // Many short lines: the input bound.
         let many: String = (0..200).map(|i| format!("{i},abc\n")).collect();
         let err = copy(csv(false), &[&many], &limits).unwrap_err();
-        assert_eq!(err.sqlstate.code(), "54000");
+        assert_eq!(err.sqlstate, SqlState::PROGRAM_LIMIT_EXCEEDED);
         assert_eq!(err.message, "COPY input too large");
         assert!(err.detail.unwrap().contains("copy_input_bytes_max"));
     }

@@ -16,6 +16,7 @@ use pgwire::messages::{DecodeContext, PgWireBackendMessage, PgWireFrontendMessag
 use pgwire::tokio::server::{process_error, process_message, PgWireMessageServerCodec};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
+use weir_executor::SqlState;
 
 use super::frame::{
     self, Fatal, Frame, FrameReader, CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE,
@@ -62,7 +63,11 @@ pub async fn serve(tcp: TcpStream, factory: Arc<Factory>) -> std::io::Result<()>
             Err(Fatal::Io(e)) => return Err(e),
             Err(Fatal::Protocol(message)) => {
                 tracing::warn!(%peer, "protocol violation, connection closed: {message}");
-                let info = ErrorInfo::new("FATAL".into(), "08P01".into(), message);
+                let info = ErrorInfo::new(
+                    "FATAL".into(),
+                    SqlState::PROTOCOL_VIOLATION.code().into(),
+                    message,
+                );
                 return process_error(&mut socket, PgWireError::UserError(Box::new(info)), false)
                     .await;
             }
@@ -122,7 +127,7 @@ pub async fn serve(tcp: TcpStream, factory: Arc<Factory>) -> std::io::Result<()>
                     }
                     _ => frame::is_extended(tag),
                 };
-                let mut info = ErrorInfo::new("ERROR".into(), sqlstate.into(), message);
+                let mut info = ErrorInfo::new("ERROR".into(), sqlstate.code().into(), message);
                 info.detail = detail;
                 process_error(
                     &mut socket,
@@ -150,7 +155,7 @@ enum Input {
     /// A message refused before decoding (malformed, or too large).
     Refused {
         tag: u8,
-        sqlstate: &'static str,
+        sqlstate: SqlState,
         message: String,
         detail: Option<String>,
     },
@@ -183,7 +188,7 @@ async fn next_input(reader: &mut FrameReader, socket: &mut Socket) -> Result<Opt
         },
         Frame::TooLarge { tag, len, max } => Input::Refused {
             tag,
-            sqlstate: "54000",
+            sqlstate: SqlState::PROGRAM_LIMIT_EXCEEDED,
             message: format!("{} message too large", frame::type_name(tag)),
             detail: Some(format!(
                 "The message holds {len} bytes; the limit is {max} bytes (message_bytes_max)."

@@ -14,6 +14,7 @@
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use weir_executor::SqlState;
 
 /// A startup-phase packet (startup, SSL, GSS or cancel request) is at most
 /// this long, length word included: PostgreSQL's `MAX_STARTUP_PACKET_LENGTH`.
@@ -50,12 +51,12 @@ pub enum Frame {
 /// Why a message is refused: PostgreSQL's SQLSTATE and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Malformed {
-    pub sqlstate: &'static str,
+    pub sqlstate: SqlState,
     pub message: String,
 }
 
 impl Malformed {
-    fn new(sqlstate: &'static str, message: impl Into<String>) -> Self {
+    fn new(sqlstate: SqlState, message: impl Into<String>) -> Self {
         Malformed {
             sqlstate,
             message: message.into(),
@@ -63,7 +64,7 @@ impl Malformed {
     }
 
     fn protocol(message: impl Into<String>) -> Self {
-        Malformed::new("08P01", message)
+        Malformed::new(SqlState::PROTOCOL_VIOLATION, message)
     }
 }
 
@@ -309,7 +310,7 @@ impl<'a> Body<'a> {
             let code = self.i16()?;
             if code != 0 && code != 1 {
                 return Err(Malformed::new(
-                    "22023",
+                    SqlState::INVALID_PARAMETER_VALUE,
                     format!("unsupported format code: {code}"),
                 ));
             }
@@ -466,7 +467,7 @@ mod tests {
         );
         assert_eq!(
             check(b'B', &bind(&[], 0, &[7])).unwrap_err().sqlstate,
-            "22023"
+            SqlState::INVALID_PARAMETER_VALUE
         );
         assert!(check(b'D', b"Xname\0").is_err());
     }
@@ -493,7 +494,7 @@ mod tests {
         let mut r = FrameReader::new(64);
         match r.message(&mut io).await.unwrap() {
             Some(Frame::Malformed { tag: b'B', error }) => {
-                assert_eq!(error.sqlstate, "08P01")
+                assert_eq!(error.sqlstate, SqlState::PROTOCOL_VIOLATION)
             }
             other => panic!("{other:?}"),
         }
