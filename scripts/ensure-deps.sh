@@ -6,6 +6,8 @@
 #                 and pandas (driver tests)                        [--test]
 #   promtool      (Debian's prometheus package: checks the /metrics output
 #                 and the alert rules in monitoring/)              [--test]
+#   postgresql    (the server: sql-tests start a real PostgreSQL to prove
+#                 the results of slt/postgres/*.slt)               [--test]
 # Idempotent; uses apt-get and pip from the machine's registries.
 set -euo pipefail
 
@@ -24,6 +26,9 @@ if [ "${1:-}" = "--test" ] && ! command -v psql >/dev/null 2>&1; then
 fi
 if [ "${1:-}" = "--test" ] && ! python3 -m pip --version >/dev/null 2>&1; then
   need_apt+=(python3 python3-pip)
+fi
+if [ "${1:-}" = "--test" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need_apt+=(postgresql)
 fi
 if [ "${1:-}" = "--test" ] && ! command -v promtool >/dev/null 2>&1; then
   need_apt+=(prometheus)

@@ -140,8 +140,10 @@ mod tests {
 
 /// Rewrites interval literals written in PostgreSQL's output form
 /// (`'3 days 04:05:06'`, `'-01:30'`) into the unit form DataFusion parses
-/// (`'3 days 4 hours 5 minutes 6 seconds'`).
-pub fn normalize_literals(stmt: &mut Statement) {
+/// (`'3 days 4 hours 5 minutes 6 seconds'`), and numeric NaN and
+/// infinities (`typed_literals`), refusing an infinity a numeric with a
+/// precision cannot hold, with PostgreSQL's error.
+pub fn normalize_literals(stmt: &mut Statement) -> crate::error::SqlResult<()> {
     use datafusion::sql::sqlparser::ast::{visit_expressions_mut, DataType as SqlType, Value};
     use std::ops::ControlFlow;
     let fix = |v: &mut Value| {
@@ -151,7 +153,10 @@ pub fn normalize_literals(stmt: &mut Statement) {
             }
         }
     };
-    let _ = visit_expressions_mut(stmt, |e| {
+    let refused = visit_expressions_mut(stmt, |e| {
+        if let Err(err) = crate::typed_literals::rewrite(e) {
+            return ControlFlow::Break(err);
+        }
         match e {
             Expr::Interval(i) => {
                 if let Expr::Value(v) = i.value.as_mut() {
@@ -196,8 +201,12 @@ pub fn normalize_literals(stmt: &mut Statement) {
             }
             _ => {}
         }
-        ControlFlow::<()>::Continue(())
+        ControlFlow::Continue(())
     });
+    match refused {
+        ControlFlow::Break(err) => Err(err),
+        ControlFlow::Continue(()) => Ok(()),
+    }
 }
 
 /// `'\x0102'` (PostgreSQL's bytea hex input) as `decode('0102', 'hex')`.

@@ -9,12 +9,15 @@
 //!   [`pgtext`]). It intercepts the statements `RESTART SERVER` and
 //!   `CRASH SERVER`.
 //! * [`run_slt_file`] runs one `.slt` file against a target in a mode.
+//! * [`ReferencePostgres`] starts a real PostgreSQL in a temporary
+//!   directory, against which the files under `slt/postgres/` also run.
 //!
 //! See `sql-tests/README.md` for how to run the suites.
 
 pub mod bids;
 pub mod db;
 pub mod pgtext;
+pub mod postgres;
 pub mod reference;
 pub mod server;
 pub mod sql;
@@ -25,6 +28,7 @@ pub use db::{
     lock, parse_special, share, simple_query_rows, DbError, QueryMode, ServerHandle, SharedServer,
     SpecialStatement, Target, WeirDb,
 };
+pub use postgres::ReferencePostgres;
 pub use server::{connect_session, connect_with_retry, free_port, weir_binary, TestServer};
 
 /// Maximum number of failed records reported per file.

@@ -11,6 +11,11 @@
 //! * `WEIR_SLT_TIMEOUT`: seconds allowed per file and mode (default 600).
 //! * `WEIR_REFERENCE_PG`: run the files against this real Postgres instead
 //!   (connection string), to check the expected results.
+//!
+//! The files under `slt/postgres/` are proven against PostgreSQL on every
+//! run: besides weir, each also runs (in both modes) against a real
+//! PostgreSQL that this test starts ([`ReferencePostgres`]); those cases
+//! are named `<file>::<mode>::postgres`.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -21,10 +26,23 @@ use std::time::{Duration, Instant};
 
 use weir_sql_tests::{
     create_reference_database, drop_reference_database, lock, reference_postgres, run_slt_file,
-    share, QueryMode, Target, TestServer,
+    share, QueryMode, ReferencePostgres, Target, TestServer,
 };
 
 const LOG_TAIL_LINES: usize = 80;
+
+/// Files under this directory of `slt/` also run against a real PostgreSQL.
+const PROVEN_DIR: &str = "postgres/";
+
+/// What a case runs against.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    /// A fresh weir server (or the `WEIR_REFERENCE_PG` Postgres, if set).
+    Weir,
+    /// The PostgreSQL started by this test, for the files under
+    /// [`PROVEN_DIR`].
+    Postgres,
+}
 
 #[derive(Clone)]
 struct Case {
@@ -32,11 +50,15 @@ struct Case {
     rel: String,
     mode: QueryMode,
     index: usize,
+    engine: Engine,
 }
 
 impl Case {
     fn name(&self) -> String {
-        format!("{}::{}", self.rel, self.mode)
+        match self.engine {
+            Engine::Weir => format!("{}::{}", self.rel, self.mode),
+            Engine::Postgres => format!("{}::{}::postgres", self.rel, self.mode),
+        }
     }
 }
 
@@ -156,7 +178,41 @@ async fn run_against_reference(case: &Case, base: &str) -> Result<(), String> {
     result
 }
 
-fn run_case(case: &Case, reference: Option<&str>) -> Outcome {
+/// The Postgres a case runs against, if any: `WEIR_REFERENCE_PG` for every
+/// case when set, else the started PostgreSQL for the proving cases (or
+/// why it could not start).
+#[derive(Clone)]
+struct References {
+    env: Option<String>,
+    started: Option<Result<String, String>>,
+}
+
+impl References {
+    fn for_case(&self, case: &Case) -> Result<Option<String>, String> {
+        if let Some(env) = &self.env {
+            return Ok(Some(env.clone()));
+        }
+        match (case.engine, &self.started) {
+            (Engine::Weir, _) => Ok(None),
+            (Engine::Postgres, Some(Ok(conn))) => Ok(Some(conn.clone())),
+            (Engine::Postgres, Some(Err(e))) => Err(e.clone()),
+            (Engine::Postgres, None) => Err("the reference PostgreSQL was not started".into()),
+        }
+    }
+}
+
+fn run_case(case: &Case, references: &References) -> Outcome {
+    let reference = match references.for_case(case) {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome {
+                name: case.name(),
+                result: Err(format!("cannot run against PostgreSQL: {e}")),
+                elapsed: Duration::ZERO,
+            }
+        }
+    };
+    let reference = reference.as_deref();
     let start = Instant::now();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -199,13 +255,22 @@ fn main() -> ExitCode {
             .unwrap_or(file)
             .to_string_lossy()
             .replace('\\', "/");
-        for mode in QueryMode::ALL {
-            all.push(Case {
-                file: file.clone(),
-                rel: rel.clone(),
-                mode,
-                index: i,
-            });
+        let proven = rel.starts_with(PROVEN_DIR) && reference_postgres().is_none();
+        let engines: &[Engine] = if proven {
+            &[Engine::Weir, Engine::Postgres]
+        } else {
+            &[Engine::Weir]
+        };
+        for &engine in engines {
+            for mode in QueryMode::ALL {
+                all.push(Case {
+                    file: file.clone(),
+                    rel: rel.clone(),
+                    mode,
+                    index: i,
+                    engine,
+                });
+            }
         }
     }
     let total = all.len();
@@ -238,6 +303,25 @@ fn main() -> ExitCode {
     if let Some(r) = &reference {
         println!("running the .slt files against the reference Postgres `{r}`");
     }
+    // Started before the workers, stopped (and its directory removed) when
+    // main returns.
+    let mut started_pg = None;
+    let started =
+        cases.iter().any(|c| c.engine == Engine::Postgres).then(
+            || match ReferencePostgres::start() {
+                Ok(pg) => {
+                    let conn = pg.connection_string();
+                    println!("reference PostgreSQL started: {conn}");
+                    started_pg = Some(pg);
+                    Ok(conn)
+                }
+                Err(e) => Err(format!("{e:#}")),
+            },
+        );
+    let references = References {
+        env: reference,
+        started,
+    };
     println!("\nrunning {} tests", cases.len());
     let started = Instant::now();
     let jobs = args
@@ -256,11 +340,11 @@ fn main() -> ExitCode {
         .map(|_| {
             let queue = queue.clone();
             let tx = tx.clone();
-            let reference = reference.clone();
+            let references = references.clone();
             std::thread::spawn(move || loop {
                 let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
                 let Some(case) = next else { break };
-                if tx.send(run_case(&case, reference.as_deref())).is_err() {
+                if tx.send(run_case(&case, &references)).is_err() {
                     break;
                 }
             })
@@ -297,6 +381,7 @@ fn main() -> ExitCode {
             println!("    {name}");
         }
     }
+    drop(started_pg);
     let failed = failures.len();
     let not_run = cases.len() - passed - failed;
     println!(

@@ -20,9 +20,14 @@ mod date_format;
 mod hour;
 mod modulo;
 mod pad;
+mod pg_format;
 mod regexp_extract;
 mod repeat;
 mod split_index;
+mod string_agg;
+mod to_char;
+mod to_date;
+mod to_timestamp;
 pub mod value_size;
 
 use std::fmt::Display;
@@ -43,6 +48,8 @@ pub fn register(ctx: &SessionContext) {
     for f in all() {
         ctx.register_udf(f);
     }
+    // PostgreSQL's, replacing DataFusion's (literal delimiters only).
+    ctx.register_udaf(string_agg::udaf());
 }
 
 /// Every function of this module.
@@ -54,6 +61,10 @@ pub fn all() -> Vec<ScalarUDF> {
         date_format::udf(),
         split_index::udf(),
         regexp_extract::udf(),
+        // PostgreSQL's template patterns, replacing DataFusion's (chrono's).
+        to_char::udf(),
+        to_date::udf(),
+        to_timestamp::udf(),
         // DataFusion's, with a bound on the value they build (value_size.rs).
         repeat::udf(),
         pad::lpad(),
