@@ -21,6 +21,7 @@ mod hour;
 mod modulo;
 mod pad;
 mod pg_format;
+pub mod pg_sleep;
 mod regexp_extract;
 mod repeat;
 mod split_index;

@@ -83,7 +83,11 @@ fn session_of<C: ClientInfo>(client: &C) -> Arc<Mutex<Session>> {
 }
 
 pub fn error_info(e: &SqlError) -> ErrorInfo {
-    let mut info = ErrorInfo::new("ERROR".to_owned(), e.sqlstate.to_owned(), e.message.clone());
+    let mut info = ErrorInfo::new(
+        "ERROR".to_owned(),
+        e.sqlstate.code().to_owned(),
+        e.message.clone(),
+    );
     info.detail = e.detail.clone();
     info.hint = e.hint.clone();
     info.where_context = e.context.clone();
