@@ -6,9 +6,8 @@ use thiserror::Error;
 pub use tokio_postgres::error::SqlState;
 use weir_storage::StorageError;
 
-/// A SQLSTATE given as one of [`SqlState`]'s named constants, or as its
-/// five-character code (any code, also one read back from storage, keeps
-/// its value: [`SqlState::from_code`]).
+/// A SQLSTATE given as one of [`SqlState`]'s named constants (a code read
+/// back from storage: [`SqlState::from_code`], which keeps any code).
 pub trait IntoSqlState {
     fn into_sqlstate(self) -> SqlState;
 }
@@ -22,12 +21,6 @@ impl IntoSqlState for SqlState {
 impl IntoSqlState for &SqlState {
     fn into_sqlstate(self) -> SqlState {
         self.clone()
-    }
-}
-
-impl IntoSqlState for &str {
-    fn into_sqlstate(self) -> SqlState {
-        SqlState::from_code(self)
     }
 }
 

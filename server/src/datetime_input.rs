@@ -19,6 +19,7 @@
 //! `infinity` is refused (0A000): Arrow timestamps have no infinite value.
 
 use std::sync::Arc;
+use weir_executor::SqlState;
 
 use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use datafusion::arrow::array::timezone::Tz;
@@ -56,7 +57,7 @@ impl DateTimeType {
 pub fn parse(text: &str, ty: DateTimeType, now: NaiveDateTime) -> SqlResult<NaiveDateTime> {
     let syntax = || {
         SqlError::new(
-            "22007",
+            SqlState::INVALID_DATETIME_FORMAT,
             format!(
                 "invalid input syntax for type {}: \"{text}\"",
                 ty.sql_name()
@@ -65,7 +66,7 @@ pub fn parse(text: &str, ty: DateTimeType, now: NaiveDateTime) -> SqlResult<Naiv
     };
     let range = || {
         SqlError::new(
-            "22008",
+            SqlState::DATETIME_FIELD_OVERFLOW,
             format!("date/time field value out of range: \"{text}\""),
         )
     };
@@ -161,7 +162,7 @@ pub fn parse_array<'a>(
             Some(c) => counts.push(Some(c)),
             None => {
                 let e = SqlError::new(
-                    "22008",
+                    SqlState::DATETIME_FIELD_OVERFLOW,
                     format!("{} out of range: \"{text}\"", ty.sql_name()),
                 );
                 return Some(Err((row, e)));
@@ -726,7 +727,7 @@ fn read_zone_name(w: &str) -> Result<Zone, FieldError> {
         return match w.parse::<Tz>() {
             Ok(tz) => Ok(Zone::Named(tz)),
             Err(_) => Err(FieldError::Other(SqlError::new(
-                "22023",
+                SqlState::INVALID_PARAMETER_VALUE,
                 format!("time zone \"{lower}\" not recognized"),
             ))),
         };

@@ -19,6 +19,7 @@
 //! as such is a float, see `typed_literals`.)
 
 use std::sync::Arc;
+use weir_executor::SqlState;
 
 use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::compute::cast;
@@ -136,7 +137,7 @@ fn rewrite(e: Expr, schema: &DFSchema, now: chrono::NaiveDateTime) -> Result<Tra
     let t = datetime_input::parse(text, ty, now).map_err(carried)?;
     let out_of_range = || {
         carried(SqlError::new(
-            "22008",
+            SqlState::DATETIME_FIELD_OVERFLOW,
             format!("{} out of range: \"{text}\"", ty.sql_name()),
         ))
     };

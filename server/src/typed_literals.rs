@@ -14,6 +14,7 @@
 use datafusion::sql::sqlparser::ast::{DataType as SqlType, ExactNumberInfo, Expr, Value};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use weir_executor::SqlState;
 
 use crate::error::{SqlError, SqlResult};
 
@@ -45,11 +46,13 @@ pub fn rewrite(e: &mut Expr) -> SqlResult<()> {
                 ExactNumberInfo::Precision(p) => (p, 0),
                 ExactNumberInfo::None => (0, 0),
             };
-            return Err(
-                SqlError::new("22003", "numeric field overflow").with_detail(format!(
-                    "A field with precision {p}, scale {s} cannot hold an infinite value."
-                )),
-            );
+            return Err(SqlError::new(
+                SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+                "numeric field overflow",
+            )
+            .with_detail(format!(
+                "A field with precision {p}, scale {s} cannot hold an infinite value."
+            )));
         }
         *e = Parser::new(&PostgreSqlDialect {})
             .try_with_sql(&format!("CAST('{special}' AS DOUBLE PRECISION)"))

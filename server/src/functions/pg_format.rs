@@ -22,6 +22,7 @@
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Weekday};
 use datafusion::common::DataFusionError;
 use weir_executor::ExecError;
+use weir_executor::SqlState;
 
 /// How a name is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -513,9 +514,9 @@ fn julian_day(d: NaiveDate) -> i64 {
 }
 
 /// An error of `to_timestamp` / `to_date` with PostgreSQL's SQLSTATE.
-fn error(sqlstate: &'static str, message: String, hint: Option<&str>) -> DataFusionError {
+fn error(sqlstate: SqlState, message: String, hint: Option<&str>) -> DataFusionError {
     DataFusionError::External(Box::new(ExecError::User {
-        sqlstate: weir_executor::SqlState::from_code(sqlstate),
+        sqlstate,
         message,
         hint: hint.map(str::to_string),
     }))
@@ -524,7 +525,7 @@ fn error(sqlstate: &'static str, message: String, hint: Option<&str>) -> DataFus
 /// `date/time field value out of range: "<input>"` (22008).
 fn out_of_range(input: &str) -> DataFusionError {
     error(
-        "22008",
+        SqlState::DATETIME_FIELD_OVERFLOW,
         format!("date/time field value out of range: \"{input}\""),
         None,
     )
@@ -652,7 +653,7 @@ fn read_field(
         let end = (at + len.max(1)).min(chars.len());
         let shown: String = chars[at..end].iter().collect();
         error(
-            "22007",
+            SqlState::INVALID_DATETIME_FORMAT,
             format!("invalid value \"{shown}\" for \"{name}\""),
             Some(detail),
         )
@@ -723,7 +724,7 @@ fn read_field(
         }
         Field::ZoneName(_) | Field::ZoneOffset => {
             return Err(error(
-                "0A000",
+                SqlState::FEATURE_NOT_SUPPORTED,
                 format!("formatting field \"{name}\" is only supported in to_char"),
                 None,
             ));
@@ -761,7 +762,7 @@ fn read_field(
         let left = chars.len() - at;
         if left < w {
             return Err(error(
-                "22007",
+                SqlState::INVALID_DATETIME_FORMAT,
                 format!("source string too short for \"{name}\" formatting field"),
                 Some("If your source string is not fixed-width, try using the \"FM\" modifier."),
             ));
@@ -787,7 +788,7 @@ fn read_field(
     // PostgreSQL reads an int: larger values are out of range.
     if value > i32::MAX as i64 {
         return Err(error(
-            "22008",
+            SqlState::DATETIME_FIELD_OVERFLOW,
             format!("value for \"{name}\" in source string is out of range"),
             None,
         ));
@@ -919,7 +920,7 @@ impl Read {
         let mut hour = self.hour.unwrap_or(0);
         if self.twelve_hour && !(1..=12).contains(&hour) {
             return Err(error(
-                "22007",
+                SqlState::INVALID_DATETIME_FORMAT,
                 format!("hour \"{hour}\" is invalid for the 12-hour clock"),
                 Some("Use the 24-hour clock, or give an hour between 1 and 12."),
             ));

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use weir_executor::SqlState;
 
 use datafusion::arrow::array::{Array, AsArray, TimestampMicrosecondArray};
 use datafusion::arrow::compute::cast;
@@ -63,19 +64,22 @@ struct ToTimestamp {
     signature: Signature,
 }
 
-fn user_error(sqlstate: &'static str, message: String) -> DataFusionError {
+fn user_error(sqlstate: SqlState, message: String) -> DataFusionError {
     DataFusionError::External(Box::new(ExecError::user(sqlstate, message)))
 }
 
 /// Microseconds since the epoch of `seconds`, as PostgreSQL rounds them.
 fn epoch_micros(seconds: f64) -> Result<i64> {
     if seconds.is_nan() {
-        return Err(user_error("22008", "timestamp cannot be NaN".into()));
+        return Err(user_error(
+            SqlState::DATETIME_FIELD_OVERFLOW,
+            "timestamp cannot be NaN".into(),
+        ));
     }
     if seconds.is_infinite() {
         let sign = if seconds < 0.0 { "-" } else { "" };
         return Err(user_error(
-            "0A000",
+            SqlState::FEATURE_NOT_SUPPORTED,
             format!("timestamp value \"{sign}infinity\" is not supported"),
         ));
     }
@@ -83,7 +87,7 @@ fn epoch_micros(seconds: f64) -> Result<i64> {
     // Within what a timestamp can show (PostgreSQL stops at 294276 AD).
     if micros.abs() >= 9.2e18 || chrono::DateTime::from_timestamp_micros(micros as i64).is_none() {
         return Err(user_error(
-            "22008",
+            SqlState::DATETIME_FIELD_OVERFLOW,
             format!("timestamp out of range: \"{seconds}\""),
         ));
     }

@@ -9,6 +9,7 @@ pub mod frame;
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use weir_executor::SqlState;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
@@ -105,7 +106,7 @@ pub(crate) fn abort_copy<C: ClientInfo>(client: &C) {
 fn check_result_formats(format: &Format, columns: usize) -> PgWireResult<()> {
     match format {
         Format::Individual(codes) if codes.len() != columns => Err(user_error(SqlError::new(
-            "08P01",
+            SqlState::PROTOCOL_VIOLATION,
             format!(
                 "bind message has {} result formats but query has {columns} columns",
                 codes.len()
@@ -330,7 +331,7 @@ impl ExtendedQueryHandler for Handler {
         let stmt = &portal.statement.statement;
         if portal.parameter_len() < stmt.params.len() {
             return Err(user_error(SqlError::new(
-                "08P01",
+                SqlState::PROTOCOL_VIOLATION,
                 format!(
                     "bind message supplies {} parameters, but prepared statement requires {}",
                     portal.parameter_len(),
@@ -399,7 +400,10 @@ impl CopyHandler for Handler {
         let session = session_of(client);
         let copy = session.lock().copy.take();
         let Some(copy) = copy else {
-            return Err(user_error(SqlError::new("08P01", "unexpected COPY data")));
+            return Err(user_error(SqlError::new(
+                SqlState::PROTOCOL_VIOLATION,
+                "unexpected COPY data",
+            )));
         };
         let n = self.engine.finish_copy(copy).map_err(user_error)?;
         client
@@ -418,7 +422,7 @@ impl CopyHandler for Handler {
     {
         session_of(client).lock().copy = None;
         user_error(SqlError::new(
-            "57014",
+            SqlState::QUERY_CANCELED,
             format!("COPY from stdin failed: {}", fail.message),
         ))
     }

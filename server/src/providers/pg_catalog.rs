@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Weak};
+use weir_executor::SqlState;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
@@ -825,7 +826,7 @@ impl ScalarUDFImpl for CurrentSetting {
                 None => {
                     return Err(DataFusionError::External(Box::new(
                         weir_executor::ExecError::user(
-                            "42704",
+                            SqlState::UNDEFINED_OBJECT,
                             format!("unrecognized configuration parameter \"{name}\""),
                         ),
                     )))
