@@ -2,6 +2,9 @@
 //! STREAMING QUERY` / `MATERIALIZED VIEW` returns when it is done (its
 //! first checkpoint covers what the inputs held at creation), or at once
 //! with `SET background_ddl = on`; `system.backfills` shows its progress.
+//! A query that reads only connector sources (files, generators) has no
+//! rows already there to catch up with: it returns at once, no checkpoint
+//! is asked for, and it is not listed.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -26,6 +29,9 @@ pub struct Backfill {
     /// Rows its inputs held at creation; `None` when a connector source
     /// (whose size is not known up front) is among them.
     pub rows_total: Option<u64>,
+    /// Whether the query reads a table (rows already there to catch up
+    /// with), not only connector sources.
+    pub reads_tables: bool,
     state: Mutex<BackfillState>,
 }
 
@@ -33,8 +39,10 @@ impl Backfill {
     /// Starts tracking `query`, just launched.
     pub fn new(query: &StreamingQuery) -> Arc<Backfill> {
         let mut total = Some(0u64);
+        let mut reads_tables = false;
         for node in &query.graph().nodes {
             if let NodeKind::TableSource(table) = &node.kind {
+                reads_tables |= table.connector().is_none();
                 total = match table.connector() {
                     Some(_) => None,
                     None => total.map(|t| t + table.row_count() as u64),
@@ -44,6 +52,7 @@ impl Backfill {
         Arc::new(Backfill {
             started_at: SystemTime::now(),
             rows_total: total,
+            reads_tables,
             state: Mutex::new(BackfillState::Running),
         })
     }

@@ -678,7 +678,9 @@ impl Engine {
                     .create_query(kind, name, if_not_exists, options, query)
                     .await?;
                 if let Some((runtime, backfill)) = created {
-                    if background {
+                    if !backfill.reads_tables {
+                        // Nothing there yet to catch up with: it runs on.
+                    } else if background {
                         tokio::spawn(async move { backfill.wait(&runtime).await });
                     } else if let Some(warning) = backfill.wait(&runtime).await {
                         session.lock().notices.push(warning);

@@ -126,8 +126,10 @@ impl Engine {
             return Err(SqlError::internal(format!("query \"{name}\" vanished")));
         };
         let backfill = crate::backfill::Backfill::new(&runtime);
-        if let Some(r) = self.runtimes.write().get_mut(&name) {
-            r.backfill = Some(backfill.clone());
+        if backfill.reads_tables {
+            if let Some(r) = self.runtimes.write().get_mut(&name) {
+                r.backfill = Some(backfill.clone());
+            }
         }
         Ok((
             Output::Command { tag, rows: None },
