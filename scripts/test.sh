@@ -8,4 +8,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
 # One cargo invocation builds everything (the weir binary too, through
 # server/tests), so the build is shared with CI and between runs.
 cargo test --workspace --no-run
+# Old builds of the same test binaries would otherwise pile up here.
+./scripts/prune-target.sh
 cargo test --workspace --no-fail-fast -- "$@"

@@ -514,12 +514,7 @@ impl Engine {
             }),
             Statement::Set(set) => self.set_variable(session, set),
             Statement::ShowVariable { variable } => {
-                let name = variable
-                    .iter()
-                    .map(|i| i.value.to_lowercase())
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let name = crate::session::canonical_name(&name).to_string();
+                let name = shown_variable(variable);
                 let s = session.lock();
                 if name == "all" {
                     let rows = s
@@ -886,16 +881,7 @@ impl Engine {
                 Ok((schema, params))
             }
             Statement::ShowVariable { variable } => {
-                let name = variable
-                    .iter()
-                    .map(|i| i.value.to_lowercase())
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let name = if name == "time zone" {
-                    "timezone".to_string()
-                } else {
-                    name
-                };
+                let name = shown_variable(variable);
                 if name == "all" {
                     return Ok((
                         Some(text_batch(&["name", "setting"], vec![]).schema()),
@@ -920,6 +906,16 @@ impl Engine {
             q.runtime.cancel();
         }
     }
+}
+
+/// The session parameter `SHOW` names, by Weir's name for it.
+fn shown_variable(variable: &[ast::Ident]) -> String {
+    let name = variable
+        .iter()
+        .map(|i| i.value.to_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ");
+    crate::session::canonical_name(&name).to_string()
 }
 
 /// Runs CPU-bound statement work where it does not hold up the runtime's
