@@ -76,6 +76,20 @@ async fn a_new_view_reflects_its_inputs_when_create_returns() {
     assert_view_matches(&client, "q", top).await;
     exec(&client, "DELETE FROM t WHERE g = 4").await;
     assert_view_matches(&client, "mv", agg).await;
+    let sink = client
+        .copy_in::<_, std::io::Cursor<Vec<u8>>>("COPY t FROM STDIN WITH (FORMAT csv)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    futures::SinkExt::send(
+        &mut sink,
+        std::io::Cursor::new(b"6001,4,7\n6002,4,8\n".to_vec()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    assert_view_matches(&client, "mv", agg).await;
+    assert_eq!(int(&client, "SELECT n FROM mv WHERE g = 4").await, 2);
     exec(&client, "SET implicit_flush = off").await;
     exec(&client, "DELETE FROM t WHERE g = 5").await;
     assert_eq!(

@@ -232,7 +232,7 @@ impl Engine {
     /// With `implicit_flush` on, a write returns once every streaming
     /// query reflects it. The write itself has succeeded: a query that
     /// fails meanwhile is reported as a warning, not as the write's error.
-    pub(super) async fn implicit_flush(&self, session: &Mutex<Session>) {
+    pub async fn implicit_flush(&self, session: &Mutex<Session>) {
         if !session.lock().flag(crate::session::IMPLICIT_FLUSH) {
             return;
         }

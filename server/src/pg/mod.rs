@@ -406,6 +406,8 @@ impl CopyHandler for Handler {
             )));
         };
         let n = self.engine.finish_copy(copy).map_err(user_error)?;
+        self.engine.implicit_flush(&session).await;
+        send_notices(client, &session).await?;
         client
             .send(PgWireBackendMessage::CommandComplete(
                 Tag::new("COPY").with_rows(n).into(),
