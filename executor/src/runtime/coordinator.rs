@@ -227,14 +227,14 @@ impl Coordinator {
 
     /// Stops tracking whatever checkpoint is in progress.
     pub(crate) fn abort_pending(&self) {
-        *self.pending.lock() = None;
+        thaw(self.pending.lock().take());
     }
 
     /// Stops tracking `epoch` (it expired); late acknowledgements are ignored.
     pub(crate) fn abort(&self, epoch: u64) {
         let mut pending = self.pending.lock();
         if pending.as_ref().is_some_and(|p| p.epoch == epoch) {
-            *pending = None;
+            thaw(pending.take());
         }
     }
 
@@ -345,6 +345,16 @@ impl Coordinator {
             QueryStatus::Failed(m) => format!("streaming query \"{}\" failed: {m}", self.query),
             QueryStatus::Canceled => format!("streaming query \"{}\" was canceled", self.query),
             QueryStatus::Running => String::new(),
+        }
+    }
+}
+
+/// The stores of an abandoned checkpoint's snapshots will not be cut for
+/// it: their subtasks may write to them again.
+fn thaw(pending: Option<Pending>) {
+    for snap in pending.iter().flat_map(|p| &p.snaps) {
+        if let Some(store) = &snap.store {
+            store.thaw();
         }
     }
 }

@@ -88,6 +88,11 @@ enum Event {
     Canceled,
 }
 
+/// How long a finishing subtask waits for the cut of the checkpoint it
+/// acknowledged last before it writes its final state (an abandoned
+/// checkpoint is never cut; its store is thawed when it is abandoned).
+const FINAL_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 struct Task {
     metrics: Arc<SubtaskMetrics>,
     ctx: OperatorContext,
@@ -97,6 +102,9 @@ struct Task {
     router: OutputRouter,
     sink: Option<Arc<SinkStaging>>,
     coordinator: Arc<Coordinator>,
+    /// The epoch of the last barrier this subtask passed (or restored
+    /// from): what it outputs after that belongs to a later checkpoint.
+    sealed_epoch: std::cell::Cell<u64>,
     out: Output,
     checkpoint: Checkpoint,
     current_wm: i64,
@@ -152,6 +160,7 @@ pub(crate) async fn run(
         })
         .collect();
     let metrics = coordinator.subtask_metrics((ids.node, ids.subtask));
+    let restored_epoch = ctx.restored_epoch.unwrap_or(0);
     let mut t = Task {
         metrics,
         ctx,
@@ -161,6 +170,7 @@ pub(crate) async fn run(
         router,
         sink,
         coordinator,
+        sealed_epoch: std::cell::Cell::new(restored_epoch),
         out: Output::default(),
         checkpoint: Checkpoint::Idle,
         current_wm: i64::MIN,
@@ -215,7 +225,21 @@ impl Task {
         self.op.close(&mut self.out)?;
         self.route()?;
         self.router.broadcast(Message::EndOfStream).await?;
-        self.seal(0);
+        // After the last barrier this subtask passed: committed by the next
+        // checkpoint, whose positions for finished sources are their final
+        // ones. (Sealed into an earlier epoch, they were committed by a
+        // checkpoint whose sources had acknowledged before the end, and a
+        // restore from it replayed them.)
+        self.seal(self.sealed_epoch.get() + 1);
+        // The final state must not reach the store before the checkpoint
+        // this subtask acknowledged last is cut from it: that checkpoint
+        // would hold the state after `close` (windows already emitted).
+        if let Some(store) = self.ctx.state.clone() {
+            let deadline = std::time::Instant::now() + FINAL_SNAPSHOT_WAIT;
+            while !store.can_evict() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
         let (entries, store) = self.snapshot(true, None)?;
         self.coordinator.finish(SubtaskSnapshot {
             node: self.ids.node,
@@ -285,6 +309,7 @@ impl Task {
 
     /// The subtask's output and bad records so far belong to `epoch`.
     fn seal(&self, epoch: u64) {
+        self.sealed_epoch.set(self.sealed_epoch.get().max(epoch));
         if let Some(s) = &self.sink {
             s.seal(self.ids.subtask, epoch);
         }

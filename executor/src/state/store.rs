@@ -140,6 +140,12 @@ impl SubtaskStore {
         Ok(())
     }
 
+    /// Lets evictions (and a final snapshot) go on without a cut: the
+    /// checkpoint the last snapshot was for was abandoned.
+    pub fn thaw(&self) {
+        self.frozen.store(false, Ordering::Release);
+    }
+
     /// Cuts a RocksDB checkpoint of the store into `target`, then lets
     /// evictions go on.
     pub fn cut(&self, target: &Path) -> ExecResult<()> {
