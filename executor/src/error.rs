@@ -6,24 +6,6 @@ use thiserror::Error;
 pub use tokio_postgres::error::SqlState;
 use weir_storage::StorageError;
 
-/// A SQLSTATE given as one of [`SqlState`]'s named constants (a code read
-/// back from storage: [`SqlState::from_code`], which keeps any code).
-pub trait IntoSqlState {
-    fn into_sqlstate(self) -> SqlState;
-}
-
-impl IntoSqlState for SqlState {
-    fn into_sqlstate(self) -> SqlState {
-        self
-    }
-}
-
-impl IntoSqlState for &SqlState {
-    fn into_sqlstate(self) -> SqlState {
-        self.clone()
-    }
-}
-
 /// Whose fault an error is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorDomain {
@@ -116,9 +98,9 @@ impl std::fmt::Display for InjectedFailure {
 impl std::error::Error for InjectedFailure {}
 
 impl ExecError {
-    pub fn user(sqlstate: impl IntoSqlState, message: impl Into<String>) -> Self {
+    pub fn user(sqlstate: SqlState, message: impl Into<String>) -> Self {
         ExecError::User {
-            sqlstate: sqlstate.into_sqlstate(),
+            sqlstate,
             message: message.into(),
             hint: None,
         }

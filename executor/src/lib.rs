@@ -24,5 +24,5 @@ pub mod state;
 pub mod table;
 
 pub use chunk::{Chunk, Op};
-pub use error::{ErrorDomain, ExecError, ExecResult, IntoSqlState, SqlState};
+pub use error::{ErrorDomain, ExecError, ExecResult, SqlState};
 pub use message::{Barrier, BarrierKind, CheckpointMode, Message};

@@ -1,7 +1,7 @@
 //! The error a client sees: SQLSTATE, a lowercase message, detail, hint
 //! and context.
 
-use weir_executor::{ExecError, IntoSqlState, SqlState};
+use weir_executor::{ExecError, SqlState};
 use weir_planner::PlanError;
 
 #[derive(Debug, Clone)]
@@ -17,9 +17,9 @@ pub struct SqlError {
 pub type SqlResult<T> = Result<T, SqlError>;
 
 impl SqlError {
-    pub fn new(sqlstate: impl IntoSqlState, message: impl Into<String>) -> Self {
+    pub fn new(sqlstate: SqlState, message: impl Into<String>) -> Self {
         SqlError {
-            sqlstate: sqlstate.into_sqlstate(),
+            sqlstate,
             message: message.into(),
             detail: None,
             hint: None,

@@ -76,6 +76,9 @@ fn split_args(tokens: &[Tok]) -> Vec<Vec<Tok>> {
 
 /// A `CREATE TABLE` without its `WATERMARK FOR` clause, and the clause.
 pub fn extract_watermark(sql: &str) -> SqlResult<(String, Option<WatermarkSpec>)> {
+    if !crate::sql_text::may_begin_with(sql, &["create"]) {
+        return Ok((sql.to_string(), None));
+    }
     let tokens = tokenize(sql)?;
     let sig: Vec<usize> = (0..tokens.len())
         .filter(|i| !tokens[*i].is_whitespace())

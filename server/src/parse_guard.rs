@@ -21,12 +21,11 @@ use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::{Dialect, PostgreSqlDialect, Precedence};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::Token;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use weir_executor::SqlState;
 
 use crate::error::SqlError;
-use crate::sql_text::Tok;
 
 /// Deepest expression nesting a statement may have.
 pub const EXPRESSION_DEPTH_MAX: usize = 512;
@@ -37,9 +36,6 @@ pub const OPERATORS_MAX: usize = 100_000;
 /// runaway backtracking reaches it.
 pub const PARSE_STEPS_PER_TOKEN_MAX: u64 = 16;
 const PARSE_STEPS_BASE: u64 = 10_000;
-
-/// The SQLSTATE of every refusal here.
-pub const STATEMENT_TOO_COMPLEX: SqlState = SqlState::STATEMENT_TOO_COMPLEX;
 
 /// PostgreSQL's lexical and grammar rules (sqlparser's PostgreSQL dialect,
 /// which it stands in for everywhere), with a budget of parse steps.
@@ -68,7 +64,7 @@ impl WeirDialect {
     /// The error for a parse that ran out of steps.
     pub fn too_complex() -> SqlError {
         SqlError::new(
-            STATEMENT_TOO_COMPLEX,
+            SqlState::STATEMENT_TOO_COMPLEX,
             "statement too complex: parsing it took too many steps",
         )
         .with_hint(
@@ -214,10 +210,15 @@ impl Dialect for WeirDialect {
 }
 
 /// Refuses a statement with more operators than [`OPERATORS_MAX`].
-pub fn check_operators(tokens: &[Tok]) -> Result<(), SqlError> {
+/// The number of tokens of `sql` (the parse budget is per token),
+/// refusing a statement with more than [`OPERATORS_MAX`] operators.
+pub fn check_operators(sql: &str) -> Result<usize, SqlError> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize()
+        .map_err(|e| SqlError::syntax(format!("syntax error: {}", e.message)))?;
     let operators = tokens
         .iter()
-        .filter(|t| match &t.token {
+        .filter(|t| match t {
             Token::Word(w) => {
                 w.quote_style.is_none() && matches!(w.keyword, Keyword::AND | Keyword::OR)
             }
@@ -244,11 +245,11 @@ pub fn check_operators(tokens: &[Tok]) -> Result<(), SqlError> {
         .count();
     if operators > OPERATORS_MAX {
         return Err(SqlError::new(
-            STATEMENT_TOO_COMPLEX,
+            SqlState::STATEMENT_TOO_COMPLEX,
             format!("statement too complex: {operators} operators (at most {OPERATORS_MAX})"),
         ));
     }
-    Ok(())
+    Ok(tokens.len())
 }
 
 /// Refuses a statement whose expressions nest deeper than
@@ -275,7 +276,7 @@ pub fn check_depth<V: Visit>(stmt: &V) -> Result<(), SqlError> {
     match stmt.visit(&mut Depth { now: 0 }) {
         ControlFlow::Continue(()) => Ok(()),
         ControlFlow::Break(()) => Err(SqlError::new(
-            STATEMENT_TOO_COMPLEX,
+            SqlState::STATEMENT_TOO_COMPLEX,
             format!(
                 "statement too complex: expressions nested more than {EXPRESSION_DEPTH_MAX} levels deep"
             ),
@@ -359,12 +360,11 @@ mod tests {
         let (r, _) = parse(&sql);
         let stmts = r.unwrap();
         let e = check_depth(&stmts).unwrap_err();
-        assert_eq!(e.sqlstate, STATEMENT_TOO_COMPLEX);
+        assert_eq!(e.sqlstate, SqlState::STATEMENT_TOO_COMPLEX);
         drop_deep(stmts);
         let sql = format!("SELECT {}", vec!["1"; 500].join("+"));
         check_depth(&parse(&sql).0.unwrap()).unwrap();
         let many = format!("SELECT {}", vec!["1"; OPERATORS_MAX + 2].join("+"));
-        let tokens = crate::sql_text::tokenize(&many).unwrap();
-        assert!(check_operators(&tokens).is_err());
+        assert!(check_operators(&many).is_err());
     }
 }

@@ -49,6 +49,18 @@ pub fn tokenize(sql: &str) -> SqlResult<Vec<Tok>> {
     Ok(out)
 }
 
+/// Whether `sql` may be a statement that one of `words` begins: its first
+/// word is one of them, or it does not open with a word (a comment, a
+/// parenthesis), which only tokenizing can tell. Spares the statements
+/// that cannot be (INSERT, SELECT, ...) a tokenization per rewrite.
+pub fn may_begin_with(sql: &str, words: &[&str]) -> bool {
+    let s = sql.trim_start();
+    let end = s
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(s.len());
+    end == 0 || words.iter().any(|w| s[..end].eq_ignore_ascii_case(w))
+}
+
 /// The tokens' text, as written.
 pub fn text(tokens: &[Tok]) -> String {
     tokens.iter().map(|t| t.text.as_str()).collect()
@@ -120,5 +132,14 @@ mod tests {
             ]
         );
         assert!(toks.iter().any(|t| t.is_comment() && t.text == "-- it's\n"));
+    }
+
+    #[test]
+    fn first_words() {
+        assert!(may_begin_with("  CREATE SOURCE s", &["create"]));
+        assert!(!may_begin_with("INSERT INTO t VALUES (1)", &["create"]));
+        assert!(!may_begin_with("createx", &["create"]));
+        assert!(may_begin_with("/* c */ create", &["create"]));
+        assert!(may_begin_with("(SELECT 1)", &["create"]));
     }
 }

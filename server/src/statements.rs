@@ -9,7 +9,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{SqlError, SqlResult};
-use crate::sql_text::{text, tokenize, Tok};
+use crate::sql_text::{may_begin_with, text, tokenize, Tok};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryKind {
@@ -107,6 +107,9 @@ pub fn split_statements(sql: &str) -> SqlResult<Vec<String>> {
 /// `CREATE SOURCE ...` (RisingWave's word) as `CREATE TABLE ...`: a table
 /// with a connector is a source.
 pub fn create_source_as_table(sql: &str) -> SqlResult<Option<String>> {
+    if !may_begin_with(sql, &["create"]) {
+        return Ok(None);
+    }
     let tokens = tokenize(sql)?;
     let sig: Vec<usize> = (0..tokens.len())
         .filter(|i| !tokens[*i].is_whitespace())
@@ -221,6 +224,12 @@ fn option_list(
 }
 
 pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
+    if !may_begin_with(
+        sql,
+        &["alter", "create", "drop", "explain", "flush", "show"],
+    ) {
+        return Ok(None);
+    }
     let tokens = tokenize(sql)?;
     // Significant tokens with their index in `tokens`.
     let sig: Vec<(usize, Token)> = tokens

@@ -220,19 +220,28 @@ impl Engine {
         Ok(Output::CopyIn { columns: ncols })
     }
 
-    /// Writes the data of a finished COPY; returns the row count.
-    pub fn finish_copy(&self, copy: PendingCopy) -> SqlResult<usize> {
+    /// Writes the data of the session's finished COPY; returns the row
+    /// count.
+    pub async fn finish_copy(&self, session: &Mutex<Session>) -> SqlResult<usize> {
+        let copy = session.lock().copy.take();
+        let Some(copy) = copy else {
+            return Err(SqlError::new(
+                SqlState::PROTOCOL_VIOLATION,
+                "unexpected COPY data",
+            ));
+        };
         let batch = copy.input.finish()?;
         let n = copy
             .table
             .write(Chunk::inserts(batch), WriteCheck::Constraints)?;
+        self.implicit_flush(session).await;
         Ok(n as usize)
     }
 
     /// With `implicit_flush` on, a write returns once every streaming
     /// query reflects it. The write itself has succeeded: a query that
     /// fails meanwhile is reported as a warning, not as the write's error.
-    pub async fn implicit_flush(&self, session: &Mutex<Session>) {
+    pub(super) async fn implicit_flush(&self, session: &Mutex<Session>) {
         if !session.lock().flag(crate::session::IMPLICIT_FLUSH) {
             return;
         }

@@ -23,11 +23,10 @@ impl Engine {
     pub(super) fn parse(&self, sql: &str) -> SqlResult<DfStatement> {
         let rewritten = crate::event_time::rewrite_windows(sql)?;
         let sql = rewritten.as_str();
-        let tokens = crate::sql_text::tokenize(sql)?;
-        crate::parse_guard::check_operators(&tokens)?;
+        let tokens = crate::parse_guard::check_operators(sql)?;
         // Parsing a long statement takes a while: not on a thread that
         // serves other sessions.
-        let stmt = off_runtime(|| self.parse_bounded(sql, tokens.len()))?;
+        let stmt = off_runtime(|| self.parse_bounded(sql, tokens))?;
         if let Err(e) = check_statement_depth(&stmt) {
             crate::parse_guard::drop_deep(stmt);
             return Err(e);

@@ -156,6 +156,42 @@ enum Node {
     Quoted(String),
 }
 
+/// The template of each row of a call: a literal compiled once, a
+/// column's distinct values once each.
+pub struct Templates {
+    text: super::Text,
+    fixed: Option<Pattern>,
+    compiled: std::collections::HashMap<String, Pattern>,
+}
+
+impl Templates {
+    pub fn new(arg: &datafusion::logical_expr::ColumnarValue) -> datafusion::error::Result<Self> {
+        let text = super::Text::new(arg)?;
+        let fixed = match &text {
+            super::Text::Const(Some(t)) => Some(Pattern::compile(t)),
+            _ => None,
+        };
+        Ok(Templates {
+            text,
+            fixed,
+            compiled: Default::default(),
+        })
+    }
+
+    /// The compiled template of `row`; `None` where it is NULL.
+    pub fn get(&mut self, row: usize) -> Option<&Pattern> {
+        if let Some(p) = &self.fixed {
+            return Some(p);
+        }
+        let t = self.text.get(row)?;
+        Some(
+            self.compiled
+                .entry(t.to_string())
+                .or_insert_with(|| Pattern::compile(t)),
+        )
+    }
+}
+
 /// A compiled template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {

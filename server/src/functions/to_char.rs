@@ -6,7 +6,6 @@
 //! This replaces DataFusion's `to_char`, which takes chrono patterns.
 //! PostgreSQL's `to_char` of numbers and intervals is not provided.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::DateTime;
@@ -20,8 +19,8 @@ use datafusion::logical_expr::{
     TypeSignatureClass, Volatility,
 };
 
-use super::pg_format::Pattern;
-use super::{invalid_value, result, Text};
+use super::pg_format::Templates;
+use super::{invalid_value, result};
 
 const NAME: &str = "to_char";
 
@@ -67,24 +66,13 @@ impl ScalarUDFImpl for ToChar {
         // timestamptz, of the wall clock for a timestamp.
         let micros = cast(&ts, &DataType::Timestamp(TimeUnit::Microsecond, tz))?;
         let micros = micros.as_primitive::<TimestampMicrosecondType>();
-        let template = Text::new(&args.args[1])?;
-        let fixed = match &template {
-            Text::Const(Some(t)) => Some(Pattern::compile(t)),
-            _ => None,
-        };
-        let mut compiled: HashMap<String, Pattern> = HashMap::new();
+        let mut templates = Templates::new(&args.args[1])?;
         let mut out = StringBuilder::with_capacity(n, n * 20);
         let mut buf = String::with_capacity(32);
         for i in 0..n {
-            let (Some(t), true) = (template.get(i), micros.is_valid(i)) else {
+            let (Some(pattern), true) = (templates.get(i), micros.is_valid(i)) else {
                 out.append_null();
                 continue;
-            };
-            let pattern = match &fixed {
-                Some(p) => p,
-                None => compiled
-                    .entry(t.to_string())
-                    .or_insert_with(|| Pattern::compile(t)),
             };
             let Some(time) = DateTime::from_timestamp_micros(micros.value(i)) else {
                 return Err(invalid_value(NAME, "timestamp out of range"));

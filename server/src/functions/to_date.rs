@@ -6,7 +6,6 @@
 //!
 //! This replaces DataFusion's `to_date`, which takes chrono patterns.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::NaiveDateTime;
@@ -20,7 +19,7 @@ use datafusion::logical_expr::{
     TypeSignature, TypeSignatureClass, Volatility,
 };
 
-use super::pg_format::Pattern;
+use super::pg_format::Templates;
 use super::{result, Text};
 use crate::datetime_input::{self, DateTimeType};
 
@@ -87,22 +86,11 @@ impl ScalarUDFImpl for ToDate {
                     .collect::<Result<Date32Array>>()?
             }
             Some(template) => {
-                let template = Text::new(template)?;
-                let fixed = match &template {
-                    Text::Const(Some(t)) => Some(Pattern::compile(t)),
-                    _ => None,
-                };
-                let mut compiled: HashMap<String, Pattern> = HashMap::new();
+                let mut templates = Templates::new(template)?;
                 (0..n)
                     .map(|i| {
-                        let (Some(s), Some(t)) = (text.get(i), template.get(i)) else {
+                        let (Some(s), Some(pattern)) = (text.get(i), templates.get(i)) else {
                             return Ok(None);
-                        };
-                        let pattern = match &fixed {
-                            Some(p) => p,
-                            None => compiled
-                                .entry(t.to_string())
-                                .or_insert_with(|| Pattern::compile(t)),
                         };
                         days(pattern.parse(s)?).map(Some)
                     })

@@ -13,7 +13,6 @@
 //! This replaces DataFusion's `to_timestamp`, which takes chrono
 //! patterns and returns a timestamp without a zone.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use weir_executor::SqlState;
 
@@ -29,7 +28,7 @@ use datafusion::logical_expr::{
 };
 use weir_executor::ExecError;
 
-use super::pg_format::Pattern;
+use super::pg_format::Templates;
 use super::{result, Text};
 
 const NAME: &str = "to_timestamp";
@@ -124,22 +123,11 @@ impl ScalarUDFImpl for ToTimestamp {
             }
             [text, template] => {
                 let text = Text::new(text)?;
-                let template = Text::new(template)?;
-                let fixed = match &template {
-                    Text::Const(Some(t)) => Some(Pattern::compile(t)),
-                    _ => None,
-                };
-                let mut compiled: HashMap<String, Pattern> = HashMap::new();
+                let mut templates = Templates::new(template)?;
                 (0..n)
                     .map(|i| {
-                        let (Some(s), Some(t)) = (text.get(i), template.get(i)) else {
+                        let (Some(s), Some(pattern)) = (text.get(i), templates.get(i)) else {
                             return Ok(None);
-                        };
-                        let pattern = match &fixed {
-                            Some(p) => p,
-                            None => compiled
-                                .entry(t.to_string())
-                                .or_insert_with(|| Pattern::compile(t)),
                         };
                         Ok(Some(pattern.parse(s)?.and_utc().timestamp_micros()))
                     })

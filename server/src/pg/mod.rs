@@ -398,15 +398,11 @@ impl CopyHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = session_of(client);
-        let copy = session.lock().copy.take();
-        let Some(copy) = copy else {
-            return Err(user_error(SqlError::new(
-                SqlState::PROTOCOL_VIOLATION,
-                "unexpected COPY data",
-            )));
-        };
-        let n = self.engine.finish_copy(copy).map_err(user_error)?;
-        self.engine.implicit_flush(&session).await;
+        let n = self
+            .engine
+            .finish_copy(&session)
+            .await
+            .map_err(user_error)?;
         send_notices(client, &session).await?;
         client
             .send(PgWireBackendMessage::CommandComplete(
