@@ -168,17 +168,30 @@ impl Table {
     }
 
     fn open_logged(desc: TableDesc, store: Arc<Store>, result: bool) -> ExecResult<Arc<Table>> {
+        Ok(Arc::new(Table::replayed(desc, store, result, u64::MAX)?))
+    }
+
+    /// A table holding its log replayed through offset `through`.
+    fn replayed(
+        desc: TableDesc,
+        store: Arc<Store>,
+        result: bool,
+        through: u64,
+    ) -> ExecResult<Table> {
         let mut table = Table::build(desc, Some(store.clone()))?;
         table.result = result;
         {
             let mut inner = table.inner.lock();
             let mut from = 0;
-            loop {
+            'read: loop {
                 let entries = store.read_log(table.desc.id, from, 1024)?;
                 if entries.is_empty() {
                     break;
                 }
                 for e in entries {
+                    if e.offset > through {
+                        break 'read;
+                    }
                     let chunk =
                         Chunk::from_stored_batch(decode_batch(&e.payload)?, &table.desc.schema)?;
                     table.apply(&mut inner, &chunk)?;
@@ -189,7 +202,19 @@ impl Table {
             }
             table.version_tx.send_replace(inner.version);
         }
-        Ok(Arc::new(table))
+        Ok(table)
+    }
+
+    /// The contents as they were at log offset `version` (a result table's
+    /// earlier checkpoint), read back from the log.
+    pub fn contents_at(&self, version: u64) -> ExecResult<RecordBatch> {
+        let Some(store) = &self.store else {
+            return Err(ExecError::internal(format!(
+                "table \"{}\" has no log to read an earlier version from",
+                self.desc.name
+            )));
+        };
+        Table::replayed(self.desc.clone(), store.clone(), self.result, version)?.snapshot()
     }
 
     /// A source: streaming queries read its connector.

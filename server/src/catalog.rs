@@ -65,6 +65,14 @@ pub struct QueryMeta {
     pub options: BTreeMap<String, String>,
     pub depends_on: Vec<String>,
     pub created_at_ms: i64,
+    /// Its version: 1 at CREATE, one more at each `ALTER ... AS SELECT`
+    /// (see `system.query_versions`).
+    #[serde(default = "first_version")]
+    pub version: u64,
+}
+
+fn first_version() -> u64 {
+    1
 }
 
 pub const META_NEXT_ID: &str = "meta/next_id";

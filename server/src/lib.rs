@@ -16,6 +16,7 @@ pub mod error;
 pub mod event_time;
 pub mod fail_if;
 pub mod functions;
+pub mod lifecycle;
 pub mod literal_casts;
 pub mod metrics;
 pub mod naming;

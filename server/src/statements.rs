@@ -42,6 +42,8 @@ pub enum Custom {
         options: BTreeMap<String, String>,
         query: String,
         explain: bool,
+        /// `FROM SAVEPOINT 'name'`: start from another query's savepoint.
+        from_savepoint: Option<String>,
     },
     ShowQueries(Option<QueryKind>),
     ShowTables,
@@ -62,6 +64,45 @@ pub enum Custom {
         kind: QueryKind,
         name: String,
     },
+    /// ALTER ... name SAVEPOINT [AS 'savepoint']
+    Savepoint {
+        kind: QueryKind,
+        name: String,
+        savepoint: Option<String>,
+    },
+    /// ALTER ... name DROP SAVEPOINT [IF EXISTS] 'savepoint'
+    DropSavepoint {
+        kind: QueryKind,
+        name: String,
+        savepoint: String,
+        if_exists: bool,
+    },
+    /// STOP STREAMING QUERY / MATERIALIZED VIEW name [FORCE]
+    StopQuery {
+        kind: QueryKind,
+        name: String,
+        force: bool,
+    },
+    /// START STREAMING QUERY / MATERIALIZED VIEW name [FROM ... | WITHOUT STATE]
+    StartQuery {
+        kind: QueryKind,
+        name: String,
+        from: StartFrom,
+    },
+    /// [EXPLAIN] ALTER ... name [WITHOUT STATE] AS SELECT ...
+    UpgradeQuery {
+        kind: QueryKind,
+        name: String,
+        query: String,
+        without_state: bool,
+        explain: bool,
+    },
+    /// ALTER ... name ROLLBACK [TO VERSION n]
+    RollbackQuery {
+        kind: QueryKind,
+        name: String,
+        version: Option<u64>,
+    },
     /// CREATE [OR REPLACE] FAILURE ENRICHER [IF NOT EXISTS] name
     /// WHEN predicate SET LABELS (key = 'value', ...)
     CreateEnricher {
@@ -75,6 +116,19 @@ pub enum Custom {
         name: String,
         if_exists: bool,
     },
+}
+
+/// Where `START STREAMING QUERY` resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The newest completed checkpoint (the default).
+    Latest,
+    /// A savepoint, by name or directory path.
+    Savepoint(String),
+    /// A retained checkpoint, by id.
+    Checkpoint(u64),
+    /// No state: recompute from the inputs.
+    WithoutState,
 }
 
 /// Splits a query string into statements at top-level semicolons.
@@ -226,7 +280,9 @@ fn option_list(
 pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
     if !may_begin_with(
         sql,
-        &["alter", "create", "drop", "explain", "flush", "show"],
+        &[
+            "alter", "create", "drop", "explain", "flush", "show", "start", "stop",
+        ],
     ) {
         return Ok(None);
     }
@@ -266,9 +322,12 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
             }
             return Ok(Some(Custom::RestartQuery { kind, name }));
         }
+        if let Some(c) = parse_alter_lifecycle(&tokens, &sig, kind, &name, q + 1, false)? {
+            return Ok(Some(c));
+        }
         if !kw(at(q + 1), Keyword::SET) {
             return Err(SqlError::syntax(format!(
-                "syntax error: expected SET (...) or RESTART after ALTER {} {name}",
+                "syntax error: expected SET (...), RESTART, SAVEPOINT, DROP SAVEPOINT, ROLLBACK or AS SELECT ... after ALTER {} {name}",
                 kind.noun().to_uppercase()
             )));
         }
@@ -283,6 +342,29 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
             name,
             options,
         }));
+    }
+    if explain && kw(at(p), Keyword::ALTER) {
+        let (kind, q) = if word(at(p + 1), "streaming") && kw(at(p + 2), Keyword::QUERY) {
+            (QueryKind::StreamingQuery, p + 3)
+        } else if kw(at(p + 1), Keyword::MATERIALIZED) && kw(at(p + 2), Keyword::VIEW) {
+            (QueryKind::MaterializedView, p + 3)
+        } else {
+            return Ok(None);
+        };
+        let name = at(q)
+            .and_then(|(_, t)| ident(t))
+            .ok_or_else(|| SqlError::syntax("syntax error: expected a name after EXPLAIN ALTER"))?;
+        return match parse_alter_lifecycle(&tokens, &sig, kind, &name, q + 1, true)? {
+            Some(c @ Custom::UpgradeQuery { .. }) => Ok(Some(c)),
+            _ => Err(SqlError::syntax(
+                "syntax error: EXPLAIN ALTER explains only ALTER ... [WITHOUT STATE] AS SELECT ...",
+            )),
+        };
+    }
+    if !explain && (word(at(p), "stop") || word(at(p), "start")) {
+        if let Some(c) = parse_stop_start(&sig)? {
+            return Ok(Some(c));
+        }
     }
     if !explain && kw(at(p), Keyword::CREATE) {
         if let Some(c) = parse_create_enricher(&tokens, &sig)? {
@@ -327,6 +409,11 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
         if kw(at(q), Keyword::WITH) {
             (options, q) = option_list(&sig, q + 1, "WITH")?;
         }
+        let mut from_savepoint = None;
+        if kw(at(q), Keyword::FROM) && kw(at(q + 1), Keyword::SAVEPOINT) {
+            from_savepoint = Some(string_literal(at(q + 2), "FROM SAVEPOINT")?);
+            q += 3;
+        }
         if !kw(at(q), Keyword::AS) {
             return Err(SqlError::syntax(format!(
                 "syntax error: expected AS SELECT ... after CREATE {} {name}",
@@ -346,6 +433,7 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
             options,
             query,
             explain,
+            from_savepoint,
         }));
     }
     if explain {
@@ -431,6 +519,192 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
         }));
     }
     Ok(None)
+}
+
+/// A single-quoted string (a savepoint's name or path).
+fn string_literal(t: Option<&(usize, Token)>, after: &str) -> SqlResult<String> {
+    match t {
+        Some((_, Token::SingleQuotedString(s))) => Ok(s.clone()),
+        _ => Err(SqlError::syntax(format!(
+            "syntax error: expected a quoted name after {after}"
+        ))),
+    }
+}
+
+/// The lifecycle forms of `ALTER STREAMING QUERY name ...` from `sig[q]`
+/// on: `SAVEPOINT [AS 'sp']`, `DROP SAVEPOINT [IF EXISTS] 'sp'`,
+/// `ROLLBACK [TO VERSION n]`, `[WITHOUT STATE] AS SELECT ...`; `None` for
+/// the others.
+fn parse_alter_lifecycle(
+    tokens: &[Tok],
+    sig: &[(usize, Token)],
+    kind: QueryKind,
+    name: &str,
+    q: usize,
+    explain: bool,
+) -> SqlResult<Option<Custom>> {
+    let at = |i: usize| sig.get(i);
+    let name = name.to_string();
+    let end = |i: usize, what: &str| {
+        if at(i).is_some() {
+            Err(SqlError::syntax(format!(
+                "syntax error: unexpected text after {what}"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    if kw(at(q), Keyword::SAVEPOINT) {
+        if kw(at(q + 1), Keyword::AS) {
+            let savepoint = string_literal(at(q + 2), "SAVEPOINT AS")?;
+            end(q + 3, "SAVEPOINT AS '...'")?;
+            return Ok(Some(Custom::Savepoint {
+                kind,
+                name,
+                savepoint: Some(savepoint),
+            }));
+        }
+        end(q + 1, "SAVEPOINT")?;
+        return Ok(Some(Custom::Savepoint {
+            kind,
+            name,
+            savepoint: None,
+        }));
+    }
+    if kw(at(q), Keyword::DROP) && kw(at(q + 1), Keyword::SAVEPOINT) {
+        let mut i = q + 2;
+        let mut if_exists = false;
+        if kw(at(i), Keyword::IF) && kw(at(i + 1), Keyword::EXISTS) {
+            if_exists = true;
+            i += 2;
+        }
+        let savepoint = string_literal(at(i), "DROP SAVEPOINT")?;
+        end(i + 1, "DROP SAVEPOINT '...'")?;
+        return Ok(Some(Custom::DropSavepoint {
+            kind,
+            name,
+            savepoint,
+            if_exists,
+        }));
+    }
+    if kw(at(q), Keyword::ROLLBACK) {
+        if at(q + 1).is_none() {
+            return Ok(Some(Custom::RollbackQuery {
+                kind,
+                name,
+                version: None,
+            }));
+        }
+        let version = match (at(q + 1), at(q + 2), at(q + 3)) {
+            (t, v, Some((_, Token::Number(n, _)))) if kw(t, Keyword::TO) && word(v, "version") => {
+                n.parse::<u64>().map_err(|_| {
+                    SqlError::syntax(format!("syntax error: invalid version number {n}"))
+                })?
+            }
+            _ => {
+                return Err(SqlError::syntax(
+                    "syntax error: expected ROLLBACK or ROLLBACK TO VERSION <n>",
+                ))
+            }
+        };
+        end(q + 4, "ROLLBACK TO VERSION n")?;
+        return Ok(Some(Custom::RollbackQuery {
+            kind,
+            name,
+            version: Some(version),
+        }));
+    }
+    let mut i = q;
+    let mut without_state = false;
+    if kw(at(i), Keyword::WITHOUT) && word(at(i + 1), "state") {
+        without_state = true;
+        i += 2;
+    }
+    if !kw(at(i), Keyword::AS) {
+        if without_state {
+            return Err(SqlError::syntax(
+                "syntax error: expected AS SELECT ... after WITHOUT STATE",
+            ));
+        }
+        return Ok(None);
+    }
+    let start = at(i).map(|(t, _)| t + 1).unwrap_or(tokens.len());
+    let query = text(&tokens[start..]).trim().to_string();
+    if query.is_empty() {
+        return Err(SqlError::syntax("syntax error: expected a query after AS"));
+    }
+    Ok(Some(Custom::UpgradeQuery {
+        kind,
+        name,
+        query,
+        without_state,
+        explain,
+    }))
+}
+
+/// `STOP STREAMING QUERY name [FORCE]` and `START STREAMING QUERY name
+/// [FROM LATEST | FROM SAVEPOINT 'sp' | FROM CHECKPOINT n | WITHOUT STATE]`
+/// (also with MATERIALIZED VIEW); `None` for other statements.
+fn parse_stop_start(sig: &[(usize, Token)]) -> SqlResult<Option<Custom>> {
+    let at = |i: usize| sig.get(i);
+    let stop = word(at(0), "stop");
+    let (kind, q) = if word(at(1), "streaming") && kw(at(2), Keyword::QUERY) {
+        (QueryKind::StreamingQuery, 3)
+    } else if kw(at(1), Keyword::MATERIALIZED) && kw(at(2), Keyword::VIEW) {
+        (QueryKind::MaterializedView, 3)
+    } else {
+        return Ok(None);
+    };
+    let verb = if stop { "STOP" } else { "START" };
+    let name = at(q).and_then(|(_, t)| ident(t)).ok_or_else(|| {
+        SqlError::syntax(format!(
+            "syntax error: expected a name after {verb} {}",
+            kind.noun().to_uppercase()
+        ))
+    })?;
+    if stop {
+        let force = word(at(q + 1), "force");
+        if at(q + 1 + force as usize).is_some() {
+            return Err(SqlError::syntax(format!(
+                "syntax error: expected nothing or FORCE after STOP {} {name}",
+                kind.noun().to_uppercase()
+            )));
+        }
+        return Ok(Some(Custom::StopQuery { kind, name, force }));
+    }
+    let (from, len) = if at(q + 1).is_none() {
+        (StartFrom::Latest, 0)
+    } else if kw(at(q + 1), Keyword::FROM) && word(at(q + 2), "latest") {
+        (StartFrom::Latest, 2)
+    } else if kw(at(q + 1), Keyword::FROM) && kw(at(q + 2), Keyword::SAVEPOINT) {
+        (
+            StartFrom::Savepoint(string_literal(at(q + 3), "FROM SAVEPOINT")?),
+            3,
+        )
+    } else if kw(at(q + 1), Keyword::FROM) && word(at(q + 2), "checkpoint") {
+        let id = match at(q + 3) {
+            Some((_, Token::Number(n, _))) => n.parse::<u64>().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            SqlError::syntax("syntax error: expected a checkpoint id after FROM CHECKPOINT")
+        })?;
+        (StartFrom::Checkpoint(id), 3)
+    } else if kw(at(q + 1), Keyword::WITHOUT) && word(at(q + 2), "state") {
+        (StartFrom::WithoutState, 2)
+    } else {
+        return Err(SqlError::syntax(format!(
+            "syntax error: expected FROM LATEST, FROM SAVEPOINT '...', FROM CHECKPOINT n or WITHOUT STATE after START {} {name}",
+            kind.noun().to_uppercase()
+        )));
+    };
+    if at(q + 1 + len).is_some() {
+        return Err(SqlError::syntax(format!(
+            "syntax error: unexpected text after START {} {name}",
+            kind.noun().to_uppercase()
+        )));
+    }
+    Ok(Some(Custom::StartQuery { kind, name, from }))
 }
 
 /// `CREATE [OR REPLACE] FAILURE ENRICHER [IF NOT EXISTS] name WHEN

@@ -14,10 +14,16 @@ const CF_CHECKPOINTS: &str = "checkpoints";
 /// checkpoint and the result-table changes it commits.
 #[derive(Debug, Default)]
 pub struct Commit {
+    /// Logs emptied first (a result table whose columns changed).
+    pub log_drops: Vec<u64>,
     /// (log id, offset, payload)
     pub log_appends: Vec<(u64, u64, Vec<u8>)>,
     pub checkpoint_puts: Vec<(String, Vec<u8>)>,
     pub checkpoint_deletes: Vec<String>,
+    /// Catalog entries written and deleted with the rest (a query's
+    /// version changing together with its checkpoints).
+    pub catalog_puts: Vec<(String, Vec<u8>)>,
+    pub catalog_deletes: Vec<String>,
 }
 
 /// One entry of a change log.
@@ -188,6 +194,9 @@ impl Store {
         let log = self.cf(CF_LOG)?;
         let ckpt = self.cf(CF_CHECKPOINTS)?;
         let mut batch = rocksdb::WriteBatch::default();
+        for log_id in &commit.log_drops {
+            batch.delete_range_cf(log, log_key(*log_id, 0), log_key(*log_id + 1, 0));
+        }
         for (log_id, offset, payload) in &commit.log_appends {
             batch.put_cf(log, log_key(*log_id, *offset), payload);
         }
@@ -196,6 +205,15 @@ impl Store {
         }
         for k in &commit.checkpoint_deletes {
             batch.delete_cf(ckpt, k.as_bytes());
+        }
+        if !commit.catalog_puts.is_empty() || !commit.catalog_deletes.is_empty() {
+            let catalog = self.cf(CF_CATALOG)?;
+            for (k, v) in &commit.catalog_puts {
+                batch.put_cf(catalog, k.as_bytes(), v);
+            }
+            for k in &commit.catalog_deletes {
+                batch.delete_cf(catalog, k.as_bytes());
+            }
         }
         self.db.write_opt(batch, &synced())?;
         Ok(())

@@ -3,6 +3,7 @@
 //! alignment, acknowledgements, commit) lives in the runtime.
 
 pub mod config;
+pub mod savepoint;
 pub mod stats;
 pub mod storage;
 

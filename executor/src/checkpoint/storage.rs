@@ -102,6 +102,11 @@ pub struct CheckpointRecord {
     /// checkpoint.
     #[serde(default)]
     pub stores: Vec<(usize, usize)>,
+    /// The result table's log offset once this checkpoint's changes are
+    /// applied (`None`: no result table, or an older record), so an older
+    /// checkpoint's results can be read back (`START ... FROM CHECKPOINT`).
+    #[serde(default)]
+    pub result_version: Option<u64>,
 }
 
 /// State read back from a checkpoint.
@@ -417,6 +422,24 @@ impl CheckpointStorage {
             }
         }
         Ok(out)
+    }
+
+    /// Keys of the dead letters committed with checkpoints after `epoch`.
+    pub fn dead_letter_keys_after(&self, epoch: u64) -> ExecResult<Vec<String>> {
+        let prefix = self.dead_letter_prefix();
+        Ok(self
+            .store
+            .list_checkpoint_records(&prefix)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| {
+                k[prefix.len()..]
+                    .split('/')
+                    .next()
+                    .and_then(|e| e.parse::<u64>().ok())
+                    .is_some_and(|e| e > epoch)
+            })
+            .collect())
     }
 
     pub fn drop_all(&self) -> ExecResult<()> {

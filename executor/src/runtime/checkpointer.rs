@@ -42,7 +42,13 @@ pub(crate) struct SourceCommand {
 pub(crate) struct FlushWaiter {
     pub targets: Vec<(usize, usize, u64)>,
     pub done: oneshot::Sender<Result<(), String>>,
+    /// Run (on a blocking thread) right after the covering checkpoint
+    /// committed, before the next one begins: a savepoint copies it.
+    pub after: Option<AfterCommit>,
 }
+
+/// Work done with a just-committed checkpoint before the next begins.
+pub type AfterCommit = Box<dyn FnOnce(&CheckpointRecord) -> ExecResult<()> + Send>;
 
 impl FlushWaiter {
     fn covered_by(&self, rec: &CheckpointRecord) -> bool {
@@ -87,7 +93,7 @@ fn ms(t: SystemTime) -> u64 {
 }
 
 enum Outcome {
-    Completed(CheckpointRecord),
+    Completed(Box<CheckpointRecord>),
     Failed,
     /// Abandoned because a subtask failed; not held against the query.
     Aborted,
@@ -127,9 +133,19 @@ impl Checkpointer {
                     failures = 0;
                     // An unaligned checkpoint may cover less than was
                     // visible (sources do not drain first): go again.
-                    for w in round {
+                    for mut w in round {
                         if w.covered_by(&rec) {
-                            let _ = w.done.send(Ok(()));
+                            let outcome = match w.after.take() {
+                                Some(after) => {
+                                    let rec = rec.clone();
+                                    tokio::task::spawn_blocking(move || after(&rec))
+                                        .await
+                                        .map_err(|e| format!("savepoint writer panicked: {e}"))
+                                        .and_then(|r| r.map_err(|e| e.message()))
+                                }
+                                None => Ok(()),
+                            };
+                            let _ = w.done.send(outcome);
                         } else {
                             waiters.push(w);
                         }
@@ -376,7 +392,7 @@ impl Checkpointer {
                 self.push_history(row);
                 self.last_completed = Some(epoch);
                 self.catch_up = None;
-                Outcome::Completed(rec)
+                Outcome::Completed(Box::new(rec))
             }
             Err(e) => {
                 tracing::warn!(query = %self.coord.query, epoch, error = %e, "checkpoint failed");
@@ -446,7 +462,7 @@ impl Checkpointer {
         let skipped_now = letters.len() as u64 - dead_now;
 
         let completed_at = SystemTime::now();
-        let record = CheckpointRecord {
+        let mut record = CheckpointRecord {
             query_id: self.storage.query_id(),
             epoch,
             backend,
@@ -467,6 +483,7 @@ impl Checkpointer {
             skipped_records: skipped_before + skipped_now,
             dead_letter_records: dead_before + dead_now,
             stores,
+            result_version: None,
         };
 
         // Result changes of every epoch up to this one; after a fallback,
@@ -482,9 +499,11 @@ impl Checkpointer {
         for staging in &self.staging {
             let staged = staging.take_through(epoch);
             if discard {
+                record.result_version = Some(staging.table.version());
                 continue;
             }
             let chunks: Vec<_> = staged.into_iter().map(|(_, c)| c).collect();
+            record.result_version = Some(staging.table.version() + chunks.len() as u64);
             for (offset, payload) in staging.table.prepare_commit(&chunks)? {
                 commit
                     .log_appends

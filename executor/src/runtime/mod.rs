@@ -35,6 +35,7 @@ use crate::error::{ExecError, ExecResult};
 use crate::graph::{NodeKind, StreamGraph};
 use crate::operator::EpochCommitter;
 pub use bad_records::{BadRecordEvent, BadRecords, DeadLetter};
+pub use checkpointer::AfterCommit;
 use checkpointer::{Checkpointer, FlushWaiter};
 use coordinator::Coordinator;
 pub use coordinator::{FailureSite, TaskFailure, TaskState};
@@ -358,6 +359,12 @@ impl QueryRuntime {
     /// Asks for a checkpoint and waits until one that started after this
     /// call has completed (its results are then visible).
     pub async fn flush(&self) -> Result<(), String> {
+        self.flush_then(None).await
+    }
+
+    /// [`QueryRuntime::flush`], then `after` with the covering checkpoint
+    /// before any later checkpoint begins (a savepoint).
+    pub async fn flush_then(&self, after: Option<AfterCommit>) -> Result<(), String> {
         if self.status() != QueryStatus::Running {
             return Err(self.coordinator.failure_message());
         }
@@ -367,7 +374,11 @@ impl QueryRuntime {
             .iter()
             .map(|(node, subtask, table)| (*node, *subtask, table.version()))
             .collect();
-        let waiter = FlushWaiter { targets, done: tx };
+        let waiter = FlushWaiter {
+            targets,
+            done: tx,
+            after,
+        };
         let mut failures = self.coordinator.failure_seq.subscribe();
         if self.flush_tx.send(waiter).is_err() {
             return Err(self.coordinator.failure_message());

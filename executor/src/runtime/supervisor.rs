@@ -45,6 +45,9 @@ pub enum QueryState {
     Failed,
     Canceled,
     Finished,
+    /// Stopped by the user (`STOP STREAMING QUERY`): nothing runs, its
+    /// results stay readable, `START` resumes it.
+    Stopped,
 }
 
 impl QueryState {
@@ -57,6 +60,7 @@ impl QueryState {
             QueryState::Failed => "FAILED",
             QueryState::Canceled => "CANCELED",
             QueryState::Finished => "FINISHED",
+            QueryState::Stopped => "STOPPED",
         }
     }
 }
@@ -198,6 +202,60 @@ impl StreamingQuery {
             s.exceptions = state.exceptions.into();
         }
         Ok(q)
+    }
+
+    /// A query stopped by the user: nothing runs until it is started
+    /// again (as a new `StreamingQuery`); its results are readable.
+    pub fn stopped(
+        name: &str,
+        graph: StreamGraph,
+        opts: LaunchOptions,
+    ) -> ExecResult<Arc<StreamingQuery>> {
+        let (q, _) = StreamingQuery::new(name, graph, opts)?;
+        q.shared.lock().state = QueryState::Stopped;
+        Ok(q)
+    }
+
+    /// Where the query keeps its checkpoints.
+    pub fn storage(&self) -> &Arc<CheckpointStorage> {
+        &self.opts.storage
+    }
+
+    /// The query's result table.
+    pub fn result(&self) -> &Arc<Table> {
+        &self.opts.result
+    }
+
+    /// Takes an aligned checkpoint covering all input visible now and runs
+    /// `after` with it before any later checkpoint begins (a savepoint).
+    /// Only a running query can.
+    pub async fn checkpoint_then(&self, after: super::AfterCommit) -> Result<(), FlushError> {
+        let (state, rt) = {
+            let s = self.shared.lock();
+            (s.state, s.runtime.clone())
+        };
+        match (state, rt) {
+            (QueryState::Running, Some(rt)) => {
+                rt.flush_then(Some(after))
+                    .await
+                    .map_err(|message| FlushError {
+                        message,
+                        sqlstate: rt
+                            .failure()
+                            .map_or(crate::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE, |f| {
+                                f.error.sqlstate()
+                            }),
+                    })
+            }
+            (state, _) => Err(FlushError {
+                message: format!(
+                    "streaming query \"{}\" is {}, not RUNNING",
+                    self.name,
+                    state.as_str()
+                ),
+                sqlstate: crate::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            }),
+        }
     }
 
     #[allow(clippy::type_complexity)]
@@ -633,6 +691,8 @@ impl StreamingQuery {
                         }
                     }
                 },
+                // Stopped by the user: nothing of it is pending.
+                (QueryState::Stopped, _) => return Ok(()),
                 (QueryState::Failed | QueryState::Canceled | QueryState::Finished, _) => {
                     return Err(failed(self.failure_message()))
                 }
@@ -701,6 +761,45 @@ impl StreamingQuery {
     /// Bad records kept by `on_error = 'dead_letter'`, oldest first.
     pub fn dead_letters(&self) -> ExecResult<Vec<super::DeadLetter>> {
         self.opts.storage.dead_letters()
+    }
+
+    /// Carries the exception history of the run this one replaced (a
+    /// rolled-back version), newest first, and adds on top a row for the
+    /// lifecycle event itself (`action`: `rolled back`, ...).
+    pub fn record_lifecycle_event(
+        &self,
+        earlier: Vec<ExceptionRow>,
+        action: &str,
+        message: String,
+    ) {
+        let ctx = FailureContext {
+            query: self.name.to_string(),
+            occurred_at: SystemTime::now(),
+            operator: None,
+            subtask: None,
+            region: None,
+            error_class: "lifecycle".into(),
+            root_cause: message.clone(),
+            message,
+            domain: crate::ErrorDomain::User.as_str().to_string(),
+            sqlstate: crate::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE
+                .code()
+                .to_string(),
+            retryable: false,
+        };
+        let keep = self.opts.failure.lock().exception_history_size;
+        let mut s = self.shared.lock();
+        for row in earlier.into_iter().rev() {
+            s.exceptions.push_back(row);
+        }
+        s.exceptions.push_front(ExceptionRow {
+            failure: ctx,
+            labels: Default::default(),
+            restart_attempt: 0,
+            action: action.to_string(),
+            restart_delay_ms: None,
+        });
+        s.exceptions.truncate(keep);
     }
 
     /// Newest first.

@@ -4,6 +4,7 @@
 //! [`dml`].
 
 mod dml;
+mod lifecycle;
 mod parse;
 mod queries;
 mod tables;
@@ -91,6 +92,9 @@ pub struct Engine {
     ddl: tokio::sync::Mutex<()>,
     compat: datafusion_pg_catalog::sql::PostgresCompatibilityParser,
     pub default_parallelism: usize,
+    /// The engine itself, for tasks that outlive a statement (the watch
+    /// after an upgrade).
+    me: std::sync::Weak<Engine>,
 }
 
 fn now_ms() -> i64 {
@@ -229,7 +233,8 @@ impl Engine {
         let default_parallelism = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let engine = Arc::new(Engine {
+        let engine = Arc::new_cyclic(|me| Engine {
+            me: me.clone(),
             store,
             runtimes,
             enrichers,
@@ -246,6 +251,8 @@ impl Engine {
             compat: datafusion_pg_catalog::sql::PostgresCompatibilityParser::new(),
             default_parallelism,
         });
+        crate::lifecycle::operations::settle_interrupted(&engine.store)
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
         engine.recover().await?;
         Ok(engine)
     }
@@ -657,6 +664,7 @@ impl Engine {
                 options,
                 query,
                 explain,
+                from_savepoint,
             } => {
                 if explain {
                     let plan = self.plan_query(&name, &query, &options, None).await?;
@@ -670,7 +678,7 @@ impl Engine {
                 }
                 let background = session.lock().flag(crate::session::BACKGROUND_DDL);
                 let (out, created) = self
-                    .create_query(kind, name, if_not_exists, options, query)
+                    .create_query(kind, name, if_not_exists, options, query, from_savepoint)
                     .await?;
                 if let Some((runtime, backfill)) = created {
                     if !backfill.reads_tables {
@@ -715,6 +723,36 @@ impl Engine {
                 options,
             } => self.alter_query(kind, name, options).await,
             Custom::RestartQuery { kind, name } => self.restart_query(kind, name).await,
+            Custom::Savepoint {
+                kind,
+                name,
+                savepoint,
+            } => self.savepoint_command(kind, name, savepoint).await,
+            Custom::DropSavepoint {
+                kind,
+                name,
+                savepoint,
+                if_exists,
+            } => self.drop_savepoint(kind, name, savepoint, if_exists).await,
+            Custom::StopQuery { kind, name, force } => self.stop_query(kind, name, force).await,
+            Custom::StartQuery { kind, name, from } => {
+                self.start_stopped_query(kind, name, from).await
+            }
+            Custom::UpgradeQuery {
+                kind,
+                name,
+                query,
+                without_state,
+                explain,
+            } => {
+                self.upgrade_query(kind, name, query, without_state, explain)
+                    .await
+            }
+            Custom::RollbackQuery {
+                kind,
+                name,
+                version,
+            } => self.rollback_query(kind, name, version).await,
             Custom::CreateEnricher {
                 name,
                 or_replace,
@@ -812,7 +850,10 @@ impl Engine {
             qs.iter().map(|q| q.runtime.clone()).collect()
         };
         for rt in runtimes {
-            if matches!(rt.state(), QueryState::Failed | QueryState::Canceled) {
+            if matches!(
+                rt.state(),
+                QueryState::Failed | QueryState::Canceled | QueryState::Stopped
+            ) {
                 continue;
             }
             if let Err(e) = rt.flush().await {
@@ -835,6 +876,9 @@ impl Engine {
                 Custom::ShowTables => &["name"],
                 Custom::ShowQueries(_) => &["name", "status", "definition"],
                 Custom::CreateQuery { explain: true, .. } => &["QUERY PLAN"],
+                Custom::UpgradeQuery { explain: true, .. } => {
+                    &["operator", "node", "state", "detail"]
+                }
                 _ => return Ok((None, vec![])),
             };
             return Ok((Some(text_batch(cols, vec![]).schema()), vec![]));

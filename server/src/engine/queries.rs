@@ -78,6 +78,7 @@ impl Engine {
         if_not_exists: bool,
         options: BTreeMap<String, String>,
         sql: String,
+        from_savepoint: Option<String>,
     ) -> SqlResult<(Output, Option<CreatedQuery>)> {
         let tag = match kind {
             QueryKind::StreamingQuery => "CREATE STREAMING QUERY",
@@ -113,13 +114,45 @@ impl Engine {
             options,
             depends_on,
             created_at_ms: now_ms(),
+            version: 1,
         };
-        self.store.put_catalog(
-            &query_key(&name),
-            serde_json::to_string(&meta).expect("json").as_bytes(),
+        let version = crate::lifecycle::versions::VersionMeta {
+            query: name.clone(),
+            version: 1,
+            definition: meta.sql.clone(),
+            options: meta.options.clone(),
+            created_at_ms: meta.created_at_ms,
+            status: crate::lifecycle::versions::ACTIVE.into(),
+            started_from: from_savepoint.clone(),
+            replaced_at: None,
+        };
+        let op = self.begin_op(
+            &name,
+            crate::lifecycle::operations::CREATE,
+            from_savepoint
+                .as_ref()
+                .map(|s| format!("from savepoint '{s}'"))
+                .unwrap_or_default(),
         )?;
-        if let Err(e) = self.run_query(meta, planned) {
+        let mut with = weir_storage::Commit::default();
+        with.catalog_puts
+            .push((query_key(&name), serde_json::to_vec(&meta).expect("json")));
+        with.catalog_puts.push((
+            crate::lifecycle::versions::key(&name, 1),
+            serde_json::to_vec(&version).expect("json"),
+        ));
+        let created = match &from_savepoint {
+            // Clone: the new query starts from another query's savepoint.
+            Some(sp) => self.create_from_savepoint(sp, id, &planned, with),
+            None => Ok(self.store.commit(with)?),
+        }
+        .and_then(|()| self.run_query(meta, planned));
+        op.finish(&created, None);
+        if let Err(e) = created {
             let _ = self.store.delete_catalog(&query_key(&name));
+            let _ = self
+                .store
+                .delete_catalog(&crate::lifecycle::versions::key(&name, 1));
             return Err(e);
         }
         let Some((_, runtime)) = self.query_entry(&name) else {
@@ -174,7 +207,12 @@ impl Engine {
             .store
             .get_catalog(&failed_key(&meta.name))?
             .and_then(|v| serde_json::from_slice::<weir_executor::runtime::FailedState>(&v).ok());
+        let stopped = self
+            .store
+            .get_catalog(&crate::lifecycle::stopped_key(&meta.name))?
+            .is_some();
         let runtime = match failed {
+            _ if stopped => StreamingQuery::stopped(&meta.name, graph, opts)?,
             Some(state) => StreamingQuery::failed(&meta.name, graph, opts, state)?,
             None => StreamingQuery::launch(&meta.name, graph, opts)?,
         };
@@ -347,6 +385,15 @@ impl Engine {
         for (_, name) in &dropping {
             self.store.delete_catalog(&query_key(name))?;
             self.store.delete_catalog(&failed_key(name))?;
+            self.store
+                .delete_catalog(&crate::lifecycle::stopped_key(name))?;
+            // Its versions go with it; its savepoints stay (they can start
+            // another query: CREATE ... FROM SAVEPOINT).
+            for (key, _) in self.store.list_catalog()? {
+                if key.starts_with(&crate::lifecycle::versions::prefix(name)) {
+                    self.store.delete_catalog(&key)?;
+                }
+            }
             let entry = self.unregister_query(name);
             self.relations.write().remove(name);
             if let Some(e) = entry {
@@ -482,6 +529,32 @@ pub(super) fn alter_tag(kind: QueryKind) -> &'static str {
     }
 }
 
+impl Engine {
+    /// `CREATE ... FROM SAVEPOINT 'sp'`: the savepoint becomes the new
+    /// query's checkpoint and its results the new result table's rows,
+    /// committed with the catalog entries in `with`.
+    fn create_from_savepoint(
+        &self,
+        savepoint: &str,
+        id: u64,
+        planned: &(weir_executor::graph::StreamGraph, Arc<Table>, Vec<String>),
+        with: weir_storage::Commit,
+    ) -> SqlResult<()> {
+        let has_result = planned
+            .0
+            .nodes
+            .iter()
+            .any(|n| matches!(n.kind, weir_executor::graph::NodeKind::ResultSink(_)));
+        let result = has_result.then(|| planned.1.clone());
+        let point = self.savepoint_point(savepoint, &planned.0, result.as_ref())?;
+        let storage = CheckpointStorage::new(self.store.clone(), &self.data_dir, id);
+        off_runtime(|| {
+            weir_executor::checkpoint::savepoint::import(&storage, point, result.as_ref(), with)
+        })?;
+        Ok(())
+    }
+}
+
 /// Which of `choices` a query option names (0, the default, when absent).
 pub(super) fn option_choice(
     options: &BTreeMap<String, String>,
@@ -589,6 +662,10 @@ pub(super) fn parse_options(
             }
             // Checked when the query is planned.
             "connector" | "late_records" | "path" | "format" => {}
+            "auto_rollback" | "auto_rollback.window" | "auto_rollback.restarts" => {
+                crate::lifecycle::versions::AutoRollback::from_options(options)
+                    .map_err(|m| SqlError::new(SqlState::INVALID_PARAMETER_VALUE, m))?;
+            }
             other => {
                 let known = match config.set(other, v) {
                     Ok(false) => failure.set(other, v),

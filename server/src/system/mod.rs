@@ -7,6 +7,9 @@ mod dead_letters;
 mod exceptions;
 mod failure_enrichers;
 mod metrics;
+mod operations;
+mod query_versions;
+mod savepoints;
 mod streaming_queries;
 mod tasks;
 
@@ -158,8 +161,11 @@ impl SystemSchema {
                 Arc::new(metrics::Metrics::new(
                     runtimes.clone(),
                     server_metrics,
-                    store,
+                    store.clone(),
                 )),
+                Arc::new(savepoints::Savepoints::new(store.clone())),
+                Arc::new(query_versions::QueryVersions::new(store.clone())),
+                Arc::new(operations::Operations::new(store)),
                 Arc::new(checkpoints::Checkpoints::new(runtimes.clone())),
                 Arc::new(backfills::Backfills::new(runtimes.clone())),
                 Arc::new(streaming_queries::StreamingQueries::new(runtimes.clone())),

@@ -1,0 +1,1072 @@
+//! The life of a running query: savepoints, STOP and START with their
+//! restore modes, upgrades (`ALTER ... AS SELECT`) with a dry run, and
+//! rollbacks, manual and automatic. Each change is checked before the
+//! query stops, and the catalog changes that must agree with the query's
+//! checkpoints are written in the same atomic commit as they are.
+
+use std::time::Duration;
+
+use weir_executor::checkpoint::savepoint::{self, RestorePoint};
+use weir_executor::graph::NodeKind;
+use weir_storage::Commit;
+
+use super::queries::alter_tag;
+use super::*;
+use crate::lifecycle::operations::{self as ops, Operation};
+use crate::lifecycle::savepoints::{self as sps, SavepointMeta};
+use crate::lifecycle::versions::{self, VersionMeta};
+use crate::lifecycle::{json, list, stopped_key, Stopped};
+use crate::statements::StartFrom;
+
+/// Whether a graph ends in the query's result table (not a sink outside).
+fn has_result(graph: &weir_executor::graph::StreamGraph) -> bool {
+    graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.kind, NodeKind::ResultSink(_)))
+}
+
+fn not_in_state(message: String) -> SqlError {
+    SqlError::new(SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE, message)
+}
+
+/// The same columns (names and types) in the same order.
+fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+}
+
+/// What an upgrade keeps, operator by operator.
+pub(super) struct UpgradeReport {
+    /// (operator, node, fate, why) for the new plan's nodes, then the
+    /// dropped ones of the old plan.
+    pub rows: Vec<(String, usize, &'static str, String)>,
+    /// Every node of the new plan keeps its state (the plans are equal).
+    pub keeps_all: bool,
+}
+
+/// A node as the upgrade compares it: its operator, details and output
+/// columns, and the same of everything upstream.
+fn node_fingerprints(graph: &weir_executor::graph::StreamGraph) -> Vec<String> {
+    let mut out: Vec<Option<String>> = vec![None; graph.nodes.len()];
+    fn fp(
+        graph: &weir_executor::graph::StreamGraph,
+        id: usize,
+        out: &mut Vec<Option<String>>,
+    ) -> String {
+        if let Some(f) = &out[id] {
+            return f.clone();
+        }
+        let n = &graph.nodes[id];
+        let cols: Vec<String> = n
+            .schema
+            .fields()
+            .iter()
+            .map(|f| format!("{}:{}", f.name(), f.data_type()))
+            .collect();
+        let inputs: Vec<String> = graph
+            .inputs_of(id)
+            .iter()
+            .map(|e| {
+                let part = match &e.partitioning {
+                    weir_executor::graph::Partitioning::Hash(k) => format!(
+                        "hash({})",
+                        k.iter()
+                            .map(|x| weir_executor::graph::display_expr(x.as_ref()))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                    other => format!("{other:?}"),
+                };
+                format!("{part}<{}>", fp(graph, e.from, out))
+            })
+            .collect();
+        let f = format!(
+            "{} {} [{}] ({})",
+            n.name,
+            n.detail,
+            cols.join(","),
+            inputs.join(";")
+        );
+        out[id] = Some(f.clone());
+        f
+    }
+    (0..graph.nodes.len())
+        .map(|i| fp(graph, i, &mut out))
+        .collect()
+}
+
+/// Compares the running plan with a new one. Today state is kept only when
+/// the plans are equal; otherwise the report says, per operator, whether it
+/// is unchanged (with everything upstream of it) but would have to re-emit
+/// its results through changed operators above it, new, or changed.
+pub(super) fn upgrade_report(
+    old: &weir_executor::graph::StreamGraph,
+    new: &weir_executor::graph::StreamGraph,
+) -> UpgradeReport {
+    let old_fp = node_fingerprints(old);
+    let new_fp = node_fingerprints(new);
+    let keeps_all = old_fp == new_fp;
+    let mut rows = Vec::new();
+    let mut matched = vec![false; old.nodes.len()];
+    for (i, n) in new.nodes.iter().enumerate() {
+        let same = old_fp.iter().position(|f| *f == new_fp[i]);
+        let stateful = match &n.kind {
+            NodeKind::Operator(f) => f
+                .create(0, n.parallelism)
+                .map_or(true, |o| o.uses_keyed_state()),
+            _ => false,
+        };
+        let (fate, why) = match same {
+            Some(o) => {
+                matched[o] = true;
+                if keeps_all {
+                    ("kept", "unchanged".to_string())
+                } else if stateful {
+                    (
+                        "incompatible",
+                        "unchanged, but operators above it changed: its results would have to be computed again from its state, which Weir does not do yet".to_string(),
+                    )
+                } else {
+                    ("kept", "unchanged (no state)".to_string())
+                }
+            }
+            None if stateful => {
+                let was = old.nodes.iter().any(|o| o.name == n.name);
+                (
+                    "new",
+                    if was {
+                        "changed (its definition or its input differs): starts empty"
+                    } else {
+                        "starts empty"
+                    }
+                    .to_string(),
+                )
+            }
+            None => ("new", "no state".to_string()),
+        };
+        rows.push((n.name.clone(), i, fate, why));
+    }
+    for (i, n) in old.nodes.iter().enumerate() {
+        if !matched[i] {
+            rows.push((
+                n.name.clone(),
+                i,
+                "dropped",
+                "not in the new version".to_string(),
+            ));
+        }
+    }
+    UpgradeReport { rows, keeps_all }
+}
+
+impl Engine {
+    /// The catalog entry, handle and result table of a query, or the
+    /// error naming what `name` is instead.
+    fn lifecycle_entry(
+        &self,
+        kind: QueryKind,
+        name: &str,
+    ) -> SqlResult<(QueryMeta, Arc<StreamingQuery>)> {
+        if let Some(e) = self.query_entry(name) {
+            return Ok(e);
+        }
+        if self.state.lock().tables.contains_key(name) {
+            return Err(SqlError::new(
+                SqlState::WRONG_OBJECT_TYPE,
+                format!("\"{name}\" is not a {}", kind.noun()),
+            ));
+        }
+        Err(SqlError::new(
+            SqlState::UNDEFINED_TABLE,
+            format!("{} \"{name}\" does not exist", kind.noun()),
+        ))
+    }
+
+    pub(super) fn begin_op(
+        &self,
+        query: &str,
+        operation: &str,
+        detail: String,
+    ) -> SqlResult<Operation> {
+        let id = self.allocate_id()?;
+        Ok(Operation::begin(&self.store, id, query, operation, detail))
+    }
+
+    /// `ALTER ... name SAVEPOINT [AS 'sp']`.
+    pub(super) async fn savepoint_command(
+        &self,
+        kind: QueryKind,
+        name: String,
+        savepoint: Option<String>,
+    ) -> SqlResult<Output> {
+        let _ddl = self.ddl.lock().await;
+        let (meta, runtime) = self.lifecycle_entry(kind, &name)?;
+        let op = self.begin_op(&name, ops::SAVEPOINT, String::new())?;
+        let r = self
+            .take_savepoint(&meta, &runtime, savepoint, sps::MANUAL)
+            .await;
+        op.finish(
+            &r,
+            r.as_ref().ok().map(|s| format!("savepoint '{}'", s.name)),
+        );
+        r?;
+        Ok(Output::Command {
+            tag: alter_tag(kind),
+            rows: None,
+        })
+    }
+
+    /// Writes a savepoint of the query: of a new aligned checkpoint when it
+    /// runs, of its last completed checkpoint when it is STOPPED or FAILED
+    /// (its results then are those of that checkpoint).
+    pub(super) async fn take_savepoint(
+        &self,
+        meta: &QueryMeta,
+        runtime: &Arc<StreamingQuery>,
+        name: Option<String>,
+        trigger: &str,
+    ) -> SqlResult<SavepointMeta> {
+        let name = match name {
+            Some(n) if n.trim().is_empty() => {
+                return Err(SqlError::new(
+                    SqlState::INVALID_PARAMETER_VALUE,
+                    "a savepoint name cannot be empty",
+                ))
+            }
+            Some(n) => {
+                if self.store.get_catalog(&sps::key(&n))?.is_some() {
+                    return Err(SqlError::new(
+                        SqlState::DUPLICATE_OBJECT,
+                        format!("savepoint \"{n}\" already exists"),
+                    ));
+                }
+                n
+            }
+            None => {
+                let mut n = 1;
+                loop {
+                    let candidate = format!("{}-{n}", meta.name);
+                    if self.store.get_catalog(&sps::key(&candidate))?.is_none() {
+                        break candidate;
+                    }
+                    n += 1;
+                }
+            }
+        };
+        let dir = sps::directory(&self.data_dir, &name);
+        let server = serde_json::json!({
+            "query": meta.name,
+            "kind": meta.kind,
+            "version": meta.version,
+            "definition": meta.sql,
+            "options": meta.options,
+            "trigger": trigger,
+            "name": name,
+        });
+        let storage = runtime.storage().clone();
+        let result = has_result(runtime.graph()).then(|| runtime.result().clone());
+        let written: Arc<parking_lot::Mutex<Option<(u64, u64)>>> = Arc::default();
+        match runtime.state() {
+            QueryState::Running => {
+                let slot = written.clone();
+                let target = dir.clone();
+                runtime
+                    .checkpoint_then(Box::new(move |rec| {
+                        let bytes = savepoint::write_savepoint(
+                            &storage,
+                            rec,
+                            result.as_deref(),
+                            &target,
+                            server,
+                        )?;
+                        *slot.lock() = Some((bytes, rec.epoch));
+                        Ok(())
+                    }))
+                    .await
+                    .map_err(|e| {
+                        SqlError::new(e.sqlstate, format!("could not take a savepoint: {}", e.message))
+                            .with_hint("A query stuck restarting can be stopped without one: STOP STREAMING QUERY ... FORCE.")
+                    })?;
+            }
+            QueryState::Stopped | QueryState::Failed => {
+                let rec = storage.records()?.pop().ok_or_else(|| {
+                    not_in_state(format!(
+                        "{} \"{}\" has no completed checkpoint to save",
+                        meta.kind.replace('_', " "),
+                        meta.name
+                    ))
+                })?;
+                let bytes = off_runtime(|| {
+                    savepoint::write_savepoint(&storage, &rec, result.as_deref(), &dir, server)
+                })?;
+                *written.lock() = Some((bytes, rec.epoch));
+            }
+            other => return Err(not_in_state(format!(
+                "cannot take a savepoint of \"{}\" while it is {}",
+                meta.name,
+                other.as_str()
+            ))
+            .with_hint(
+                "Wait until it runs again, or stop it without one: STOP STREAMING QUERY ... FORCE.",
+            )),
+        }
+        let (bytes, epoch) = written
+            .lock()
+            .take()
+            .ok_or_else(|| SqlError::internal("the savepoint was not written"))?;
+        let sp = SavepointMeta {
+            name: name.clone(),
+            query: meta.name.clone(),
+            query_id: meta.id,
+            version: meta.version,
+            trigger: trigger.to_string(),
+            created_at_ms: now_ms(),
+            path: dir.display().to_string(),
+            bytes,
+            checkpoint_id: epoch,
+            status: "completed".into(),
+        };
+        self.store.put_catalog(&sps::key(&name), &json(&sp))?;
+        tracing::info!(query = %meta.name, savepoint = %name, path = %sp.path, bytes, "savepoint taken");
+        Ok(sp)
+    }
+
+    /// `ALTER ... name DROP SAVEPOINT [IF EXISTS] 'sp'`: forgets it and
+    /// deletes its directory.
+    pub(super) async fn drop_savepoint(
+        &self,
+        kind: QueryKind,
+        name: String,
+        savepoint: String,
+        if_exists: bool,
+    ) -> SqlResult<Output> {
+        let _ddl = self.ddl.lock().await;
+        self.lifecycle_entry(kind, &name)?;
+        let tag = alter_tag(kind);
+        let sp = match self.savepoint_meta(&savepoint)? {
+            Some(sp) if sp.query == name => sp,
+            Some(sp) => {
+                return Err(SqlError::new(
+                    SqlState::INVALID_PARAMETER_VALUE,
+                    format!(
+                        "savepoint \"{savepoint}\" belongs to \"{}\", not \"{name}\"",
+                        sp.query
+                    ),
+                ))
+            }
+            None if if_exists => return Ok(Output::Command { tag, rows: None }),
+            None => {
+                return Err(SqlError::new(
+                    SqlState::UNDEFINED_OBJECT,
+                    format!("savepoint \"{savepoint}\" does not exist"),
+                ))
+            }
+        };
+        self.store.delete_catalog(&sps::key(&sp.name))?;
+        if let Err(e) = std::fs::remove_dir_all(&sp.path) {
+            tracing::warn!(path = %sp.path, error = %e, "could not delete a savepoint's directory");
+        }
+        Ok(Output::Command { tag, rows: None })
+    }
+
+    fn savepoint_meta(&self, name: &str) -> SqlResult<Option<SavepointMeta>> {
+        Ok(self
+            .store
+            .get_catalog(&sps::key(name))?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    /// A savepoint's directory: a name in the catalog, or an absolute path
+    /// (a savepoint copied from another server).
+    fn savepoint_dir(&self, savepoint: &str) -> SqlResult<std::path::PathBuf> {
+        if std::path::Path::new(savepoint).is_absolute() {
+            return Ok(savepoint.into());
+        }
+        match self.savepoint_meta(savepoint)? {
+            Some(sp) => Ok(sp.path.into()),
+            None => Err(SqlError::new(
+                SqlState::UNDEFINED_OBJECT,
+                format!("savepoint \"{savepoint}\" does not exist"),
+            )
+            .with_hint("See SELECT * FROM system.savepoints; a savepoint directory copied from elsewhere is named by its absolute path.")),
+        }
+    }
+
+    /// A savepoint as a restore point for `graph`, refused when it was
+    /// taken from another plan.
+    pub(super) fn savepoint_point(
+        &self,
+        savepoint: &str,
+        graph: &weir_executor::graph::StreamGraph,
+        result: Option<&Arc<Table>>,
+    ) -> SqlResult<RestorePoint> {
+        let dir = self.savepoint_dir(savepoint)?;
+        let schema = result.map(|t| t.schema());
+        let point = RestorePoint::from_savepoint(&dir, schema.as_ref())?;
+        check_plan(&point.record, graph, &format!("savepoint \"{savepoint}\""))?;
+        Ok(point)
+    }
+
+    /// `STOP ... name [FORCE]`: a savepoint, then the query stops; FORCE
+    /// stops at once without one.
+    pub(super) async fn stop_query(
+        &self,
+        kind: QueryKind,
+        name: String,
+        force: bool,
+    ) -> SqlResult<Output> {
+        let _ddl = self.ddl.lock().await;
+        let (meta, runtime) = self.lifecycle_entry(kind, &name)?;
+        if runtime.state() == QueryState::Stopped {
+            return Err(not_in_state(format!(
+                "{} \"{name}\" is already stopped",
+                kind.noun()
+            )));
+        }
+        let op = self.begin_op(
+            &name,
+            ops::STOP,
+            if force { "FORCE".into() } else { String::new() },
+        )?;
+        let r = self.stop_locked(&meta, &runtime, force).await;
+        op.finish(
+            &r,
+            r.as_ref()
+                .ok()
+                .and_then(|sp| sp.as_ref().map(|s| format!("savepoint '{s}'"))),
+        );
+        r?;
+        Ok(Output::Command {
+            tag: if kind == QueryKind::StreamingQuery {
+                "STOP STREAMING QUERY"
+            } else {
+                "STOP MATERIALIZED VIEW"
+            },
+            rows: None,
+        })
+    }
+
+    async fn stop_locked(
+        &self,
+        meta: &QueryMeta,
+        runtime: &Arc<StreamingQuery>,
+        force: bool,
+    ) -> SqlResult<Option<String>> {
+        let savepoint = if force {
+            None
+        } else {
+            Some(
+                self.take_savepoint(meta, runtime, None, sps::STOP)
+                    .await?
+                    .name,
+            )
+        };
+        let old = self.unregister_query(&meta.name);
+        runtime.stop().await;
+        self.store.put_catalog(
+            &stopped_key(&meta.name),
+            &json(&Stopped {
+                stopped_at_ms: now_ms(),
+                savepoint: savepoint.clone(),
+            }),
+        )?;
+        if let Err(e) = self.start_query(meta.clone()).await {
+            tracing::error!(query = %meta.name, error = %e, "stopped query could not be planned");
+            if let Some(old) = old {
+                self.register_query(old);
+            }
+        }
+        Ok(savepoint)
+    }
+
+    /// `START ... name [FROM LATEST | FROM SAVEPOINT 'sp' | FROM CHECKPOINT
+    /// n | WITHOUT STATE]` of a STOPPED (or FAILED) query.
+    pub(super) async fn start_stopped_query(
+        &self,
+        kind: QueryKind,
+        name: String,
+        from: StartFrom,
+    ) -> SqlResult<Output> {
+        let _ddl = self.ddl.lock().await;
+        let (meta, runtime) = self.lifecycle_entry(kind, &name)?;
+        if !matches!(runtime.state(), QueryState::Stopped | QueryState::Failed) {
+            return Err(not_in_state(format!(
+                "{} \"{name}\" is {}; only a STOPPED or FAILED query can be started",
+                kind.noun(),
+                runtime.state().as_str()
+            ))
+            .with_hint(format!(
+                "Stop it first: STOP {} {name}.",
+                kind.noun().to_uppercase()
+            )));
+        }
+        let detail = match &from {
+            StartFrom::Latest => "from latest".to_string(),
+            StartFrom::Savepoint(s) => format!("from savepoint '{s}'"),
+            StartFrom::Checkpoint(n) => format!("from checkpoint {n}"),
+            StartFrom::WithoutState => "without state".to_string(),
+        };
+        let op = self.begin_op(&name, ops::START, detail)?;
+        let r = self.start_locked(meta, runtime, from).await;
+        op.finish(&r, None);
+        r?;
+        Ok(Output::Command {
+            tag: if kind == QueryKind::StreamingQuery {
+                "START STREAMING QUERY"
+            } else {
+                "START MATERIALIZED VIEW"
+            },
+            rows: None,
+        })
+    }
+
+    async fn start_locked(
+        &self,
+        meta: QueryMeta,
+        runtime: Arc<StreamingQuery>,
+        from: StartFrom,
+    ) -> SqlResult<()> {
+        let name = meta.name.clone();
+        let planned = self
+            .plan_query(&name, &meta.sql, &meta.options, Some(meta.id))
+            .await?;
+        let storage = CheckpointStorage::new(self.store.clone(), &self.data_dir, meta.id);
+        let result = has_result(&planned.0).then(|| planned.1.clone());
+        let point = match &from {
+            StartFrom::Latest | StartFrom::WithoutState => None,
+            StartFrom::Savepoint(s) => {
+                Some(self.savepoint_point(s, &planned.0, result.as_ref())?)
+            }
+            StartFrom::Checkpoint(n) => {
+                let p = RestorePoint::from_checkpoint(&storage, *n, result.as_deref())?;
+                check_plan(&p.record, &planned.0, &format!("checkpoint {n}"))?;
+                Some(p)
+            }
+        };
+        let old = self.unregister_query(&name);
+        runtime.stop().await;
+        let with = Commit {
+            catalog_deletes: vec![stopped_key(&name), failed_key(&name)],
+            ..Default::default()
+        };
+        let applied = off_runtime(|| match (point, &from) {
+            (Some(p), _) => savepoint::import(&storage, p, result.as_ref(), with).map(|_| ()),
+            (None, StartFrom::WithoutState) => savepoint::wipe(&storage, result.as_ref(), with),
+            (None, _) => Ok(self.store.commit(with)?),
+        });
+        let started = match applied {
+            Ok(()) => self.run_query(meta.clone(), planned),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = started {
+            // Still listed as it was, so that it can be started again.
+            let _ = self.store.put_catalog(
+                &stopped_key(&name),
+                &json(&Stopped {
+                    stopped_at_ms: now_ms(),
+                    savepoint: None,
+                }),
+            );
+            if let Some(old) = old {
+                self.register_query(old);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// `[EXPLAIN] ALTER ... name [WITHOUT STATE] AS SELECT ...`: a new
+    /// version of the query. Its state is kept when the plans are equal;
+    /// otherwise `WITHOUT STATE` recomputes it from the inputs. A savepoint
+    /// of the running version is taken first, for a rollback.
+    pub(super) async fn upgrade_query(
+        &self,
+        kind: QueryKind,
+        name: String,
+        sql: String,
+        without_state: bool,
+        explain: bool,
+    ) -> SqlResult<Output> {
+        let _ddl = self.ddl.lock().await;
+        let (meta, runtime) = self.lifecycle_entry(kind, &name)?;
+        let (graph, new_result, _) = self.plan_query(&name, &sql, &meta.options, None).await?;
+        let report = upgrade_report(runtime.graph(), &graph);
+        if explain {
+            let mut rows: Vec<Vec<String>> = report
+                .rows
+                .iter()
+                .map(|(op, node, fate, why)| {
+                    vec![op.clone(), node.to_string(), fate.to_string(), why.clone()]
+                })
+                .collect();
+            rows.push(vec![
+                "(upgrade)".into(),
+                String::new(),
+                if report.keeps_all {
+                    "keeps state"
+                } else if without_state {
+                    "recomputes"
+                } else {
+                    "refused"
+                }
+                .into(),
+                if report.keeps_all {
+                    "every operator keeps its state".into()
+                } else if without_state {
+                    "WITHOUT STATE: every operator starts empty and the results are computed again from the inputs".into()
+                } else {
+                    "the state cannot be kept across this change; add WITHOUT STATE to recompute".into()
+                },
+            ]);
+            return Ok(Output::Rows(text_batch(
+                &["operator", "node", "state", "detail"],
+                rows,
+            )));
+        }
+        if !report.keeps_all && !without_state {
+            // Name the first operator whose state is at stake.
+            let (op, node, _, why) = report
+                .rows
+                .iter()
+                .find(|r| r.2 == "incompatible" || (r.2 != "kept" && r.3.contains("empty")))
+                .or_else(|| report.rows.iter().find(|r| r.2 != "kept"))
+                .cloned()
+                .unwrap_or_default();
+            return Err(SqlError::unsupported(format!(
+                "cannot keep the state of {} \"{name}\": {op} (node {node}) {why}",
+                kind.noun()
+            ))
+            .with_hint(format!(
+                "EXPLAIN ALTER {} {name} AS ... shows what each operator keeps; ALTER {} {name} WITHOUT STATE AS ... recomputes the results from the inputs.",
+                kind.noun().to_uppercase(),
+                kind.noun().to_uppercase()
+            )));
+        }
+        let old_schema = runtime.result().schema();
+        let schema_changed = !same_columns(&old_schema, &new_result.schema());
+        if schema_changed {
+            let deps = self.dependents(&name);
+            if let Some((d, k)) = deps.first() {
+                return Err(SqlError::new(
+                    SqlState::DEPENDENT_OBJECTS_STILL_EXIST,
+                    format!(
+                        "cannot change the columns of {} \"{name}\": {k} {d} reads it",
+                        kind.noun()
+                    ),
+                )
+                .with_hint("Keep the columns, or drop the queries that read it first."));
+            }
+        }
+        let op = self.begin_op(
+            &name,
+            ops::UPGRADE,
+            format!(
+                "version {} -> {}{}",
+                meta.version,
+                meta.version + 1,
+                if without_state { " WITHOUT STATE" } else { "" }
+            ),
+        )?;
+        let r = self
+            .upgrade_locked(meta, runtime, sql, without_state, schema_changed)
+            .await;
+        op.finish(&r, None);
+        let automatic = r?;
+        if let Some(reason) = automatic {
+            // The new version did not start: the old one runs again.
+            return Err(SqlError::new(
+                SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "the new version of {} \"{name}\" did not start and was rolled back: {reason}",
+                    kind.noun()
+                ),
+            ));
+        }
+        Ok(Output::Command {
+            tag: alter_tag(kind),
+            rows: None,
+        })
+    }
+
+    /// Returns `Some(reason)` when the new version failed to start and the
+    /// old one was started again (an automatic rollback).
+    async fn upgrade_locked(
+        &self,
+        meta: QueryMeta,
+        runtime: Arc<StreamingQuery>,
+        sql: String,
+        without_state: bool,
+        schema_changed: bool,
+    ) -> SqlResult<Option<String>> {
+        let name = meta.name.clone();
+        let sp = match self
+            .take_savepoint(&meta, &runtime, None, sps::BEFORE_UPGRADE)
+            .await
+        {
+            Ok(sp) => Some(sp.name),
+            Err(e) if without_state => {
+                tracing::warn!(query = %name, error = %e, "no savepoint before the upgrade: it cannot be rolled back");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let (_, _, depends_on) = self.plan_query(&name, &sql, &meta.options, None).await?;
+        let next = QueryMeta {
+            sql: sql.clone(),
+            depends_on,
+            version: meta.version + 1,
+            ..meta.clone()
+        };
+        let old_version = self.version_meta(&meta)?;
+        let old = self.unregister_query(&name);
+        runtime.stop().await;
+        let mut with = Commit::default();
+        with.catalog_puts.push((query_key(&name), json(&next)));
+        with.catalog_puts.push((
+            versions::key(&name, meta.version),
+            json(&VersionMeta {
+                status: versions::SUPERSEDED.into(),
+                replaced_at: sp.clone(),
+                ..old_version
+            }),
+        ));
+        with.catalog_puts.push((
+            versions::key(&name, next.version),
+            json(&VersionMeta {
+                query: name.clone(),
+                version: next.version,
+                definition: sql.clone(),
+                options: next.options.clone(),
+                created_at_ms: now_ms(),
+                status: versions::ACTIVE.into(),
+                started_from: if without_state { None } else { sp.clone() },
+                replaced_at: None,
+            }),
+        ));
+        with.catalog_deletes.push(failed_key(&name));
+        with.catalog_deletes.push(stopped_key(&name));
+        let storage = CheckpointStorage::new(self.store.clone(), &self.data_dir, meta.id);
+        if without_state {
+            if schema_changed {
+                with.log_drops.push(meta.id);
+            }
+            let old_result =
+                (!schema_changed && has_result(runtime.graph())).then(|| runtime.result().clone());
+            off_runtime(|| savepoint::wipe(&storage, old_result.as_ref(), with))?;
+        } else {
+            self.store.commit(with)?;
+        }
+        drop(old);
+        match self.start_query(next.clone()).await {
+            Ok(()) => {
+                if let Some(sp) = sp {
+                    self.watch_upgrade(next, sp);
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                let Some(sp) = sp else { return Err(e) };
+                tracing::warn!(query = %name, error = %e, "new version did not start: rolling back");
+                self.rollback_locked(
+                    &next,
+                    None,
+                    meta.version,
+                    &sp,
+                    true,
+                    Some(e.message.clone()),
+                )
+                .await?;
+                Ok(Some(e.message))
+            }
+        }
+    }
+
+    /// The version row of the query's current version (made up from the
+    /// query's definition for a query created before versions existed).
+    fn version_meta(&self, meta: &QueryMeta) -> SqlResult<VersionMeta> {
+        Ok(self
+            .store
+            .get_catalog(&versions::key(&meta.name, meta.version))?
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_else(|| VersionMeta {
+                query: meta.name.clone(),
+                version: meta.version,
+                definition: meta.sql.clone(),
+                options: meta.options.clone(),
+                created_at_ms: meta.created_at_ms,
+                status: versions::ACTIVE.into(),
+                started_from: None,
+                replaced_at: None,
+            }))
+    }
+
+    /// `ALTER ... name ROLLBACK [TO VERSION n]`: back to the previous (or
+    /// the named) version, from the savepoint taken when it was replaced.
+    pub(super) async fn rollback_query(
+        &self,
+        kind: QueryKind,
+        name: String,
+        version: Option<u64>,
+    ) -> SqlResult<Output> {
+        let _ddl = self.ddl.lock().await;
+        let (meta, runtime) = self.lifecycle_entry(kind, &name)?;
+        let all: Vec<VersionMeta> = list(&self.store, &versions::prefix(&name))?;
+        let target = match version {
+            Some(v) => all.iter().find(|x| x.version == v),
+            None => all
+                .iter()
+                .filter(|x| x.version < meta.version && x.replaced_at.is_some())
+                .max_by_key(|x| x.version),
+        };
+        let Some(target) = target.cloned() else {
+            return Err(SqlError::new(
+                SqlState::UNDEFINED_OBJECT,
+                match version {
+                    Some(v) => format!("{} \"{name}\" has no version {v}", kind.noun()),
+                    None => format!(
+                        "{} \"{name}\" has no earlier version to roll back to",
+                        kind.noun()
+                    ),
+                },
+            )
+            .with_hint(format!(
+                "See SELECT * FROM system.query_versions WHERE query = '{name}'."
+            )));
+        };
+        if target.version == meta.version {
+            return Err(not_in_state(format!(
+                "version {} of {} \"{name}\" is the one running",
+                target.version,
+                kind.noun()
+            )));
+        }
+        let Some(sp) = target.replaced_at.clone() else {
+            return Err(not_in_state(format!(
+                "version {} of {} \"{name}\" has no savepoint to resume from",
+                target.version,
+                kind.noun()
+            )));
+        };
+        let op = self.begin_op(
+            &name,
+            ops::ROLLBACK,
+            format!("version {} -> {}", meta.version, target.version),
+        )?;
+        let r = self
+            .rollback_locked(&meta, Some(runtime), target.version, &sp, false, None)
+            .await;
+        op.finish(&r, None);
+        r?;
+        Ok(Output::Command {
+            tag: alter_tag(kind),
+            rows: None,
+        })
+    }
+
+    /// Stops the running version (`current`, when registered) and starts
+    /// version `target` from savepoint `sp`. `automatic`: the server
+    /// decided it (`reason` says why); recorded in the exception history.
+    async fn rollback_locked(
+        &self,
+        current: &QueryMeta,
+        runtime: Option<Arc<StreamingQuery>>,
+        target: u64,
+        sp: &str,
+        automatic: bool,
+        reason: Option<String>,
+    ) -> SqlResult<()> {
+        let name = current.name.clone();
+        let all: Vec<VersionMeta> = list(&self.store, &versions::prefix(&name))?;
+        let target_meta = all
+            .iter()
+            .find(|v| v.version == target)
+            .cloned()
+            .ok_or_else(|| {
+                SqlError::internal(format!("version {target} of \"{name}\" vanished"))
+            })?;
+        let next = QueryMeta {
+            sql: target_meta.definition.clone(),
+            options: target_meta.options.clone(),
+            version: target,
+            ..current.clone()
+        };
+        // Plan it and check the savepoint before anything stops.
+        let (graph, probe, depends_on) = self
+            .plan_query(&name, &next.sql, &next.options, None)
+            .await?;
+        let next = QueryMeta { depends_on, ..next };
+        let dir = self.savepoint_dir(sp)?;
+        let record = savepoint::read_manifest(&dir)?.record;
+        check_plan(&record, &graph, &format!("savepoint \"{sp}\""))?;
+        let mut exceptions = Vec::new();
+        if let Some(rt) = &runtime {
+            exceptions = rt.exceptions();
+            self.unregister_query(&name);
+            rt.stop().await;
+        }
+        let current_version = self.version_meta(current)?;
+        let mut with = Commit::default();
+        with.catalog_puts.push((query_key(&name), json(&next)));
+        with.catalog_puts.push((
+            versions::key(&name, current.version),
+            json(&VersionMeta {
+                status: versions::ROLLED_BACK.into(),
+                ..current_version
+            }),
+        ));
+        with.catalog_puts.push((
+            versions::key(&name, target),
+            json(&VersionMeta {
+                status: versions::ACTIVE.into(),
+                started_from: Some(sp.to_string()),
+                ..target_meta
+            }),
+        ));
+        with.catalog_deletes.push(failed_key(&name));
+        with.catalog_deletes.push(stopped_key(&name));
+        let storage = CheckpointStorage::new(self.store.clone(), &self.data_dir, current.id);
+        // The result table's columns may differ between the versions: then
+        // its log starts again (nothing reads it: upgrades that change
+        // columns are refused while other queries read them).
+        let probe_schema = probe.schema();
+        let current_schema = self
+            .relations
+            .read()
+            .get(&name)
+            .map(|t| t.schema())
+            .unwrap_or_else(|| probe_schema.clone());
+        if !same_columns(&current_schema, &probe_schema) {
+            off_runtime(|| {
+                savepoint::wipe(
+                    &storage,
+                    None,
+                    Commit {
+                        log_drops: vec![current.id],
+                        ..Default::default()
+                    },
+                )
+            })?;
+        }
+        let planned = self
+            .plan_query(&name, &next.sql, &next.options, Some(next.id))
+            .await?;
+        let result = has_result(&planned.0).then(|| planned.1.clone());
+        let point =
+            RestorePoint::from_savepoint(&dir, result.as_ref().map(|t| t.schema()).as_ref())?;
+        off_runtime(|| savepoint::import(&storage, point, result.as_ref(), with))?;
+        self.run_query(next.clone(), planned)?;
+        let (_, rt) = self
+            .query_entry(&name)
+            .ok_or_else(|| SqlError::internal(format!("query \"{name}\" vanished")))?;
+        let action = if automatic {
+            "rolled back"
+        } else {
+            "manual rollback"
+        };
+        rt.record_lifecycle_event(
+            exceptions,
+            action,
+            format!(
+                "version {} rolled back to version {target} from savepoint '{sp}'{}",
+                current.version,
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            ),
+        );
+        Ok(())
+    }
+
+    /// After an upgrade: when the new version fails for good, or restarts
+    /// `auto_rollback.restarts` times, within `auto_rollback.window`, the
+    /// server rolls it back by itself (`auto_rollback = 'off'` disables it).
+    fn watch_upgrade(&self, meta: QueryMeta, sp: String) {
+        let config = match crate::lifecycle::versions::AutoRollback::from_options(&meta.options) {
+            Ok(c) if c.enabled => c,
+            _ => return,
+        };
+        let engine = self.me.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + config.window;
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                let Some((now, rt)) = engine.query_entry(&meta.name) else {
+                    return;
+                };
+                if now.version != meta.version {
+                    return;
+                }
+                let stats = rt.stats();
+                let reason = match rt.state() {
+                    QueryState::Failed => Some(format!("it failed: {}", rt.failure_message())),
+                    _ if stats.num_restarts >= config.restarts => Some(format!(
+                        "it restarted {} times within {:?} of the upgrade",
+                        stats.num_restarts, config.window
+                    )),
+                    _ => None,
+                };
+                if let Some(reason) = reason {
+                    let _ddl = engine.ddl.lock().await;
+                    // Checked again under the lock: a user may have acted.
+                    match engine.query_entry(&meta.name) {
+                        Some((m, _)) if m.version == meta.version => {}
+                        _ => return,
+                    }
+                    let target = meta.version - 1;
+                    tracing::warn!(query = %meta.name, %reason, "automatic rollback");
+                    let op = match engine.begin_op(
+                        &meta.name,
+                        ops::AUTOMATIC_ROLLBACK,
+                        format!("version {} -> {target}: {reason}", meta.version),
+                    ) {
+                        Ok(op) => op,
+                        Err(e) => {
+                            tracing::error!(error = %e, "automatic rollback not recorded");
+                            return;
+                        }
+                    };
+                    let r = engine
+                        .rollback_locked(&meta, Some(rt), target, &sp, true, Some(reason))
+                        .await;
+                    if let Err(e) = &r {
+                        tracing::error!(query = %meta.name, error = %e, "automatic rollback failed");
+                    }
+                    op.finish(&r, None);
+                    return;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Refuses a checkpoint or savepoint of another plan than `graph`'s.
+fn check_plan(
+    record: &weir_executor::checkpoint::CheckpointRecord,
+    graph: &weir_executor::graph::StreamGraph,
+    what: &str,
+) -> SqlResult<()> {
+    let names = weir_executor::runtime::node_names(graph);
+    if record.nodes == names {
+        return Ok(());
+    }
+    let at = record
+        .nodes
+        .iter()
+        .zip(&names)
+        .position(|(a, b)| a != b)
+        .unwrap_or(record.nodes.len().min(names.len()));
+    Err(SqlError::unsupported(format!(
+        "{what} was taken from another plan: operator {at} is {} there and {} here",
+        record.nodes.get(at).map_or("missing", |s| s.as_str()),
+        names.get(at).map_or("missing", |s| s.as_str()),
+    ))
+    .with_hint("Start it WITHOUT STATE, or from a savepoint of the same definition."))
+}

@@ -1,0 +1,90 @@
+//! The versions of a streaming query (`version/<query>/<n>`): each
+//! `ALTER ... AS SELECT` and each rollback starts a new one; the one
+//! running is `active`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub const ACTIVE: &str = "active";
+pub const SUPERSEDED: &str = "superseded";
+pub const ROLLED_BACK: &str = "rolled_back";
+pub const FAILED: &str = "failed";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionMeta {
+    pub query: String,
+    pub version: u64,
+    pub definition: String,
+    pub options: BTreeMap<String, String>,
+    pub created_at_ms: i64,
+    pub status: String,
+    /// The savepoint it started from (`None`: from its inputs).
+    pub started_from: Option<String>,
+    /// The savepoint taken when it was replaced: where a rollback to it
+    /// resumes.
+    pub replaced_at: Option<String>,
+}
+
+pub fn key(query: &str, version: u64) -> String {
+    format!("version/{query}/{version:010}")
+}
+
+pub fn prefix(query: &str) -> String {
+    format!("version/{query}/")
+}
+
+pub const PREFIX: &str = "version/";
+
+/// Automatic rollback after an upgrade (query options `auto_rollback`,
+/// `auto_rollback.window`, `auto_rollback.restarts`).
+#[derive(Debug, Clone)]
+pub struct AutoRollback {
+    pub enabled: bool,
+    /// How long after the upgrade the new version is watched.
+    pub window: std::time::Duration,
+    /// Restarts within the window that count as a restart loop.
+    pub restarts: u64,
+}
+
+impl AutoRollback {
+    pub fn from_options(options: &BTreeMap<String, String>) -> Result<Self, String> {
+        let mut c = AutoRollback {
+            enabled: true,
+            window: std::time::Duration::from_secs(600),
+            restarts: 3,
+        };
+        if let Some(v) = options.get("auto_rollback") {
+            c.enabled = match v.trim().to_ascii_lowercase().as_str() {
+                "on" | "true" => true,
+                "off" | "false" => false,
+                _ => {
+                    return Err(format!(
+                        "invalid value for auto_rollback: \"{v}\" (expected 'on' or 'off')"
+                    ))
+                }
+            };
+        }
+        if let Some(v) = options.get("auto_rollback.window") {
+            let t = v.trim();
+            c.window = t
+                .parse::<u64>()
+                .map(std::time::Duration::from_millis)
+                .or_else(|_| humantime::parse_duration(&t.replace(' ', "")))
+                .map_err(|_| format!("invalid value for auto_rollback.window: \"{v}\" (a duration such as '10 min')"))?;
+        }
+        if let Some(v) = options.get("auto_rollback.restarts") {
+            c.restarts = v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    format!(
+                        "invalid value for auto_rollback.restarts: \"{v}\" (a positive integer)"
+                    )
+                })?;
+        }
+        Ok(c)
+    }
+}
