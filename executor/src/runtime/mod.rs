@@ -6,6 +6,7 @@
 
 mod bad_records;
 mod channel;
+mod checked_operator;
 mod checkpointer;
 mod connector_source_task;
 mod coordinator;

@@ -262,6 +262,9 @@ pub(crate) fn spawn_subtasks(plan: SpawnPlan<'_>) -> ExecResult<Spawned> {
                         NodeKind::Operator(factory) => factory.create(subtask, node.parallelism)?,
                         _ => Box::new(NoOp),
                     };
+                    // Debug builds check the operator's contract on every call.
+                    #[cfg(debug_assertions)]
+                    let op = super::checked_operator::CheckedOperator::wrap(op, node, subtask);
                     let restore = record.is_some().then(|| task::TaskRestore {
                         channels: state
                             .channels
