@@ -972,6 +972,16 @@ impl StreamingQuery {
         ]);
         drop(history);
         let s = self.shared.lock();
+        let rollbacks = s
+            .exceptions
+            .iter()
+            .filter(|r| r.action == "rolled back")
+            .count();
+        out.push(c(
+            "numAutomaticRollbacks",
+            rollbacks as f64,
+            "Automatic rollbacks of a new version to the previous one, as the exception history holds them.",
+        ));
         out.push(c(
             "numFailures",
             s.failures as f64,

@@ -405,10 +405,14 @@ impl Engine {
         result: Option<&Arc<Table>>,
     ) -> SqlResult<RestorePoint> {
         let dir = self.savepoint_dir(savepoint)?;
+        let manifest = savepoint::read_manifest(&dir)?;
+        check_plan(
+            &manifest.record,
+            graph,
+            &format!("savepoint \"{savepoint}\""),
+        )?;
         let schema = result.map(|t| t.schema());
-        let point = RestorePoint::from_savepoint(&dir, schema.as_ref())?;
-        check_plan(&point.record, graph, &format!("savepoint \"{savepoint}\""))?;
-        Ok(point)
+        Ok(RestorePoint::from_savepoint(&dir, schema.as_ref())?)
     }
 
     /// `STOP ... name [FORCE]`: a savepoint, then the query stops; FORCE

@@ -1,0 +1,470 @@
+//! The life of a running query over the wire: savepoints, STOP and START
+//! with every restore mode, a savepoint started on a second server, clones,
+//! upgrades with and without state, the dry run, manual and automatic
+//! rollback. Results are checked against the defining SELECT run ad hoc
+//! over all input (the batch oracle).
+
+use std::time::Duration;
+
+use tokio::task::block_in_place;
+use tokio_postgres::Client;
+use weir_sql_tests::sql::{assert_view_matches, eventually, exec, int, rows, text};
+use weir_sql_tests::TestServer;
+
+const SUMS: &str = "SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k";
+const FILTERED: &str = "SELECT k, count(*) AS n FROM t WHERE v > 10 GROUP BY k";
+
+async fn refused(client: &Client, sql: &str, sqlstate: &str) -> String {
+    let err = client
+        .batch_execute(sql)
+        .await
+        .expect_err(&format!("{sql} should be refused"));
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), sqlstate, "{sql}: {db:?}");
+    db.message().to_string()
+}
+
+async fn status(client: &Client, name: &str) -> Option<String> {
+    text(
+        client,
+        &format!("SELECT status FROM system.streaming_queries WHERE name = '{name}'"),
+    )
+    .await
+}
+
+/// Inserts rows `from..to` of the test's table: k = id % 3, v = id * 10.
+async fn insert(client: &Client, from: i64, to: i64) {
+    exec(
+        client,
+        &format!(
+            "INSERT INTO t SELECT id, id % 3, id * 10 FROM generate_series({from}, {}) AS g(id)",
+            to - 1
+        ),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_start_and_every_restore_mode() {
+    let mut server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let c = server.connect().await.unwrap();
+    exec(
+        &c,
+        "CREATE TABLE t (id bigint PRIMARY KEY, k bigint, v bigint)",
+    )
+    .await;
+    insert(&c, 0, 30).await;
+    exec(&c, &format!("CREATE MATERIALIZED VIEW mv AS {SUMS}")).await;
+    exec(&c, "ALTER MATERIALIZED VIEW mv SAVEPOINT AS 'early'").await;
+    refused(
+        &c,
+        "ALTER MATERIALIZED VIEW mv SAVEPOINT AS 'early'",
+        "42710",
+    )
+    .await;
+    insert(&c, 30, 60).await;
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "mv", SUMS).await;
+
+    // Stop: a savepoint, then nothing runs; input keeps being accepted.
+    exec(&c, "STOP MATERIALIZED VIEW mv").await;
+    assert_eq!(status(&c, "mv").await.as_deref(), Some("STOPPED"));
+    refused(&c, "STOP MATERIALIZED VIEW mv", "55000").await;
+    let before = rows(&c, "SELECT * FROM mv ORDER BY k").await;
+    insert(&c, 60, 90).await;
+    exec(&c, "UPDATE t SET v = v + 1 WHERE id < 5").await;
+    exec(&c, "DELETE FROM t WHERE id = 7").await;
+    exec(&c, "FLUSH").await; // does not wait for a stopped query
+    assert_eq!(rows(&c, "SELECT * FROM mv ORDER BY k").await, before);
+
+    // Stopped survives a server restart.
+    block_in_place(|| server.restart()).unwrap();
+    let c = server.connect().await.unwrap();
+    assert_eq!(status(&c, "mv").await.as_deref(), Some("STOPPED"));
+    refused(&c, "START MATERIALIZED VIEW nope", "42P01").await;
+
+    // FROM LATEST (the default): what arrived while stopped is processed.
+    exec(&c, "START MATERIALIZED VIEW mv").await;
+    refused(&c, "START MATERIALIZED VIEW mv", "55000").await;
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "mv", SUMS).await;
+
+    // FROM SAVEPOINT: an older point; the input after it is replayed.
+    exec(&c, "STOP MATERIALIZED VIEW mv").await;
+    insert(&c, 90, 100).await;
+    exec(&c, "START MATERIALIZED VIEW mv FROM SAVEPOINT 'early'").await;
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "mv", SUMS).await;
+
+    // FROM CHECKPOINT n: a retained checkpoint.
+    // A stopped query lists its retained checkpoints: take the oldest.
+    exec(&c, "STOP MATERIALIZED VIEW mv FORCE").await;
+    let checkpoint = int(
+        &c,
+        "SELECT min(checkpoint_id) FROM system.checkpoints WHERE query = 'mv' AND status = 'completed'",
+    )
+    .await;
+    insert(&c, 100, 110).await;
+    refused(
+        &c,
+        "START MATERIALIZED VIEW mv FROM CHECKPOINT 999999",
+        "42704",
+    )
+    .await;
+    refused(
+        &c,
+        "START MATERIALIZED VIEW mv FROM SAVEPOINT 'nope'",
+        "42704",
+    )
+    .await;
+    exec(
+        &c,
+        &format!("START MATERIALIZED VIEW mv FROM CHECKPOINT {checkpoint}"),
+    )
+    .await;
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "mv", SUMS).await;
+
+    // WITHOUT STATE: recomputed from the table.
+    exec(&c, "STOP MATERIALIZED VIEW mv").await;
+    exec(&c, "START MATERIALIZED VIEW mv WITHOUT STATE").await;
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "mv", SUMS).await;
+
+    // Each operation is in the history, each savepoint listed.
+    let ops = rows(
+        &c,
+        "SELECT operation, status, detail FROM system.operations WHERE query = 'mv' ORDER BY id",
+    )
+    .await;
+    let ops: Vec<(String, String)> = ops
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+        .collect();
+    let names: Vec<&str> = ops.iter().map(|(o, _)| o.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "create",
+            "savepoint",
+            "savepoint",
+            "stop",
+            "start",
+            "stop",
+            "start",
+            "stop",
+            "start",
+            "start",
+            "start",
+            "stop",
+            "start"
+        ],
+        "{ops:?}"
+    );
+    let failed: Vec<_> = ops.iter().filter(|(_, s)| s == "failed").collect();
+    assert_eq!(failed.len(), 3, "{ops:?}"); // the duplicate name, the unknown checkpoint and savepoint
+    let sps = rows(
+        &c,
+        "SELECT name, trigger, query_version, status, bytes > 0 FROM system.savepoints ORDER BY created_at",
+    )
+    .await;
+    assert_eq!(sps.len(), 4, "{sps:?}");
+    assert_eq!(sps[0][0].as_deref(), Some("early"));
+    assert_eq!(sps[0][1].as_deref(), Some("manual"));
+    assert!(sps[1..].iter().all(|r| r[1].as_deref() == Some("stop")));
+    assert!(sps.iter().all(|r| r[4].as_deref() == Some("t")));
+
+    // A dropped savepoint is gone, directory included.
+    let path = text(
+        &c,
+        "SELECT path FROM system.savepoints WHERE name = 'early'",
+    )
+    .await
+    .unwrap();
+    assert!(std::path::Path::new(&path).join("savepoint.json").exists());
+    exec(&c, "ALTER MATERIALIZED VIEW mv DROP SAVEPOINT 'early'").await;
+    assert!(!std::path::Path::new(&path).exists());
+    refused(
+        &c,
+        "ALTER MATERIALIZED VIEW mv DROP SAVEPOINT 'early'",
+        "42704",
+    )
+    .await;
+    exec(
+        &c,
+        "ALTER MATERIALIZED VIEW mv DROP SAVEPOINT IF EXISTS 'early'",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_savepoint_starts_the_query_on_another_server_and_clones() {
+    let a = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let b = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let ca = a.connect().await.unwrap();
+    let cb = b.connect().await.unwrap();
+    for c in [&ca, &cb] {
+        exec(
+            c,
+            "CREATE TABLE t (id bigint PRIMARY KEY, k bigint, v bigint)",
+        )
+        .await;
+        insert(c, 0, 40).await;
+    }
+    exec(&ca, &format!("CREATE MATERIALIZED VIEW mv AS {SUMS}")).await;
+    exec(&ca, "ALTER MATERIALIZED VIEW mv SAVEPOINT AS 'move'").await;
+    let path = text(
+        &ca,
+        "SELECT path FROM system.savepoints WHERE name = 'move'",
+    )
+    .await
+    .unwrap();
+
+    // Copied into B's data directory, it starts the query there; B's input
+    // after the savepoint's offsets is processed on top of its state.
+    let copy = b.data_dir().join("incoming-savepoint");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&path)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    insert(&cb, 40, 50).await;
+    exec(
+        &cb,
+        &format!(
+            "CREATE MATERIALIZED VIEW mv FROM SAVEPOINT '{}' AS {SUMS}",
+            copy.display()
+        ),
+    )
+    .await;
+    exec(&cb, "FLUSH").await;
+    assert_view_matches(&cb, "mv", SUMS).await;
+    assert_eq!(
+        text(
+            &cb,
+            "SELECT started_from FROM system.query_versions WHERE query = 'mv'"
+        )
+        .await
+        .as_deref(),
+        Some(copy.display().to_string().as_str())
+    );
+
+    // A clone on A from the same savepoint runs beside the original.
+    insert(&ca, 40, 60).await;
+    exec(
+        &ca,
+        &format!("CREATE MATERIALIZED VIEW mv2 FROM SAVEPOINT 'move' AS {SUMS}"),
+    )
+    .await;
+    exec(&ca, "FLUSH").await;
+    assert_view_matches(&ca, "mv", SUMS).await;
+    assert_view_matches(&ca, "mv2", SUMS).await;
+
+    // A savepoint of another plan is refused and creates nothing.
+    refused(
+        &ca,
+        &format!("CREATE MATERIALIZED VIEW mv3 FROM SAVEPOINT 'move' AS {FILTERED}"),
+        "0A000",
+    )
+    .await;
+    refused(&ca, "SELECT * FROM mv3", "42P01").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_dry_run_and_rollback() {
+    let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let c = server.connect().await.unwrap();
+    exec(
+        &c,
+        "CREATE TABLE t (id bigint PRIMARY KEY, k bigint, v bigint)",
+    )
+    .await;
+    insert(&c, 0, 50).await;
+    exec(&c, &format!("CREATE MATERIALIZED VIEW mv AS {SUMS}")).await;
+
+    // The dry run names each operator's fate and changes nothing.
+    let report = rows(
+        &c,
+        &format!("EXPLAIN ALTER MATERIALIZED VIEW mv AS {FILTERED}"),
+    )
+    .await;
+    let agg = report
+        .iter()
+        .find(|r| r[0].as_deref() == Some("StreamHashAgg") && r[2].as_deref() == Some("new"))
+        .unwrap_or_else(|| panic!("{report:?}"));
+    assert!(
+        agg[3].as_deref().unwrap().contains("starts empty"),
+        "{agg:?}"
+    );
+    assert_eq!(
+        report.last().unwrap()[2].as_deref(),
+        Some("refused"),
+        "{report:?}"
+    );
+    let same = rows(&c, &format!("EXPLAIN ALTER MATERIALIZED VIEW mv AS {SUMS}")).await;
+    assert!(
+        same.iter()
+            .all(|r| r[2].as_deref() == Some("kept") || r[0].as_deref() == Some("(upgrade)")),
+        "{same:?}"
+    );
+    assert_eq!(same.last().unwrap()[2].as_deref(), Some("keeps state"));
+
+    // Refused with the operator named; nothing changed.
+    let msg = refused(
+        &c,
+        &format!("ALTER MATERIALIZED VIEW mv AS {FILTERED}"),
+        "0A000",
+    )
+    .await;
+    assert!(msg.contains("StreamHashAgg"), "{msg}");
+    assert_eq!(
+        int(
+            &c,
+            "SELECT count(*) FROM system.query_versions WHERE query = 'mv'"
+        )
+        .await,
+        1
+    );
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "mv", SUMS).await;
+
+    // WITHOUT STATE recomputes the new version (its columns differ too).
+    exec(
+        &c,
+        &format!("ALTER MATERIALIZED VIEW mv WITHOUT STATE AS {FILTERED}"),
+    )
+    .await;
+    insert(&c, 50, 70).await;
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "mv", FILTERED).await;
+
+    // Rollback: the old definition over all input, the rows that arrived
+    // while version 2 ran included.
+    exec(&c, "ALTER MATERIALIZED VIEW mv ROLLBACK").await;
+    insert(&c, 70, 80).await;
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "mv", SUMS).await;
+    let versions = rows(
+        &c,
+        "SELECT version, status, started_from IS NOT NULL, replaced_at IS NOT NULL FROM system.query_versions WHERE query = 'mv' ORDER BY version",
+    )
+    .await;
+    let want = |v: &str, s: &str, from: &str, replaced: &str| {
+        vec![
+            Some(v.to_string()),
+            Some(s.to_string()),
+            Some(from.to_string()),
+            Some(replaced.to_string()),
+        ]
+    };
+    assert_eq!(
+        versions,
+        [
+            want("1", "active", "t", "t"),
+            want("2", "rolled_back", "f", "f")
+        ]
+    );
+    refused(
+        &c,
+        "ALTER MATERIALIZED VIEW mv ROLLBACK TO VERSION 9",
+        "42704",
+    )
+    .await;
+    refused(
+        &c,
+        "ALTER MATERIALIZED VIEW mv ROLLBACK TO VERSION 1",
+        "55000",
+    )
+    .await;
+    let ops = rows(
+        &c,
+        "SELECT operation, status FROM system.operations WHERE query = 'mv' AND operation IN ('upgrade', 'rollback') ORDER BY id",
+    )
+    .await;
+    assert_eq!(
+        ops,
+        [
+            vec![Some("upgrade".into()), Some("succeeded".into())],
+            vec![Some("rollback".into()), Some("succeeded".into())]
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_upgrade_is_rolled_back_by_the_server() {
+    let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let c = server.connect().await.unwrap();
+    exec(
+        &c,
+        "CREATE TABLE t (id bigint PRIMARY KEY, k bigint, v bigint)",
+    )
+    .await;
+    insert(&c, 0, 50).await;
+    exec(
+        &c,
+        &format!(
+            "CREATE MATERIALIZED VIEW mv WITH (restart_strategy = 'fixed-delay', \
+             'restart_strategy.attempts' = 100, 'restart_strategy.delay' = '100ms', \
+             'auto_rollback.window' = '2min', 'auto_rollback.restarts' = 2) AS {SUMS}"
+        ),
+    )
+    .await;
+    // Version 2 fails on rows with v = 990 (a transient failure that
+    // never stops: it restarts in a loop).
+    let bad = "SELECT k, count(*) AS n, sum(v) AS s FROM t WHERE NOT fail_if(v = 990, 'broker unreachable', 1000000) GROUP BY k";
+    exec(
+        &c,
+        &format!("ALTER MATERIALIZED VIEW mv WITHOUT STATE AS {bad}"),
+    )
+    .await;
+    insert(&c, 50, 120).await;
+    eventually(
+        "the automatic rollback",
+        Duration::from_secs(90),
+        || async {
+            text(
+                &c,
+                "SELECT status FROM system.query_versions WHERE query = 'mv' AND version = 2",
+            )
+            .await
+            .as_deref()
+                == Some("rolled_back")
+        },
+    )
+    .await;
+    eventually("mv to run", Duration::from_secs(60), || async {
+        status(&c, "mv").await.as_deref() == Some("RUNNING")
+    })
+    .await;
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "mv", SUMS).await;
+    let ops = rows(
+        &c,
+        "SELECT status, detail FROM system.operations WHERE query = 'mv' AND operation = 'automatic rollback'",
+    )
+    .await;
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert_eq!(ops[0][0].as_deref(), Some("succeeded"), "{ops:?}");
+    assert!(
+        ops[0][1].as_deref().unwrap().contains("restarted"),
+        "{ops:?}"
+    );
+    let exceptions = rows(
+        &c,
+        "SELECT action, message FROM system.exceptions WHERE query = 'mv' ORDER BY occurred_at DESC",
+    )
+    .await;
+    assert_eq!(
+        exceptions[0][0].as_deref(),
+        Some("rolled back"),
+        "{exceptions:?}"
+    );
+    assert!(
+        exceptions
+            .iter()
+            .any(|r| r[1].as_deref().unwrap_or("").contains("broker unreachable")),
+        "the bad version's failures stay in the history: {exceptions:?}"
+    );
+}
