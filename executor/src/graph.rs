@@ -125,10 +125,13 @@ impl StreamGraph {
     }
 
     /// Why this graph cannot resume from a checkpoint of `previous` (the
-    /// same plan at other parallelisms): a connector source counts the
-    /// rows it emitted, which does not split across another number of
-    /// subtasks. Checked before a query is rescaled, so that a refused
-    /// rescale changes nothing.
+    /// same plan at other parallelisms): a connector source whose splits
+    /// depend on the parallelism (`SourceConnector::can_rescale`; `file`,
+    /// `nexmark` and `datagen` keep a position per split, which any number
+    /// of subtasks can take over). Checked before a query is rescaled, so
+    /// that a refused rescale changes nothing. A checkpoint written before
+    /// positions were kept per split is refused when the query starts
+    /// (`runtime/spawn.rs`).
     pub fn rescale_error(&self, previous: &StreamGraph) -> Option<crate::ExecError> {
         self.nodes.iter().find_map(|n| {
             let NodeKind::TableSource(table) = &n.kind else {
@@ -136,7 +139,8 @@ impl StreamGraph {
             };
             let connector = table.connector()?;
             let old = previous.nodes.get(n.id)?.parallelism;
-            (old != n.parallelism).then(|| connector_rescale_error(connector.name(), &n.name))
+            (old != n.parallelism && !connector.can_rescale())
+                .then(|| connector_rescale_error(connector.name(), &n.name))
         })
     }
 
@@ -235,7 +239,8 @@ impl Partitioning {
     }
 }
 
-/// A connector source asked to resume at another parallelism.
+/// A connector source asked to resume at another parallelism than a
+/// checkpoint that cannot be split across it.
 pub fn connector_rescale_error(connector: &str, node: &str) -> crate::ExecError {
     crate::ExecError::user(
         crate::SqlState::FEATURE_NOT_SUPPORTED,

@@ -68,47 +68,6 @@ async fn unchanged(client: &Client, before: &Catalog, views: &[(&str, &str)]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_rescale_of_a_file_source_view_keeps_the_view() {
-    let mut server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
-    let dir = server.root_dir().join("parts");
-    std::fs::create_dir_all(&dir).unwrap();
-    let csv: String = (0..300).map(|i| format!("{},{}\n", i % 7, i)).collect();
-    std::fs::write(dir.join("part-0.csv"), csv).unwrap();
-    let client = server.connect().await.unwrap();
-    exec(
-        &client,
-        &format!(
-            "CREATE SOURCE s (k int, v int) WITH (connector = 'file', path = '{}', format = 'csv')",
-            dir.display()
-        ),
-    )
-    .await;
-    let query = "SELECT k, sum(v) AS s FROM s GROUP BY k";
-    exec(
-        &client,
-        &format!("CREATE MATERIALIZED VIEW fm WITH (parallelism = 1) AS {query}"),
-    )
-    .await;
-    weir_sql_tests::sql::wait_finished(&client, &["fm"]).await;
-    let views = [("fm", query)];
-    let before = catalog(&client).await;
-    assert_eq!(before.views.len(), 1);
-    assert_view_matches(&client, "fm", query).await;
-
-    refused(
-        &client,
-        "ALTER MATERIALIZED VIEW fm SET (parallelism = 2)",
-        "0A000",
-    )
-    .await;
-    unchanged(&client, &before, &views).await;
-
-    block_in_place(|| server.restart()).unwrap();
-    let client = server.connect().await.unwrap();
-    unchanged(&client, &before, &views).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_alter_set_keeps_options_and_results() {
     let mut server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
     let client = server.connect().await.unwrap();

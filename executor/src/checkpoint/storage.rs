@@ -41,6 +41,9 @@ pub struct SubtaskSnapshot {
     pub store: Option<Arc<SubtaskStore>>,
     /// Sources: the log offset up to which input is covered.
     pub source_offset: Option<u64>,
+    /// Connector sources: (split id, position) of each split the subtask
+    /// reads (`connectors::SplitPositions`).
+    pub source_splits: Option<Vec<(u64, u64)>>,
     pub alignment_ms: u64,
     /// Unaligned: in-flight data the barrier overtook; replayed first on
     /// recovery.
@@ -68,6 +71,12 @@ pub struct SourceOffset {
     pub node: usize,
     pub subtask: usize,
     pub offset: u64,
+    /// Connector sources: (split id, position) of the subtask's splits,
+    /// which another parallelism can take over; `None` in records written
+    /// before positions were kept per split (`offset` was then the rows
+    /// the subtask had emitted).
+    #[serde(default)]
+    pub splits: Option<Vec<(u64, u64)>>,
 }
 
 /// The durable description of a completed checkpoint.

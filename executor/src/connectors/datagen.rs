@@ -15,7 +15,8 @@
 //!
 //! Rows are numbered 0, 1, ... over the whole source; subtask `i` of `p`
 //! emits rows `i`, `i + p`, ... (a position `k` is row `i + k * p`, where it
-//! starts directly). Every value is a function of the seed, the row number
+//! starts directly; after a change of parallelism the rows other layouts
+//! emitted are skipped, `row_split.rs`). Every value is a function of the seed, the row number
 //! and the column — the same at any parallelism and after a restore — except
 //! random timestamps, which follow the wall clock as in Flink. A sequence is
 //! `start + row * step`; the source ends after `number-of-rows` rows or when
@@ -32,7 +33,8 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 
-use super::{bad_option, ConnectorOptions, OpenSplits, SourceConnector, SplitRead};
+use super::row_split::{split_id, RowCursor};
+use super::{bad_option, ConnectorOptions, OpenSplit, SourceConnector, SplitPositions, SplitRead};
 use crate::error::{ExecError, ExecResult};
 
 /// `rows-per-second` unless set (Flink's default).
@@ -139,16 +141,6 @@ impl DatagenSource {
             seed,
             fields,
         }))
-    }
-
-    /// Rows of subtask `subtask` of `parallelism` (`None`: no end).
-    fn subtask_rows(&self, subtask: usize, parallelism: usize) -> Option<u64> {
-        let (total, i, p) = (self.rows?, subtask as u64, parallelism as u64);
-        Some(if total > i {
-            (total - i).div_ceil(p)
-        } else {
-            0
-        })
     }
 }
 
@@ -345,24 +337,22 @@ impl SourceConnector for DatagenSource {
         self.rows.is_some()
     }
 
-    fn open(
+    fn open_splits(
         &self,
         subtask: usize,
         parallelism: usize,
         schema: &SchemaRef,
-        position: u64,
-    ) -> ExecResult<OpenSplits> {
+        from: &SplitPositions,
+        _columns: &[usize],
+    ) -> ExecResult<Vec<OpenSplit>> {
         // About ten batches a second when paced.
         let chunk_rows = match self.rows_per_second(parallelism) {
             None => super::SOURCE_BATCH_ROWS,
             Some(r) => ((r / 10.0) as usize).clamp(1, super::SOURCE_BATCH_ROWS),
         };
         let split = DatagenSplit {
-            next_row: subtask as u64 + position * parallelism as u64,
-            stride: parallelism as u64,
-            left: self
-                .subtask_rows(subtask, parallelism)
-                .map(|n| n.saturating_sub(position)),
+            cursor: RowCursor::new(subtask, parallelism, self.rows, from),
+            rows: Vec::with_capacity(chunk_rows),
             chunk_rows,
             fields: self
                 .fields
@@ -372,10 +362,20 @@ impl SourceConnector for DatagenSource {
                 .collect(),
             schema: schema.clone(),
         };
-        Ok(OpenSplits {
-            splits: vec![Box::new(split)],
-            skipped: position,
-        })
+        Ok(vec![OpenSplit {
+            reader: Box::new(split),
+            skip: 0,
+        }])
+    }
+
+    fn legacy_positions(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        _schema: &SchemaRef,
+        rows: u64,
+    ) -> ExecResult<SplitPositions> {
+        Ok([(split_id(parallelism as u64, subtask as u64), rows)].into())
     }
 
     fn rows_per_second(&self, parallelism: usize) -> Option<f64> {
@@ -393,10 +393,9 @@ fn mix(z: u64) -> u64 {
 
 /// The rows of one subtask.
 struct DatagenSplit {
-    /// Number of the next row over the whole source.
-    next_row: u64,
-    stride: u64,
-    left: Option<u64>,
+    cursor: RowCursor,
+    /// The numbers of the batch's rows (reused).
+    rows: Vec<u64>,
     chunk_rows: usize,
     /// Each column's generator and hash seed.
     fields: Vec<(FieldGen, u64)>,
@@ -485,29 +484,37 @@ impl DatagenSplit {
 }
 
 impl SplitRead for DatagenSplit {
-    fn next_batch(&mut self) -> ExecResult<Option<RecordBatch>> {
-        let n = match self.left {
-            Some(0) => return Ok(None),
-            Some(left) => left.min(self.chunk_rows as u64) as usize,
-            None => self.chunk_rows,
-        };
-        let rows: Vec<u64> = (0..n as u64)
-            .map(|k| self.next_row + k * self.stride)
-            .collect();
-        self.next_row += n as u64 * self.stride;
-        if let Some(left) = &mut self.left {
-            *left -= n as u64;
+    fn read(&mut self, max_rows: usize) -> ExecResult<Option<RecordBatch>> {
+        let mut rows = std::mem::take(&mut self.rows);
+        self.cursor
+            .next_rows(self.chunk_rows.min(max_rows), &mut rows);
+        if rows.is_empty() {
+            self.rows = rows;
+            return Ok(None);
         }
         let columns = (0..self.fields.len())
             .map(|i| self.column(i, &rows))
-            .collect::<ExecResult<Vec<_>>>()?;
-        let options =
-            datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
+            .collect::<ExecResult<Vec<_>>>();
+        let n = rows.len();
+        self.rows = rows;
+        let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
         Ok(Some(RecordBatch::try_new_with_options(
             self.schema.clone(),
-            columns,
+            columns?,
             &options,
         )?))
+    }
+
+    fn positions(&self, out: &mut Vec<(u64, u64)>) {
+        self.cursor.positions(out);
+    }
+
+    fn position(&self) -> u64 {
+        self.cursor.position()
+    }
+
+    fn hold_at(&mut self, target: Option<&SplitPositions>) {
+        self.cursor.hold_at(target);
     }
 }
 

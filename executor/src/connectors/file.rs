@@ -1,10 +1,18 @@
 //! The `file` source connector: CSV or JSON-lines files, read in order.
 //!
 //! A path names one file or a directory (its regular files, sorted by
-//! name). Each file is a split; split `i` belongs to source subtask
-//! `i % parallelism`. A subtask reads its splits in turns of one batch each,
-//! so its position is one number, the rows it has emitted, and replaying from
-//! a checkpoint re-reads and skips that many rows (the order is the same).
+//! name), listed when the source is created or the server starts. Each file
+//! is a split, its id a stable hash of the file's name and its position the
+//! rows of it emitted; file `i` of the list belongs to source subtask
+//! `i % parallelism`. A file cannot seek: resuming, it is read again from
+//! its start and the rows before its position are dropped. As the position
+//! is the file's own, a checkpoint resumes at any parallelism, and a file
+//! added to the directory by the time the server restarts is read from its
+//! start.
+//!
+//! `rows-per-second` (over all subtasks; default none) paces the rows, in
+//! batches of about a tenth of a second: a recorded input replayed at a
+//! rate.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -16,7 +24,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 
 use super::csv_decoder::CsvBatchReader;
-use super::{OpenSplits, SourceConnector, SplitRead};
+use super::{OpenSplit, SourceConnector, SplitPositions, SplitRead};
 use crate::error::{ExecError, ExecResult};
 
 /// Rows per batch read from a file.
@@ -34,6 +42,10 @@ pub struct FileSource {
     pub path: PathBuf,
     pub format: FileFormat,
     pub files: Vec<PathBuf>,
+    /// Rows per second over all subtasks (`None`: as fast as they go).
+    pub rows_per_second: Option<u64>,
+    /// The split id of each file: a stable hash of its name.
+    ids: Vec<u64>,
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> ExecError {
@@ -43,6 +55,16 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> ExecError {
 impl FileSource {
     /// Lists the files of `path` (a file, or a directory's files by name).
     pub fn open(path: &Path, format: FileFormat) -> ExecResult<Arc<FileSource>> {
+        Self::open_paced(path, format, None)
+    }
+
+    /// [`FileSource::open`], its rows paced to `rows_per_second` over all
+    /// subtasks (`None` or 0: not paced).
+    pub fn open_paced(
+        path: &Path,
+        format: FileFormat,
+        rows_per_second: Option<u64>,
+    ) -> ExecResult<Arc<FileSource>> {
         let meta =
             std::fs::metadata(path).map_err(io(format!("file source {}", path.display())))?;
         let files = if meta.is_dir() {
@@ -61,11 +83,34 @@ impl FileSource {
         } else {
             vec![path.to_path_buf()]
         };
+        let ids: Vec<u64> = files
+            .iter()
+            .map(|f| {
+                let name = f.file_name().map(|n| n.as_encoded_bytes()).unwrap_or(&[]);
+                crate::keys::stable_hash(name)
+            })
+            .collect();
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != ids.len() {
+            return Err(ExecError::internal(format!(
+                "file source {}: two file names hash to the same split id",
+                path.display()
+            )));
+        }
         Ok(Arc::new(FileSource {
             path: path.to_path_buf(),
             format,
             files,
+            rows_per_second: rows_per_second.filter(|r| *r > 0),
+            ids,
         }))
+    }
+
+    /// The split id of file `split`.
+    pub fn split_id(&self, split: usize) -> u64 {
+        self.ids[split]
     }
 
     /// The splits (file indices) of `subtask` out of `parallelism`.
@@ -106,6 +151,11 @@ impl FileSource {
         Ok(SplitReader {
             inner,
             path: path.clone(),
+            batch_rows: FILE_BATCH_ROWS,
+            id: self.ids[split],
+            position: 0,
+            rest: None,
+            hold: None,
         })
     }
 }
@@ -119,31 +169,84 @@ impl SourceConnector for FileSource {
         true
     }
 
-    /// Files cannot seek to a row: every split opens at its start.
-    fn open(
+    /// Files cannot seek to a row: every split opens at its start, and the
+    /// rows before its position are to be dropped.
+    fn open_splits(
         &self,
         subtask: usize,
         parallelism: usize,
         schema: &SchemaRef,
-        _position: u64,
-    ) -> ExecResult<OpenSplits> {
-        self.open_columns(subtask, parallelism, schema, 0, &[])
+        from: &SplitPositions,
+        columns: &[usize],
+    ) -> ExecResult<Vec<OpenSplit>> {
+        // About ten batches a second when paced.
+        let batch_rows = match self.rows_per_second(parallelism) {
+            None => FILE_BATCH_ROWS,
+            Some(r) => ((r / 10.0) as usize).clamp(1, FILE_BATCH_ROWS),
+        };
+        self.splits_of(subtask, parallelism)
+            .into_iter()
+            .map(|i| {
+                let mut reader = self.reader(i, schema, columns)?;
+                reader.batch_rows = batch_rows;
+                Ok(OpenSplit {
+                    reader: Box::new(reader),
+                    skip: from.get(&self.ids[i]).copied().unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
-    fn open_columns(
+    fn rows_per_second(&self, parallelism: usize) -> Option<f64> {
+        self.rows_per_second
+            .map(|r| r as f64 / parallelism.max(1) as f64)
+    }
+
+    /// Reads the subtask's files again in turns of one batch, as it did,
+    /// counting the rows of each until `rows` in all.
+    fn legacy_positions(
         &self,
         subtask: usize,
         parallelism: usize,
         schema: &SchemaRef,
-        _position: u64,
-        columns: &[usize],
-    ) -> ExecResult<OpenSplits> {
-        let splits = self
-            .splits_of(subtask, parallelism)
-            .into_iter()
-            .map(|i| Ok(Box::new(self.reader(i, schema, columns)?) as Box<dyn SplitRead>))
+        rows: u64,
+    ) -> ExecResult<SplitPositions> {
+        let splits = self.splits_of(subtask, parallelism);
+        let mut out: SplitPositions = splits.iter().map(|i| (self.ids[*i], 0)).collect();
+        // Only the first column is decoded: the counts are all we need.
+        let cols = if schema.fields().is_empty() {
+            vec![]
+        } else {
+            vec![0]
+        };
+        let mut readers = splits
+            .iter()
+            .map(|i| Ok(Some(self.reader(*i, schema, &cols)?)))
             .collect::<ExecResult<Vec<_>>>()?;
-        Ok(OpenSplits { splits, skipped: 0 })
+        let mut left = rows;
+        while left > 0 && readers.iter().any(Option::is_some) {
+            for r in readers.iter_mut() {
+                let Some(reader) = r else { continue };
+                if left == 0 {
+                    break;
+                }
+                match reader.read(usize::MAX)? {
+                    Some(batch) => {
+                        let n = (batch.num_rows() as u64).min(left);
+                        left -= n;
+                        *out.entry(reader.id).or_insert(0) += n;
+                    }
+                    None => *r = None,
+                }
+            }
+        }
+        if left > 0 {
+            return Err(ExecError::internal(format!(
+                "file source {}: checkpoint position {rows} is past the end of the files",
+                self.path.display()
+            )));
+        }
+        Ok(out)
     }
 }
 
@@ -151,6 +254,15 @@ impl SourceConnector for FileSource {
 pub struct SplitReader {
     inner: Batches,
     path: PathBuf,
+    /// Rows per batch at most.
+    batch_rows: usize,
+    id: u64,
+    /// Rows returned so far.
+    position: u64,
+    /// The rest of a batch cut at `max_rows`: returned next.
+    rest: Option<RecordBatch>,
+    /// Catching up: the position to hold at.
+    hold: Option<u64>,
 }
 
 enum Batches {
@@ -169,11 +281,145 @@ fn bad_record(path: &Path, e: impl std::fmt::Display) -> ExecError {
 }
 
 impl SplitRead for SplitReader {
-    /// The next batch; `None` at the end of the file.
-    fn next_batch(&mut self) -> ExecResult<Option<RecordBatch>> {
-        match &mut self.inner {
-            Batches::Csv(r) => r.next_batch().map_err(|e| bad_record(&self.path, e)),
-            Batches::Json(r) => r.next().transpose().map_err(|e| bad_record(&self.path, e)),
+    fn read(&mut self, max_rows: usize) -> ExecResult<Option<RecordBatch>> {
+        let max_rows = max_rows.min(self.batch_rows);
+        let max = match self.hold {
+            Some(h) => (h.saturating_sub(self.position)).min(max_rows as u64) as usize,
+            None => max_rows,
+        };
+        if max == 0 {
+            return Ok(None);
         }
+        let batch = match self.rest.take() {
+            Some(b) => b,
+            None => {
+                let next = match &mut self.inner {
+                    Batches::Csv(r) => r.next_batch().map_err(|e| bad_record(&self.path, e))?,
+                    Batches::Json(r) => r
+                        .next()
+                        .transpose()
+                        .map_err(|e| bad_record(&self.path, e))?,
+                };
+                match next {
+                    Some(b) => b,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let batch = if batch.num_rows() > max {
+            self.rest = Some(batch.slice(max, batch.num_rows() - max));
+            batch.slice(0, max)
+        } else {
+            batch
+        };
+        self.position += batch.num_rows() as u64;
+        Ok(Some(batch))
+    }
+
+    fn positions(&self, out: &mut Vec<(u64, u64)>) {
+        out.push((self.id, self.position));
+    }
+
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn hold_at(&mut self, target: Option<&SplitPositions>) {
+        self.hold = target.map(|t| t.get(&self.id).copied().unwrap_or(0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    use super::*;
+
+    fn values(reader: &mut dyn SplitRead, max: usize) -> Vec<i64> {
+        let mut out = Vec::new();
+        while let Some(b) = reader.read(max).unwrap() {
+            assert!(b.num_rows() <= max);
+            out.extend(b.column(0).as_primitive::<Int64Type>().values().iter());
+        }
+        out
+    }
+
+    /// Three files of 10, 20 and 30 rows (values 100 * file + row).
+    fn source(dir: &Path) -> Arc<FileSource> {
+        std::fs::create_dir_all(dir).unwrap();
+        for (f, n) in [(0, 10), (1, 20), (2, 30)] {
+            let csv: String = (0..n).map(|r| format!("{}\n", 100 * f + r)).collect();
+            std::fs::write(dir.join(format!("part-{f}.csv")), csv).unwrap();
+        }
+        FileSource::open(
+            dir,
+            FileFormat::Csv {
+                header: false,
+                delimiter: b',',
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn positions_are_per_file_and_resume_at_any_parallelism() {
+        let dir = std::env::temp_dir().join(format!("weir-file-splits-{}", std::process::id()));
+        let src = source(&dir);
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        // Parallelism 2: subtask 0 reads files 0 and 2, 7 rows of each.
+        let mut from = SplitPositions::new();
+        for subtask in 0..2 {
+            for mut s in src
+                .open_splits(subtask, 2, &schema, &SplitPositions::new(), &[])
+                .unwrap()
+            {
+                let b = s.reader.read(7).unwrap().unwrap();
+                assert_eq!(b.num_rows(), 7);
+                let mut v = Vec::new();
+                s.reader.positions(&mut v);
+                from.extend(v);
+            }
+        }
+        assert_eq!(from.values().copied().collect::<Vec<_>>(), [7, 7, 7]);
+        // Parallelism 3: each file's rest, once.
+        let mut rest = Vec::new();
+        for subtask in 0..3 {
+            for mut s in src.open_splits(subtask, 3, &schema, &from, &[]).unwrap() {
+                let mut skipped = 0;
+                while skipped < s.skip {
+                    let b = s.reader.read((s.skip - skipped) as usize).unwrap().unwrap();
+                    skipped += b.num_rows() as u64;
+                }
+                rest.extend(values(s.reader.as_mut(), 4));
+            }
+        }
+        rest.sort();
+        let want: Vec<i64> = (7..10).chain(107..120).chain(207..230).collect();
+        assert_eq!(rest, want);
+        // The position of a checkpoint that counted a subtask's rows: turns
+        // of one batch (the files are shorter than a batch).
+        let legacy = src.legacy_positions(0, 2, &schema, 15).unwrap();
+        assert_eq!(
+            legacy
+                .values()
+                .copied()
+                .collect::<Vec<_>>()
+                .iter()
+                .sum::<u64>(),
+            15
+        );
+        assert_eq!(legacy[&src.split_id(0)], 10);
+        assert_eq!(legacy[&src.split_id(2)], 5);
+        // Holding at a target.
+        let mut s = src
+            .open_splits(1, 2, &schema, &SplitPositions::new(), &[])
+            .unwrap()
+            .remove(0);
+        s.reader.hold_at(Some(&[(src.split_id(1), 12)].into()));
+        assert_eq!(values(s.reader.as_mut(), 5).len(), 12);
+        s.reader.hold_at(None);
+        assert_eq!(values(s.reader.as_mut(), 5).len(), 8);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

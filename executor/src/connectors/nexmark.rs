@@ -18,9 +18,10 @@
 //! Splits: the rows of a type, numbered 0, 1, ..., are dealt out round-robin:
 //! subtask `i` of `p` emits rows `i`, `i + p`, `i + 2p`, ... A subtask's
 //! position `k` is row `i + k * p`, where the crate's generator starts
-//! directly (no replay), so a restore costs nothing. Every subtask's rows are
-//! in event-time order, and all subtasks advance through event time
-//! together.
+//! directly (no replay), so a restore costs nothing; after a change of
+//! parallelism the rows other layouts emitted are skipped (`row_split.rs`).
+//! Every subtask's rows are in event-time order, and all subtasks advance
+//! through event time together.
 //!
 //! Rows are built column by column from the crate's events, except bids,
 //! which `nexmark_bid.rs` writes straight into Arrow buffers (the crate's
@@ -37,7 +38,8 @@ use nexmark::event::{Auction, Bid, Event, EventType, Person};
 use nexmark::EventGenerator;
 
 use super::nexmark_bid::BidSplit;
-use super::{bad_option, ConnectorOptions, OpenSplits, SourceConnector, SplitRead};
+use super::row_split::{split_id, RowCursor};
+use super::{bad_option, ConnectorOptions, OpenSplit, SourceConnector, SplitPositions, SplitRead};
 use crate::error::{ExecError, ExecResult};
 
 /// The time of event 0: 2025-01-01 00:00:00.000 UTC, in ms since the epoch
@@ -325,39 +327,24 @@ impl NexmarkSource {
         }
     }
 
-    /// Rows of subtask `subtask` of `parallelism` (`None`: no end).
-    fn subtask_rows(&self, subtask: usize, parallelism: usize) -> Option<u64> {
-        let total = self.table.rows_in(self.event_num?, &Self::config());
-        let (i, p) = (subtask as u64, parallelism as u64);
-        Some(if total > i {
-            (total - i).div_ceil(p)
-        } else {
-            0
-        })
+    /// Rows of the source (`None`: no end).
+    fn total_rows(&self) -> Option<u64> {
+        Some(self.table.rows_in(self.event_num?, &Self::config()))
     }
 
-    fn split<T: NexmarkRow>(
-        &self,
-        subtask: usize,
-        parallelism: usize,
-        schema: &SchemaRef,
-        position: u64,
-    ) -> Box<dyn SplitRead> {
-        let first = subtask as u64 + position * parallelism as u64;
-        let generator = EventGenerator::new(Self::config())
-            .with_type_filter(self.table.event_type())
-            .with_offset(first)
-            .with_step(parallelism as u64);
+    fn split<T: NexmarkRow>(&self, cursor: RowCursor, schema: &SchemaRef) -> Box<dyn SplitRead> {
+        let generator =
+            EventGenerator::new(Self::config()).with_type_filter(self.table.event_type());
         let columns = T::columns();
         Box::new(NexmarkSplit::<T> {
+            cursor,
+            template: generator.clone(),
             generator,
-            left: self
-                .subtask_rows(subtask, parallelism)
-                .map(|n| n.saturating_sub(position)),
             chunk_rows: self.chunk_rows,
             columns: self.fields.iter().map(|&i| &columns[i].1).collect(),
             schema: schema.clone(),
             rows: Vec::with_capacity(self.chunk_rows),
+            offsets: Vec::with_capacity(self.chunk_rows),
         })
     }
 }
@@ -380,32 +367,38 @@ impl SourceConnector for NexmarkSource {
         self.event_num.is_some()
     }
 
-    fn open(
+    fn open_splits(
         &self,
         subtask: usize,
         parallelism: usize,
         schema: &SchemaRef,
-        position: u64,
-    ) -> ExecResult<OpenSplits> {
-        let split = match self.table {
-            NexmarkTable::Person => self.split::<Person>(subtask, parallelism, schema, position),
-            NexmarkTable::Auction => self.split::<Auction>(subtask, parallelism, schema, position),
+        from: &SplitPositions,
+        _columns: &[usize],
+    ) -> ExecResult<Vec<OpenSplit>> {
+        let cursor = RowCursor::new(subtask, parallelism, self.total_rows(), from);
+        let reader = match self.table {
+            NexmarkTable::Person => self.split::<Person>(cursor, schema),
+            NexmarkTable::Auction => self.split::<Auction>(cursor, schema),
             // Bids (92% of the events) skip the crate's per-event strings.
             NexmarkTable::Bid => Box::new(BidSplit::new(
                 &Self::config(),
-                subtask as u64 + position * parallelism as u64,
-                parallelism as u64,
-                self.subtask_rows(subtask, parallelism)
-                    .map(|n| n.saturating_sub(position)),
+                cursor,
                 self.chunk_rows,
                 self.fields.clone(),
                 schema.clone(),
             )?),
         };
-        Ok(OpenSplits {
-            splits: vec![split],
-            skipped: position,
-        })
+        Ok(vec![OpenSplit { reader, skip: 0 }])
+    }
+
+    fn legacy_positions(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        _schema: &SchemaRef,
+        rows: u64,
+    ) -> ExecResult<SplitPositions> {
+        Ok([(split_id(parallelism as u64, subtask as u64), rows)].into())
     }
 
     fn rows_per_second(&self, parallelism: usize) -> Option<f64> {
@@ -419,34 +412,43 @@ impl SourceConnector for NexmarkSource {
 
 /// The rows of one subtask.
 struct NexmarkSplit<T: 'static> {
+    cursor: RowCursor,
+    /// A generator of the type at offset 0.
+    template: EventGenerator,
+    /// The generator of the next rows, while they follow one step.
     generator: EventGenerator,
-    /// Rows left (`None`: no end).
-    left: Option<u64>,
     chunk_rows: usize,
     /// How to read each column of the schema from an event.
     columns: Vec<&'static Value<T>>,
     schema: SchemaRef,
     /// The events of the batch being built (reused).
     rows: Vec<T>,
+    /// Their offsets among the events of the type (reused).
+    offsets: Vec<u64>,
 }
 
 impl<T: NexmarkRow> SplitRead for NexmarkSplit<T> {
-    fn next_batch(&mut self) -> ExecResult<Option<RecordBatch>> {
-        let n = match self.left {
-            Some(0) => return Ok(None),
-            Some(left) => left.min(self.chunk_rows as u64) as usize,
-            None => self.chunk_rows,
-        };
+    fn read(&mut self, max_rows: usize) -> ExecResult<Option<RecordBatch>> {
+        self.cursor
+            .next_rows(self.chunk_rows.min(max_rows), &mut self.offsets);
+        if self.offsets.is_empty() {
+            return Ok(None);
+        }
         self.rows.clear();
-        for _ in 0..n {
+        for (k, &offset) in self.offsets.iter().enumerate() {
+            if self.generator.offset() != offset {
+                // A new run of rows one step apart (after skipped ones).
+                let step = match self.offsets.get(k + 1) {
+                    Some(next) => next - offset,
+                    None => 1,
+                };
+                self.generator = self.template.clone().with_offset(offset).with_step(step);
+            }
             let event = self.generator.next().and_then(T::from_event);
             let row = event.ok_or_else(|| {
                 ExecError::internal("nexmark generator gave an event of another type")
             })?;
             self.rows.push(row);
-        }
-        if let Some(left) = &mut self.left {
-            *left -= n as u64;
         }
         let rows = &self.rows;
         let arrays: Vec<ArrayRef> = self
@@ -470,6 +472,18 @@ impl<T: NexmarkRow> SplitRead for NexmarkSplit<T> {
             })
             .collect();
         Ok(Some(RecordBatch::try_new(self.schema.clone(), arrays)?))
+    }
+
+    fn positions(&self, out: &mut Vec<(u64, u64)>) {
+        self.cursor.positions(out);
+    }
+
+    fn position(&self) -> u64 {
+        self.cursor.position()
+    }
+
+    fn hold_at(&mut self, target: Option<&SplitPositions>) {
+        self.cursor.hold_at(target);
     }
 }
 
@@ -552,6 +566,93 @@ mod tests {
             batch.column(0).as_primitive::<Int64Type>().value(0),
             whole[201]
         );
+    }
+
+    /// Part of the rows at parallelism 1, the rest at 3 (the crate's
+    /// generator restarted after skipped rows): each row once, the same
+    /// rows as in one pass.
+    #[test]
+    fn a_checkpoint_resumes_at_another_parallelism() {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
+        for (table, cols) in [
+            (
+                "person",
+                vec![("id", DataType::Int64), ("date_time", ts.clone())],
+            ),
+            (
+                "bid",
+                vec![
+                    ("price", DataType::Int64),
+                    ("bidder", DataType::Int64),
+                    ("date_time", ts.clone()),
+                ],
+            ),
+        ] {
+            let s = schema(&cols);
+            let src = source(
+                &[
+                    ("nexmark.table.type", table),
+                    ("nexmark.event.num", "20000"),
+                    ("nexmark.max.chunk.size", "16"),
+                ],
+                &s,
+            )
+            .unwrap();
+            // Each row's values, event time first.
+            let times = |b: &RecordBatch| -> Vec<Vec<i64>> {
+                let t = b.num_columns() - 1;
+                (0..b.num_rows())
+                    .map(|r| {
+                        let mut v = vec![b
+                            .column(t)
+                            .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>(
+                            )
+                            .value(r)];
+                        v.extend((0..t).map(|c| b.column(c).as_primitive::<Int64Type>().value(r)));
+                        v
+                    })
+                    .collect()
+            };
+            let mut whole: Vec<Vec<i64>> = Vec::new();
+            let mut one = src
+                .open_splits(0, 1, &s, &SplitPositions::new(), &[])
+                .unwrap()
+                .remove(0)
+                .reader;
+            while let Some(b) = one.next_batch().unwrap() {
+                whole.extend(times(&b));
+            }
+            let mut first = src
+                .open_splits(0, 1, &s, &SplitPositions::new(), &[])
+                .unwrap()
+                .remove(0)
+                .reader;
+            let mut got = times(&first.read(37).unwrap().unwrap());
+            got.extend(times(&first.read(30).unwrap().unwrap()));
+            let mut from = Vec::new();
+            first.positions(&mut from);
+            let from: SplitPositions = from.into_iter().collect();
+            for subtask in 0..3 {
+                let mut r = src
+                    .open_splits(subtask, 3, &s, &from, &[])
+                    .unwrap()
+                    .remove(0)
+                    .reader;
+                let mut mine = Vec::new();
+                while let Some(b) = r.next_batch().unwrap() {
+                    mine.extend(times(&b));
+                }
+                assert!(
+                    mine.windows(2).all(|w| w[0][0] <= w[1][0]),
+                    "in event-time order"
+                );
+                got.extend(mine);
+            }
+            got.sort();
+            whole.sort();
+            assert_eq!(got.len(), whole.len(), "{table}");
+            assert_eq!(got, whole, "{table}");
+        }
     }
 
     #[test]

@@ -21,7 +21,8 @@ use nexmark::config::NexmarkConfig;
 use rand08::rngs::SmallRng;
 use rand08::{Rng, SeedableRng};
 
-use super::SplitRead;
+use super::row_split::RowCursor;
+use super::{SplitPositions, SplitRead};
 use crate::error::{ExecError, ExecResult};
 
 /// The crate's `HOT_AUCTION_RATIO`, `HOT_BIDDER_RATIO` (constants there).
@@ -276,13 +277,13 @@ impl Params {
     }
 }
 
-/// The bids of one subtask: offsets `first`, `first + step`, ...
+/// The bids of one subtask: the bid offsets its cursor gives.
 pub(super) struct BidSplit {
     params: Params,
-    next_offset: u64,
-    step: u64,
-    left: Option<u64>,
+    cursor: RowCursor,
     chunk_rows: usize,
+    /// The offsets of the batch being built (reused).
+    offsets: Vec<u64>,
     /// Each column of the schema: its index in the bid columns.
     fields: Vec<usize>,
     /// Whether `extra` is among them: its ~70 random letters are most of
@@ -294,19 +295,16 @@ pub(super) struct BidSplit {
 impl BidSplit {
     pub(super) fn new(
         cfg: &NexmarkConfig,
-        first: u64,
-        step: u64,
-        left: Option<u64>,
+        cursor: RowCursor,
         chunk_rows: usize,
         fields: Vec<usize>,
         schema: SchemaRef,
     ) -> ExecResult<BidSplit> {
         Ok(BidSplit {
             params: Params::new(cfg)?,
-            next_offset: first,
-            step,
-            left,
+            cursor,
             chunk_rows,
+            offsets: Vec::with_capacity(chunk_rows),
             with_extra: fields.contains(&EXTRA),
             fields,
             schema,
@@ -315,12 +313,13 @@ impl BidSplit {
 }
 
 impl SplitRead for BidSplit {
-    fn next_batch(&mut self) -> ExecResult<Option<RecordBatch>> {
-        let n = match self.left {
-            Some(0) => return Ok(None),
-            Some(left) => left.min(self.chunk_rows as u64) as usize,
-            None => self.chunk_rows,
-        };
+    fn read(&mut self, max_rows: usize) -> ExecResult<Option<RecordBatch>> {
+        self.cursor
+            .next_rows(self.chunk_rows.min(max_rows), &mut self.offsets);
+        let n = self.offsets.len();
+        if n == 0 {
+            return Ok(None);
+        }
         let mut out = BidColumns {
             auction: Vec::with_capacity(n),
             bidder: Vec::with_capacity(n),
@@ -330,14 +329,10 @@ impl SplitRead for BidSplit {
             date_time: Vec::with_capacity(n),
             extra: Strings::with_capacity(n, n * 84),
         };
-        for _ in 0..n {
-            let event_number = self.params.event_number(self.next_offset);
+        for &offset in &self.offsets {
+            let event_number = self.params.event_number(offset);
             self.params
                 .write_bid(event_number, &mut out, self.with_extra);
-            self.next_offset += self.step;
-        }
-        if let Some(left) = &mut self.left {
-            *left -= n as u64;
         }
         let mut columns: [Option<ArrayRef>; 7] = [
             Some(Arc::new(Int64Array::from(out.auction))),
@@ -359,6 +354,18 @@ impl SplitRead for BidSplit {
             .collect::<ExecResult<Vec<_>>>()?;
         Ok(Some(RecordBatch::try_new(self.schema.clone(), arrays)?))
     }
+
+    fn positions(&self, out: &mut Vec<(u64, u64)>) {
+        self.cursor.positions(out);
+    }
+
+    fn position(&self) -> u64 {
+        self.cursor.position()
+    }
+
+    fn hold_at(&mut self, target: Option<&SplitPositions>) {
+        self.cursor.hold_at(target);
+    }
 }
 
 #[cfg(test)]
@@ -370,7 +377,20 @@ mod tests {
     use nexmark::event::{Event, EventType};
     use nexmark::EventGenerator;
 
+    use super::super::row_split::split_id;
     use super::*;
+
+    /// The cursor of bid offsets `first`, `first + step`, ... (`rows` of
+    /// them).
+    fn cursor(first: u64, step: u64, rows: usize) -> RowCursor {
+        let (subtask, k) = (first % step, first / step);
+        RowCursor::new(
+            subtask as usize,
+            step as usize,
+            Some(first + step * (rows as u64 - 1) + 1),
+            &[(split_id(step, subtask), k)].into(),
+        )
+    }
 
     fn cfg() -> NexmarkConfig {
         NexmarkConfig {
@@ -399,9 +419,7 @@ mod tests {
         ));
         let mut split = BidSplit::new(
             &cfg(),
-            first,
-            step,
-            Some(rows as u64),
+            cursor(first, step, rows),
             1000,
             (0..7).collect(),
             schema,
@@ -461,7 +479,8 @@ mod tests {
             Field::new("price", DataType::Int64, true),
             Field::new("url", DataType::Utf8, true),
         ]));
-        let mut split = BidSplit::new(&cfg(), 7, 2, Some(5000), 5000, vec![2, 4], schema).unwrap();
+        let mut split =
+            BidSplit::new(&cfg(), cursor(7, 2, 5000), 5000, vec![2, 4], schema).unwrap();
         assert!(!split.with_extra);
         let b = split.next_batch().unwrap().unwrap();
         let want: Vec<(usize, String)> = EventGenerator::new(cfg())

@@ -419,6 +419,7 @@ impl Checkpointer {
                     node: s.node,
                     subtask: s.subtask,
                     offset,
+                    splits: s.source_splits.clone(),
                 })
             })
             .collect();

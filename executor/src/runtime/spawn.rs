@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::channel;
 use super::checkpointer::SourceCommand;
+use super::connector_source_task::SourceResume;
 use super::coordinator::{Coordinator, FailureSite, SubtaskId};
 use super::router::{EdgeOut, OutputRouter};
 use super::sink::SinkStaging;
@@ -21,8 +22,9 @@ use super::{
     CHANNEL_CAPACITY_MESSAGES,
 };
 use crate::checkpoint::{CheckpointRecord, CheckpointStorage, LoadedState, StateBackendKind};
+use crate::connectors::SplitPositions;
 use crate::error::{ExecError, ExecResult};
-use crate::graph::{NodeKind, StreamGraph};
+use crate::graph::{Node, NodeKind, StreamGraph};
 use crate::keys::subtask_for_key_group;
 use crate::operator::OperatorContext;
 use crate::state::{RestoreFrom, StatePlan};
@@ -61,6 +63,57 @@ pub(crate) struct Spawned {
     /// (node, subtask, command channel) of each source subtask.
     pub sources: Vec<(usize, usize, mpsc::Sender<SourceCommand>)>,
     pub source_tables: Vec<(usize, usize, Arc<Table>)>,
+}
+
+/// Where subtask `subtask` of connector source `node` resumes from
+/// `record`: after the positions of the splits, merged over the subtasks
+/// that reported them, at any parallelism; from a record written before
+/// positions were kept per split, after the rows the subtask had emitted,
+/// at the same parallelism only (0A000 otherwise).
+fn connector_resume(
+    node: &Node,
+    table: &Table,
+    record: &CheckpointRecord,
+    subtask: usize,
+) -> ExecResult<SourceResume> {
+    let offsets: Vec<_> = record
+        .sources
+        .iter()
+        .filter(|s| s.node == node.id)
+        .collect();
+    let old = record.parallelism.get(node.id).copied();
+    let rescaled = old.is_some_and(|p| p != node.parallelism);
+    let connector = table.connector();
+    let refused = || {
+        crate::graph::connector_rescale_error(
+            connector.map_or("connector", |c| c.name()),
+            &node.name,
+        )
+    };
+    if !offsets.is_empty() && offsets.iter().all(|s| s.splits.is_some()) {
+        if rescaled && !connector.is_some_and(|c| c.can_rescale()) {
+            return Err(refused());
+        }
+        let mut merged = SplitPositions::new();
+        for (id, position) in offsets.iter().flat_map(|s| s.splits.iter().flatten()) {
+            let p = merged.entry(*id).or_insert(0);
+            *p = (*p).max(*position);
+        }
+        return Ok(SourceResume::Splits(Arc::new(merged)));
+    }
+    if rescaled {
+        return Err(refused());
+    }
+    Ok(
+        match offsets
+            .iter()
+            .find(|s| s.subtask == subtask)
+            .map(|s| s.offset)
+        {
+            Some(rows) if rows > 0 => SourceResume::Legacy(rows),
+            _ => SourceResume::Start,
+        },
+    )
 }
 
 /// Where a source subtask resumes: (offset, floors after a rescale).
@@ -204,26 +257,20 @@ pub(crate) fn spawn_subtasks(plan: SpawnPlan<'_>) -> ExecResult<Spawned> {
                     out.sources.push((node.id, subtask, btx));
                     out.source_tables.push((node.id, subtask, table.clone()));
                     let resume = match record {
-                        Some(r) => {
-                            let old = r.parallelism.get(node.id).copied();
-                            if old.is_some_and(|p| p != node.parallelism) {
-                                return Err(crate::graph::connector_rescale_error(
-                                    table.connector().map_or("connector", |c| c.name()),
-                                    &node.name,
-                                ));
-                            }
-                            r.sources
-                                .iter()
-                                .find(|s| s.node == node.id && s.subtask == subtask)
-                                .map(|s| s.offset)
-                        }
-                        None => None,
+                        Some(r) => connector_resume(node, table, r, subtask)?,
+                        None => SourceResume::Start,
                     };
+                    let catch_up = plan
+                        .catch_up
+                        .map(|r| connector_resume(node, table, r, subtask))
+                        .transpose()?;
                     let (table, par, c2) = (table.clone(), node.parallelism, coord.clone());
                     let cols = node.read_columns.clone();
                     spawn_guarded(coord, site, async move {
-                        connector_source_task::run(ids, table, cols, par, resume, router, brx, c2)
-                            .await
+                        connector_source_task::run(
+                            ids, table, cols, par, resume, catch_up, router, brx, c2,
+                        )
+                        .await
                     })
                 }
                 NodeKind::TableSource(table) => {

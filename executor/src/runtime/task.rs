@@ -765,6 +765,7 @@ impl Task {
                         timed_out_to_unaligned: timed_out,
                         unaligned: true,
                         source_offset: None,
+                        source_splits: None,
                     },
                 );
                 Ok(())

@@ -307,7 +307,14 @@ pub(super) fn file_source(
     use weir_executor::connectors::{FileFormat, FileSource};
     let get = |k: &str| options.get(k).map(|v| v.trim().to_string());
     let bad = |m: String| SqlError::new(SqlState::INVALID_PARAMETER_VALUE, m);
-    let known = ["connector", "path", "format", "header", "delimiter"];
+    let known = [
+        "connector",
+        "path",
+        "format",
+        "header",
+        "delimiter",
+        "rows-per-second",
+    ];
     if let Some(k) = options.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(bad(format!(
             "unrecognized file source option \"{k}\" (valid: {})",
@@ -345,7 +352,15 @@ pub(super) fn file_source(
             )))
         }
     };
-    FileSource::open(std::path::Path::new(&path), format).map_err(|e| {
+    let rows_per_second = match get("rows-per-second") {
+        None => None,
+        Some(r) => Some(r.parse::<u64>().map_err(|_| {
+            bad(format!(
+                "rows-per-second must be a non-negative integer, got '{r}'"
+            ))
+        })?),
+    };
+    FileSource::open_paced(std::path::Path::new(&path), format, rows_per_second).map_err(|e| {
         SqlError::new(
             SqlState::UNDEFINED_FILE,
             format!("file source {path}: {}", e.message()),
