@@ -209,11 +209,14 @@ impl CheckedOperator {
         let Some(live) = &mut self.live else {
             return Ok(());
         };
+        // A chunk without columns (a projection feeding count(*)) carries
+        // only a row count: every row is the same empty row.
+        let no_columns = chunk.batch.num_columns() == 0;
         let rows = live.converter.convert_columns(chunk.batch.columns())?;
         let mut missing = None;
         for i in 0..chunk.num_rows() {
-            let row = rows.row(i);
-            let bytes = row.as_ref();
+            let row = (!no_columns).then(|| rows.row(i));
+            let bytes: &[u8] = row.as_ref().map_or(&[], |r| r.as_ref());
             match chunk.op(i) {
                 Op::Insert => match live.rows.get_mut(bytes) {
                     Some(n) => *n += 1,
@@ -439,6 +442,35 @@ mod tests {
         ]);
         run(&mut op, 3).unwrap();
         assert!(op.live.as_ref().unwrap().rows.is_empty());
+    }
+
+    #[test]
+    fn rows_without_columns_are_counted() {
+        // A projection feeding count(*) emits chunks of rows without columns.
+        let empty = Arc::new(Schema::empty());
+        let rows = |n: usize| {
+            RecordBatch::try_new_with_options(
+                empty.clone(),
+                vec![],
+                &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+            )
+            .unwrap()
+        };
+        let script = vec![
+            Chunk::inserts(rows(3)),
+            Chunk::deletes(rows(2)),
+            Chunk::deletes(rows(2)),
+        ];
+        let mut op = CheckedOperator::new(
+            Box::new(Scripted(script.into())),
+            3,
+            Arc::from("StreamTest"),
+            1,
+            empty.clone(),
+            true,
+        );
+        let text = message(run(&mut op, 3).unwrap_err());
+        assert!(text.contains("(row 1 of 2)"), "{text}");
     }
 
     #[test]
