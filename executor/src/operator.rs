@@ -64,6 +64,10 @@ pub struct OperatorContext {
     /// checkpoint's commit from it and discards what it wrote after it
     /// (see [`EpochCommitter`]).
     pub restored_epoch: Option<u64>,
+    /// Restored after an upgrade that kept this operator's state but
+    /// changed what consumes its output: `open` emits its current results
+    /// as inserts, so the new operators above it start from them.
+    pub reemit: bool,
 }
 
 /// One entry of keyed state as it goes into a checkpoint. The key group is
@@ -187,6 +191,13 @@ pub trait Operator: Send {
     /// Whether the operator keeps keyed state (and so gets a store with the
     /// RocksDB backend).
     fn uses_keyed_state(&self) -> bool {
+        false
+    }
+
+    /// Whether its state holds its current results, so that it can emit
+    /// them again when restored with [`OperatorContext::reemit`] (an
+    /// upgrade that keeps it under new operators).
+    fn can_reemit(&self) -> bool {
         false
     }
 

@@ -298,10 +298,13 @@ async fn upgrade_dry_run_and_rollback() {
         agg[3].as_deref().unwrap().contains("starts empty"),
         "{agg:?}"
     );
-    assert_eq!(
-        report.last().unwrap()[2].as_deref(),
-        Some("refused"),
-        "{report:?}"
+    // Nothing with state is kept: the table is read again from the start.
+    let scan = &report[0];
+    assert_eq!(scan[0].as_deref(), Some("StreamTableScan"), "{report:?}");
+    assert_eq!(scan[2].as_deref(), Some("kept"), "{report:?}");
+    assert!(
+        scan[3].as_deref().unwrap().contains("from the start"),
+        "{scan:?}"
     );
     let same = rows(&c, &format!("EXPLAIN ALTER MATERIALIZED VIEW mv AS {SUMS}")).await;
     assert!(
@@ -310,22 +313,14 @@ async fn upgrade_dry_run_and_rollback() {
         "{same:?}"
     );
     assert_eq!(same.last().unwrap()[2].as_deref(), Some("keeps state"));
-
-    // Refused with the operator named; nothing changed.
-    let msg = refused(
-        &c,
-        &format!("ALTER MATERIALIZED VIEW mv AS {FILTERED}"),
-        "0A000",
-    )
-    .await;
-    assert!(msg.contains("StreamHashAgg"), "{msg}");
     assert_eq!(
         int(
             &c,
             "SELECT count(*) FROM system.query_versions WHERE query = 'mv'"
         )
         .await,
-        1
+        1,
+        "the dry run changes nothing"
     );
     exec(&c, "FLUSH").await;
     assert_view_matches(&c, "mv", SUMS).await;
@@ -466,5 +461,218 @@ async fn a_failing_upgrade_is_rolled_back_by_the_server() {
             .iter()
             .any(|r| r[1].as_deref().unwrap_or("").contains("broker unreachable")),
         "the bad version's failures stay in the history: {exceptions:?}"
+    );
+}
+
+/// Rows the query's table scans emitted in its current run.
+async fn rows_read(c: &Client, query: &str) -> i64 {
+    int(
+        c,
+        &format!(
+            "SELECT coalesce(sum(value), 0)::bigint FROM system.metrics WHERE query = '{query}' \
+             AND name = 'numRecordsOut' AND operator = 'StreamTableScan' AND subtask IS NOT NULL"
+        ),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_keeps_the_state_of_unchanged_operators() {
+    let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let c = server.connect().await.unwrap();
+    exec(
+        &c,
+        "CREATE TABLE t (id bigint PRIMARY KEY, k bigint, v bigint)",
+    )
+    .await;
+    insert(&c, 0, 60).await;
+    exec(&c, &format!("CREATE MATERIALIZED VIEW mv AS {SUMS}")).await;
+    exec(&c, "UPDATE t SET v = v + 1 WHERE id % 4 = 0").await;
+    exec(&c, "DELETE FROM t WHERE id % 7 = 0").await;
+    exec(&c, "FLUSH").await;
+
+    // A filter above the aggregation: the aggregation keeps its state and
+    // emits its results again for the new operators above it.
+    let having = "SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k HAVING sum(v) > 8000";
+    let report = rows(
+        &c,
+        &format!("EXPLAIN ALTER MATERIALIZED VIEW mv AS {having}"),
+    )
+    .await;
+    let agg = report
+        .iter()
+        .find(|r| r[0].as_deref() == Some("StreamHashAgg"))
+        .unwrap_or_else(|| panic!("{report:?}"));
+    assert_eq!(agg[2].as_deref(), Some("kept"), "{report:?}");
+    assert!(
+        agg[3]
+            .as_deref()
+            .unwrap()
+            .contains("emits its results again"),
+        "{agg:?}"
+    );
+    assert_eq!(
+        report.last().unwrap()[2].as_deref(),
+        Some("keeps state"),
+        "{report:?}"
+    );
+
+    exec(&c, &format!("ALTER MATERIALIZED VIEW mv AS {having}")).await;
+    // Visible when ALTER returns, and the table was not read again.
+    assert_view_matches(&c, "mv", having).await;
+    assert_eq!(
+        rows_read(&c, "mv").await,
+        0,
+        "the upgrade re-read the table"
+    );
+    insert(&c, 60, 90).await;
+    exec(&c, "UPDATE t SET v = v + 1000 WHERE id = 3").await;
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "mv", having).await;
+    // 30 inserts, one update (delete + insert).
+    assert_eq!(rows_read(&c, "mv").await, 32);
+
+    // The same change WITHOUT STATE reads the whole table again.
+    let count = int(&c, "SELECT count(*) FROM t").await;
+    let other = "SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k HAVING sum(v) > 9000";
+    exec(
+        &c,
+        &format!("ALTER MATERIALIZED VIEW mv WITHOUT STATE AS {other}"),
+    )
+    .await;
+    assert_view_matches(&c, "mv", other).await;
+    assert_eq!(rows_read(&c, "mv").await, count);
+
+    // Back to version 2 (kept state) from its savepoint, then version 1.
+    exec(&c, "ALTER MATERIALIZED VIEW mv ROLLBACK").await;
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "mv", having).await;
+    exec(&c, "ALTER MATERIALIZED VIEW mv ROLLBACK TO VERSION 1").await;
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "mv", SUMS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_that_cannot_keep_state_is_refused() {
+    let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let c = server.connect().await.unwrap();
+    exec(
+        &c,
+        "CREATE TABLE e (id bigint PRIMARY KEY, ts timestamp, k bigint, \
+         WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)",
+    )
+    .await;
+    let values: Vec<String> = (0..60)
+        .map(|id| format!("({id}, TIMESTAMP '2025-01-01 00:00:{id:02}', {})", id % 3))
+        .collect();
+    exec(&c, &format!("INSERT INTO e VALUES {}", values.join(", "))).await;
+    let windows = "SELECT window_end, k, count(*) AS n FROM TABLE(TUMBLE(TABLE e, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_end, k";
+    exec(&c, &format!("CREATE MATERIALIZED VIEW w AS {windows}")).await;
+    // A window aggregation forgets the windows it closed: it cannot emit
+    // them again for a new filter above it.
+    let filtered = format!("{windows} HAVING count(*) > 3");
+    let msg = refused(
+        &c,
+        &format!("ALTER MATERIALIZED VIEW w AS {filtered}"),
+        "0A000",
+    )
+    .await;
+    assert!(
+        msg.contains("StreamHashAgg") && msg.contains("window"),
+        "{msg}"
+    );
+    assert_eq!(
+        int(
+            &c,
+            "SELECT count(*) FROM system.query_versions WHERE query = 'w'"
+        )
+        .await,
+        1
+    );
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "w", windows).await;
+    exec(
+        &c,
+        &format!("ALTER MATERIALIZED VIEW w WITHOUT STATE AS {filtered}"),
+    )
+    .await;
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "w", &filtered).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_savepoints_keep_the_newest() {
+    let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let c = server.connect().await.unwrap();
+    exec(
+        &c,
+        "CREATE TABLE t (id bigint PRIMARY KEY, k bigint, v bigint)",
+    )
+    .await;
+    insert(&c, 0, 20).await;
+    refused(
+        &c,
+        &format!("CREATE MATERIALIZED VIEW bad WITH (savepoint_interval = 'soon') AS {SUMS}"),
+        "22023",
+    )
+    .await;
+    exec(
+        &c,
+        &format!(
+            "CREATE MATERIALIZED VIEW mv WITH (savepoint_interval = '200ms', savepoints_retained = 2) AS {SUMS}"
+        ),
+    )
+    .await;
+    exec(&c, "ALTER MATERIALIZED VIEW mv SAVEPOINT AS 'mine'").await;
+    eventually(
+        "four scheduled savepoints",
+        Duration::from_secs(60),
+        || async {
+            int(
+            &c,
+            "SELECT count(*) FROM system.operations WHERE query = 'mv' AND operation = 'savepoint' \
+             AND detail LIKE 'scheduled savepoint%'",
+        )
+        .await
+            >= 4
+        },
+    )
+    .await;
+    let kept = rows(
+        &c,
+        "SELECT name, path FROM system.savepoints WHERE query = 'mv' AND trigger = 'scheduled'",
+    )
+    .await;
+    // The task may have taken one more since: at most one over for a moment.
+    assert!((2..=3).contains(&kept.len()), "{kept:?}");
+    for r in &kept {
+        let path = std::path::Path::new(r[1].as_deref().unwrap());
+        assert!(path.join("savepoint.json").exists(), "{r:?}");
+    }
+    let on_disk = std::fs::read_dir(server.data_dir().join("savepoints"))
+        .unwrap()
+        .filter(|e| {
+            let name = e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            name.starts_with("mv-") && !name.contains("tmp")
+        })
+        .count();
+    assert!(
+        on_disk <= 3,
+        "old scheduled savepoints were not deleted: {on_disk}"
+    );
+    // A manual savepoint is never pruned.
+    assert_eq!(
+        text(
+            &c,
+            "SELECT trigger FROM system.savepoints WHERE name = 'mine'"
+        )
+        .await
+        .as_deref(),
+        Some("manual")
     );
 }

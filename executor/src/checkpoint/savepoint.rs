@@ -35,9 +35,10 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use weir_storage::{decode_batch, encode_batch, state_file, Commit};
 
-use super::storage::{CheckpointRecord, CheckpointStorage};
+use super::storage::{CheckpointRecord, CheckpointStorage, SourceOffset};
 use crate::chunk::Chunk;
 use crate::error::{ExecError, ExecResult};
+use crate::state::subtask_dir_name;
 use crate::table::Table;
 
 pub const MANIFEST_FILE: &str = "savepoint.json";
@@ -165,6 +166,113 @@ pub fn read_manifest(dir: &Path) -> ExecResult<SavepointManifest> {
     Ok(m)
 }
 
+/// How the state of one plan maps onto another's (an upgrade that keeps
+/// the state of the operators it did not change).
+#[derive(Debug, Clone, Default)]
+pub struct Remap {
+    /// Old node → new node, for the operators whose state is kept.
+    pub nodes: std::collections::HashMap<usize, usize>,
+    /// The new plan's node names and parallelism.
+    pub names: Vec<String>,
+    pub parallelism: Vec<usize>,
+    /// The new plan's source nodes that read their input from the start
+    /// (new, or kept under new operators only), and whether each is a
+    /// connector source.
+    pub fresh_sources: Vec<(usize, bool)>,
+    /// Kept operators that emit their results again (their consumers are
+    /// new).
+    pub reemit: Vec<usize>,
+}
+
+impl Remap {
+    /// The old plan's record as the new plan's: state, offsets and stores
+    /// renamed to the new nodes, the rest dropped.
+    fn record(&self, old: &CheckpointRecord) -> ExecResult<CheckpointRecord> {
+        if old.in_flight_bytes > 0 {
+            return Err(ExecError::internal(
+                "an unaligned checkpoint cannot be mapped onto another plan",
+            ));
+        }
+        let mut rec = old.clone();
+        rec.nodes = self.names.clone();
+        rec.parallelism = self.parallelism.clone();
+        for (o, n) in &self.nodes {
+            if let (Some(p), Some(slot)) = (old.parallelism.get(*o), rec.parallelism.get_mut(*n)) {
+                *slot = *p;
+            }
+        }
+        let fresh: Vec<usize> = self.fresh_sources.iter().map(|(n, _)| *n).collect();
+        rec.sources = old
+            .sources
+            .iter()
+            .filter_map(|s| {
+                let n = *self.nodes.get(&s.node)?;
+                (!fresh.contains(&n)).then(|| SourceOffset {
+                    node: n,
+                    ..s.clone()
+                })
+            })
+            .collect();
+        for (node, connector) in &self.fresh_sources {
+            for subtask in 0..self.parallelism[*node] {
+                rec.sources.push(SourceOffset {
+                    node: *node,
+                    subtask,
+                    offset: 0,
+                    splits: connector.then(Vec::new),
+                });
+            }
+        }
+        rec.sources.sort_by_key(|s| (s.node, s.subtask));
+        rec.stores = old
+            .stores
+            .iter()
+            .filter_map(|(node, subtask)| Some((*self.nodes.get(node)?, *subtask)))
+            .collect();
+        rec.stores.sort();
+        rec.reemit = self.reemit.clone();
+        rec.retract_results = true;
+        Ok(rec)
+    }
+}
+
+/// Copies a memory-backend state file keeping the entries of the mapped
+/// nodes, renamed (`storage.rs` writes: node u32, key group u16, key
+/// length u32, key, value length u32, value).
+fn remap_state_file(
+    from: &Path,
+    to: &Path,
+    nodes: &std::collections::HashMap<usize, usize>,
+) -> ExecResult<()> {
+    let bytes = state_file::read(from)?;
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut pos = 0;
+    let take = |pos: &mut usize, n: usize| -> ExecResult<std::ops::Range<usize>> {
+        if *pos + n > bytes.len() {
+            return Err(ExecError::internal("checkpoint state ends early"));
+        }
+        *pos += n;
+        Ok(*pos - n..*pos)
+    };
+    let u32_at = |r: std::ops::Range<usize>| {
+        u32::from_le_bytes(bytes[r].try_into().expect("4 bytes")) as usize
+    };
+    while pos < bytes.len() {
+        let node = u32_at(take(&mut pos, 4)?);
+        let start = pos;
+        take(&mut pos, 2)?;
+        let klen = u32_at(take(&mut pos, 4)?);
+        take(&mut pos, klen)?;
+        let vlen = u32_at(take(&mut pos, 4)?);
+        take(&mut pos, vlen)?;
+        if let Some(n) = nodes.get(&node) {
+            out.extend_from_slice(&(*n as u32).to_le_bytes());
+            out.extend_from_slice(&bytes[start..pos]);
+        }
+    }
+    Ok(state_file::write(to, &out)?)
+}
+
 /// Where a query restarts from.
 pub struct RestorePoint {
     /// The checkpoint to restore (its epoch is kept).
@@ -174,6 +282,8 @@ pub struct RestorePoint {
     pub files: Option<PathBuf>,
     /// The result rows at the point (`None`: no result table).
     pub result: Option<RecordBatch>,
+    /// The point is of another plan, whose state maps onto this one.
+    pub remap: Option<Remap>,
 }
 
 impl RestorePoint {
@@ -214,6 +324,7 @@ impl RestorePoint {
             record: m.record,
             files: Some(dir.to_path_buf()),
             result,
+            remap: None,
         })
     }
 
@@ -255,6 +366,7 @@ impl RestorePoint {
             record: rec.clone(),
             files: None,
             result,
+            remap: None,
         })
     }
 }
@@ -278,23 +390,49 @@ pub fn import(
     result: Option<&Arc<Table>>,
     with: Commit,
 ) -> ExecResult<CheckpointRecord> {
-    let mut rec = point.record;
+    let mut rec = match &point.remap {
+        Some(remap) => remap.record(&point.record)?,
+        None => point.record.clone(),
+    };
     rec.query_id = storage.query_id();
     let dir = storage.chk_dir(rec.epoch);
-    if let Some(src) = &point.files {
-        remove_if_exists(&dir)?;
+    let src = match (&point.files, &point.remap) {
+        (Some(src), _) => Some(src.clone()),
+        // The query's own checkpoint, renamed: copied aside first.
+        (None, Some(_)) => Some(dir.clone()),
+        (None, None) => None,
+    };
+    if let Some(src) = &src {
         let tmp = dir.with_extension("importing");
         remove_if_exists(&tmp)?;
         std::fs::create_dir_all(&tmp).map_err(io(format!("create {}", tmp.display())))?;
-        for name in ["state", "state.bin", "channels.bin"] {
-            let from = src.join(name);
-            if from.is_dir() {
-                copy_tree(&from, &tmp.join(name))?;
-            } else if from.exists() {
-                std::fs::copy(&from, tmp.join(name))
-                    .map_err(io(format!("copy {}", from.display())))?;
+        match &point.remap {
+            None => {
+                for name in ["state", "state.bin", "channels.bin"] {
+                    let from = src.join(name);
+                    if from.is_dir() {
+                        copy_tree(&from, &tmp.join(name))?;
+                    } else if from.exists() {
+                        std::fs::copy(&from, tmp.join(name))
+                            .map_err(io(format!("copy {}", from.display())))?;
+                    }
+                }
+            }
+            Some(remap) => {
+                for (old, subtask) in &point.record.stores {
+                    if let Some(new) = remap.nodes.get(old) {
+                        copy_tree(
+                            &src.join("state").join(subtask_dir_name(*old, *subtask)),
+                            &tmp.join("state").join(subtask_dir_name(*new, *subtask)),
+                        )?;
+                    }
+                }
+                if src.join("state.bin").exists() {
+                    remap_state_file(&src.join("state.bin"), &tmp.join("state.bin"), &remap.nodes)?;
+                }
             }
         }
+        remove_if_exists(&dir)?;
         std::fs::rename(&tmp, &dir).map_err(io(format!("rename {}", tmp.display())))?;
     }
     rec.result_version = None;

@@ -116,6 +116,15 @@ pub struct CheckpointRecord {
     /// checkpoint's results can be read back (`START ... FROM CHECKPOINT`).
     #[serde(default)]
     pub result_version: Option<u64>,
+    /// Written by an upgrade that kept state (never by a checkpoint): the
+    /// nodes that emit their results again when restored from it, because
+    /// the operators above them are new.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reemit: Vec<usize>,
+    /// Written by an upgrade that kept state: the results on record are the
+    /// old version's, retracted in the first commit after the restore.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retract_results: bool,
 }
 
 /// State read back from a checkpoint.

@@ -595,6 +595,7 @@ mod tests {
             parallelism,
             state: None,
             restored_epoch,
+            reemit: false,
         }
     }
 

@@ -989,6 +989,12 @@ impl Operator for HashAggOperator {
         true
     }
 
+    /// A window aggregation forgets the windows it closed, so only a plain
+    /// one holds all its results.
+    fn can_reemit(&self) -> bool {
+        self.window.is_none()
+    }
+
     fn restore(&mut self, _ctx: &OperatorContext, entries: Vec<StateEntry>) -> ExecResult<()> {
         self.load(entries)
     }
@@ -997,10 +1003,25 @@ impl Operator for HashAggOperator {
         self.store = ctx.state.clone();
         let (first, end) = crate::state::key_group_range(ctx.subtask, ctx.parallelism);
         self.key_groups = first..end;
-        if let (Some(store), true, true) = (&self.store, restored, self.window.is_some()) {
-            // Every open window's group must be at hand when it closes.
+        let reemit = restored && ctx.reemit && self.can_reemit();
+        if let (Some(store), true, true) = (&self.store, restored, self.window.is_some() || reemit)
+        {
+            // Every open window's group must be at hand when it closes;
+            // every group, to emit its row again.
             let entries = store.entries()?;
             self.load(entries)?;
+        }
+        if reemit {
+            // Each group's last emitted row, as the operators above it
+            // (new after an upgrade) have not seen it.
+            let rows: Vec<(Op, Vec<ScalarValue>)> = self
+                .groups
+                .values()
+                .filter_map(|g| g.last.clone().map(|row| (Op::Insert, row)))
+                .collect();
+            if let Some(chunk) = self.build_chunk(rows)? {
+                out.push(chunk);
+            }
         }
         if self.is_global() && ctx.subtask == 0 {
             if restored {

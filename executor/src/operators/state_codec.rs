@@ -448,6 +448,7 @@ pub(crate) mod test_util {
             parallelism,
             state: None,
             restored_epoch: None,
+            reemit: false,
         }
     }
 

@@ -285,6 +285,10 @@ impl Operator for CheckedOperator {
         self.inner.uses_keyed_state()
     }
 
+    fn can_reemit(&self) -> bool {
+        self.inner.can_reemit()
+    }
+
     fn restore(&mut self, ctx: &OperatorContext, entries: Vec<StateEntry>) -> ExecResult<()> {
         // The rows emitted before the checkpoint are unknown.
         self.live = None;
@@ -409,6 +413,7 @@ mod tests {
             parallelism: 2,
             state: None,
             restored_epoch,
+            reemit: false,
         }
     }
 

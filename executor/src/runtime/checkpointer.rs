@@ -485,6 +485,8 @@ impl Checkpointer {
             dead_letter_records: dead_before + dead_now,
             stores,
             result_version: None,
+            reemit: Vec::new(),
+            retract_results: false,
         };
 
         // Result changes of every epoch up to this one; after a fallback,

@@ -238,6 +238,7 @@ pub(crate) fn spawn_subtasks(plan: SpawnPlan<'_>) -> ExecResult<Spawned> {
                 parallelism: node.parallelism,
                 state: None,
                 restored_epoch: record.map(|r| r.epoch),
+                reemit: record.is_some_and(|r| r.reemit.contains(&node.id)),
             };
             let ids = task::TaskIds {
                 node: node.id,

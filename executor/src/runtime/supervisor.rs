@@ -315,8 +315,16 @@ impl StreamingQuery {
         for (epoch, reason) in &plan.skipped {
             tracing::error!(query = %self.name, checkpoint = epoch, %reason, "checkpoint not usable");
         }
-        let first_commit = if plan.recompute && self.opts.result.row_count() > 0 {
-            tracing::warn!(query = %self.name, "no usable checkpoint: recomputing the results from the tables");
+        let upgraded = plan
+            .restore
+            .as_ref()
+            .is_some_and(|r| r.record.retract_results);
+        let first_commit = if (plan.recompute || upgraded) && self.opts.result.row_count() > 0 {
+            if upgraded {
+                tracing::info!(query = %self.name, "new version: its results replace the previous version's at its first checkpoint");
+            } else {
+                tracing::warn!(query = %self.name, "no usable checkpoint: recomputing the results from the tables");
+            }
             Some(Chunk::deletes(self.opts.result.snapshot()?))
         } else {
             None

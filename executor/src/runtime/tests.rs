@@ -559,6 +559,7 @@ fn one_task(out_capacity: usize, restore: Option<TaskRestore>) -> OneTask {
         parallelism: 1,
         state: None,
         restored_epoch: None,
+        reemit: false,
     };
     let handle = tokio::spawn(task::run(
         ctx,

@@ -44,8 +44,19 @@ pub(super) struct UpgradeReport {
     /// (operator, node, fate, why) for the new plan's nodes, then the
     /// dropped ones of the old plan.
     pub rows: Vec<(String, usize, &'static str, String)>,
-    /// Every node of the new plan keeps its state (the plans are equal).
+    /// The plans are equal: every operator keeps its state as it is.
     pub keeps_all: bool,
+    /// How the old state maps onto the new plan when some of it can be
+    /// kept (`None` when the plans are equal, or when a node is
+    /// incompatible).
+    pub remap: Option<savepoint::Remap>,
+}
+
+impl UpgradeReport {
+    /// The first operator whose state the upgrade cannot keep.
+    fn refusal(&self) -> Option<&(String, usize, &'static str, String)> {
+        self.rows.iter().find(|r| r.2 == "incompatible")
+    }
 }
 
 /// A node as the upgrade compares it: its operator, details and output
@@ -99,68 +110,172 @@ fn node_fingerprints(graph: &weir_executor::graph::StreamGraph) -> Vec<String> {
         .collect()
 }
 
-/// Compares the running plan with a new one. Today state is kept only when
-/// the plans are equal; otherwise the report says, per operator, whether it
-/// is unchanged (with everything upstream of it) but would have to re-emit
-/// its results through changed operators above it, new, or changed.
+/// Compares the running plan with a new one. A node of the new plan whose
+/// fingerprint (itself and everything upstream) equals one of the old
+/// plan's keeps that node's state. Where kept nodes feed new ones, the new
+/// ones need the kept node's whole output: a kept aggregation emits its
+/// results again from its state, a kept source reads its input again from
+/// the start — unless the same node also feeds kept operators with state,
+/// which would then count it twice (incompatible), or it cannot (a window
+/// aggregation forgets closed windows; a file sink cannot take back what
+/// it wrote).
 pub(super) fn upgrade_report(
     old: &weir_executor::graph::StreamGraph,
     new: &weir_executor::graph::StreamGraph,
 ) -> UpgradeReport {
+    use std::collections::{HashMap, HashSet};
     let old_fp = node_fingerprints(old);
     let new_fp = node_fingerprints(new);
     let keeps_all = old_fp == new_fp;
-    let mut rows = Vec::new();
-    let mut matched = vec![false; old.nodes.len()];
-    for (i, n) in new.nodes.iter().enumerate() {
-        let same = old_fp.iter().position(|f| *f == new_fp[i]);
-        let stateful = match &n.kind {
+    let mut by_fp: HashMap<&str, usize> = HashMap::new();
+    for (j, f) in old_fp.iter().enumerate() {
+        by_fp.entry(f.as_str()).or_insert(j);
+    }
+    let mut kept: HashMap<usize, usize> = HashMap::new();
+    let mut used = HashSet::new();
+    for (i, f) in new_fp.iter().enumerate() {
+        if let Some(&j) = by_fp.get(f.as_str()) {
+            if used.insert(j) {
+                kept.insert(i, j);
+            }
+        }
+    }
+    let probe = |n: &weir_executor::graph::Node| -> (bool, bool) {
+        match &n.kind {
             NodeKind::Operator(f) => f
                 .create(0, n.parallelism)
-                .map_or(true, |o| o.uses_keyed_state()),
-            _ => false,
-        };
-        let (fate, why) = match same {
-            Some(o) => {
-                matched[o] = true;
-                if keeps_all {
-                    ("kept", "unchanged".to_string())
-                } else if stateful {
-                    (
-                        "incompatible",
-                        "unchanged, but operators above it changed: its results would have to be computed again from its state, which Weir does not do yet".to_string(),
-                    )
+                .map_or((true, false), |o| (o.uses_keyed_state(), o.can_reemit())),
+            _ => (false, false),
+        }
+    };
+    let stateful: Vec<bool> = new.nodes.iter().map(|n| probe(n).0).collect();
+    let reemits: Vec<bool> = new.nodes.iter().map(|n| probe(n).1).collect();
+    let is_source = |i: usize| matches!(new.nodes[i].kind, NodeKind::TableSource(_));
+    let is_sink = |i: usize| new.outputs_of(i).is_empty();
+    let consumers = |i: usize| -> Vec<usize> { new.outputs_of(i).iter().map(|e| e.to).collect() };
+    // Kept nodes with state (or a sink) reachable through kept nodes only.
+    fn feeds_kept_state(
+        i: usize,
+        kept: &HashMap<usize, usize>,
+        stateful: &[bool],
+        new: &weir_executor::graph::StreamGraph,
+    ) -> bool {
+        new.outputs_of(i).iter().any(|e| {
+            kept.contains_key(&e.to)
+                && (stateful[e.to]
+                    || new.outputs_of(e.to).is_empty()
+                    || feeds_kept_state(e.to, kept, stateful, new))
+        })
+    }
+    // The nodes whose whole output the new nodes above a frontier need.
+    fn roots(
+        i: usize,
+        new: &weir_executor::graph::StreamGraph,
+        stateful: &[bool],
+        out: &mut Vec<usize>,
+    ) {
+        if stateful[i] || matches!(new.nodes[i].kind, NodeKind::TableSource(_)) {
+            if !out.contains(&i) {
+                out.push(i);
+            }
+            return;
+        }
+        for e in new.inputs_of(i) {
+            roots(e.from, new, stateful, out);
+        }
+    }
+    let mut why_kept: HashMap<usize, String> = HashMap::new();
+    let mut incompatible: HashMap<usize, String> = HashMap::new();
+    let mut fresh = Vec::new();
+    let mut reemit = Vec::new();
+    if !keeps_all {
+        for (&i, _) in kept.iter() {
+            if consumers(i).iter().all(|c| kept.contains_key(c)) {
+                continue;
+            }
+            let mut rs = Vec::new();
+            roots(i, new, &stateful, &mut rs);
+            for r in rs {
+                if feeds_kept_state(r, &kept, &stateful, new) {
+                    incompatible.insert(r, "unchanged, but it feeds both operators that keep their state and new ones, which would have to see its whole output again".into());
+                } else if is_source(r) {
+                    if !fresh.iter().any(|(n, _)| *n == r) {
+                        let connector = matches!(&new.nodes[r].kind, NodeKind::TableSource(t) if t.connector().is_some());
+                        fresh.push((r, connector));
+                        why_kept.insert(r, "unchanged; reads its input again from the start for the new operators above it".into());
+                    }
+                } else if reemits[r] {
+                    if !reemit.contains(&r) {
+                        reemit.push(r);
+                        why_kept.insert(r, "unchanged: keeps its state and emits its results again for the new operators above it".into());
+                    }
                 } else {
-                    ("kept", "unchanged (no state)".to_string())
+                    incompatible.insert(r, "unchanged, but its results cannot be computed again from its state (a window aggregation forgets the windows it closed)".into());
                 }
             }
-            None if stateful => {
-                let was = old.nodes.iter().any(|o| o.name == n.name);
-                (
-                    "new",
-                    if was {
-                        "changed (its definition or its input differs): starts empty"
-                    } else {
-                        "starts empty"
-                    }
-                    .to_string(),
-                )
+        }
+        for (i, n) in new.nodes.iter().enumerate() {
+            let sink_outside = matches!(&n.kind, NodeKind::Operator(f) if f.committer().is_some());
+            if sink_outside && is_sink(i) {
+                incompatible.insert(
+                    i,
+                    "a file sink cannot take back what the old version wrote".into(),
+                );
             }
-            None => ("new", "no state".to_string()),
+        }
+    }
+    let mut rows = Vec::new();
+    for (i, n) in new.nodes.iter().enumerate() {
+        let (fate, why) = if let Some(why) = incompatible.get(&i) {
+            ("incompatible", why.clone())
+        } else if kept.contains_key(&i) {
+            let why = why_kept.get(&i).cloned().unwrap_or_else(|| {
+                if stateful[i] {
+                    "unchanged: keeps its state".into()
+                } else {
+                    "unchanged (no state)".into()
+                }
+            });
+            ("kept", why)
+        } else if stateful[i] {
+            let was = old.nodes.iter().any(|o| o.name == n.name);
+            (
+                "new",
+                if was {
+                    "changed (its definition or its input differs): starts empty, computed from the operators below it"
+                } else {
+                    "starts empty, computed from the operators below it"
+                }
+                .to_string(),
+            )
+        } else {
+            ("new", "no state".to_string())
         };
         rows.push((n.name.clone(), i, fate, why));
     }
-    for (i, n) in old.nodes.iter().enumerate() {
-        if !matched[i] {
+    let matched: HashSet<usize> = kept.values().copied().collect();
+    for (j, n) in old.nodes.iter().enumerate() {
+        if !matched.contains(&j) {
             rows.push((
                 n.name.clone(),
-                i,
+                j,
                 "dropped",
                 "not in the new version".to_string(),
             ));
         }
     }
-    UpgradeReport { rows, keeps_all }
+    let remap = (!keeps_all && incompatible.is_empty()).then(|| savepoint::Remap {
+        nodes: kept.iter().map(|(i, j)| (*j, *i)).collect(),
+        names: new.nodes.iter().map(|n| n.name.clone()).collect(),
+        parallelism: new.nodes.iter().map(|n| n.parallelism).collect(),
+        fresh_sources: fresh,
+        reemit,
+    });
+    UpgradeReport {
+        rows,
+        keeps_all,
+        remap,
+    }
 }
 
 impl Engine {
@@ -595,7 +710,7 @@ impl Engine {
         without_state: bool,
         explain: bool,
     ) -> SqlResult<Output> {
-        let _ddl = self.ddl.lock().await;
+        let ddl = self.ddl.lock().await;
         let (meta, runtime) = self.lifecycle_entry(kind, &name)?;
         let (graph, new_result, _) = self.plan_query(&name, &sql, &meta.options, None).await?;
         let report = upgrade_report(runtime.graph(), &graph);
@@ -607,39 +722,33 @@ impl Engine {
                     vec![op.clone(), node.to_string(), fate.to_string(), why.clone()]
                 })
                 .collect();
+            let (verdict, detail) = if without_state {
+                ("recomputes", "WITHOUT STATE: every operator starts empty and the results are computed again from the inputs")
+            } else if report.keeps_all {
+                (
+                    "keeps state",
+                    "the plans are equal: every operator keeps its state",
+                )
+            } else if report.remap.is_some() {
+                ("keeps state", "the unchanged operators keep their state; the new ones are computed from them and the results replace the old version's at the first checkpoint")
+            } else {
+                (
+                    "refused",
+                    "the state cannot be kept across this change; add WITHOUT STATE to recompute",
+                )
+            };
             rows.push(vec![
                 "(upgrade)".into(),
                 String::new(),
-                if report.keeps_all {
-                    "keeps state"
-                } else if without_state {
-                    "recomputes"
-                } else {
-                    "refused"
-                }
-                .into(),
-                if report.keeps_all {
-                    "every operator keeps its state".into()
-                } else if without_state {
-                    "WITHOUT STATE: every operator starts empty and the results are computed again from the inputs".into()
-                } else {
-                    "the state cannot be kept across this change; add WITHOUT STATE to recompute".into()
-                },
+                verdict.into(),
+                detail.into(),
             ]);
             return Ok(Output::Rows(text_batch(
                 &["operator", "node", "state", "detail"],
                 rows,
             )));
         }
-        if !report.keeps_all && !without_state {
-            // Name the first operator whose state is at stake.
-            let (op, node, _, why) = report
-                .rows
-                .iter()
-                .find(|r| r.2 == "incompatible" || (r.2 != "kept" && r.3.contains("empty")))
-                .or_else(|| report.rows.iter().find(|r| r.2 != "kept"))
-                .cloned()
-                .unwrap_or_default();
+        if let (Some((op, node, _, why)), false) = (report.refusal().cloned(), without_state) {
             return Err(SqlError::unsupported(format!(
                 "cannot keep the state of {} \"{name}\": {op} (node {node}) {why}",
                 kind.noun()
@@ -675,11 +784,23 @@ impl Engine {
                 if without_state { " WITHOUT STATE" } else { "" }
             ),
         )?;
+        let remap = if without_state { None } else { report.remap };
         let r = self
-            .upgrade_locked(meta, runtime, sql, without_state, schema_changed)
+            .upgrade_locked(meta, runtime, sql, without_state, remap, schema_changed)
             .await;
         op.finish(&r, None);
         let automatic = r?;
+        drop(ddl);
+        if automatic.is_none() {
+            // Like CREATE: the statement returns once the new version's
+            // results are there (a failure is for the restart strategy and
+            // the automatic rollback to handle).
+            if let Some((_, rt)) = self.query_entry(&name) {
+                if let Err(e) = rt.flush_until_failure().await {
+                    tracing::warn!(query = %name, error = %e.message, "new version failed while catching up");
+                }
+            }
+        }
         if let Some(reason) = automatic {
             // The new version did not start: the old one runs again.
             return Err(SqlError::new(
@@ -704,6 +825,7 @@ impl Engine {
         runtime: Arc<StreamingQuery>,
         sql: String,
         without_state: bool,
+        remap: Option<savepoint::Remap>,
         schema_changed: bool,
     ) -> SqlResult<Option<String>> {
         let name = meta.name.clone();
@@ -754,18 +876,55 @@ impl Engine {
         with.catalog_deletes.push(failed_key(&name));
         with.catalog_deletes.push(stopped_key(&name));
         let storage = CheckpointStorage::new(self.store.clone(), &self.data_dir, meta.id);
-        if without_state {
+        let started = if without_state {
             if schema_changed {
                 with.log_drops.push(meta.id);
             }
             let old_result =
                 (!schema_changed && has_result(runtime.graph())).then(|| runtime.result().clone());
             off_runtime(|| savepoint::wipe(&storage, old_result.as_ref(), with))?;
+            self.start_query(next.clone()).await
+        } else if let Some(remap) = remap {
+            // The before-upgrade savepoint, mapped onto the new plan.
+            let sp_name = sp
+                .clone()
+                .ok_or_else(|| SqlError::internal("no savepoint to keep the state from"))?;
+            let dir = self.savepoint_dir(&sp_name)?;
+            if schema_changed {
+                // New columns: the result log starts again (nothing reads it).
+                off_runtime(|| {
+                    savepoint::wipe(
+                        &storage,
+                        None,
+                        Commit {
+                            log_drops: vec![meta.id],
+                            ..Default::default()
+                        },
+                    )
+                })?;
+            }
+            let planned = self
+                .plan_query(&name, &next.sql, &next.options, Some(next.id))
+                .await?;
+            let result = has_result(&planned.0).then(|| planned.1.clone());
+            let mut point = match (&result, schema_changed) {
+                (Some(t), false) => RestorePoint::from_savepoint(&dir, Some(&t.schema()))?,
+                _ => RestorePoint {
+                    record: savepoint::read_manifest(&dir)?.record,
+                    files: Some(dir.clone()),
+                    result: None,
+                    remap: None,
+                },
+            };
+            point.remap = Some(remap);
+            off_runtime(|| savepoint::import(&storage, point, result.as_ref(), with))?;
+            self.run_query(next.clone(), planned)
         } else {
             self.store.commit(with)?;
-        }
+            self.start_query(next.clone()).await
+        };
         drop(old);
-        match self.start_query(next.clone()).await {
+        match started {
             Ok(()) => {
                 if let Some(sp) = sp {
                     self.watch_upgrade(next, sp);

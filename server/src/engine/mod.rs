@@ -7,6 +7,7 @@ mod dml;
 mod lifecycle;
 mod parse;
 mod queries;
+mod scheduled_savepoints;
 mod tables;
 
 use std::collections::BTreeMap;

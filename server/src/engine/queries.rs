@@ -216,6 +216,7 @@ impl Engine {
             Some(state) => StreamingQuery::failed(&meta.name, graph, opts, state)?,
             None => StreamingQuery::launch(&meta.name, graph, opts)?,
         };
+        self.schedule_savepoints(&meta, &runtime);
         self.register_query(QueryEntry {
             meta,
             table: result,
@@ -463,6 +464,14 @@ impl Engine {
         };
         if parallelism.unwrap_or(self.default_parallelism) == old_parallelism {
             self.put_query_meta(&next)?;
+            // A schedule set now starts now (one set before reads the new
+            // options at its next turn).
+            if !matches!(
+                super::scheduled_savepoints::schedule(&meta.options),
+                Ok(Some(_))
+            ) {
+                self.schedule_savepoints(&next, &runtime);
+            }
             runtime.set_checkpoint_config(config);
             runtime.set_failure_config(failure);
             if let Some(r) = self.runtimes.write().get_mut(&name) {
@@ -662,6 +671,10 @@ pub(super) fn parse_options(
             }
             // Checked when the query is planned.
             "connector" | "late_records" | "path" | "format" => {}
+            "savepoint_interval" | "savepoints_retained" => {
+                super::scheduled_savepoints::schedule(options)
+                    .map_err(|m| SqlError::new(SqlState::INVALID_PARAMETER_VALUE, m))?;
+            }
             "auto_rollback" | "auto_rollback.window" | "auto_rollback.restarts" => {
                 crate::lifecycle::versions::AutoRollback::from_options(options)
                     .map_err(|m| SqlError::new(SqlState::INVALID_PARAMETER_VALUE, m))?;
