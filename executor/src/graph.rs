@@ -144,6 +144,53 @@ impl StreamGraph {
         })
     }
 
+    /// Per node, a fingerprint of what determines its state and output: its
+    /// operator, details, output columns and input exchanges, and the
+    /// fingerprints of its inputs (so a node is equal only if everything
+    /// below it is). Checkpoints record them: a checkpoint or savepoint is
+    /// restored only into a plan with the same fingerprints, and an
+    /// upgrade keeps the state of the nodes whose fingerprint it finds in
+    /// the old plan.
+    pub fn fingerprints(&self) -> Vec<String> {
+        fn fp(graph: &StreamGraph, id: usize, out: &mut Vec<Option<u64>>) -> u64 {
+            if let Some(f) = out[id] {
+                return f;
+            }
+            let n = &graph.nodes[id];
+            // A sink's details name where its output goes (the query's
+            // result table): a clone of the query has the same plan.
+            let detail = if graph.outputs_of(id).is_empty() {
+                ""
+            } else {
+                n.detail.as_str()
+            };
+            let mut text = format!("{}|{detail}|", n.name);
+            for f in n.schema.fields() {
+                let _ = write!(text, "{}:{},", f.name(), f.data_type());
+            }
+            for e in graph.inputs_of(id) {
+                let part = match &e.partitioning {
+                    Partitioning::Hash(k) => format!(
+                        "hash({})",
+                        k.iter()
+                            .map(|x| display_expr(x.as_ref()))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                    other => format!("{other:?}"),
+                };
+                let _ = write!(text, "|{}:{part}:{:016x}", e.input, fp(graph, e.from, out));
+            }
+            let f = crate::keys::stable_hash(text.as_bytes());
+            out[id] = Some(f);
+            f
+        }
+        let mut out = vec![None; self.nodes.len()];
+        (0..self.nodes.len())
+            .map(|i| format!("{:016x}", fp(self, i, &mut out)))
+            .collect()
+    }
+
     /// Tables read by this graph.
     pub fn source_tables(&self) -> Vec<Arc<Table>> {
         self.nodes

@@ -270,6 +270,16 @@ async fn a_savepoint_starts_the_query_on_another_server_and_clones() {
     )
     .await;
     refused(&ca, "SELECT * FROM mv3", "42P01").await;
+    // Same operators and columns, other aggregates: their state would be
+    // read as the wrong accumulators.
+    let msg = refused(
+        &ca,
+        "CREATE MATERIALIZED VIEW mv4 FROM SAVEPOINT 'move' AS \
+         SELECT k, count(*) AS n, max(v) AS s FROM t GROUP BY k",
+        "0A000",
+    )
+    .await;
+    assert!(msg.contains("another plan"), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

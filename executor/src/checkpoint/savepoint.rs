@@ -172,8 +172,9 @@ pub fn read_manifest(dir: &Path) -> ExecResult<SavepointManifest> {
 pub struct Remap {
     /// Old node → new node, for the operators whose state is kept.
     pub nodes: std::collections::HashMap<usize, usize>,
-    /// The new plan's node names and parallelism.
+    /// The new plan's node names, fingerprints and parallelism.
     pub names: Vec<String>,
+    pub fingerprints: Vec<String>,
     pub parallelism: Vec<usize>,
     /// The new plan's source nodes that read their input from the start
     /// (new, or kept under new operators only), and whether each is a
@@ -195,6 +196,7 @@ impl Remap {
         }
         let mut rec = old.clone();
         rec.nodes = self.names.clone();
+        rec.fingerprints = self.fingerprints.clone();
         rec.parallelism = self.parallelism.clone();
         for (o, n) in &self.nodes {
             if let (Some(p), Some(slot)) = (old.parallelism.get(*o), rec.parallelism.get_mut(*n)) {

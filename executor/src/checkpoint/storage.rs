@@ -96,6 +96,11 @@ pub struct CheckpointRecord {
     pub alignment_ms: u64,
     /// Node names of the plan, to refuse a checkpoint of another plan.
     pub nodes: Vec<String>,
+    /// The plan's node fingerprints (`StreamGraph::fingerprints`): a
+    /// checkpoint is restored only into a plan with the same ones (empty in
+    /// records written before they were kept: then the names decide).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fingerprints: Vec<String>,
     /// Parallelism of each node when the checkpoint was taken.
     #[serde(default)]
     pub parallelism: Vec<usize>,

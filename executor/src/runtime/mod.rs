@@ -286,6 +286,7 @@ impl QueryRuntime {
             counts: opts.counts.clone(),
             flush_rx,
             node_names: node_names(&graph),
+            node_fingerprints: graph.fingerprints(),
             node_parallelism: graph.nodes.iter().map(|n| n.parallelism).collect(),
             next_epoch: opts.next_epoch,
             // The previous checkpoint, for the incremental-size figures.

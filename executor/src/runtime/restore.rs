@@ -31,10 +31,12 @@ pub fn plan_restore(storage: &CheckpointStorage, graph: &StreamGraph) -> ExecRes
         });
     };
     let names = node_names(graph);
+    let fingerprints = graph.fingerprints();
     let input_schema = |node: usize, input: usize| graph.input_schema(node, input);
     let mut skipped = Vec::new();
     for rec in records.iter().rev() {
-        if rec.nodes != names {
+        if rec.nodes != names || (!rec.fingerprints.is_empty() && rec.fingerprints != fingerprints)
+        {
             skipped.push((
                 rec.epoch,
                 "the query's plan differs from the checkpoint's".to_string(),

@@ -59,57 +59,6 @@ impl UpgradeReport {
     }
 }
 
-/// A node as the upgrade compares it: its operator, details and output
-/// columns, and the same of everything upstream.
-fn node_fingerprints(graph: &weir_executor::graph::StreamGraph) -> Vec<String> {
-    let mut out: Vec<Option<String>> = vec![None; graph.nodes.len()];
-    fn fp(
-        graph: &weir_executor::graph::StreamGraph,
-        id: usize,
-        out: &mut Vec<Option<String>>,
-    ) -> String {
-        if let Some(f) = &out[id] {
-            return f.clone();
-        }
-        let n = &graph.nodes[id];
-        let cols: Vec<String> = n
-            .schema
-            .fields()
-            .iter()
-            .map(|f| format!("{}:{}", f.name(), f.data_type()))
-            .collect();
-        let inputs: Vec<String> = graph
-            .inputs_of(id)
-            .iter()
-            .map(|e| {
-                let part = match &e.partitioning {
-                    weir_executor::graph::Partitioning::Hash(k) => format!(
-                        "hash({})",
-                        k.iter()
-                            .map(|x| weir_executor::graph::display_expr(x.as_ref()))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    ),
-                    other => format!("{other:?}"),
-                };
-                format!("{part}<{}>", fp(graph, e.from, out))
-            })
-            .collect();
-        let f = format!(
-            "{} {} [{}] ({})",
-            n.name,
-            n.detail,
-            cols.join(","),
-            inputs.join(";")
-        );
-        out[id] = Some(f.clone());
-        f
-    }
-    (0..graph.nodes.len())
-        .map(|i| fp(graph, i, &mut out))
-        .collect()
-}
-
 /// Compares the running plan with a new one. A node of the new plan whose
 /// fingerprint (itself and everything upstream) equals one of the old
 /// plan's keeps that node's state. Where kept nodes feed new ones, the new
@@ -124,8 +73,8 @@ pub(super) fn upgrade_report(
     new: &weir_executor::graph::StreamGraph,
 ) -> UpgradeReport {
     use std::collections::{HashMap, HashSet};
-    let old_fp = node_fingerprints(old);
-    let new_fp = node_fingerprints(new);
+    let old_fp = old.fingerprints();
+    let new_fp = new.fingerprints();
     let keeps_all = old_fp == new_fp;
     let mut by_fp: HashMap<&str, usize> = HashMap::new();
     for (j, f) in old_fp.iter().enumerate() {
@@ -267,6 +216,7 @@ pub(super) fn upgrade_report(
     let remap = (!keeps_all && incompatible.is_empty()).then(|| savepoint::Remap {
         nodes: kept.iter().map(|(i, j)| (*j, *i)).collect(),
         names: new.nodes.iter().map(|n| n.name.clone()).collect(),
+        fingerprints: new_fp.clone(),
         parallelism: new.nodes.iter().map(|n| n.parallelism).collect(),
         fresh_sources: fresh,
         reemit,
@@ -1217,8 +1167,24 @@ fn check_plan(
     what: &str,
 ) -> SqlResult<()> {
     let names = weir_executor::runtime::node_names(graph);
-    if record.nodes == names {
+    let fingerprints = graph.fingerprints();
+    if record.nodes == names
+        && (record.fingerprints.is_empty() || record.fingerprints == fingerprints)
+    {
         return Ok(());
+    }
+    if record.nodes == names {
+        let at = record
+            .fingerprints
+            .iter()
+            .zip(&fingerprints)
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        return Err(SqlError::unsupported(format!(
+            "{what} was taken from another plan: operator {at} ({}) differs in its definition or input",
+            names.get(at).map_or("?", |s| s.as_str())
+        ))
+        .with_hint("Start it WITHOUT STATE, or from a savepoint of the same definition."));
     }
     let at = record
         .nodes
