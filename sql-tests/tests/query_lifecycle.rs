@@ -563,6 +563,61 @@ async fn an_upgrade_keeps_the_state_of_unchanged_operators() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_keeps_a_top_n() {
+    let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let c = server.connect().await.unwrap();
+    exec(
+        &c,
+        "CREATE TABLE t (id bigint PRIMARY KEY, k bigint, v bigint)",
+    )
+    .await;
+    insert(&c, 0, 60).await;
+    let top = "SELECT id, k, v FROM t ORDER BY v DESC LIMIT 7";
+    let ranked = "SELECT id, k, v, rn FROM (SELECT id, k, v, row_number() OVER (PARTITION BY k ORDER BY v DESC) AS rn FROM t) x WHERE rn <= 3";
+    // One in memory (its state file is rewritten), one in RocksDB.
+    exec(
+        &c,
+        &format!("CREATE MATERIALIZED VIEW top WITH (state_backend = 'memory') AS {top}"),
+    )
+    .await;
+    exec(&c, &format!("CREATE MATERIALIZED VIEW ranked AS {ranked}")).await;
+    exec(&c, "DELETE FROM t WHERE id IN (59, 57, 40)").await;
+    exec(&c, "FLUSH").await;
+    for (round, (view, sql)) in [
+        (
+            "top",
+            format!("SELECT id, k, v FROM ({top}) x WHERE v % 20 = 0"),
+        ),
+        (
+            "ranked",
+            format!("SELECT id, k, v, rn, v * 2 AS v2 FROM ({ranked}) y WHERE id % 2 = 0"),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let report = rows(
+            &c,
+            &format!("EXPLAIN ALTER MATERIALIZED VIEW {view} AS {sql}"),
+        )
+        .await;
+        let topn = report
+            .iter()
+            .find(|r| r[0].as_deref() == Some("StreamTopN"))
+            .unwrap_or_else(|| panic!("{report:?}"));
+        assert_eq!(topn[2].as_deref(), Some("kept"), "{report:?}");
+        exec(&c, &format!("ALTER MATERIALIZED VIEW {view} AS {sql}")).await;
+        assert_view_matches(&c, view, &sql).await;
+        assert_eq!(rows_read(&c, view).await, 0, "{view} re-read the table");
+        let from = 60 + 10 * round as i64;
+        insert(&c, from, from + 10).await;
+        exec(&c, &format!("DELETE FROM t WHERE id = {}", 58 - round)).await;
+        exec(&c, "FLUSH").await;
+        assert_view_matches(&c, view, &sql).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_that_cannot_keep_state_is_refused() {
     let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
     let c = server.connect().await.unwrap();

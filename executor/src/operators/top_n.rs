@@ -389,13 +389,34 @@ impl Operator for TopNOperator {
         true
     }
 
-    fn open(
-        &mut self,
-        ctx: &OperatorContext,
-        _restored: bool,
-        _out: &mut Output,
-    ) -> ExecResult<()> {
+    /// Every partition holds at least its top rows.
+    fn can_reemit(&self) -> bool {
+        true
+    }
+
+    fn open(&mut self, ctx: &OperatorContext, restored: bool, out: &mut Output) -> ExecResult<()> {
         self.store = ctx.state.clone();
+        if restored && ctx.reemit {
+            // The top rows of every partition, ranked, for the new
+            // operators above it after an upgrade.
+            if let Some(store) = &self.store {
+                let entries = store.entries()?;
+                let pairs: Vec<(&[u8], &[u8])> = entries
+                    .iter()
+                    .filter_map(|e| Some((e.key.as_slice(), e.value.as_deref()?)))
+                    .collect();
+                self.load(&pairs)?;
+            }
+            let mut rows = Vec::new();
+            for part in self.parts.values() {
+                for (i, row) in self.top(Some(part)).into_iter().enumerate() {
+                    rows.push((Op::Insert, row, i as u64 + 1));
+                }
+            }
+            if let Some(chunk) = self.output(rows)? {
+                out.push(chunk);
+            }
+        }
         Ok(())
     }
 
