@@ -618,6 +618,50 @@ async fn an_upgrade_keeps_a_top_n() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_keeps_a_join() {
+    let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let c = server.connect().await.unwrap();
+    exec(
+        &c,
+        "CREATE TABLE t (id bigint PRIMARY KEY, k bigint, v bigint)",
+    )
+    .await;
+    exec(&c, "CREATE TABLE u (k bigint PRIMARY KEY, name text)").await;
+    insert(&c, 0, 40).await;
+    exec(
+        &c,
+        "INSERT INTO u VALUES (0, 'zero'), (1, 'one'), (7, 'seven')",
+    )
+    .await;
+    let joined = "SELECT t.id, t.v, u.name FROM t LEFT JOIN u ON t.k = u.k";
+    exec(&c, &format!("CREATE MATERIALIZED VIEW j AS {joined}")).await;
+    exec(&c, "DELETE FROM u WHERE k = 1").await;
+    exec(&c, "FLUSH").await;
+    let upgraded = format!("SELECT id, v * 2 AS v, upper(name) AS name FROM ({joined}) x");
+    let report = rows(
+        &c,
+        &format!("EXPLAIN ALTER MATERIALIZED VIEW j AS {upgraded}"),
+    )
+    .await;
+    let join = report
+        .iter()
+        .find(|r| r[0].as_deref() == Some("StreamHashJoin"))
+        .unwrap_or_else(|| panic!("{report:?}"));
+    assert_eq!(join[2].as_deref(), Some("kept"), "{report:?}");
+    exec(&c, &format!("ALTER MATERIALIZED VIEW j AS {upgraded}")).await;
+    assert_view_matches(&c, "j", &upgraded).await;
+    assert_eq!(
+        rows_read(&c, "j").await,
+        0,
+        "the upgrade re-read the tables"
+    );
+    insert(&c, 40, 50).await;
+    exec(&c, "INSERT INTO u VALUES (2, 'two')").await;
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "j", &upgraded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_that_cannot_keep_state_is_refused() {
     let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
     let c = server.connect().await.unwrap();

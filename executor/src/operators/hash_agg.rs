@@ -1717,6 +1717,26 @@ mod tests {
     }
 
     #[test]
+    fn reemits_its_results_from_its_state() {
+        let mut checked = 0;
+        for (q, sql) in QUERIES.iter().enumerate() {
+            let p = plan(sql);
+            if !p.make().can_reemit() {
+                continue;
+            }
+            checked += 1;
+            let mut rng = Rng::new(700 + q as u64);
+            let inputs = inputs(&p, &mut rng, 48);
+            check_reemit(
+                &|| p.make(),
+                &inputs,
+                &[0, 1, inputs.len() / 2, inputs.len()],
+            );
+        }
+        assert!(checked > 0);
+    }
+
+    #[test]
     fn restore_continues_like_the_original() {
         for (q, sql) in QUERIES.iter().enumerate() {
             let p = plan(sql);

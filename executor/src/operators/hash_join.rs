@@ -605,14 +605,9 @@ impl HashJoinOperator {
         let n = rows.len();
         let mut cols: Vec<ArrayRef> = Vec::new();
         for side in 0..2 {
-            let present = rows.iter().any(|r| {
-                if side == 0 {
-                    r.1.is_some()
-                } else {
-                    r.2.is_some()
-                }
-            });
-            if !present {
+            // A semi or anti join outputs one side's columns; the others
+            // both (a missing row is null-padded).
+            if self.kind.semi_side().is_some_and(|(s, _)| s != side) {
                 continue;
             }
             let s = &self.sides[side];
@@ -655,18 +650,104 @@ fn repeat_push(out: &mut Vec<OutRow>, times: i64, row: OutRow) {
     }
 }
 
+impl HashJoinOperator {
+    /// The join's current output, from its state: the matching pairs
+    /// (each row's `matches` counts its partners, so rows with none — a
+    /// NULL key, or a filter that failed — pair with nothing), null-padded
+    /// unmatched rows of a preserved side, or a semi/anti side's rows.
+    fn current_output(&self) -> ExecResult<Vec<OutRow>> {
+        let mut rows: Vec<OutRow> = Vec::new();
+        let one_side = |side: usize, row: &OwnedRow| -> OutRow {
+            if side == 0 {
+                (Op::Insert, Some(row.clone()), None)
+            } else {
+                (Op::Insert, None, Some(row.clone()))
+            }
+        };
+        if let Some((side, anti)) = self.kind.semi_side() {
+            for bucket in self.sides[side].rows.values() {
+                for e in bucket.iter().filter(|e| (e.matches > 0) != anti) {
+                    repeat_push(&mut rows, e.count, one_side(side, &e.row));
+                }
+            }
+            return Ok(rows);
+        }
+        let mut pairs: Vec<(OwnedRow, OwnedRow)> = Vec::new();
+        let mut times: Vec<i64> = Vec::new();
+        for (key, left) in &self.sides[0].rows {
+            let Some(right) = self.sides[1].rows.get(key) else {
+                continue;
+            };
+            for l in left.iter().filter(|e| e.matches > 0) {
+                for r in right.iter().filter(|e| e.matches > 0) {
+                    pairs.push((l.row.clone(), r.row.clone()));
+                    times.push(l.count * r.count);
+                }
+            }
+        }
+        let keep: Vec<bool> = match (&self.filter, pairs.is_empty()) {
+            (Some(filter), false) => {
+                let jb = self.joined_batch(&pairs)?;
+                let mask = filter.evaluate(&jb)?.into_array(jb.num_rows())?;
+                let mask = mask
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .ok_or_else(|| ExecError::internal("join filter is not boolean"))?;
+                (0..pairs.len())
+                    .map(|p| mask.is_valid(p) && mask.value(p))
+                    .collect()
+            }
+            _ => vec![true; pairs.len()],
+        };
+        for (((l, r), n), keep) in pairs.into_iter().zip(times).zip(keep) {
+            if keep {
+                repeat_push(&mut rows, n, (Op::Insert, Some(l), Some(r)));
+            }
+        }
+        for side in 0..2 {
+            if self.kind.preserves(side) {
+                for bucket in self.sides[side].rows.values() {
+                    for e in bucket.iter().filter(|e| e.matches == 0) {
+                        repeat_push(&mut rows, e.count, one_side(side, &e.row));
+                    }
+                }
+            }
+        }
+        Ok(rows)
+    }
+}
+
 impl Operator for HashJoinOperator {
     fn uses_keyed_state(&self) -> bool {
         true
     }
 
-    fn open(&mut self, ctx: &OperatorContext, restored: bool, _out: &mut Output) -> ExecResult<()> {
+    /// An interval join forgets rows the watermark passed, so only a plain
+    /// join holds everything its output came from.
+    fn can_reemit(&self) -> bool {
+        self.interval.is_none()
+    }
+
+    fn open(&mut self, ctx: &OperatorContext, restored: bool, out: &mut Output) -> ExecResult<()> {
         self.store = ctx.state.clone();
-        if let (Some(store), true, true) = (self.store.clone(), restored, self.interval.is_some()) {
-            // Every row must be at hand when the watermark expires it.
+        let reemit = restored && ctx.reemit && self.can_reemit();
+        if let (Some(store), true, true) = (
+            self.store.clone(),
+            restored,
+            self.interval.is_some() || reemit,
+        ) {
+            // Every row must be at hand when the watermark expires it, or
+            // to emit the join's output again.
             let entries = store.entries()?;
             self.restore(ctx, entries)?;
-            store.mark_cached_all();
+            if self.interval.is_some() {
+                store.mark_cached_all();
+            }
+        }
+        if reemit {
+            if let Some(chunk) = self.build_output(self.current_output()?)? {
+                out.push(chunk);
+            }
         }
         Ok(())
     }
@@ -1194,6 +1275,18 @@ mod tests {
                     cuts.push(rng.below(inputs.len() + 1));
                 }
                 check_restore(&|| spec.make(), &inputs, &cuts);
+            }
+        }
+    }
+
+    #[test]
+    fn reemits_its_whole_output_from_its_state() {
+        for (i, spec) in specs().iter().enumerate() {
+            for seed in 0..3u64 {
+                let mut rng = Rng::new(seed * 1000 + i as u64 + 500);
+                let inputs = random_inputs(&mut rng, 40);
+                let cuts = [0, 1, inputs.len() / 2, inputs.len()];
+                check_reemit(&|| spec.make(), &inputs, &cuts);
             }
         }
     }

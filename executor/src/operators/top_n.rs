@@ -817,6 +817,15 @@ mod tests {
     }
 
     #[test]
+    fn reemits_its_top_rows_from_its_state() {
+        for (i, spec) in specs().iter().enumerate() {
+            let mut rng = Rng::new(6000 + i as u64);
+            let inputs = random_inputs(&mut rng, 40, !spec.append_only);
+            check_reemit(&|| spec.make(), &inputs, &[0, 1, 17, inputs.len()]);
+        }
+    }
+
+    #[test]
     fn state_in_a_store_behind_a_small_cache_acts_like_in_memory() {
         for (i, spec) in specs().iter().enumerate() {
             let mut rng = Rng::new(5000 + i as u64);

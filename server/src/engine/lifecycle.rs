@@ -159,7 +159,7 @@ pub(super) fn upgrade_report(
                         why_kept.insert(r, "unchanged: keeps its state and emits its results again for the new operators above it".into());
                     }
                 } else {
-                    incompatible.insert(r, "unchanged, but its results cannot be computed again from its state (a window aggregation forgets the windows it closed; a join cannot emit its matches again yet)".into());
+                    incompatible.insert(r, "unchanged, but its results cannot be computed again from its state (a window aggregation forgets the windows it closed, an interval join the rows that expired)".into());
                 }
             }
         }
