@@ -1,12 +1,16 @@
 //! SQL text as sqlparser's tokens, each with the exact text it was read
-//! from. The statement splitter and the token-level rewrites (Weir's own
-//! statements, `WATERMARK FOR`, window table functions) put statements back
-//! together from these slices, never from a token's `Display`: that prints
-//! a string's value between quotes (`'O'Brien'` for `'O''Brien'`, `E'a'b'`
-//! for `E'a\'b'`), which no longer reads back as the same literal.
+//! from. The statement splitter and the token-level rewrites (`WATERMARK
+//! FOR`, window table functions) put statements back together from these
+//! slices, and Weir's own statements cut the query after `AS` from the text
+//! by its tokens' spans ([`text_between`]), never from a token's `Display`:
+//! that prints a string's value between quotes (`'O'Brien'` for
+//! `'O''Brien'`, `E'a'b'` for `E'a\'b'`), which no longer reads back as the
+//! same literal.
 
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer, Whitespace};
+use datafusion::sql::sqlparser::tokenizer::{
+    Location, Token, TokenWithSpan, Tokenizer, Whitespace,
+};
 
 use crate::error::{SqlError, SqlResult};
 
@@ -33,9 +37,7 @@ impl Tok {
 
 /// Tokenizes `sql` (PostgreSQL's lexical rules).
 pub fn tokenize(sql: &str) -> SqlResult<Vec<Tok>> {
-    let with_spans = Tokenizer::new(&PostgreSqlDialect {}, sql)
-        .tokenize_with_location()
-        .map_err(|e| SqlError::syntax(format!("syntax error: {}", e.message)))?;
+    let with_spans = tokenize_spans(sql)?;
     let mut cursor = Cursor::new(sql);
     let mut out = Vec::with_capacity(with_spans.len());
     for t in with_spans {
@@ -47,6 +49,24 @@ pub fn tokenize(sql: &str) -> SqlResult<Vec<Tok>> {
         });
     }
     Ok(out)
+}
+
+/// Tokenizes `sql` (PostgreSQL's lexical rules) into tokens with their
+/// spans, what sqlparser's `Parser` reads (`with_tokens_with_locations`).
+pub fn tokenize_spans(sql: &str) -> SqlResult<Vec<TokenWithSpan>> {
+    Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::syntax(format!("syntax error: {}", e.message)))
+}
+
+/// The text of `sql` between two of the tokenizer's locations, e.g. from
+/// one token's span start to a later token's span end: exactly as written.
+pub fn text_between(sql: &str, from: Location, to: Location) -> &str {
+    let mut cursor = Cursor::new(sql);
+    cursor.advance_to(from);
+    let start = cursor.offset;
+    cursor.advance_to(to);
+    &sql[start..cursor.offset]
 }
 
 /// Whether `sql` may be a statement that one of `words` begins: its first
@@ -132,6 +152,28 @@ mod tests {
             ]
         );
         assert!(toks.iter().any(|t| t.is_comment() && t.text == "-- it's\n"));
+    }
+
+    #[test]
+    fn text_between_spans() {
+        let sql = "SELECT 'it''s',\n  $$a'b$$ /* c */ FROM \"Ünï\"";
+        let toks = tokenize_spans(sql).unwrap();
+        let sig: Vec<&TokenWithSpan> = toks
+            .iter()
+            .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+            .collect();
+        assert_eq!(
+            text_between(sql, sig[1].span.start, sig[1].span.end),
+            "'it''s'"
+        );
+        assert_eq!(
+            text_between(sql, sig[1].span.start, sig[3].span.end),
+            "'it''s',\n  $$a'b$$"
+        );
+        assert_eq!(
+            text_between(sql, sig[3].span.start, sig[5].span.end),
+            "$$a'b$$ /* c */ FROM \"Ünï\""
+        );
     }
 
     #[test]
