@@ -785,3 +785,78 @@ async fn scheduled_savepoints_keep_the_newest() {
         Some("manual")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn option_changes_are_operations_and_a_rescale_is_a_version() {
+    let server = block_in_place(TestServer::start).unwrap_or_else(|e| panic!("{e:#}"));
+    let c = server.connect().await.unwrap();
+    exec(
+        &c,
+        "CREATE TABLE t (id bigint PRIMARY KEY, k bigint, v bigint)",
+    )
+    .await;
+    insert(&c, 0, 40).await;
+    exec(
+        &c,
+        &format!("CREATE MATERIALIZED VIEW mv WITH (parallelism = 2) AS {SUMS}"),
+    )
+    .await;
+    exec(
+        &c,
+        "ALTER MATERIALIZED VIEW mv SET (checkpoint_interval = '500ms')",
+    )
+    .await;
+    exec(&c, "ALTER MATERIALIZED VIEW mv SET (parallelism = 3)").await;
+    insert(&c, 40, 50).await;
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "mv", SUMS).await;
+    assert_eq!(
+        int(
+            &c,
+            "SELECT max(parallelism) FROM system.tasks WHERE query = 'mv'"
+        )
+        .await,
+        3
+    );
+    // Back to parallelism 2 from the savepoint taken before the rescale.
+    exec(&c, "ALTER MATERIALIZED VIEW mv ROLLBACK").await;
+    insert(&c, 50, 60).await;
+    exec(&c, "FLUSH").await;
+    assert_view_matches(&c, "mv", SUMS).await;
+    assert_eq!(
+        int(
+            &c,
+            "SELECT max(parallelism) FROM system.tasks WHERE query = 'mv'"
+        )
+        .await,
+        2
+    );
+    exec(&c, "ALTER MATERIALIZED VIEW mv RESTART").await;
+    let ops: Vec<String> = rows(
+        &c,
+        "SELECT operation FROM system.operations WHERE query = 'mv' ORDER BY id",
+    )
+    .await
+    .into_iter()
+    .map(|r| r[0].clone().unwrap())
+    .collect();
+    assert_eq!(ops, ["create", "alter", "rescale", "rollback", "restart"]);
+    let versions = rows(
+        &c,
+        "SELECT version, status, options LIKE '%\"parallelism\":\"2\"%', options LIKE '%checkpoint_interval%' \
+         FROM system.query_versions WHERE query = 'mv' ORDER BY version",
+    )
+    .await;
+    let v = |a: &str, b: &str, c: &str, d: &str| {
+        vec![
+            Some(a.to_string()),
+            Some(b.to_string()),
+            Some(c.to_string()),
+            Some(d.to_string()),
+        ]
+    };
+    assert_eq!(
+        versions,
+        [v("1", "active", "t", "t"), v("2", "rolled_back", "f", "t")]
+    );
+}

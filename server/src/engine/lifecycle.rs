@@ -900,7 +900,7 @@ impl Engine {
 
     /// The version row of the query's current version (made up from the
     /// query's definition for a query created before versions existed).
-    fn version_meta(&self, meta: &QueryMeta) -> SqlResult<VersionMeta> {
+    pub(super) fn version_meta(&self, meta: &QueryMeta) -> SqlResult<VersionMeta> {
         Ok(self
             .store
             .get_catalog(&versions::key(&meta.name, meta.version))?

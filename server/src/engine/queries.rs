@@ -456,14 +456,35 @@ impl Engine {
             // A new strategy starts from its own defaults.
             merged.retain(|k, _| !k.starts_with("restart_strategy."));
         }
+        let detail = options
+            .iter()
+            .map(|(k, v)| format!("{k} = '{v}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
         merged.extend(options);
         let (parallelism, config, failure) = parse_options(&merged)?;
-        let next = QueryMeta {
+        let mut next = QueryMeta {
             options: merged,
             ..meta.clone()
         };
-        if parallelism.unwrap_or(self.default_parallelism) == old_parallelism {
-            self.put_query_meta(&next)?;
+        let new_parallelism = parallelism.unwrap_or(self.default_parallelism);
+        if new_parallelism == old_parallelism {
+            let op = self.begin_op(&name, crate::lifecycle::operations::ALTER, detail)?;
+            // The running version's options change in place.
+            let mut version = self.version_meta(&meta)?;
+            version.options = next.options.clone();
+            let r = self.store.commit(weir_storage::Commit {
+                catalog_puts: vec![
+                    (query_key(&name), serde_json::to_vec(&next).expect("json")),
+                    (
+                        crate::lifecycle::versions::key(&name, meta.version),
+                        serde_json::to_vec(&version).expect("json"),
+                    ),
+                ],
+                ..Default::default()
+            });
+            op.finish(&r, None);
+            r?;
             // A schedule set now starts now (one set before reads the new
             // options at its next turn).
             if !matches!(
@@ -491,12 +512,63 @@ impl Engine {
             return Err(SqlError::from(e)
                 .with_hint("Drop the query and create it again with the new parallelism."));
         }
-        // Checkpoint, stop, resume from that checkpoint.
-        if let Err(msg) = runtime.flush().await {
-            tracing::warn!(query = %name, error = %msg, "no final checkpoint before rescaling");
-        }
+        // A savepoint (a rollback returns to the old parallelism from it),
+        // stop, resume at the new parallelism from that checkpoint: a new
+        // version with the same definition.
+        let op = self.begin_op(
+            &name,
+            crate::lifecycle::operations::RESCALE,
+            format!("parallelism {old_parallelism} -> {new_parallelism}"),
+        )?;
+        let sp = match self
+            .take_savepoint(
+                &meta,
+                &runtime,
+                None,
+                crate::lifecycle::savepoints::BEFORE_UPGRADE,
+            )
+            .await
+        {
+            Ok(sp) => Some(sp.name),
+            Err(e) => {
+                tracing::warn!(query = %name, error = %e, "no savepoint before rescaling");
+                if let Err(msg) = runtime.flush().await {
+                    tracing::warn!(query = %name, error = %msg, "no final checkpoint before rescaling");
+                }
+                None
+            }
+        };
         drop(runtime);
-        self.replace_query(meta, next, false).await?;
+        next.version = meta.version + 1;
+        let old_version = self.version_meta(&meta)?;
+        let r = self.replace_query(meta.clone(), next.clone(), false).await;
+        if r.is_ok() {
+            let versions = [
+                crate::lifecycle::versions::VersionMeta {
+                    status: crate::lifecycle::versions::SUPERSEDED.into(),
+                    replaced_at: sp.clone(),
+                    ..old_version
+                },
+                crate::lifecycle::versions::VersionMeta {
+                    query: name.clone(),
+                    version: next.version,
+                    definition: next.sql.clone(),
+                    options: next.options.clone(),
+                    created_at_ms: now_ms(),
+                    status: crate::lifecycle::versions::ACTIVE.into(),
+                    started_from: sp,
+                    replaced_at: None,
+                },
+            ];
+            for v in &versions {
+                self.store.put_catalog(
+                    &crate::lifecycle::versions::key(&name, v.version),
+                    &serde_json::to_vec(v).expect("json"),
+                )?;
+            }
+        }
+        op.finish(&r, None);
+        r?;
         Ok(Output::Command { tag, rows: None })
     }
 
@@ -526,7 +598,10 @@ impl Engine {
         drop(runtime);
         self.plan_query(&name, &meta.sql, &meta.options, None)
             .await?;
-        self.replace_query(meta.clone(), meta, true).await?;
+        let op = self.begin_op(&name, crate::lifecycle::operations::RESTART, String::new())?;
+        let r = self.replace_query(meta.clone(), meta, true).await;
+        op.finish(&r, None);
+        r?;
         Ok(Output::Command { tag, rows: None })
     }
 }
