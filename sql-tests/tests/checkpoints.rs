@@ -276,8 +276,15 @@ async fn checkpoint_options_and_alter() {
         .await;
         exec(&client, "FLUSH").await;
         assert_view_matches(&client, "agg", ORACLE).await;
-        // The new backend wrote the newest checkpoint.
-        let latest = latest_checkpoint(&server);
+        // The new backend wrote the newest completed checkpoint (the
+        // newest directory may belong to one being written right now).
+        let completed = weir_sql_tests::sql::int(
+            &client,
+            "SELECT max(checkpoint_id) FROM system.checkpoints WHERE query = 'agg' AND status = 'completed'",
+        )
+        .await;
+        let latest = latest_checkpoint(&server)
+            .with_file_name(format!("chk-{completed}"));
         let written = if backend == "memory" {
             "state.bin"
         } else {
