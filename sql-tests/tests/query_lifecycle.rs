@@ -535,6 +535,21 @@ async fn an_upgrade_keeps_the_state_of_unchanged_operators() {
         0,
         "the upgrade re-read the table"
     );
+    // Each version keeps the plan it ran.
+    let plans = rows(
+        &c,
+        "SELECT plan FROM system.query_versions WHERE query = 'mv' ORDER BY version",
+    )
+    .await;
+    let plan = |v: usize| plans[v][0].clone().unwrap_or_default();
+    assert!(
+        plan(0).contains("StreamHashAgg") && !plan(0).contains("StreamFilter"),
+        "{plans:?}"
+    );
+    assert!(
+        plan(1).contains("StreamHashAgg") && plan(1).contains("StreamFilter"),
+        "{plans:?}"
+    );
     insert(&c, 60, 90).await;
     exec(&c, "UPDATE t SET v = v + 1000 WHERE id = 3").await;
     exec(&c, "FLUSH").await;

@@ -790,7 +790,7 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        let (_, _, depends_on) = self.plan_query(&name, &sql, &meta.options, None).await?;
+        let (new_graph, _, depends_on) = self.plan_query(&name, &sql, &meta.options, None).await?;
         let next = QueryMeta {
             sql: sql.clone(),
             depends_on,
@@ -821,6 +821,8 @@ impl Engine {
                 status: versions::ACTIVE.into(),
                 started_from: if without_state { None } else { sp.clone() },
                 replaced_at: None,
+                plan: Some(new_graph.explain()),
+                fingerprints: new_graph.fingerprints(),
             }),
         ));
         with.catalog_deletes.push(failed_key(&name));
@@ -914,6 +916,8 @@ impl Engine {
                 status: versions::ACTIVE.into(),
                 started_from: None,
                 replaced_at: None,
+                plan: None,
+                fingerprints: Vec::new(),
             }))
     }
 

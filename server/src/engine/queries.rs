@@ -125,6 +125,8 @@ impl Engine {
             status: crate::lifecycle::versions::ACTIVE.into(),
             started_from: from_savepoint.clone(),
             replaced_at: None,
+            plan: Some(planned.0.explain()),
+            fingerprints: planned.0.fingerprints(),
         };
         let op = self.begin_op(
             &name,
@@ -558,6 +560,8 @@ impl Engine {
                     status: crate::lifecycle::versions::ACTIVE.into(),
                     started_from: sp,
                     replaced_at: None,
+                    plan: Some(graph.explain()),
+                    fingerprints: graph.fingerprints(),
                 },
             ];
             for v in &versions {

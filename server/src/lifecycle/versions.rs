@@ -24,6 +24,13 @@ pub struct VersionMeta {
     /// The savepoint taken when it was replaced: where a rollback to it
     /// resumes.
     pub replaced_at: Option<String>,
+    /// Its streaming plan as EXPLAIN shows it, and the plan's node
+    /// fingerprints (`StreamGraph::fingerprints`), as planned when the
+    /// version was made (`None` / empty for versions made before).
+    #[serde(default)]
+    pub plan: Option<String>,
+    #[serde(default)]
+    pub fingerprints: Vec<String>,
 }
 
 pub fn key(query: &str, version: u64) -> String {

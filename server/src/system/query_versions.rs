@@ -40,6 +40,7 @@ fn batch(rows: &[VersionMeta]) -> Result<RecordBatch> {
         .text("status", rows.iter().map(|r| Some(r.status.clone())))
         .text("started_from", rows.iter().map(|r| r.started_from.clone()))
         .text("replaced_at", rows.iter().map(|r| r.replaced_at.clone()))
+        .text("plan", rows.iter().map(|r| r.plan.clone()))
         .finish()
 }
 
