@@ -600,11 +600,8 @@ impl Engine {
         from: StartFrom,
     ) -> SqlResult<()> {
         let name = meta.name.clone();
-        let planned = self
-            .plan_query(&name, &meta.sql, &meta.options, Some(meta.id))
-            .await?;
+        let (planned, result) = self.plan_durable(&meta).await?;
         let storage = CheckpointStorage::new(self.store.clone(), &self.data_dir, meta.id);
-        let result = has_result(&planned.0).then(|| planned.1.clone());
         let point = match &from {
             StartFrom::Latest | StartFrom::WithoutState => None,
             StartFrom::Savepoint(s) => {
@@ -843,22 +840,9 @@ impl Engine {
                 .ok_or_else(|| SqlError::internal("no savepoint to keep the state from"))?;
             let dir = self.savepoint_dir(&sp_name)?;
             if schema_changed {
-                // New columns: the result log starts again (nothing reads it).
-                off_runtime(|| {
-                    savepoint::wipe(
-                        &storage,
-                        None,
-                        Commit {
-                            log_drops: vec![meta.id],
-                            ..Default::default()
-                        },
-                    )
-                })?;
+                restart_result_log(&storage, meta.id)?;
             }
-            let planned = self
-                .plan_query(&name, &next.sql, &next.options, Some(next.id))
-                .await?;
-            let result = has_result(&planned.0).then(|| planned.1.clone());
+            let (planned, result) = self.plan_durable(&next).await?;
             let mut point = match (&result, schema_changed) {
                 (Some(t), false) => RestorePoint::from_savepoint(&dir, Some(&t.schema()))?,
                 _ => RestorePoint {
@@ -898,6 +882,22 @@ impl Engine {
                 Ok(Some(e.message))
             }
         }
+    }
+
+    /// Plans a query against its durable result table; the table too when
+    /// the plan ends in it.
+    async fn plan_durable(
+        &self,
+        meta: &QueryMeta,
+    ) -> SqlResult<(
+        (weir_executor::graph::StreamGraph, Arc<Table>, Vec<String>),
+        Option<Arc<Table>>,
+    )> {
+        let planned = self
+            .plan_query(&meta.name, &meta.sql, &meta.options, Some(meta.id))
+            .await?;
+        let result = has_result(&planned.0).then(|| planned.1.clone());
+        Ok((planned, result))
     }
 
     /// The version row of the query's current version (made up from the
@@ -1057,21 +1057,9 @@ impl Engine {
             .map(|t| t.schema())
             .unwrap_or_else(|| probe_schema.clone());
         if !same_columns(&current_schema, &probe_schema) {
-            off_runtime(|| {
-                savepoint::wipe(
-                    &storage,
-                    None,
-                    Commit {
-                        log_drops: vec![current.id],
-                        ..Default::default()
-                    },
-                )
-            })?;
+            restart_result_log(&storage, current.id)?;
         }
-        let planned = self
-            .plan_query(&name, &next.sql, &next.options, Some(next.id))
-            .await?;
-        let result = has_result(&planned.0).then(|| planned.1.clone());
+        let (planned, result) = self.plan_durable(&next).await?;
         let point =
             RestorePoint::from_savepoint(&dir, result.as_ref().map(|t| t.schema()).as_ref())?;
         off_runtime(|| savepoint::import(&storage, point, result.as_ref(), with))?;
@@ -1162,6 +1150,23 @@ impl Engine {
             }
         });
     }
+}
+
+/// New result columns: every checkpoint of the query is forgotten and its
+/// result log starts again (nothing else reads it: such a change is refused
+/// while other queries read the result).
+fn restart_result_log(storage: &CheckpointStorage, id: u64) -> SqlResult<()> {
+    off_runtime(|| {
+        savepoint::wipe(
+            storage,
+            None,
+            Commit {
+                log_drops: vec![id],
+                ..Default::default()
+            },
+        )
+    })?;
+    Ok(())
 }
 
 /// Refuses a checkpoint or savepoint of another plan than `graph`'s.
