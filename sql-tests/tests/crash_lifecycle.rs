@@ -962,14 +962,28 @@ impl Case {
     }
 
     /// Issues `sql` and kills the server as soon as `savepoint::import`
-    /// has renamed its temporary directory `<chk>.importing` to `chk`, then
-    /// starts it again. Returns whether the kill came after the rename.
+    /// has renamed its temporary directory for checkpoint `chk`'s epoch
+    /// (`chk-<epoch>-r<n>.importing`) into place, before the commit that
+    /// names it in the record, then starts it again. Returns whether the
+    /// kill came after the rename.
     async fn kill_after_import_rename(&mut self, sql: &str, chk: &Path) -> bool {
         self.operations_before = self.newest_operation().await;
-        let importing = chk.with_extension("importing");
+        let parent = chk.parent().unwrap().to_path_buf();
+        let prefix = format!("{}-r", chk.file_name().unwrap().to_string_lossy());
+        let imports = |suffix: bool| -> std::collections::HashSet<String> {
+            std::fs::read_dir(&parent)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.starts_with(&prefix) && n.ends_with(".importing") == suffix)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let before = imports(false);
         self.note(format!(
-            "KILL AFTER THE RENAME OF {} DURING {sql}",
-            importing.display()
+            "KILL AFTER THE RENAME OF {}/{prefix}<n>.importing DURING {sql}",
+            parent.display()
         ));
         let client = self.server.connect().await.unwrap();
         let statement = sql.to_string();
@@ -977,9 +991,9 @@ impl Case {
         let renamed = block_in_place(|| {
             let mut seen = false;
             loop {
-                if importing.exists() {
+                if !imports(true).is_empty() {
                     seen = true;
-                } else if seen && chk.exists() {
+                } else if seen && imports(false).difference(&before).next().is_some() {
                     return true;
                 }
                 if op.is_finished() {
@@ -1044,7 +1058,7 @@ impl Case {
     }
 }
 
-/// BUG. `START ... FROM SAVEPOINT` of a savepoint whose checkpoint id is
+/// Regression test (this went wrong before imports used a directory of their own): `START ... FROM SAVEPOINT` of a savepoint whose checkpoint id is
 /// the stopped query's own newest one, but of another timeline (taken
 /// before the query was restored to an older point), killed right after
 /// `savepoint::import` replaced the query's `chk-<epoch>` directory by the
@@ -1056,8 +1070,6 @@ impl Case {
 /// aggregation's retractions miss). The kill is keyed to the step: the
 /// temporary `chk-<epoch>.importing` appears, then is renamed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: START FROM SAVEPOINT replaces the live chk-<epoch> directory before its commit; \
-            a crash in between resumes the old record over the savepoint's state"]
 async fn kill_during_start_from_a_savepoint_of_the_same_checkpoint_id() {
     let mut case = Case::start_with("same_id_start", "memory", "1h").await;
     // A bigger result widens the window between the rename and the commit
@@ -1082,7 +1094,7 @@ async fn kill_during_start_from_a_savepoint_of_the_same_checkpoint_id() {
     panic!("never killed between the rename and the commit");
 }
 
-/// BUG. The same through `ROLLBACK`: version 2 (recomputed from nothing,
+/// Regression test (this went wrong before imports used a directory of their own): The same through `ROLLBACK`: version 2 (recomputed from nothing,
 /// so its checkpoint ids start again from 1) has reached the checkpoint id
 /// of the savepoint taken before the upgrade when it is rolled back; the
 /// kill comes right after `import` replaced version 2's `chk-<epoch>` by
@@ -1090,8 +1102,6 @@ async fn kill_during_start_from_a_savepoint_of_the_same_checkpoint_id() {
 /// After the restart version 2 is active, as it should be, and resumes
 /// from its newest record over version 1's state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: ROLLBACK replaces the live chk-<epoch> directory before its commit; \
-            a crash in between resumes the new version's record over the old version's state"]
 async fn kill_during_rollback_to_a_savepoint_of_the_same_checkpoint_id() {
     let mut case = Case::start_with("same_id_rollback", "memory", "1h").await;
     case.exec(BULK).await;
@@ -1132,7 +1142,7 @@ async fn kill_during_rollback_to_a_savepoint_of_the_same_checkpoint_id() {
     panic!("never killed between the rename and the commit");
 }
 
-/// BUG. The same through an upgrade that keeps state while its plan
+/// Regression test (this went wrong before imports used a directory of their own): The same through an upgrade that keeps state while its plan
 /// numbers the kept aggregation differently (a join with a new table read
 /// first: node 2 becomes node 4). `import` writes the before-upgrade
 /// savepoint, renumbered for the new plan, over the running version's own
@@ -1144,8 +1154,6 @@ async fn kill_during_rollback_to_a_savepoint_of_the_same_checkpoint_id() {
 /// table. No coincidence of checkpoint ids is needed here: any such
 /// upgrade killed in that window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: an upgrade keeping renumbered state writes it over the live newest chk-<epoch> before its commit; \
-            a crash in between resumes version 1 over version 2's state"]
 async fn kill_during_upgrade_keeping_renumbered_state() {
     let joined = format!("SELECT a.k, a.n, a.s FROM u JOIN ({SUMS}) a ON a.k = u.k");
     let mut case = Case::start_with("renumbered_upgrade", "memory", "1h").await;

@@ -20,7 +20,8 @@
 //! final name.
 //!
 //! Restoring a point in time ([`RestorePoint`], [`import`]) makes it the
-//! query's only checkpoint: its state files go to `chk-<epoch>`, and one
+//! query's only checkpoint: its state files go to a new directory no record
+//! names (`chk-<epoch>-r<n>`, named in its record), and one
 //! atomic commit writes its record, deletes every other record of the
 //! query (their timeline is abandoned) and dead letters committed after
 //! it, and changes the result table to the point's rows. The query then
@@ -117,7 +118,7 @@ pub fn write_savepoint(
     }
     let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
     remove_if_exists(&tmp)?;
-    let mut bytes = copy_tree(&storage.chk_dir(rec.epoch), &tmp)?;
+    let mut bytes = copy_tree(&storage.dir_of(rec), &tmp)?;
     let result_rows = match result {
         Some(table) => {
             let batch = table.snapshot()?;
@@ -280,7 +281,7 @@ pub struct RestorePoint {
     /// The checkpoint to restore (its epoch is kept).
     pub record: CheckpointRecord,
     /// Directory holding its state files (a savepoint); `None` when they
-    /// are the query's own `chk-<epoch>`.
+    /// are the query's own checkpoint directory.
     pub files: Option<PathBuf>,
     /// The result rows at the point (`None`: no result table).
     pub result: Option<RecordBatch>,
@@ -397,14 +398,17 @@ pub fn import(
         None => point.record.clone(),
     };
     rec.query_id = storage.query_id();
-    let dir = storage.chk_dir(rec.epoch);
     let src = match (&point.files, &point.remap) {
         (Some(src), _) => Some(src.clone()),
-        // The query's own checkpoint, renamed: copied aside first.
-        (None, Some(_)) => Some(dir.clone()),
+        // The query's own checkpoint, its nodes renamed.
+        (None, Some(_)) => Some(storage.dir_of(&point.record)),
         (None, None) => None,
     };
     if let Some(src) = &src {
+        // A directory no record names: until the commit below, every
+        // record still finds its own files (a crash leaves them intact).
+        let (name, dir) = storage.import_dir(rec.epoch);
+        rec.dir = Some(name);
         let tmp = dir.with_extension("importing");
         remove_if_exists(&tmp)?;
         std::fs::create_dir_all(&tmp).map_err(io(format!("create {}", tmp.display())))?;
@@ -434,7 +438,6 @@ pub fn import(
                 }
             }
         }
-        remove_if_exists(&dir)?;
         std::fs::rename(&tmp, &dir).map_err(io(format!("rename {}", tmp.display())))?;
     }
     rec.result_version = None;
@@ -460,7 +463,7 @@ pub fn import(
     if let Some((table, chunks)) = chunks {
         table.apply_committed(chunks)?;
     }
-    storage.prune_dirs(&[rec.epoch].into_iter().collect());
+    storage.prune_dirs(&[&rec]);
     Ok(rec)
 }
 
@@ -486,7 +489,7 @@ pub fn wipe(
     if let Some(table) = result {
         table.apply_committed(chunks)?;
     }
-    storage.prune_dirs(&Default::default());
+    storage.prune_dirs(&[]);
     Ok(())
 }
 

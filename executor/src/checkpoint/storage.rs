@@ -130,6 +130,11 @@ pub struct CheckpointRecord {
     /// old version's, retracted in the first commit after the restore.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retract_results: bool,
+    /// Its directory under the query's, when not `chk-<epoch>`: a restored
+    /// point is imported into a directory no other record uses, so a
+    /// crash before its record commits leaves every record's files intact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
 }
 
 /// State read back from a checkpoint.
@@ -237,8 +242,28 @@ impl CheckpointStorage {
         &self.store
     }
 
+    /// Where a new checkpoint `epoch` writes its files.
     pub fn chk_dir(&self, epoch: u64) -> PathBuf {
         self.root.join(format!("chk-{epoch}"))
+    }
+
+    /// The directory holding a recorded checkpoint's files.
+    pub fn dir_of(&self, rec: &CheckpointRecord) -> PathBuf {
+        self.root.join(dir_name(rec))
+    }
+
+    /// A directory for a checkpoint imported at `epoch` that no record
+    /// names: `chk-<epoch>-r<n>`.
+    pub fn import_dir(&self, epoch: u64) -> (String, PathBuf) {
+        let mut n = 1;
+        loop {
+            let name = format!("chk-{epoch}-r{n}");
+            let path = self.root.join(&name);
+            if !path.exists() && !path.with_extension("importing").exists() {
+                return (name, path);
+            }
+            n += 1;
+        }
     }
 
     fn prefix(&self) -> String {
@@ -345,7 +370,7 @@ impl CheckpointStorage {
         rec: &CheckpointRecord,
         input_schema: &dyn Fn(usize, usize) -> Option<SchemaRef>,
     ) -> ExecResult<LoadedState> {
-        let dir = self.chk_dir(rec.epoch);
+        let dir = self.dir_of(rec);
         let mut state = LoadedState::default();
         match rec.backend {
             StateBackendKind::Memory => {
@@ -413,9 +438,8 @@ impl CheckpointStorage {
         Ok(state)
     }
 
-    pub fn delete_files(&self, epoch: u64) {
-        let dir = self.chk_dir(epoch);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
+    fn delete_dir(&self, dir: &Path) {
+        if let Err(e) = std::fs::remove_dir_all(dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not delete old checkpoint");
             }
@@ -486,22 +510,26 @@ impl CheckpointStorage {
         Ok(())
     }
 
-    /// Old checkpoints' files, beyond the retained ones, once a newer
-    /// checkpoint's record is durable.
-    pub fn prune_dirs(&self, keep: &HashSet<u64>) {
+    /// Every checkpoint directory but those of the `keep` records (the
+    /// retained ones, once a newer record is durable): older checkpoints,
+    /// and leftovers of writes and imports a crash cut short.
+    pub fn prune_dirs(&self, keep: &[&CheckpointRecord]) {
+        let keep: HashSet<String> = keep.iter().map(|r| dir_name(r)).collect();
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return;
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(epoch) = name
-                .strip_prefix("chk-")
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                if !keep.contains(&epoch) {
-                    self.delete_files(epoch);
-                }
+            if name.starts_with("chk-") && !keep.contains(&name) {
+                self.delete_dir(&e.path());
             }
         }
     }
+}
+
+/// The name of a recorded checkpoint's directory.
+pub fn dir_name(rec: &CheckpointRecord) -> String {
+    rec.dir
+        .clone()
+        .unwrap_or_else(|| format!("chk-{}", rec.epoch))
 }

@@ -489,6 +489,7 @@ impl Checkpointer {
             result_version: None,
             reemit: Vec::new(),
             retract_results: false,
+            dir: None,
         };
 
         // Result changes of every epoch up to this one; after a fallback,
@@ -548,7 +549,15 @@ impl Checkpointer {
             .map_err(|e| ExecError::internal(format!("sink commit panicked: {e}")))??;
         }
         let storage = self.storage.clone();
-        let _ = tokio::task::spawn_blocking(move || storage.prune_dirs(&keep)).await;
+        let mut kept: Vec<CheckpointRecord> = existing
+            .into_iter()
+            .filter(|r| r.epoch != epoch && keep.contains(&r.epoch))
+            .collect();
+        kept.push(record.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            storage.prune_dirs(&kept.iter().collect::<Vec<_>>())
+        })
+        .await;
         Ok(record)
     }
 }

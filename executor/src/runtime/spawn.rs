@@ -328,7 +328,7 @@ pub(crate) fn spawn_subtasks(plan: SpawnPlan<'_>) -> ExecResult<Spawned> {
                         backend: settings.backend,
                         cache_keys: settings.cache_keys,
                         from: record.map(|r| RestoreFrom {
-                            chk_dir: settings.storage.chk_dir(r.epoch),
+                            chk_dir: settings.storage.dir_of(r),
                             backend: r.backend,
                             stores: r
                                 .stores
