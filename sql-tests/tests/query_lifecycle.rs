@@ -395,6 +395,27 @@ async fn upgrade_dry_run_and_rollback() {
             vec![Some("rollback".into()), Some("succeeded".into())]
         ]
     );
+    // The next upgrade is version 3: the rolled-back version 2 stays.
+    exec(
+        &c,
+        &format!("ALTER MATERIALIZED VIEW mv WITHOUT STATE AS {FILTERED}"),
+    )
+    .await;
+    let statuses = rows(
+        &c,
+        "SELECT version, status FROM system.query_versions WHERE query = 'mv' ORDER BY version",
+    )
+    .await;
+    let s = |v: &str, st: &str| vec![Some(v.to_string()), Some(st.to_string())];
+    assert_eq!(
+        statuses,
+        [
+            s("1", "superseded"),
+            s("2", "rolled_back"),
+            s("3", "active")
+        ]
+    );
+    assert_view_matches(&c, "mv", FILTERED).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

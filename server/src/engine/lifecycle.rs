@@ -727,7 +727,7 @@ impl Engine {
             format!(
                 "version {} -> {}{}",
                 meta.version,
-                meta.version + 1,
+                self.next_version(&meta)?,
                 if without_state { " WITHOUT STATE" } else { "" }
             ),
         )?;
@@ -791,7 +791,7 @@ impl Engine {
         let next = QueryMeta {
             sql: sql.clone(),
             depends_on,
-            version: meta.version + 1,
+            version: self.next_version(&meta)?,
             ..meta.clone()
         };
         let old_version = self.version_meta(&meta)?;
@@ -882,6 +882,19 @@ impl Engine {
                 Ok(Some(e.message))
             }
         }
+    }
+
+    /// The number of a new version of the query: above every version it
+    /// had (after a rollback the running version is not the newest).
+    pub(super) fn next_version(&self, meta: &QueryMeta) -> SqlResult<u64> {
+        let all: Vec<VersionMeta> = list(&self.store, &versions::prefix(&meta.name))?;
+        Ok(all
+            .iter()
+            .map(|v| v.version)
+            .chain([meta.version])
+            .max()
+            .unwrap_or(0)
+            + 1)
     }
 
     /// Plans a query against its durable result table; the table too when

@@ -541,7 +541,7 @@ impl Engine {
             }
         };
         drop(runtime);
-        next.version = meta.version + 1;
+        next.version = self.next_version(&meta)?;
         let old_version = self.version_meta(&meta)?;
         let r = self.replace_query(meta.clone(), next.clone(), false).await;
         if r.is_ok() {

@@ -106,11 +106,13 @@ impl Operation {
     }
 }
 
-/// Operations left `in progress` by a crash are marked failed at start.
+/// Operations left `in progress` by a crash are marked `interrupted` at
+/// start: whether their change took effect is for the catalog to say (the
+/// query's status and versions), as it may have committed just before.
 pub fn settle_interrupted(store: &Arc<Store>) -> crate::error::SqlResult<()> {
     for mut op in super::list::<OperationMeta>(store, PREFIX)? {
         if op.finished_at_ms.is_none() {
-            op.status = "failed".into();
+            op.status = "interrupted".into();
             op.finished_at_ms = Some(now_ms());
             op.detail = format!("{} (interrupted: the server stopped)", op.detail);
             store.put_catalog(&key(op.id), &json(&op))?;
