@@ -163,6 +163,14 @@ pub(super) fn upgrade_report(
                 }
             }
         }
+        // Sources new to the plan read their input from the start too.
+        for (i, n) in new.nodes.iter().enumerate() {
+            if let NodeKind::TableSource(t) = &n.kind {
+                if !kept.contains_key(&i) && !fresh.iter().any(|(f, _)| *f == i) {
+                    fresh.push((i, t.connector().is_some()));
+                }
+            }
+        }
         for (i, n) in new.nodes.iter().enumerate() {
             let sink_outside = matches!(&n.kind, NodeKind::Operator(f) if f.committer().is_some());
             if sink_outside && is_sink(i) {
