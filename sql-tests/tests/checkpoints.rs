@@ -283,8 +283,7 @@ async fn checkpoint_options_and_alter() {
             "SELECT max(checkpoint_id) FROM system.checkpoints WHERE query = 'agg' AND status = 'completed'",
         )
         .await;
-        let latest = latest_checkpoint(&server)
-            .with_file_name(format!("chk-{completed}"));
+        let latest = latest_checkpoint(&server).with_file_name(format!("chk-{completed}"));
         let written = if backend == "memory" {
             "state.bin"
         } else {
