@@ -87,7 +87,9 @@ pub const OPTION_NAMES: &[&str] = &[
     "source_idle_timeout",
 ];
 
-pub(crate) fn duration(name: &str, value: &str) -> Result<Duration, String> {
+/// A duration option: milliseconds, or a humantime duration (`2s`,
+/// `1 min`).
+pub fn duration(name: &str, value: &str) -> Result<Duration, String> {
     let v = value.trim();
     let parsed = v
         .parse::<u64>()

@@ -40,7 +40,7 @@ pub use checkpointer::AfterCommit;
 use checkpointer::{Checkpointer, FlushWaiter};
 use coordinator::Coordinator;
 pub use coordinator::{FailureSite, TaskFailure, TaskState};
-pub use restore::{plan_restore, RestorePlan};
+pub use restore::{plan_difference, plan_restore, RestorePlan};
 pub use sink::SinkStaging;
 pub use supervisor::{FailedState, LaunchOptions, OnFailed, QueryState, StreamingQuery, TaskInfo};
 

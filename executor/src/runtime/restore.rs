@@ -8,6 +8,7 @@ use crate::error::ExecResult;
 use crate::graph::StreamGraph;
 
 use super::{node_names, Restore};
+use crate::checkpoint::CheckpointRecord;
 
 pub struct RestorePlan {
     pub restore: Option<Restore>,
@@ -20,6 +21,37 @@ pub struct RestorePlan {
     pub skipped: Vec<(u64, String)>,
 }
 
+/// How a checkpoint's plan differs from `graph`'s (node names, and node
+/// fingerprints where the record has them); `None` when it is the same.
+pub fn plan_difference(rec: &CheckpointRecord, graph: &StreamGraph) -> Option<String> {
+    let names = node_names(graph);
+    if rec.nodes != names {
+        let at = rec
+            .nodes
+            .iter()
+            .zip(&names)
+            .position(|(a, b)| a != b)
+            .unwrap_or(rec.nodes.len().min(names.len()));
+        return Some(format!(
+            "operator {at} is {} there and {} here",
+            rec.nodes.get(at).map_or("missing", |s| s.as_str()),
+            names.get(at).map_or("missing", |s| s.as_str()),
+        ));
+    }
+    if rec.fingerprints.is_empty() {
+        return None;
+    }
+    let at = rec
+        .fingerprints
+        .iter()
+        .zip(graph.fingerprints())
+        .position(|(a, b)| *a != b)?;
+    Some(format!(
+        "operator {at} ({}) differs in its definition or input",
+        names[at]
+    ))
+}
+
 pub fn plan_restore(storage: &CheckpointStorage, graph: &StreamGraph) -> ExecResult<RestorePlan> {
     let records = storage.records()?;
     let Some(latest) = records.last().cloned() else {
@@ -30,13 +62,10 @@ pub fn plan_restore(storage: &CheckpointStorage, graph: &StreamGraph) -> ExecRes
             skipped: Vec::new(),
         });
     };
-    let names = node_names(graph);
-    let fingerprints = graph.fingerprints();
     let input_schema = |node: usize, input: usize| graph.input_schema(node, input);
     let mut skipped = Vec::new();
     for rec in records.iter().rev() {
-        if rec.nodes != names || (!rec.fingerprints.is_empty() && rec.fingerprints != fingerprints)
-        {
+        if plan_difference(rec, graph).is_some() {
             skipped.push((
                 rec.epoch,
                 "the query's plan differs from the checkpoint's".to_string(),

@@ -237,9 +237,9 @@ pub(super) fn upgrade_report(
 }
 
 impl Engine {
-    /// The catalog entry, handle and result table of a query, or the
-    /// error naming what `name` is instead.
-    fn lifecycle_entry(
+    /// The catalog entry and handle of a query, or the error naming what
+    /// `name` is instead.
+    pub(super) fn lifecycle_entry(
         &self,
         kind: QueryKind,
         name: &str,
@@ -439,11 +439,17 @@ impl Engine {
                 ))
             }
         };
+        self.forget_savepoint(&sp)?;
+        Ok(Output::Command { tag, rows: None })
+    }
+
+    /// Takes a savepoint out of the catalog and deletes its directory.
+    pub(super) fn forget_savepoint(&self, sp: &SavepointMeta) -> SqlResult<()> {
         self.store.delete_catalog(&sps::key(&sp.name))?;
         if let Err(e) = std::fs::remove_dir_all(&sp.path) {
             tracing::warn!(path = %sp.path, error = %e, "could not delete a savepoint's directory");
         }
-        Ok(Output::Command { tag, rows: None })
+        Ok(())
     }
 
     fn savepoint_meta(&self, name: &str) -> SqlResult<Option<SavepointMeta>> {
@@ -654,9 +660,10 @@ impl Engine {
     }
 
     /// `[EXPLAIN] ALTER ... name [WITHOUT STATE] AS SELECT ...`: a new
-    /// version of the query. Its state is kept when the plans are equal;
-    /// otherwise `WITHOUT STATE` recomputes it from the inputs. A savepoint
-    /// of the running version is taken first, for a rollback.
+    /// version of the query. The operators it did not change keep their
+    /// state (`upgrade_report`); `WITHOUT STATE` recomputes everything from
+    /// the inputs. A savepoint of the running version is taken first, for
+    /// a rollback.
     pub(super) async fn upgrade_query(
         &self,
         kind: QueryKind,
@@ -667,8 +674,8 @@ impl Engine {
     ) -> SqlResult<Output> {
         let ddl = self.ddl.lock().await;
         let (meta, runtime) = self.lifecycle_entry(kind, &name)?;
-        let (graph, new_result, _) = self.plan_query(&name, &sql, &meta.options, None).await?;
-        let report = upgrade_report(runtime.graph(), &graph);
+        let planned = self.plan_query(&name, &sql, &meta.options, None).await?;
+        let report = upgrade_report(runtime.graph(), &planned.0);
         if explain {
             let mut rows: Vec<Vec<String>> = report
                 .rows
@@ -715,7 +722,7 @@ impl Engine {
             )));
         }
         let old_schema = runtime.result().schema();
-        let schema_changed = !same_columns(&old_schema, &new_result.schema());
+        let schema_changed = !same_columns(&old_schema, &planned.1.schema());
         if schema_changed {
             let deps = self.dependents(&name);
             if let Some((d, k)) = deps.first() {
@@ -729,19 +736,34 @@ impl Engine {
                 .with_hint("Keep the columns, or drop the queries that read it first."));
             }
         }
+        let (graph, _, depends_on) = planned;
+        let next = QueryMeta {
+            sql,
+            depends_on,
+            version: self.next_version(&meta)?,
+            ..meta.clone()
+        };
         let op = self.begin_op(
             &name,
             ops::UPGRADE,
             format!(
                 "version {} -> {}{}",
                 meta.version,
-                self.next_version(&meta)?,
+                next.version,
                 if without_state { " WITHOUT STATE" } else { "" }
             ),
         )?;
         let remap = if without_state { None } else { report.remap };
         let r = self
-            .upgrade_locked(meta, runtime, sql, without_state, remap, schema_changed)
+            .upgrade_locked(
+                meta,
+                runtime,
+                next,
+                &graph,
+                without_state,
+                remap,
+                schema_changed,
+            )
             .await;
         op.finish(&r, None);
         let automatic = r?;
@@ -774,11 +796,13 @@ impl Engine {
 
     /// Returns `Some(reason)` when the new version failed to start and the
     /// old one was started again (an automatic rollback).
+    #[allow(clippy::too_many_arguments)]
     async fn upgrade_locked(
         &self,
         meta: QueryMeta,
         runtime: Arc<StreamingQuery>,
-        sql: String,
+        next: QueryMeta,
+        graph: &weir_executor::graph::StreamGraph,
         without_state: bool,
         remap: Option<savepoint::Remap>,
         schema_changed: bool,
@@ -795,13 +819,6 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        let (new_graph, _, depends_on) = self.plan_query(&name, &sql, &meta.options, None).await?;
-        let next = QueryMeta {
-            sql: sql.clone(),
-            depends_on,
-            version: self.next_version(&meta)?,
-            ..meta.clone()
-        };
         let old_version = self.version_meta(&meta)?;
         let old = self.unregister_query(&name);
         runtime.stop().await;
@@ -817,18 +834,11 @@ impl Engine {
         ));
         with.catalog_puts.push((
             versions::key(&name, next.version),
-            json(&VersionMeta {
-                query: name.clone(),
-                version: next.version,
-                definition: sql.clone(),
-                options: next.options.clone(),
-                created_at_ms: now_ms(),
-                status: versions::ACTIVE.into(),
-                started_from: if without_state { None } else { sp.clone() },
-                replaced_at: None,
-                plan: Some(new_graph.explain()),
-                fingerprints: new_graph.fingerprints(),
-            }),
+            json(&VersionMeta::active(
+                &next,
+                if without_state { None } else { sp.clone() },
+                graph,
+            )),
         ));
         with.catalog_deletes.push(failed_key(&name));
         with.catalog_deletes.push(stopped_key(&name));
@@ -1196,36 +1206,11 @@ fn check_plan(
     graph: &weir_executor::graph::StreamGraph,
     what: &str,
 ) -> SqlResult<()> {
-    let names = weir_executor::runtime::node_names(graph);
-    let fingerprints = graph.fingerprints();
-    if record.nodes == names
-        && (record.fingerprints.is_empty() || record.fingerprints == fingerprints)
-    {
-        return Ok(());
-    }
-    if record.nodes == names {
-        let at = record
-            .fingerprints
-            .iter()
-            .zip(&fingerprints)
-            .position(|(a, b)| a != b)
-            .unwrap_or(0);
-        return Err(SqlError::unsupported(format!(
-            "{what} was taken from another plan: operator {at} ({}) differs in its definition or input",
-            names.get(at).map_or("?", |s| s.as_str())
+    match weir_executor::runtime::plan_difference(record, graph) {
+        None => Ok(()),
+        Some(why) => Err(SqlError::unsupported(format!(
+            "{what} was taken from another plan: {why}"
         ))
-        .with_hint("Start it WITHOUT STATE, or from a savepoint of the same definition."));
+        .with_hint("Start it WITHOUT STATE, or from a savepoint of the same definition.")),
     }
-    let at = record
-        .nodes
-        .iter()
-        .zip(&names)
-        .position(|(a, b)| a != b)
-        .unwrap_or(record.nodes.len().min(names.len()));
-    Err(SqlError::unsupported(format!(
-        "{what} was taken from another plan: operator {at} is {} there and {} here",
-        record.nodes.get(at).map_or("missing", |s| s.as_str()),
-        names.get(at).map_or("missing", |s| s.as_str()),
-    ))
-    .with_hint("Start it WITHOUT STATE, or from a savepoint of the same definition."))
 }

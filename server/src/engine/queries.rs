@@ -117,16 +117,12 @@ impl Engine {
             version: 1,
         };
         let version = crate::lifecycle::versions::VersionMeta {
-            query: name.clone(),
-            version: 1,
-            definition: meta.sql.clone(),
-            options: meta.options.clone(),
             created_at_ms: meta.created_at_ms,
-            status: crate::lifecycle::versions::ACTIVE.into(),
-            started_from: from_savepoint.clone(),
-            replaced_at: None,
-            plan: Some(planned.0.explain()),
-            fingerprints: planned.0.fingerprints(),
+            ..crate::lifecycle::versions::VersionMeta::active(
+                &meta,
+                from_savepoint.clone(),
+                &planned.0,
+            )
         };
         let op = self.begin_op(
             &name,
@@ -426,18 +422,7 @@ impl Engine {
     ) -> SqlResult<Output> {
         let tag = alter_tag(kind);
         let _ddl = self.ddl.lock().await;
-        let Some((meta, runtime)) = self.query_entry(&name) else {
-            if self.state.lock().tables.contains_key(&name) {
-                return Err(SqlError::new(
-                    SqlState::WRONG_OBJECT_TYPE,
-                    format!("\"{name}\" is not a {}", kind.noun()),
-                ));
-            }
-            return Err(SqlError::new(
-                SqlState::UNDEFINED_TABLE,
-                format!("{} \"{name}\" does not exist", kind.noun()),
-            ));
-        };
+        let (meta, runtime) = self.lifecycle_entry(kind, &name)?;
         // Where the output goes is part of the query: a file sink resumed
         // in another directory would leave its pending parts behind.
         if let Some(k) = ["connector", "path", "format"]
@@ -551,18 +536,7 @@ impl Engine {
                     replaced_at: sp.clone(),
                     ..old_version
                 },
-                crate::lifecycle::versions::VersionMeta {
-                    query: name.clone(),
-                    version: next.version,
-                    definition: next.sql.clone(),
-                    options: next.options.clone(),
-                    created_at_ms: now_ms(),
-                    status: crate::lifecycle::versions::ACTIVE.into(),
-                    started_from: sp,
-                    replaced_at: None,
-                    plan: Some(graph.explain()),
-                    fingerprints: graph.fingerprints(),
-                },
+                crate::lifecycle::versions::VersionMeta::active(&next, sp, &graph),
             ];
             for v in &versions {
                 self.store.put_catalog(

@@ -29,16 +29,12 @@ pub(super) fn schedule(
     let Some(v) = options.get("savepoint_interval") else {
         return Ok(None);
     };
-    let t = v.trim();
-    let interval = t
-        .parse::<u64>()
-        .map(Duration::from_millis)
-        .or_else(|_| humantime::parse_duration(&t.replace(' ', "")))
-        .ok()
-        .filter(|d| *d >= Duration::from_millis(100))
-        .ok_or_else(|| {
-            format!("invalid value for savepoint_interval: \"{v}\" (a duration of at least 100ms, such as '1h')")
-        })?;
+    let interval = weir_executor::checkpoint::config::duration("savepoint_interval", v)?;
+    if interval < Duration::from_millis(100) {
+        return Err(format!(
+            "invalid value for savepoint_interval: \"{v}\" (at least 100ms)"
+        ));
+    }
     Ok(Some((interval, retained)))
 }
 
@@ -114,12 +110,8 @@ impl Engine {
         scheduled.retain(|s| s.query == query && s.trigger == sps::SCHEDULED);
         scheduled.sort_by_key(|s| std::cmp::Reverse((s.created_at_ms, s.checkpoint_id)));
         for old in scheduled.into_iter().skip(retained) {
-            if let Err(e) = self.store.delete_catalog(&sps::key(&old.name)) {
+            if let Err(e) = self.forget_savepoint(&old) {
                 tracing::warn!(savepoint = %old.name, error = %e, "could not forget a savepoint");
-                continue;
-            }
-            if let Err(e) = std::fs::remove_dir_all(&old.path) {
-                tracing::warn!(path = %old.path, error = %e, "could not delete a savepoint's directory");
             }
         }
     }

@@ -33,6 +33,28 @@ pub struct VersionMeta {
     pub fingerprints: Vec<String>,
 }
 
+impl VersionMeta {
+    /// The row of a new running version of `meta`, planned into `graph`.
+    pub fn active(
+        meta: &crate::catalog::QueryMeta,
+        started_from: Option<String>,
+        graph: &weir_executor::graph::StreamGraph,
+    ) -> Self {
+        VersionMeta {
+            query: meta.name.clone(),
+            version: meta.version,
+            definition: meta.sql.clone(),
+            options: meta.options.clone(),
+            created_at_ms: crate::lifecycle::now_ms(),
+            status: ACTIVE.into(),
+            started_from,
+            replaced_at: None,
+            plan: Some(graph.explain()),
+            fingerprints: graph.fingerprints(),
+        }
+    }
+}
+
 pub fn key(query: &str, version: u64) -> String {
     format!("version/{query}/{version:010}")
 }
@@ -73,12 +95,7 @@ impl AutoRollback {
             };
         }
         if let Some(v) = options.get("auto_rollback.window") {
-            let t = v.trim();
-            c.window = t
-                .parse::<u64>()
-                .map(std::time::Duration::from_millis)
-                .or_else(|_| humantime::parse_duration(&t.replace(' ', "")))
-                .map_err(|_| format!("invalid value for auto_rollback.window: \"{v}\" (a duration such as '10 min')"))?;
+            c.window = weir_executor::checkpoint::config::duration("auto_rollback.window", v)?;
         }
         if let Some(v) = options.get("auto_rollback.restarts") {
             c.restarts = v
