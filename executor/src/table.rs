@@ -1,26 +1,28 @@
 //! Live tables: the durable inputs (`CREATE TABLE`) and the materialized
 //! results of streaming queries.
 //!
-//! A table keeps its current contents in memory (for ad hoc `SELECT`, for
-//! `UPDATE`/`DELETE` lookups and as the starting snapshot of a new reader)
-//! and a change log with offsets. For base tables the log lives in RocksDB and
-//! every write is synced there before it is applied and acknowledged; result
-//! tables keep the tail of their log in memory, only as long as a reader
-//! (a downstream query) still needs it.
+//! A table's rows live in RocksDB (`weir_storage::TableWrite`), keyed by
+//! its primary key, or by the whole row with a count for a table without
+//! one; every change is written with its change-log entry in one synced
+//! batch, before it is acknowledged. Nothing is held in memory but the
+//! table's offset and counts, so opening a table reads neither its rows nor
+//! its log. An ad hoc SELECT and a new reader scan a RocksDB snapshot taken
+//! at an offset; readers then follow the log after it. The log is truncated
+//! from the front once no reader needs it (see `truncate_log_through`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::row::OwnedRow;
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use parking_lot::Mutex;
 use tokio::sync::watch;
-use weir_storage::{decode_batch, encode_batch, Store};
+use weir_storage::{decode_batch, encode_batch, LogMeta, Store, StoreSnapshot, TableWrite};
 
 use crate::chunk::{Chunk, Op};
 use crate::error::{ExecError, ExecResult};
-use crate::keys::KeyEncoder;
 
 /// What a table is: identity, schema and primary key (column indices).
 #[derive(Debug, Clone)]
@@ -34,58 +36,15 @@ pub struct TableDesc {
     pub watermark: Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
 }
 
-enum Contents {
-    /// Primary-key table: pk row → full row.
-    Keyed(HashMap<OwnedRow, OwnedRow>),
-    /// Multiset of full rows.
-    Multiset(HashMap<OwnedRow, i64>),
-}
-
-impl Contents {
-    /// Number of rows (a multiset row counts as often as it occurs).
-    fn len(&self) -> usize {
-        match self {
-            Contents::Keyed(m) => m.len(),
-            Contents::Multiset(m) => m.values().map(|c| (*c).max(0) as usize).sum(),
-        }
-    }
-}
-
 struct Inner {
+    /// Offset of the last log entry.
     version: u64,
-    contents: Contents,
-    /// In-memory tail of the log (result tables only).
-    mem_log: VecDeque<(u64, Chunk)>,
-    /// Reader id → last offset it has read.
+    /// Rows in the table, and rows logged from the beginning.
+    meta: LogMeta,
+    /// Reader id → last offset it has read (the log after the smallest is
+    /// still needed).
     readers: HashMap<u64, u64>,
     next_reader: u64,
-    cache: Option<RecordBatch>,
-}
-
-/// Rows logged through each offset (index = offset; 0 at index 0), for
-/// source lag in rows. Apart from the table's main lock, which a large
-/// write holds for long.
-#[derive(Default)]
-struct RowsThrough(parking_lot::RwLock<Vec<u64>>);
-
-impl RowsThrough {
-    fn log(&self, offset: u64, rows: usize) {
-        let mut v = self.0.write();
-        if v.is_empty() {
-            v.push(0);
-        }
-        let last = *v.last().expect("starts with 0");
-        while (v.len() as u64) < offset {
-            v.push(last);
-        }
-        v.push(last + rows as u64);
-    }
-
-    fn after(&self, pos: u64) -> u64 {
-        let v = self.0.read();
-        let total = v.last().copied().unwrap_or(0);
-        total - v.get(pos as usize).copied().unwrap_or(total)
-    }
 }
 
 pub struct Table {
@@ -93,11 +52,10 @@ pub struct Table {
     /// The result table of a streaming query (written only by its commits).
     result: bool,
     store: Option<Arc<Store>>,
-    row_enc: KeyEncoder,
-    pk_enc: Option<KeyEncoder>,
+    row_enc: RowConverter,
+    pk_enc: Option<RowConverter>,
     inner: Mutex<Inner>,
     version_tx: watch::Sender<u64>,
-    rows_through: RowsThrough,
     /// A source (`connector = 'file' | 'nexmark' | 'datagen'`): it holds no
     /// rows of its own; streaming queries read the connector.
     connector: Option<Arc<dyn crate::connectors::SourceConnector>>,
@@ -115,6 +73,47 @@ pub enum WriteCheck {
 /// Rows read from the log since a position.
 pub const READ_BATCH_ENTRIES: usize = 64;
 
+/// Rows per chunk of a snapshot scan.
+pub const SCAN_BATCH_ROWS: usize = 8192;
+
+/// Log entries replayed per batch when a table written before rows were
+/// stored is brought up to date.
+const MIGRATE_BATCH_ENTRIES: usize = 256;
+
+fn converter(types: &[datafusion::arrow::datatypes::DataType]) -> ExecResult<RowConverter> {
+    Ok(RowConverter::new(
+        types.iter().map(|t| SortField::new(t.clone())).collect(),
+    )?)
+}
+
+fn count_value(count: i64) -> Vec<u8> {
+    count.to_be_bytes().to_vec()
+}
+
+fn count_of(value: &[u8]) -> ExecResult<i64> {
+    let b: [u8; 8] = value
+        .try_into()
+        .map_err(|_| ExecError::internal("stored row count is not 8 bytes"))?;
+    Ok(i64::from_be_bytes(b))
+}
+
+/// Which rows of a table a scan reads: keys (primary key, or the whole row
+/// of a table without one) in an order-preserving encoding.
+#[derive(Debug, Clone)]
+pub struct KeyRange {
+    pub lower: Bound<Vec<u8>>,
+    pub upper: Bound<Vec<u8>>,
+}
+
+impl KeyRange {
+    pub fn all() -> KeyRange {
+        KeyRange {
+            lower: Bound::Unbounded,
+            upper: Bound::Unbounded,
+        }
+    }
+}
+
 impl Table {
     fn build(desc: TableDesc, store: Option<Arc<Store>>) -> ExecResult<Table> {
         let types: Vec<_> = desc
@@ -123,17 +122,12 @@ impl Table {
             .iter()
             .map(|f| f.data_type().clone())
             .collect();
-        let row_enc = KeyEncoder::new(&types)?;
+        let row_enc = converter(&types)?;
         let pk_enc = if desc.primary_key.is_empty() {
             None
         } else {
             let pk_types: Vec<_> = desc.primary_key.iter().map(|i| types[*i].clone()).collect();
-            Some(KeyEncoder::new(&pk_types)?)
-        };
-        let contents = if pk_enc.is_some() {
-            Contents::Keyed(HashMap::new())
-        } else {
-            Contents::Multiset(HashMap::new())
+            Some(converter(&pk_types)?)
         };
         let (version_tx, _) = watch::channel(0);
         Ok(Table {
@@ -145,68 +139,68 @@ impl Table {
             pk_enc,
             inner: Mutex::new(Inner {
                 version: 0,
-                contents,
-                mem_log: VecDeque::new(),
+                meta: LogMeta::default(),
                 readers: HashMap::new(),
                 next_reader: 0,
-                cache: None,
             }),
             version_tx,
-            rows_through: RowsThrough::default(),
         })
     }
 
-    /// A durable base table; replays its log from the store.
+    /// A durable base table.
     pub fn open_durable(desc: TableDesc, store: Arc<Store>) -> ExecResult<Arc<Table>> {
         Table::open_logged(desc, store, false)
     }
 
     /// The result table of a streaming query: its log holds the changes of
-    /// completed checkpoints, replayed here.
+    /// completed checkpoints.
     pub fn open_result(desc: TableDesc, store: Arc<Store>) -> ExecResult<Arc<Table>> {
         Table::open_logged(desc, store, true)
     }
 
+    /// Opens a table from its last log meta; log entries after it (a table
+    /// written before its rows were stored, or a migration cut short) are
+    /// applied to the rows first.
     fn open_logged(desc: TableDesc, store: Arc<Store>, result: bool) -> ExecResult<Arc<Table>> {
-        Ok(Arc::new(Table::replayed(desc, store, result, u64::MAX)?))
-    }
-
-    /// A table holding its log replayed through offset `through`.
-    fn replayed(
-        desc: TableDesc,
-        store: Arc<Store>,
-        result: bool,
-        through: u64,
-    ) -> ExecResult<Table> {
         let mut table = Table::build(desc, Some(store.clone()))?;
         table.result = result;
+        let id = table.desc.id;
         {
             let mut inner = table.inner.lock();
-            let mut from = 0;
-            'read: loop {
-                let entries = store.read_log(table.desc.id, from, 1024)?;
+            if let Some((offset, meta)) = store.last_log_meta(id)? {
+                inner.version = offset;
+                inner.meta = meta;
+            }
+            loop {
+                let entries = store.read_log(id, inner.version + 1, MIGRATE_BATCH_ENTRIES)?;
                 if entries.is_empty() {
                     break;
                 }
-                for e in entries {
-                    if e.offset > through {
-                        break 'read;
-                    }
-                    let chunk =
-                        Chunk::from_stored_batch(decode_batch(&e.payload)?, &table.desc.schema)?;
-                    table.apply(&mut inner, &chunk)?;
-                    inner.version = e.offset;
-                    table.rows_through.log(e.offset, chunk.num_rows());
-                    from = e.offset + 1;
+                let first = entries[0].offset;
+                let chunks = entries
+                    .iter()
+                    .map(|e| {
+                        Chunk::from_stored_batch(decode_batch(&e.payload)?, &table.desc.schema)
+                    })
+                    .collect::<ExecResult<Vec<_>>>()?;
+                let mut writes = table.changes(&chunks, WriteCheck::None, first - 1, inner.meta)?;
+                for (w, e) in writes.iter_mut().zip(&entries) {
+                    w.offset = e.offset;
                 }
+                store.write_tables(&writes)?;
+                let last = writes.last().expect("entries");
+                inner.version = last.offset;
+                inner.meta = last.meta;
+                tracing::info!(table = %table.desc.name, through = inner.version, "stored the rows of logged changes");
             }
             table.version_tx.send_replace(inner.version);
         }
-        Ok(table)
+        Ok(Arc::new(table))
     }
 
     /// The contents as they were at log offset `version` (a result table's
-    /// earlier checkpoint), read back from the log.
+    /// earlier checkpoint): the current rows with the changes after
+    /// `version` taken back.
     pub fn contents_at(&self, version: u64) -> ExecResult<RecordBatch> {
         let Some(store) = &self.store else {
             return Err(ExecError::internal(format!(
@@ -214,7 +208,46 @@ impl Table {
                 self.desc.name
             )));
         };
-        Table::replayed(self.desc.clone(), store.clone(), self.result, version)?.snapshot()
+        let (snap, now) = {
+            let inner = self.inner.lock();
+            (store.snapshot(), inner.version)
+        };
+        if version >= now {
+            return self.scan_snapshot(&snap, &KeyRange::all(), usize::MAX);
+        }
+        let first = store.first_log_offset(self.desc.id)?.unwrap_or(now + 1);
+        if first > version + 1 {
+            return Err(ExecError::internal(format!(
+                "the log of \"{}\" no longer reaches back to offset {version}",
+                self.desc.name
+            )));
+        }
+        let mut counts: HashMap<OwnedRow, i64> = HashMap::new();
+        let mut add = |batch: &RecordBatch, sign: &dyn Fn(usize) -> i64| -> ExecResult<()> {
+            let rows = self.row_enc.convert_columns(batch.columns())?;
+            for i in 0..batch.num_rows() {
+                *counts.entry(rows.row(i).owned()).or_insert(0) += sign(i);
+            }
+            Ok(())
+        };
+        let current = self.scan_snapshot(&snap, &KeyRange::all(), usize::MAX)?;
+        add(&current, &|_| 1)?;
+        let mut after = version;
+        loop {
+            let entries = snap.read_log(self.desc.id, after, 1024)?;
+            let Some(last) = entries.last() else { break };
+            after = last.offset;
+            for e in &entries {
+                let c = Chunk::from_stored_batch(decode_batch(&e.payload)?, &self.desc.schema)?;
+                add(&c.batch, &|i| -c.op(i).sign())?;
+            }
+        }
+        let columns = self.row_enc.convert_rows(
+            counts
+                .iter()
+                .flat_map(|(r, c)| std::iter::repeat_n(r.row(), (*c).max(0) as usize)),
+        )?;
+        self.batch_of(columns)
     }
 
     /// A source: streaming queries read its connector.
@@ -239,47 +272,183 @@ impl Table {
         self.connector.is_some()
     }
 
-    /// An in-memory table (tests; nothing survives a restart).
+    /// A table without storage, always empty (planning only: EXPLAIN and
+    /// tests). Writes to it are refused.
     pub fn new_in_memory(desc: TableDesc) -> ExecResult<Arc<Table>> {
         Ok(Arc::new(Table::build(desc, None)?))
     }
 
-    /// First half of a checkpoint commit of a result table: the log entries
-    /// (offset, payload) for `chunks`, to be written in the checkpoint's
-    /// atomic batch. Only the table's one committer may call this.
-    pub fn prepare_commit(&self, chunks: &[Chunk]) -> ExecResult<Vec<(u64, Vec<u8>)>> {
-        let first = self.inner.lock().version + 1;
-        chunks
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let c = c.clone().with_schema(self.desc.schema.clone())?;
-                Ok((first + i as u64, encode_batch(&c.to_stored_batch()?)?))
-            })
-            .collect()
+    /// The log entries and row changes of `chunks` applied in order after
+    /// offset `after` to a table with `meta`, reading the stored rows they
+    /// touch. The caller holds the table's lock or is its one committer.
+    fn changes(
+        &self,
+        chunks: &[Chunk],
+        check: WriteCheck,
+        after: u64,
+        mut meta: LogMeta,
+    ) -> ExecResult<Vec<TableWrite>> {
+        let store = self.storage()?;
+        // Key → value as the chunks so far left it (`None`: absent).
+        let mut overlay: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        let mut out = Vec::with_capacity(chunks.len());
+        for (i, chunk) in chunks.iter().enumerate() {
+            let rows = self.row_enc.convert_columns(chunk.batch.columns())?;
+            let keys = match &self.pk_enc {
+                Some(pk) => Some(pk.convert_columns(&self.pk_columns(&chunk.batch))?),
+                None => None,
+            };
+            let key_of = |r: usize| -> &[u8] {
+                match &keys {
+                    Some(k) => k.row(r).data(),
+                    None => rows.row(r).data(),
+                }
+            };
+            // Read the stored values of the keys not seen yet, at once.
+            let mut missing: Vec<&[u8]> = Vec::new();
+            let mut asked = std::collections::HashSet::new();
+            for r in 0..chunk.num_rows() {
+                let k = key_of(r);
+                if !overlay.contains_key(k) && asked.insert(k) {
+                    missing.push(k);
+                }
+            }
+            let stored = store.get_rows(self.desc.id, &missing)?;
+            for (k, v) in missing.iter().zip(stored) {
+                overlay.insert(k.to_vec(), v);
+            }
+            let mut touched: Vec<Vec<u8>> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            let mut count: i64 = meta.row_count as i64;
+            for r in 0..chunk.num_rows() {
+                let k = key_of(r);
+                let op = chunk.op(r);
+                let current = overlay.get_mut(k).expect("read above");
+                match &self.pk_enc {
+                    Some(_) => {
+                        let present = current.is_some();
+                        match op {
+                            Op::Insert if present && check == WriteCheck::Constraints => {
+                                return Err(self.unique_violation());
+                            }
+                            Op::Delete if !present && check == WriteCheck::Constraints => {
+                                return Err(ExecError::internal(format!(
+                                    "delete of a missing row in \"{}\"",
+                                    self.desc.name
+                                )));
+                            }
+                            Op::Insert => {
+                                if !present {
+                                    count += 1;
+                                }
+                                *current = Some(rows.row(r).data().to_vec());
+                            }
+                            Op::Delete => {
+                                if present {
+                                    count -= 1;
+                                }
+                                *current = None;
+                            }
+                        }
+                    }
+                    None => {
+                        let before = match current {
+                            Some(v) => count_of(v)?,
+                            None => 0,
+                        };
+                        let after = before + op.sign();
+                        count += after.max(0) - before.max(0);
+                        *current = (after != 0).then(|| count_value(after));
+                    }
+                }
+                if seen.insert(k) {
+                    touched.push(k.to_vec());
+                }
+            }
+            meta.row_count = count.max(0) as u64;
+            meta.rows_logged += chunk.num_rows() as u64;
+            let stored_chunk = chunk.clone().with_schema(self.desc.schema.clone())?;
+            out.push(TableWrite {
+                table_id: self.desc.id,
+                offset: after + 1 + i as u64,
+                payload: encode_batch(&stored_chunk.to_stored_batch()?)?,
+                meta,
+                rows: touched
+                    .into_iter()
+                    .map(|k| {
+                        let v = overlay[&k].clone();
+                        (k, v)
+                    })
+                    .collect(),
+            });
+        }
+        Ok(out)
     }
 
-    /// Second half: applies the chunks once their log entries are durable.
-    pub fn apply_committed(&self, chunks: Vec<Chunk>) -> ExecResult<()> {
-        if chunks.is_empty() {
+    fn storage(&self) -> ExecResult<&Arc<Store>> {
+        self.store.as_ref().ok_or_else(|| {
+            ExecError::internal(format!("table \"{}\" has no storage", self.desc.name))
+        })
+    }
+
+    fn unique_violation(&self) -> ExecError {
+        let names: Vec<&str> = self
+            .desc
+            .primary_key
+            .iter()
+            .map(|c| self.desc.schema.field(*c).name().as_str())
+            .collect();
+        ExecError::User {
+            sqlstate: crate::SqlState::UNIQUE_VIOLATION,
+            message: format!(
+                "duplicate key value violates unique constraint \"{}_pkey\"",
+                self.desc.name
+            ),
+            hint: Some(format!("Key ({}) already exists.", names.join(", "))),
+        }
+    }
+
+    /// First half of a checkpoint commit of a result table: the log entries
+    /// and row changes of `chunks`, to be written in the checkpoint's atomic
+    /// batch. Only the table's one committer may call this.
+    pub fn prepare_commit(&self, chunks: &[Chunk]) -> ExecResult<Vec<TableWrite>> {
+        let chunks = chunks
+            .iter()
+            .map(|c| c.clone().with_schema(self.desc.schema.clone()))
+            .collect::<ExecResult<Vec<_>>>()?;
+        let (after, meta) = {
+            let inner = self.inner.lock();
+            (inner.version, inner.meta)
+        };
+        self.changes(&chunks, WriteCheck::None, after, meta)
+    }
+
+    /// Second half: the writes of [`Table::prepare_commit`] are durable.
+    pub fn apply_committed(&self, writes: &[TableWrite]) -> ExecResult<()> {
+        let Some(last) = writes.last() else {
             return Ok(());
-        }
+        };
         let mut inner = self.inner.lock();
-        for c in chunks {
-            let c = c.with_schema(self.desc.schema.clone())?;
-            self.apply(&mut inner, &c)?;
-            inner.version += 1;
-            self.rows_through.log(inner.version, c.num_rows());
-        }
-        let v = inner.version;
+        inner.version = last.offset;
+        inner.meta = last.meta;
         drop(inner);
-        self.version_tx.send_replace(v);
+        self.version_tx.send_replace(last.offset);
         Ok(())
     }
 
     /// Rows logged after offset `pos` (a reader's position): its lag.
     pub fn rows_after(&self, pos: u64) -> u64 {
-        self.rows_through.after(pos)
+        let total = self.inner.lock().meta.rows_logged;
+        let through = match (&self.store, pos) {
+            (_, 0) => 0,
+            (Some(store), _) => store
+                .log_meta_at(self.desc.id, pos)
+                .ok()
+                .flatten()
+                .map_or(total, |m| m.rows_logged),
+            (None, _) => total,
+        };
+        total.saturating_sub(through)
     }
 
     /// The table's watermark expression (`WATERMARK FOR`), if any.
@@ -314,7 +483,12 @@ impl Table {
     }
 
     pub fn row_count(&self) -> usize {
-        self.inner.lock().contents.len()
+        self.inner.lock().meta.row_count as usize
+    }
+
+    /// The primary key's columns (empty: the table has none).
+    pub fn primary_key(&self) -> &[usize] {
+        &self.desc.primary_key
     }
 
     /// Fails (42809) for a source: its rows come from its connector.
@@ -332,37 +506,33 @@ impl Table {
         }
     }
 
-    /// Writes a chunk of changes. Returns the number of rows changed. For a
-    /// durable table the change is synced to the log before it is applied.
+    /// Writes a chunk of changes. Returns the number of rows changed. The
+    /// change (log entry and rows) is synced before it returns.
     pub fn write(&self, chunk: Chunk, check: WriteCheck) -> ExecResult<u64> {
         self.check_writable()?;
         let chunk = chunk.with_schema(self.desc.schema.clone())?;
         if chunk.is_empty() {
             return Ok(0);
         }
+        let store = self.storage()?;
         let mut inner = self.inner.lock();
         if check == WriteCheck::Constraints {
             self.check_not_null(&chunk)?;
-            self.check_keys(&inner, &chunk)?;
         }
-        let offset = inner.version + 1;
-        if let Some(store) = &self.store {
-            let payload = encode_batch(&chunk.to_stored_batch()?)?;
-            store.append_log(self.desc.id, offset, &payload)?;
-        }
-        self.apply(&mut inner, &chunk)?;
-        inner.version = offset;
-        self.rows_through.log(offset, chunk.num_rows());
-        if self.store.is_none() {
-            if inner.readers.is_empty() {
-                inner.mem_log.clear();
-            } else {
-                inner.mem_log.push_back((offset, chunk.clone()));
-            }
-        }
+        let n = chunk.num_rows() as u64;
+        let writes = self.changes(
+            std::slice::from_ref(&chunk),
+            check,
+            inner.version,
+            inner.meta,
+        )?;
+        let w = &writes[0];
+        store.write_table(w)?;
+        inner.version = w.offset;
+        inner.meta = w.meta;
         drop(inner);
-        self.version_tx.send_replace(offset);
-        Ok(chunk.num_rows() as u64)
+        self.version_tx.send_replace(w.offset);
+        Ok(n)
     }
 
     fn pk_columns(&self, batch: &RecordBatch) -> Vec<ArrayRef> {
@@ -393,147 +563,106 @@ impl Table {
         Ok(())
     }
 
-    fn check_keys(&self, inner: &Inner, chunk: &Chunk) -> ExecResult<()> {
-        match (&inner.contents, &self.pk_enc) {
-            (Contents::Keyed(rows), Some(pk_enc)) => {
-                let pk_cols = self.pk_columns(&chunk.batch);
-                let keys = pk_enc.encode(&pk_cols)?;
-                let mut overlay: HashMap<OwnedRow, bool> = HashMap::new();
-                for i in 0..chunk.num_rows() {
-                    let key = keys.row(i).owned();
-                    let present = overlay
-                        .get(&key)
-                        .copied()
-                        .unwrap_or_else(|| rows.contains_key(&key));
-                    match chunk.op(i) {
-                        Op::Insert if present => {
-                            let names: Vec<&str> = self
-                                .desc
-                                .primary_key
-                                .iter()
-                                .map(|c| self.desc.schema.field(*c).name().as_str())
-                                .collect();
-                            return Err(ExecError::User {
-                                sqlstate: crate::SqlState::UNIQUE_VIOLATION,
-                                message: format!(
-                                    "duplicate key value violates unique constraint \"{}_pkey\"",
-                                    self.desc.name
-                                ),
-                                hint: Some(format!("Key ({}) already exists.", names.join(", "))),
-                            });
-                        }
-                        Op::Insert => {
-                            overlay.insert(key, true);
-                        }
-                        Op::Delete if !present => {
-                            return Err(ExecError::internal(format!(
-                                "delete of a missing row in \"{}\"",
-                                self.desc.name
-                            )));
-                        }
-                        Op::Delete => {
-                            overlay.insert(key, false);
-                        }
-                    }
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
+    /// The column whose value the stored keys start with: the first
+    /// primary-key column, or the first column of a table without one.
+    pub fn leading_key_column(&self) -> usize {
+        self.desc.primary_key.first().copied().unwrap_or(0)
     }
 
-    fn apply(&self, inner: &mut Inner, chunk: &Chunk) -> ExecResult<()> {
-        inner.cache = None;
-        let rows = self.row_enc.encode(chunk.batch.columns())?;
-        match &mut inner.contents {
-            Contents::Keyed(map) => {
-                let pk_enc = self.pk_enc.as_ref().expect("keyed table has a pk encoder");
-                let pk_cols = self.pk_columns(&chunk.batch);
-                let keys = pk_enc.encode(&pk_cols)?;
-                for i in 0..chunk.num_rows() {
-                    match chunk.op(i) {
-                        Op::Insert => {
-                            map.insert(keys.row(i).owned(), rows.row(i).owned());
-                        }
-                        Op::Delete => {
-                            map.remove(&keys.row(i).owned());
-                        }
-                    }
-                }
+    /// The stored-key prefix of every row whose leading key column equals
+    /// `value`'s single value (see [`Table::leading_key_column`]): keys
+    /// encode their columns one after another, each in an order-preserving
+    /// form of its own.
+    pub fn leading_key_prefix(&self, value: &ArrayRef) -> ExecResult<Vec<u8>> {
+        let enc = converter(&[value.data_type().clone()])?;
+        let rows = enc.convert_columns(std::slice::from_ref(value))?;
+        Ok(rows.row(0).data().to_vec())
+    }
+
+    fn batch_of(&self, columns: Vec<ArrayRef>) -> ExecResult<RecordBatch> {
+        let n = columns.first().map_or(0, |c| c.len());
+        Ok(RecordBatch::try_new_with_options(
+            self.desc.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )?)
+    }
+
+    /// Decodes stored (key, value) pairs into a batch of the table's rows.
+    fn decode_stored(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> ExecResult<RecordBatch> {
+        let parser = self.row_enc.parser();
+        let columns = if self.pk_enc.is_some() {
+            self.row_enc
+                .convert_rows(entries.iter().map(|(_, v)| parser.parse(v)))?
+        } else {
+            let mut rows = Vec::with_capacity(entries.len());
+            for (k, v) in entries {
+                let n = count_of(v)?.max(0) as usize;
+                rows.extend(std::iter::repeat_n(parser.parse(k), n));
             }
-            Contents::Multiset(map) => {
-                for i in 0..chunk.num_rows() {
-                    let key = rows.row(i).owned();
-                    let sign = chunk.op(i).sign();
-                    let count = map.entry(key.clone()).or_insert(0);
-                    *count += sign;
-                    if *count == 0 {
-                        map.remove(&key);
-                    }
-                }
-            }
+            self.row_enc.convert_rows(rows)?
+        };
+        self.batch_of(columns)
+    }
+
+    /// Up to `max_rows` of the rows in `range` as of `snap`, as one batch.
+    pub fn scan_snapshot(
+        &self,
+        snap: &StoreSnapshot,
+        range: &KeyRange,
+        max_rows: usize,
+    ) -> ExecResult<RecordBatch> {
+        let mut scan = TableScan::new(range.clone());
+        let mut batches = Vec::new();
+        let mut n = 0;
+        while n < max_rows {
+            let Some(b) = scan.next_batch(self, snap, SCAN_BATCH_ROWS.min(max_rows - n))? else {
+                break;
+            };
+            n += b.num_rows();
+            batches.push(b);
         }
-        Ok(())
+        Ok(datafusion::arrow::compute::concat_batches(
+            &self.desc.schema,
+            &batches,
+        )?)
+    }
+
+    /// A snapshot of the store (under the table's lock: no write of this
+    /// table is half-done in it) and the table's offset in it.
+    pub fn storage_snapshot(&self) -> ExecResult<Option<(StoreSnapshot, u64)>> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let inner = self.inner.lock();
+        Ok(Some((store.snapshot(), inner.version)))
     }
 
     /// The current contents as one batch.
     pub fn snapshot(&self) -> ExecResult<RecordBatch> {
-        let mut inner = self.inner.lock();
-        self.snapshot_locked(&mut inner)
-    }
-
-    fn snapshot_locked(&self, inner: &mut Inner) -> ExecResult<RecordBatch> {
-        if let Some(batch) = &inner.cache {
-            return Ok(batch.clone());
+        match self.storage_snapshot()? {
+            Some((snap, _)) => self.scan_snapshot(&snap, &KeyRange::all(), usize::MAX),
+            None => Ok(RecordBatch::new_empty(self.desc.schema.clone())),
         }
-        let columns = match &inner.contents {
-            Contents::Keyed(map) => self.row_enc.decode(map.values().map(|r| r.row()))?,
-            Contents::Multiset(map) => self.row_enc.decode(
-                map.iter()
-                    .flat_map(|(r, c)| std::iter::repeat_n(r.row(), (*c).max(0) as usize)),
-            )?,
-        };
-        let n = columns
-            .first()
-            .map_or_else(|| inner.contents.len(), |c| c.len());
-        let batch = RecordBatch::try_new_with_options(
-            self.desc.schema.clone(),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(n)),
-        )?;
-        inner.cache = Some(batch.clone());
-        Ok(batch)
     }
 
-    /// Looks up the current rows for the given primary keys (for UPDATE).
-    pub fn lookup_by_key(&self, batch: &RecordBatch) -> ExecResult<Vec<Option<OwnedRow>>> {
-        let inner = self.inner.lock();
-        let (Contents::Keyed(map), Some(pk_enc)) = (&inner.contents, &self.pk_enc) else {
-            return Err(ExecError::internal(
-                "lookup by key on a table without primary key",
-            ));
-        };
-        let pk_cols = self.pk_columns(batch);
-        let keys = pk_enc.encode(&pk_cols)?;
-        Ok((0..batch.num_rows())
-            .map(|i| map.get(&keys.row(i).owned()).cloned())
-            .collect())
-    }
-
-    /// Starts a reader: the current contents as inserts, then every change
-    /// after them through [`TableReader::read`].
-    pub fn reader(self: &Arc<Self>) -> ExecResult<(Chunk, TableReader)> {
+    /// Starts a reader: the current contents as inserts (read in batches
+    /// from a snapshot), then every change after them through
+    /// [`TableReader::read`].
+    pub fn reader(self: &Arc<Self>) -> ExecResult<(TableSnapshot, TableReader)> {
         let mut inner = self.inner.lock();
-        let snapshot = self.snapshot_locked(&mut inner)?;
+        let snap = self.store.as_ref().map(|s| s.snapshot());
         let id = inner.next_reader;
         inner.next_reader += 1;
         let pos = inner.version;
-        if self.store.is_none() {
-            inner.readers.insert(id, pos);
-        }
+        inner.readers.insert(id, pos);
         drop(inner);
         Ok((
-            Chunk::inserts(snapshot),
+            TableSnapshot {
+                table: self.clone(),
+                scan: TableScan::new(KeyRange::all()),
+                snap,
+            },
             TableReader {
                 table: self.clone(),
                 id,
@@ -544,14 +673,9 @@ impl Table {
     }
 
     /// A reader that starts after log offset `pos` (a checkpointed source
-    /// offset), without a snapshot. Durable tables only: their log is kept.
+    /// offset), without a snapshot.
     pub fn reader_from(self: &Arc<Self>, pos: u64) -> ExecResult<TableReader> {
-        if self.store.is_none() {
-            return Err(ExecError::internal(format!(
-                "table \"{}\" keeps no log to resume from",
-                self.desc.name
-            )));
-        }
+        let store = self.storage()?;
         let mut inner = self.inner.lock();
         if pos > inner.version {
             return Err(ExecError::internal(format!(
@@ -559,8 +683,22 @@ impl Table {
                 self.desc.name, inner.version
             )));
         }
+        if pos < inner.version {
+            let first = store.first_log_offset(self.desc.id)?;
+            if first.is_none_or(|f| f > pos + 1) {
+                return Err(ExecError::internal(format!(
+                    "the log of table \"{}\" no longer holds the changes after offset {pos} \
+                     ({})",
+                    self.desc.name,
+                    first.map_or("it is truncated through its end".to_string(), |f| format!(
+                        "its first entry is {f}"
+                    ))
+                )));
+            }
+        }
         let id = inner.next_reader;
         inner.next_reader += 1;
+        inner.readers.insert(id, pos);
         drop(inner);
         Ok(TableReader {
             table: self.clone(),
@@ -570,52 +708,141 @@ impl Table {
         })
     }
 
-    fn read_since(&self, reader: u64, after: u64, limit: u64) -> ExecResult<Vec<(u64, Chunk)>> {
-        if let Some(store) = &self.store {
-            let entries = store.read_log(self.desc.id, after + 1, READ_BATCH_ENTRIES)?;
-            return entries
-                .into_iter()
-                .filter(|e| e.offset <= limit)
-                .map(|e| {
-                    Ok((
-                        e.offset,
-                        Chunk::from_stored_batch(decode_batch(&e.payload)?, &self.desc.schema)?,
-                    ))
-                })
-                .collect();
+    /// Whether the log still holds every change after offset `pos`.
+    pub fn log_holds_after(&self, pos: u64) -> ExecResult<bool> {
+        let version = self.version();
+        if pos >= version {
+            return Ok(true);
         }
-        let mut inner = self.inner.lock();
-        let out: Vec<(u64, Chunk)> = inner
-            .mem_log
-            .iter()
-            .filter(|(off, _)| *off > after && *off <= limit)
-            .take(READ_BATCH_ENTRIES)
-            .cloned()
-            .collect();
-        let new_pos = out.last().map_or(after, |(o, _)| *o);
-        inner.readers.insert(reader, new_pos);
-        let min = inner.readers.values().copied().min().unwrap_or(u64::MAX);
-        while inner.mem_log.front().is_some_and(|(o, _)| *o <= min) {
-            inner.mem_log.pop_front();
+        let first = self.storage()?.first_log_offset(self.desc.id)?;
+        Ok(first.is_some_and(|f| f <= pos + 1))
+    }
+
+    /// The smallest position of a reader of this process (the log after it
+    /// is still needed), if any reader exists.
+    pub fn min_reader_position(&self) -> Option<u64> {
+        self.inner.lock().readers.values().copied().min()
+    }
+
+    /// The first offset still in the log (`None`: the log is empty).
+    pub fn log_start(&self) -> ExecResult<Option<u64>> {
+        match &self.store {
+            Some(store) => Ok(store.first_log_offset(self.desc.id)?),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes the log entries at and below `through`, and no more than
+    /// the readers of this process allow. The caller accounts for readers
+    /// that are not running (checkpoints and savepoints of queries).
+    pub fn truncate_log_through(&self, through: u64) -> ExecResult<u64> {
+        let store = self.storage()?;
+        let inner = self.inner.lock();
+        let mut through = through.min(inner.version);
+        if let Some(min) = inner.readers.values().copied().min() {
+            through = through.min(min);
+        }
+        drop(inner);
+        if through > 0 {
+            store.truncate_log(self.desc.id, through)?;
+        }
+        Ok(through)
+    }
+
+    fn read_since(&self, reader: u64, after: u64, limit: u64) -> ExecResult<Vec<(u64, Chunk)>> {
+        let store = self.storage()?;
+        let entries = store.read_log(self.desc.id, after + 1, READ_BATCH_ENTRIES)?;
+        if let Some(first) = entries.first() {
+            if first.offset != after + 1 {
+                return Err(ExecError::internal(format!(
+                    "the log of table \"{}\" lacks the changes after offset {after}",
+                    self.desc.name
+                )));
+            }
+        }
+        let out = entries
+            .into_iter()
+            .filter(|e| e.offset <= limit)
+            .map(|e| {
+                Ok((
+                    e.offset,
+                    Chunk::from_stored_batch(decode_batch(&e.payload)?, &self.desc.schema)?,
+                ))
+            })
+            .collect::<ExecResult<Vec<_>>>()?;
+        if let Some((last, _)) = out.last() {
+            self.inner.lock().readers.insert(reader, *last);
         }
         Ok(out)
     }
 
     fn drop_reader(&self, reader: u64) {
-        let mut inner = self.inner.lock();
-        inner.readers.remove(&reader);
-        let min = inner.readers.values().copied().min().unwrap_or(u64::MAX);
-        while inner.mem_log.front().is_some_and(|(o, _)| *o <= min) {
-            inner.mem_log.pop_front();
-        }
+        self.inner.lock().readers.remove(&reader);
+    }
+}
+
+/// Reads a table's rows in key order from a snapshot, a batch at a time.
+pub struct TableScan {
+    range: KeyRange,
+    done: bool,
+}
+
+impl TableScan {
+    pub fn new(range: KeyRange) -> TableScan {
+        TableScan { range, done: false }
     }
 
-    /// Decodes stored full rows (from [`Table::lookup_by_key`]) into columns.
-    pub fn decode_rows<'a>(
-        &self,
-        rows: impl IntoIterator<Item = &'a OwnedRow>,
-    ) -> ExecResult<Vec<ArrayRef>> {
-        self.row_enc.decode_owned(rows)
+    /// The next up to `max_rows` stored entries as rows (`None`: done).
+    pub fn next_batch(
+        &mut self,
+        table: &Table,
+        snap: &StoreSnapshot,
+        max_rows: usize,
+    ) -> ExecResult<Option<RecordBatch>> {
+        if self.done {
+            return Ok(None);
+        }
+        let lower = match &self.range.lower {
+            Bound::Included(k) => Bound::Included(k.as_slice()),
+            Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let upper = match &self.range.upper {
+            Bound::Included(k) => Bound::Included(k.as_slice()),
+            Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let entries = snap.scan_rows(table.desc.id, lower, upper, max_rows.max(1))?;
+        if entries.len() < max_rows.max(1) {
+            self.done = true;
+        }
+        let Some((last, _)) = entries.last() else {
+            return Ok(None);
+        };
+        self.range.lower = Bound::Excluded(last.clone());
+        Ok(Some(table.decode_stored(&entries)?))
+    }
+}
+
+/// The contents of a table when a reader started, read in batches.
+pub struct TableSnapshot {
+    table: Arc<Table>,
+    scan: TableScan,
+    snap: Option<StoreSnapshot>,
+}
+
+impl TableSnapshot {
+    /// The next insert chunk of the snapshot (`None`: all read).
+    pub fn next_chunk(&mut self) -> ExecResult<Option<Chunk>> {
+        let Some(snap) = &self.snap else {
+            return Ok(None);
+        };
+        let batch = self.scan.next_batch(&self.table, snap, SCAN_BATCH_ROWS)?;
+        if batch.is_none() {
+            // Release the snapshot: RocksDB keeps what it pins.
+            self.snap = None;
+        }
+        Ok(batch.map(Chunk::inserts))
     }
 }
 
@@ -675,5 +902,151 @@ impl TableReader {
 impl Drop for TableReader {
     fn drop(&mut self) {
         self.table.drop_reader(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    fn desc(primary_key: Vec<usize>) -> TableDesc {
+        TableDesc {
+            id: 5,
+            name: "t".into(),
+            schema: Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("v", DataType::Utf8, true),
+            ])),
+            primary_key,
+            watermark: None,
+        }
+    }
+
+    fn batch(d: &TableDesc, ids: &[i64], v: &str) -> RecordBatch {
+        RecordBatch::try_new(
+            d.schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids.to_vec())),
+                Arc::new(StringArray::from(vec![v; ids.len()])),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn sorted(b: &RecordBatch) -> Vec<(i64, String)> {
+        let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let vs = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        let mut out: Vec<_> = (0..b.num_rows())
+            .map(|i| (ids.value(i), vs.value(i).to_string()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("weir-table-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// A data directory written when tables kept only a log: opening the
+    /// table stores the rows the log adds up to, once, even when the first
+    /// attempt stopped half-way.
+    #[test]
+    fn a_log_only_table_gets_its_rows_stored_on_open() {
+        let dir = tmp("migrate");
+        let d = desc(vec![0]);
+        {
+            let store = Store::open(&dir).unwrap();
+            let entries = [
+                Chunk::inserts(batch(&d, &[1, 2, 3], "a")),
+                Chunk::deletes(batch(&d, &[2], "a")),
+                Chunk::inserts(batch(&d, &[2, 4], "b")),
+            ];
+            for (i, c) in entries.iter().enumerate() {
+                let payload = encode_batch(&c.to_stored_batch().unwrap()).unwrap();
+                store.append_log(d.id, i as u64 + 1, &payload).unwrap();
+            }
+        }
+        let store = Arc::new(Store::open(&dir).unwrap());
+        let t = Table::open_durable(d.clone(), store.clone()).unwrap();
+        assert_eq!(t.version(), 3);
+        assert_eq!(t.row_count(), 4);
+        let want = vec![
+            (1, "a".into()),
+            (2, "b".into()),
+            (3, "a".into()),
+            (4, "b".into()),
+        ];
+        assert_eq!(sorted(&t.snapshot().unwrap()), want);
+        // Opening again reads only the last meta and finds the same.
+        drop(t);
+        let t = Table::open_durable(d.clone(), store.clone()).unwrap();
+        assert_eq!((t.version(), t.row_count()), (3, 4));
+        assert_eq!(sorted(&t.snapshot().unwrap()), want);
+        // Writes go on from there; a duplicate key is refused.
+        t.write(
+            Chunk::inserts(batch(&d, &[5], "c")),
+            WriteCheck::Constraints,
+        )
+        .unwrap();
+        let dup = t.write(
+            Chunk::inserts(batch(&d, &[1], "x")),
+            WriteCheck::Constraints,
+        );
+        assert!(dup.is_err());
+        assert_eq!((t.version(), t.row_count()), (4, 5));
+        drop(t);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Readers see the rows of a snapshot then the log after it; an earlier
+    /// version is the rows with the later changes taken back; truncation
+    /// stops at the slowest reader.
+    #[test]
+    fn snapshots_earlier_versions_and_truncation() {
+        let dir = tmp("versions");
+        let d = desc(vec![]);
+        let store = Arc::new(Store::open(&dir).unwrap());
+        let t = Table::open_result(d.clone(), store.clone()).unwrap();
+        let writes = t
+            .prepare_commit(&[
+                Chunk::inserts(batch(&d, &[1, 1, 2], "a")),
+                Chunk::deletes(batch(&d, &[1], "a")),
+            ])
+            .unwrap();
+        store.write_tables(&writes).unwrap();
+        t.apply_committed(&writes).unwrap();
+        assert_eq!((t.version(), t.row_count()), (2, 2));
+        let (mut contents, mut reader) = t.reader().unwrap();
+        t.write(Chunk::inserts(batch(&d, &[3], "c")), WriteCheck::None)
+            .unwrap();
+        let first = contents.next_chunk().unwrap().unwrap();
+        assert_eq!(sorted(&first.batch), vec![(1, "a".into()), (2, "a".into())]);
+        assert!(contents.next_chunk().unwrap().is_none());
+        let after = reader.read().unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!(sorted(&after[0].batch), vec![(3, "c".into())]);
+
+        assert_eq!(
+            sorted(&t.contents_at(1).unwrap()),
+            vec![(1, "a".into()), (1, "a".into()), (2, "a".into())]
+        );
+        // The reader read through 3; a reader from offset 1 holds the rest.
+        let held = t.reader_from(1).unwrap();
+        assert_eq!(t.truncate_log_through(u64::MAX).unwrap(), 1);
+        assert_eq!(t.log_start().unwrap(), Some(2));
+        assert!(t.reader_from(0).is_err(), "entry 1 is gone");
+        drop(held);
+        assert_eq!(t.truncate_log_through(u64::MAX).unwrap(), 3);
+        assert_eq!(t.log_start().unwrap(), None);
+        assert_eq!(t.rows_after(3), 0);
+        assert_eq!(t.row_count(), 3);
+        drop((reader, t));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,6 +1,8 @@
 //! DataFusion views of Weir's relations, for ad hoc queries and planning.
 
+mod key_ranges;
 pub mod pg_catalog;
+mod stored_scan;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,11 +11,11 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::TableReference;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::ExecutionPlan;
@@ -50,23 +52,34 @@ impl TableProvider for LiveTableProvider {
         }
     }
 
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if self.table.connector().is_none() && key_ranges::narrows(&self.table, f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
+        filters: &[Expr],
+        limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if let Some(connector) = self.table.connector() {
             return source_scan(&self.table.desc.name, connector, self.schema(), projection);
         }
-        let batch = self
-            .table
-            .snapshot()
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let exec =
-            MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())?;
-        Ok(exec)
+        let ranges = key_ranges::key_ranges(&self.table, filters);
+        stored_scan::scan(&self.table, ranges, projection, limit)
     }
 }
 

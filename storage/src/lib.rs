@@ -19,8 +19,10 @@ mod error;
 mod state_db;
 pub mod state_file;
 mod store;
+mod table_rows;
 
 pub use codec::{decode_batch, encode_batch};
 pub use error::{StorageError, StorageResult};
 pub use state_db::{dir_size, key_prefix, StateDb};
 pub use store::{Commit, LogEntry, Store};
+pub use table_rows::{LogMeta, StoreSnapshot, TableWrite};

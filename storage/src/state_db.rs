@@ -198,9 +198,14 @@ impl StateDb {
 /// there stop at the filter), one block cache shared by every state db of
 /// the process, and moderate memtables (there is one db per stateful
 /// subtask).
-fn db_options() -> Options {
+/// The block cache shared by keyed state and table rows.
+pub(crate) fn block_cache() -> &'static Cache {
     static CACHE: OnceLock<Cache> = OnceLock::new();
-    let cache = CACHE.get_or_init(|| Cache::new_lru_cache(256 << 20));
+    CACHE.get_or_init(|| Cache::new_lru_cache(256 << 20))
+}
+
+fn db_options() -> Options {
+    let cache = block_cache();
     let mut table = BlockBasedOptions::default();
     table.set_bloom_filter(10.0, false);
     table.set_block_cache(cache);

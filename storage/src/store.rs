@@ -7,17 +7,24 @@ use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteOpt
 use crate::error::{StorageError, StorageResult};
 
 const CF_CATALOG: &str = "catalog";
-const CF_LOG: &str = "log";
+pub(crate) const CF_LOG: &str = "log";
 const CF_CHECKPOINTS: &str = "checkpoints";
+/// Table contents by (table id, key): see `table_rows.rs`.
+pub(crate) const CF_ROWS: &str = "rows";
+/// Per log entry: rows logged through it and the table's row count after
+/// it (`LogMeta`).
+pub(crate) const CF_LOG_META: &str = "log_meta";
+const FAMILIES: [&str; 5] = [CF_CATALOG, CF_LOG, CF_CHECKPOINTS, CF_ROWS, CF_LOG_META];
 
 /// Writes that must land together or not at all: the record of a completed
 /// checkpoint and the result-table changes it commits.
 #[derive(Debug, Default)]
 pub struct Commit {
-    /// Logs emptied first (a result table whose columns changed).
+    /// Tables emptied first, log and rows (a result table whose columns
+    /// changed).
     pub log_drops: Vec<u64>,
-    /// (log id, offset, payload)
-    pub log_appends: Vec<(u64, u64, Vec<u8>)>,
+    /// Result-table changes: log entries with their row changes.
+    pub table_writes: Vec<crate::TableWrite>,
     pub checkpoint_puts: Vec<(String, Vec<u8>)>,
     pub checkpoint_deletes: Vec<String>,
     /// Catalog entries written and deleted with the rest (a query's
@@ -36,17 +43,17 @@ pub struct LogEntry {
 /// Weir's durable store. Cheap to share behind an `Arc`; RocksDB does its
 /// own locking and groups concurrent synced writes into one WAL sync.
 pub struct Store {
-    db: DB,
+    pub(crate) db: DB,
 }
 
-fn log_key(log_id: u64, offset: u64) -> [u8; 16] {
+pub(crate) fn log_key(log_id: u64, offset: u64) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&log_id.to_be_bytes());
     key[8..].copy_from_slice(&offset.to_be_bytes());
     key
 }
 
-fn synced() -> WriteOptions {
+pub(crate) fn synced() -> WriteOptions {
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
     opts
@@ -58,14 +65,19 @@ impl Store {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = [CF_CATALOG, CF_LOG, CF_CHECKPOINTS]
-            .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let cfs = FAMILIES.into_iter().map(|name| {
+            let opts = if name == CF_ROWS {
+                crate::table_rows::rows_options()
+            } else {
+                Options::default()
+            };
+            ColumnFamilyDescriptor::new(name, opts)
+        });
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         Ok(Store { db })
     }
 
-    fn cf(&self, name: &str) -> StorageResult<&rocksdb::ColumnFamily> {
+    pub(crate) fn cf(&self, name: &str) -> StorageResult<&rocksdb::ColumnFamily> {
         self.db
             .cf_handle(name)
             .ok_or_else(|| StorageError::Corrupt(format!("missing column family {name}")))
@@ -89,7 +101,7 @@ impl Store {
     pub fn memory_usage(&self) -> (u64, u64) {
         let mut cache = 0;
         let mut mem = 0;
-        for name in [CF_CATALOG, CF_LOG, CF_CHECKPOINTS] {
+        for name in FAMILIES {
             if let Ok(cf) = self.cf(name) {
                 cache += self
                     .db
@@ -196,9 +208,10 @@ impl Store {
         let mut batch = rocksdb::WriteBatch::default();
         for log_id in &commit.log_drops {
             batch.delete_range_cf(log, log_key(*log_id, 0), log_key(*log_id + 1, 0));
+            self.drop_table_rows(&mut batch, *log_id)?;
         }
-        for (log_id, offset, payload) in &commit.log_appends {
-            batch.put_cf(log, log_key(*log_id, *offset), payload);
+        for write in &commit.table_writes {
+            self.add_table_write(&mut batch, write)?;
         }
         for (k, v) in &commit.checkpoint_puts {
             batch.put_cf(ckpt, k.as_bytes(), v);
@@ -238,12 +251,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes a whole log (when its table is dropped).
+    /// Deletes a whole log and the table's rows (when its table is
+    /// dropped).
     pub fn drop_log(&self, log_id: u64) -> StorageResult<()> {
         let cf = self.cf(CF_LOG)?;
-        self.db
-            .delete_range_cf(cf, log_key(log_id, 0), log_key(log_id + 1, 0))?;
-        self.db.flush_wal(true)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_range_cf(cf, log_key(log_id, 0), log_key(log_id + 1, 0));
+        self.drop_table_rows(&mut batch, log_id)?;
+        self.db.write_opt(batch, &synced())?;
         Ok(())
     }
 }

@@ -441,27 +441,25 @@ pub fn import(
         std::fs::rename(&tmp, &dir).map_err(io(format!("rename {}", tmp.display())))?;
     }
     rec.result_version = None;
-    let chunks = match (result, point.result) {
+    let writes = match (result, point.result) {
         (Some(table), Some(rows)) => {
             let chunks = vec![Chunk::deletes(table.snapshot()?), Chunk::inserts(rows)];
-            Some((table, chunks))
+            Some((table, table.prepare_commit(&chunks)?))
         }
         _ => None,
     };
     let mut commit = wipe_commit(storage, Some(rec.epoch), with)?;
-    if let Some((table, chunks)) = &chunks {
-        for (offset, payload) in table.prepare_commit(chunks)? {
-            commit.log_appends.push((table.log_id(), offset, payload));
-        }
-        rec.result_version = Some(table.version() + chunks.len() as u64);
+    if let Some((table, writes)) = &writes {
+        commit.table_writes.extend(writes.iter().cloned());
+        rec.result_version = Some(table.version() + writes.len() as u64);
     }
     commit.checkpoint_puts.push((
         storage.record_key(rec.epoch),
         serde_json::to_vec(&rec).expect("json"),
     ));
     storage.store().commit(commit)?;
-    if let Some((table, chunks)) = chunks {
-        table.apply_committed(chunks)?;
+    if let Some((table, writes)) = writes {
+        table.apply_committed(&writes)?;
     }
     storage.prune_dirs(&[&rec]);
     Ok(rec)
@@ -480,14 +478,14 @@ pub fn wipe(
         Some(table) if table.row_count() > 0 => vec![Chunk::deletes(table.snapshot()?)],
         _ => Vec::new(),
     };
-    if let Some(table) = result {
-        for (offset, payload) in table.prepare_commit(&chunks)? {
-            commit.log_appends.push((table.log_id(), offset, payload));
-        }
-    }
+    let writes = match result {
+        Some(table) => table.prepare_commit(&chunks)?,
+        None => Vec::new(),
+    };
+    commit.table_writes.extend(writes.iter().cloned());
     storage.store().commit(commit)?;
     if let Some(table) = result {
-        table.apply_committed(chunks)?;
+        table.apply_committed(&writes)?;
     }
     storage.prune_dirs(&[]);
     Ok(())

@@ -116,6 +116,12 @@ pub struct CheckpointRecord {
     /// checkpoint.
     #[serde(default)]
     pub stores: Vec<(usize, usize)>,
+    /// (log id, smallest offset over the subtasks) of each table the query
+    /// reads: the changes after it are needed to restore this checkpoint
+    /// (a table's log is truncated below the smallest of these). Empty in
+    /// records written before it was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub table_offsets: Vec<(u64, u64)>,
     /// The result table's log offset once this checkpoint's changes are
     /// applied (`None`: no result table, or an older record), so an older
     /// checkpoint's results can be read back (`START ... FROM CHECKPOINT`).

@@ -77,6 +77,8 @@ pub(crate) struct Checkpointer {
     pub flush_rx: mpsc::UnboundedReceiver<FlushWaiter>,
     pub node_names: Vec<String>,
     pub node_fingerprints: Vec<String>,
+    /// The log id of the table each node reads (table sources only).
+    pub node_tables: Vec<Option<u64>>,
     pub node_parallelism: Vec<usize>,
     pub next_epoch: u64,
     pub last_completed: Option<u64>,
@@ -464,6 +466,7 @@ impl Checkpointer {
         let skipped_now = letters.len() as u64 - dead_now;
 
         let completed_at = SystemTime::now();
+        let table_offsets = table_offsets(&sources, &self.node_tables);
         let mut record = CheckpointRecord {
             query_id: self.storage.query_id(),
             epoch,
@@ -487,6 +490,7 @@ impl Checkpointer {
             dead_letter_records: dead_before + dead_now,
             stores,
             result_version: None,
+            table_offsets,
             reemit: Vec::new(),
             retract_results: false,
             dir: None,
@@ -510,12 +514,9 @@ impl Checkpointer {
             }
             let chunks: Vec<_> = staged.into_iter().map(|(_, c)| c).collect();
             record.result_version = Some(staging.table.version() + chunks.len() as u64);
-            for (offset, payload) in staging.table.prepare_commit(&chunks)? {
-                commit
-                    .log_appends
-                    .push((staging.table.log_id(), offset, payload));
-            }
-            applied.push((staging.clone(), chunks));
+            let writes = staging.table.prepare_commit(&chunks)?;
+            commit.table_writes.extend(writes.iter().cloned());
+            applied.push((staging.clone(), writes));
         }
         let mut keep: HashSet<u64> = existing
             .iter()
@@ -535,8 +536,8 @@ impl Checkpointer {
             serde_json::to_vec(&record).expect("json"),
         ));
         self.storage.store().commit(commit)?;
-        for (staging, chunks) in applied {
-            staging.table.apply_committed(chunks)?;
+        for (staging, writes) in applied {
+            staging.table.apply_committed(&writes)?;
         }
         // Their output of the epochs up to this one, also after a fallback:
         // a restored file sink deleted its parts of the replayed epochs.
@@ -560,4 +561,16 @@ impl Checkpointer {
         .await;
         Ok(record)
     }
+}
+
+/// (log id, smallest offset) per table read, from the sources' offsets.
+fn table_offsets(sources: &[SourceOffset], node_tables: &[Option<u64>]) -> Vec<(u64, u64)> {
+    let mut out: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    for s in sources {
+        if let Some(Some(log)) = node_tables.get(s.node) {
+            let o = out.entry(*log).or_insert(s.offset);
+            *o = (*o).min(s.offset);
+        }
+    }
+    out.into_iter().collect()
 }

@@ -287,6 +287,14 @@ impl QueryRuntime {
             flush_rx,
             node_names: node_names(&graph),
             node_fingerprints: graph.fingerprints(),
+            node_tables: graph
+                .nodes
+                .iter()
+                .map(|n| match &n.kind {
+                    crate::graph::NodeKind::TableSource(t) if t.is_durable() => Some(t.log_id()),
+                    _ => None,
+                })
+                .collect(),
             node_parallelism: graph.nodes.iter().map(|n| n.parallelism).collect(),
             next_epoch: opts.next_epoch,
             // The previous checkpoint, for the incremental-size figures.

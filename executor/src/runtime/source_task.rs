@@ -27,7 +27,7 @@ use crate::chunk::Chunk;
 use crate::error::ExecResult;
 use crate::message::{CheckpointMode, Message};
 use crate::metrics::{batch_bytes, SubtaskMetrics, TimeState};
-use crate::table::{Table, TableReader};
+use crate::table::{Table, TableReader, TableSnapshot};
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::{cast, max};
 use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
@@ -157,16 +157,21 @@ pub(crate) async fn run(
     metrics.enter(TimeState::Busy);
     let mut watermarks = WatermarkGenerator::new(&table);
     let mut unsent = Unsent::default();
+    // The table's contents when a fresh reader starts, read a batch at a
+    // time before the log after them.
+    let mut snapshot = None;
     let mut reader = match resume_after {
+        // A source new to an upgraded plan reads its input from the start:
+        // the contents now, when the log no longer holds all of it.
+        Some(0) if hold_at.is_none() && !table.log_holds_after(0)? => {
+            let (contents, reader) = table.reader()?;
+            snapshot = Some(contents);
+            reader
+        }
         Some(pos) => table.reader_from(pos)?,
         None => {
-            let (snapshot, reader) = table.reader()?;
-            let snapshot = match &split {
-                Some(s) => s.keep(snapshot, 0)?,
-                None => snapshot,
-            };
-            metrics.record_in(snapshot.num_rows(), batch_bytes(&snapshot.batch));
-            unsent.push(snapshot);
+            let (contents, reader) = table.reader()?;
+            snapshot = Some(contents);
             reader
         }
     };
@@ -182,6 +187,9 @@ pub(crate) async fn run(
                 unsent.enqueue_next(&mut router, &mut watermarks)?;
                 active_at = tokio::time::Instant::now();
                 idle = false;
+                continue;
+            }
+            if pull_snapshot(&mut snapshot, &mut unsent, split.as_ref(), &metrics)? {
                 continue;
             }
             let limit = hold_at.unwrap_or(u64::MAX);
@@ -229,6 +237,7 @@ pub(crate) async fn run(
                 if unaligned {
                     // Read but unsent: goes out after the barrier, so it is
                     // in flight for this checkpoint, like the queued output.
+                    while pull_snapshot(&mut snapshot, &mut unsent, split.as_ref(), &metrics)? {}
                     for c in unsent.take_all() {
                         router.enqueue_chunk(c)?;
                     }
@@ -251,9 +260,14 @@ pub(crate) async fn run(
                         // Only what was read already goes before the barrier.
                         (None, false) => reader.position(),
                     };
-                    while !unsent.is_empty() {
-                        unsent.enqueue_next(&mut router, &mut watermarks)?;
-                        router.flush().await?;
+                    loop {
+                        while !unsent.is_empty() {
+                            unsent.enqueue_next(&mut router, &mut watermarks)?;
+                            router.flush().await?;
+                        }
+                        if !pull_snapshot(&mut snapshot, &mut unsent, split.as_ref(), &metrics)? {
+                            break;
+                        }
                     }
                     drain(
                         &mut reader,
@@ -284,6 +298,30 @@ pub(crate) async fn run(
             Wake::Flushed | Wake::Data => {}
         }
     }
+}
+
+/// Reads the next batch of the starting contents, this subtask's share of
+/// it, into `unsent`. False once they are all read.
+fn pull_snapshot(
+    snapshot: &mut Option<TableSnapshot>,
+    unsent: &mut Unsent,
+    split: Option<&SourceSplit>,
+    metrics: &SubtaskMetrics,
+) -> ExecResult<bool> {
+    let Some(contents) = snapshot else {
+        return Ok(false);
+    };
+    let Some(chunk) = contents.next_chunk()? else {
+        *snapshot = None;
+        return Ok(false);
+    };
+    let chunk = match split {
+        Some(s) => s.keep(chunk, 0)?,
+        None => chunk,
+    };
+    metrics.record_in(chunk.num_rows(), batch_bytes(&chunk.batch));
+    unsent.push(chunk);
+    Ok(true)
 }
 
 /// The next changes up to `limit`, this subtask's share of them.

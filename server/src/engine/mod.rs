@@ -5,6 +5,7 @@
 
 mod dml;
 mod lifecycle;
+mod log_truncation;
 mod parse;
 mod queries;
 mod scheduled_savepoints;
@@ -197,6 +198,7 @@ impl Engine {
                 enrichers.clone(),
                 server_metrics.clone(),
                 store.clone(),
+                relations.clone(),
             )),
         )?;
         datafusion_pg_catalog::setup_pg_catalog(
@@ -255,6 +257,7 @@ impl Engine {
         crate::lifecycle::operations::settle_interrupted(&engine.store)
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;
         engine.recover().await?;
+        engine.schedule_log_truncation();
         Ok(engine)
     }
 
@@ -831,6 +834,13 @@ impl Engine {
                 self.flush().await?;
                 Ok(Output::Command {
                     tag: "FLUSH",
+                    rows: None,
+                })
+            }
+            Custom::Vacuum => {
+                self.truncate_logs().await?;
+                Ok(Output::Command {
+                    tag: "VACUUM",
                     rows: None,
                 })
             }

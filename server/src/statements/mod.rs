@@ -73,6 +73,9 @@ pub enum Custom {
         if_exists: bool,
     },
     Flush,
+    /// `VACUUM`: truncates the change logs of tables now (it also happens
+    /// in the background).
+    Vacuum,
     /// ALTER STREAMING QUERY / MATERIALIZED VIEW name SET (...)
     AlterQuery {
         kind: QueryKind,
@@ -213,7 +216,7 @@ pub fn parse_custom(sql: &str) -> SqlResult<Option<Custom>> {
     if !may_begin_with(
         sql,
         &[
-            "alter", "create", "drop", "explain", "flush", "show", "start", "stop",
+            "alter", "create", "drop", "explain", "flush", "show", "start", "stop", "vacuum",
         ],
     ) {
         return Ok(None);
@@ -251,6 +254,7 @@ impl WeirParser<'_> {
             Some(Keyword::SHOW) => Ok(self.show()),
             Some(Keyword::START) => self.start(),
             _ if self.word("stop") => self.stop(),
+            _ if self.word("vacuum") => Ok(self.at_end().then_some(Custom::Vacuum)),
             _ => Ok(None),
         }
     }
@@ -372,6 +376,7 @@ mod tests {
     #[test]
     fn others() {
         assert_eq!(parse_custom("flush").unwrap(), Some(Custom::Flush));
+        assert_eq!(parse_custom("VACUUM").unwrap(), Some(Custom::Vacuum));
         assert_eq!(
             parse_custom("SHOW MATERIALIZED VIEWS").unwrap(),
             Some(Custom::ShowQueries(Some(QueryKind::MaterializedView)))

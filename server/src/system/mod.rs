@@ -11,6 +11,7 @@ mod operations;
 mod query_versions;
 mod savepoints;
 mod streaming_queries;
+mod tables;
 mod tasks;
 
 use std::collections::BTreeMap;
@@ -155,6 +156,7 @@ impl SystemSchema {
         enrichers: Arc<Enrichers>,
         server_metrics: Arc<crate::metrics::ServerMetrics>,
         store: Arc<weir_storage::Store>,
+        relations: crate::providers::Relations,
     ) -> Self {
         SystemSchema {
             tables: vec![
@@ -168,6 +170,7 @@ impl SystemSchema {
                 Arc::new(operations::Operations::new(store)),
                 Arc::new(checkpoints::Checkpoints::new(runtimes.clone())),
                 Arc::new(backfills::Backfills::new(runtimes.clone())),
+                Arc::new(tables::Tables::new(relations)),
                 Arc::new(streaming_queries::StreamingQueries::new(runtimes.clone())),
                 Arc::new(tasks::Tasks::new(runtimes.clone())),
                 Arc::new(exceptions::Exceptions::new(runtimes.clone())),
