@@ -167,6 +167,7 @@ impl ExecError {
         }
         match self {
             ExecError::Recorded { error_class, .. } => return error_class,
+            ExecError::Storage(e) if e.is_disk_full() => return "disk_full",
             ExecError::Storage(_) => return "storage",
             ExecError::Checkpoint(_) => return "checkpoint",
             ExecError::Canceled => return "canceled",
@@ -262,6 +263,7 @@ impl ExecError {
             }
             ExecError::DataFusion(e) => datafusion_sqlstate(e),
             ExecError::Arrow(e) => arrow_sqlstate(e).unwrap_or(SqlState::INTERNAL_ERROR),
+            ExecError::Storage(e) if e.is_disk_full() => SqlState::DISK_FULL,
             ExecError::Storage(_) => SqlState::IO_ERROR,
             ExecError::Internal(_) => SqlState::INTERNAL_ERROR,
             ExecError::Checkpoint(_) => SqlState::SYSTEM_ERROR,

@@ -142,6 +142,16 @@ impl TestServer {
 
     /// Like [`TestServer::start`], passing additional command-line arguments.
     pub fn start_with_args(extra_args: Vec<String>) -> Result<Self> {
+        Self::start_prepared(extra_args, |_| Ok(()))
+    }
+
+    /// Like [`TestServer::start_with_args`], calling `prepare` with the
+    /// empty data directory before the server starts (e.g. to mount a
+    /// small filesystem there).
+    pub fn start_prepared(
+        extra_args: Vec<String>,
+        prepare: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Self> {
         let bin = weir_binary()?;
         announce_binary(&bin);
         let root = tempfile::Builder::new()
@@ -151,6 +161,7 @@ impl TestServer {
         let root_path = root.path().to_path_buf();
         let data_dir = root_path.join("data");
         std::fs::create_dir_all(&data_dir)?;
+        prepare(&data_dir)?;
         let log_path = root_path.join("server.log");
         let mut server = TestServer {
             bin,

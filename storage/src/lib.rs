@@ -15,6 +15,7 @@
 //! [`state_file`] is the checksummed file format of full snapshots.
 
 mod codec;
+mod disk_space;
 mod error;
 mod state_db;
 pub mod state_file;
@@ -22,6 +23,7 @@ mod store;
 mod table_rows;
 
 pub use codec::{decode_batch, encode_batch};
+pub use disk_space::{space, DiskSpace};
 pub use error::{StorageError, StorageResult};
 pub use state_db::{dir_size, key_prefix, StateDb};
 pub use store::{Commit, LogEntry, Store};

@@ -44,6 +44,7 @@ pub struct LogEntry {
 /// own locking and groups concurrent synced writes into one WAL sync.
 pub struct Store {
     pub(crate) db: DB,
+    pub(crate) disk: crate::DiskSpace,
 }
 
 pub(crate) fn log_key(log_id: u64, offset: u64) -> [u8; 16] {
@@ -74,7 +75,10 @@ impl Store {
             ColumnFamilyDescriptor::new(name, opts)
         });
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            disk: crate::DiskSpace::new(dir),
+        })
     }
 
     pub(crate) fn cf(&self, name: &str) -> StorageResult<&rocksdb::ColumnFamily> {
@@ -201,8 +205,26 @@ impl Store {
         }
     }
 
+    /// Fails with 53100 (`StorageError::DiskFull`) when writing `bytes`
+    /// more would leave less than the reserve free on the data directory's
+    /// filesystem.
+    pub fn check_space(&self, bytes: u64) -> StorageResult<()> {
+        self.disk.check(bytes)
+    }
+
     /// Applies a [`Commit`] atomically, synced.
     pub fn commit(&self, commit: Commit) -> StorageResult<()> {
+        let bytes: usize = commit
+            .table_writes
+            .iter()
+            .map(crate::TableWrite::size)
+            .sum::<usize>()
+            + commit
+                .checkpoint_puts
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        self.disk.check(bytes as u64)?;
         let log = self.cf(CF_LOG)?;
         let ckpt = self.cf(CF_CHECKPOINTS)?;
         let mut batch = rocksdb::WriteBatch::default();

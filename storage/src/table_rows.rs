@@ -67,6 +67,19 @@ pub struct TableWrite {
     pub rows: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
+impl TableWrite {
+    /// Bytes it adds to the store, about.
+    pub fn size(&self) -> usize {
+        self.payload.len()
+            + 32
+            + self
+                .rows
+                .iter()
+                .map(|(k, v)| k.len() + 8 + v.as_ref().map_or(0, |v| v.len()))
+                .sum::<usize>()
+    }
+}
+
 fn row_key(table_id: u64, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + key.len());
     k.extend_from_slice(&table_id.to_be_bytes());
@@ -122,6 +135,7 @@ impl Store {
     /// Writes one change of a table, synced, atomically: log entry, meta
     /// and rows.
     pub fn write_table(&self, w: &TableWrite) -> StorageResult<()> {
+        self.disk.check(w.size() as u64)?;
         let mut batch = WriteBatch::default();
         self.add_table_write(&mut batch, w)?;
         self.db.write_opt(batch, &synced())?;
@@ -130,6 +144,8 @@ impl Store {
 
     /// Several changes of tables in one synced batch (a migration).
     pub fn write_tables(&self, writes: &[TableWrite]) -> StorageResult<()> {
+        self.disk
+            .check(writes.iter().map(TableWrite::size).sum::<usize>() as u64)?;
         let mut batch = WriteBatch::default();
         for w in writes {
             self.add_table_write(&mut batch, w)?;

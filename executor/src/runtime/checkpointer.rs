@@ -436,6 +436,8 @@ impl Checkpointer {
             .map(|s| (s.node, s.subtask))
             .collect();
         stores.sort();
+        // Nothing is written once the disk is down to its reserve.
+        self.storage.store().check_space(0)?;
         let sizes = tokio::task::spawn_blocking(move || {
             storage.write_state(epoch, backend, previous, &snaps)
         })
