@@ -563,6 +563,28 @@ impl Table {
         Ok(())
     }
 
+    /// The current rows with these stored keys (primary-key tables; absent
+    /// keys give no row), read at once.
+    pub fn lookup(&self, keys: &[Vec<u8>]) -> ExecResult<RecordBatch> {
+        if self.pk_enc.is_none() {
+            return Err(ExecError::internal(format!(
+                "table \"{}\" has no primary key to look up",
+                self.desc.name
+            )));
+        }
+        let Some(store) = &self.store else {
+            return Ok(RecordBatch::new_empty(self.desc.schema.clone()));
+        };
+        let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+        let found: Vec<(Vec<u8>, Vec<u8>)> = store
+            .get_rows(self.desc.id, &refs)?
+            .into_iter()
+            .zip(keys)
+            .filter_map(|(v, k)| v.map(|v| (k.clone(), v)))
+            .collect();
+        self.decode_stored(&found)
+    }
+
     /// The column whose value the stored keys start with: the first
     /// primary-key column, or the first column of a table without one.
     pub fn leading_key_column(&self) -> usize {

@@ -1,6 +1,6 @@
 //! DataFusion views of Weir's relations, for ad hoc queries and planning.
 
-mod key_ranges;
+pub(crate) mod key_ranges;
 pub mod pg_catalog;
 mod stored_scan;
 
@@ -30,6 +30,12 @@ pub type Relations = Arc<RwLock<BTreeMap<String, Arc<Table>>>>;
 /// Reads a live table: a consistent snapshot of its current contents.
 pub struct LiveTableProvider {
     table: Arc<Table>,
+}
+
+impl LiveTableProvider {
+    pub fn table(&self) -> &Arc<Table> {
+        &self.table
+    }
 }
 
 impl std::fmt::Debug for LiveTableProvider {

@@ -133,22 +133,58 @@ async fn key_lookups_and_ranges_return_what_a_full_scan_does() {
         rows(&c, "SELECT v FROM a WHERE id = 48").await,
         vec![vec![Some("v216".to_string())]]
     );
-    // The extended protocol with a parameter, as drivers send it.
-    for id in [42_i64, 45, 49, -600] {
-        let got = c
-            .query("SELECT v FROM a WHERE id = $1", &[&id])
-            .await
-            .unwrap();
-        let want = rows(
-            &c,
-            &format!("SELECT v FROM (SELECT * FROM a LIMIT 1000000000) AS s WHERE id = {id}"),
-        )
-        .await;
-        assert_eq!(got.len(), want.len(), "id {id}");
-        if let Some(r) = got.first() {
-            assert_eq!(Some(r.get::<_, String>(0)), want[0][0].clone());
+    // The extended protocol with a parameter, as drivers send it (a
+    // prepared point lookup reads the key without planning again).
+    async fn lookups(c: &Client, want_v: &str) {
+        for id in [42_i64, 45, 48, 49, -600, 7777] {
+            for sql in [
+                "SELECT v FROM a WHERE id = $1",
+                "SELECT * FROM a WHERE $1 = id",
+                "SELECT v, id, v FROM a WHERE id = $1",
+            ] {
+                let got: Vec<Vec<Option<String>>> = c
+                    .query(sql, &[&id])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| match r.columns()[i].type_() {
+                                &tokio_postgres::types::Type::INT8 => {
+                                    r.get::<_, Option<i64>>(i).map(|v| v.to_string())
+                                }
+                                _ => r.get::<_, Option<String>>(i),
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let literal = sql.replace("$1", &id.to_string());
+                let want = rows(
+                    c,
+                    &literal.replace("FROM a", "FROM (SELECT * FROM a LIMIT 1000000000) AS s"),
+                )
+                .await;
+                assert_eq!(got, want, "{sql} with {id}");
+            }
         }
+        let v = c
+            .query_opt("SELECT v FROM a WHERE id = $1", &[&45_i64])
+            .await
+            .unwrap()
+            .map(|r| r.get::<_, String>(0));
+        assert_eq!(v.as_deref(), Some(want_v));
     }
+    lookups(&c, "updated").await;
+    exec(&c, "UPDATE a SET v = 'changed' WHERE id = 45").await;
+    lookups(&c, "changed").await;
+    // The same text over a table created again reads the new table.
+    exec(&c, "CREATE TABLE a2 (id bigint PRIMARY KEY, v text)").await;
+    exec(&c, "INSERT INTO a2 SELECT * FROM a").await;
+    exec(&c, "DROP TABLE a").await;
+    exec(&c, "CREATE TABLE a (id bigint PRIMARY KEY, v text)").await;
+    exec(&c, "INSERT INTO a SELECT * FROM a2").await;
+    exec(&c, "UPDATE a SET v = 'again' WHERE id = 45").await;
+    lookups(&c, "again").await;
     // Counts kept with the rows.
     for t in ["a", "s", "c", "m"] {
         assert_eq!(

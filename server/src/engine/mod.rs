@@ -7,6 +7,7 @@ mod dml;
 mod lifecycle;
 mod log_truncation;
 mod parse;
+mod point_lookup;
 mod queries;
 mod scheduled_savepoints;
 mod tables;
@@ -97,6 +98,8 @@ pub struct Engine {
     /// The engine itself, for tasks that outlive a statement (the watch
     /// after an upgrade).
     me: std::sync::Weak<Engine>,
+    /// Prepared statements recognized as primary-key point lookups.
+    point_lookups: point_lookup::PointLookups,
 }
 
 fn now_ms() -> i64 {
@@ -253,6 +256,7 @@ impl Engine {
             ddl: tokio::sync::Mutex::new(()),
             compat: datafusion_pg_catalog::sql::PostgresCompatibilityParser::new(),
             default_parallelism,
+            point_lookups: Default::default(),
         });
         crate::lifecycle::operations::settle_interrupted(&engine.store)
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;
@@ -387,6 +391,11 @@ impl Engine {
         self.server_metrics
             .statements
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(p) = &params {
+            if let Some(out) = self.point_lookup(sql, p).await? {
+                return Ok(out);
+            }
+        }
         if let Some(custom) = parse_custom(sql)? {
             return self.execute_custom(session, custom).await;
         }

@@ -214,7 +214,7 @@ fn normalize(mut set: Vec<Interval>) -> Vec<Interval> {
 
 /// The leading key column's data type, if its values order the same way
 /// in SQL and in the stored encoding (floats do not: NaN and -0.0).
-fn key_type(table: &Table) -> Option<(String, DataType)> {
+pub(crate) fn key_type(table: &Table) -> Option<(String, DataType)> {
     let field = table.desc.schema.field(table.leading_key_column());
     let t = field.data_type();
     let ordered = t.is_integer()
