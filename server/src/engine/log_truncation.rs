@@ -58,7 +58,8 @@ impl Engine {
         // Catalog changes (a query created, a savepoint taken) do not
         // interleave with the computation.
         let _ddl = self.ddl.lock().await;
-        let (tables, queries): (Vec<Arc<Table>>, Vec<(u64, Vec<String>)>) = {
+        type Inputs = Vec<(u64, Vec<String>)>;
+        let (tables, queries): (Vec<Arc<Table>>, Inputs) = {
             let st = self.state.lock();
             let mut tables: Vec<Arc<Table>> = st.tables.values().map(|(_, t)| t.clone()).collect();
             tables.extend(st.queries.values().map(|q| q.table.clone()));
