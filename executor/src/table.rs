@@ -208,10 +208,7 @@ impl Table {
                 self.desc.name
             )));
         };
-        let (snap, now) = {
-            let inner = self.inner.lock();
-            (store.snapshot(), inner.version)
-        };
+        let (snap, now) = self.snapshot_at_version(store)?;
         if version >= now {
             return self.scan_snapshot(&snap, &KeyRange::all(), usize::MAX);
         }
@@ -650,14 +647,22 @@ impl Table {
         )?)
     }
 
-    /// A snapshot of the store (under the table's lock: no write of this
-    /// table is half-done in it) and the table's offset in it.
+    /// A snapshot of the store and the table's offset in it. The offset is
+    /// read from the snapshot itself: a result table's checkpoint commit
+    /// lands in the store before the table's own offset moves, and a
+    /// snapshot in between has its rows.
+    fn snapshot_at_version(&self, store: &Arc<Store>) -> ExecResult<(StoreSnapshot, u64)> {
+        let snap = store.snapshot();
+        let version = snap.last_log_meta(self.desc.id)?.map_or(0, |(o, _)| o);
+        Ok((snap, version))
+    }
+
+    /// A snapshot of the store and the table's offset in it.
     pub fn storage_snapshot(&self) -> ExecResult<Option<(StoreSnapshot, u64)>> {
-        let Some(store) = &self.store else {
-            return Ok(None);
-        };
-        let inner = self.inner.lock();
-        Ok(Some((store.snapshot(), inner.version)))
+        match &self.store {
+            Some(store) => Ok(Some(self.snapshot_at_version(store)?)),
+            None => Ok(None),
+        }
     }
 
     /// The current contents as one batch.
@@ -672,13 +677,22 @@ impl Table {
     /// from a snapshot), then every change after them through
     /// [`TableReader::read`].
     pub fn reader(self: &Arc<Self>) -> ExecResult<(TableSnapshot, TableReader)> {
+        // Registered first, at an offset no later than the snapshot's, so
+        // truncation keeps what the reader will follow.
         let mut inner = self.inner.lock();
-        let snap = self.store.as_ref().map(|s| s.snapshot());
         let id = inner.next_reader;
         inner.next_reader += 1;
-        let pos = inner.version;
-        inner.readers.insert(id, pos);
+        let at = inner.version;
+        inner.readers.insert(id, at);
         drop(inner);
+        let (snap, pos) = match &self.store {
+            Some(store) => {
+                let (snap, pos) = self.snapshot_at_version(store)?;
+                (Some(snap), pos)
+            }
+            None => (None, 0),
+        };
+        self.inner.lock().readers.insert(id, pos);
         Ok((
             TableSnapshot {
                 table: self.clone(),
@@ -1041,8 +1055,16 @@ mod tests {
             ])
             .unwrap();
         store.write_tables(&writes).unwrap();
+        // A reader starting between the commit and the table's offset
+        // moving sees the committed rows once: in its snapshot, not again
+        // from the log.
+        let (mut early, mut early_reader) = t.reader().unwrap();
         t.apply_committed(&writes).unwrap();
         assert_eq!((t.version(), t.row_count()), (2, 2));
+        assert_eq!(early.next_chunk().unwrap().unwrap().num_rows(), 2);
+        assert_eq!(early_reader.position(), 2);
+        assert!(early_reader.read().unwrap().is_empty());
+        drop((early, early_reader));
         let (mut contents, mut reader) = t.reader().unwrap();
         t.write(Chunk::inserts(batch(&d, &[3], "c")), WriteCheck::None)
             .unwrap();

@@ -320,6 +320,26 @@ impl StoreSnapshot {
         Ok(out)
     }
 
+    /// The last log meta of a table as of the snapshot: (offset, meta).
+    pub fn last_log_meta(&self, table_id: u64) -> StorageResult<Option<(u64, LogMeta)>> {
+        let cf = self.store.cf(CF_LOG_META)?;
+        let end = log_key(table_id, u64::MAX);
+        let mut iter = self
+            .snap
+            .iterator_cf(cf, IteratorMode::From(&end, Direction::Reverse));
+        match iter.next() {
+            Some(item) => {
+                let (k, v) = item?;
+                if k.len() == 16 && k[..8] == table_id.to_be_bytes() {
+                    Ok(Some((offset_of(&k), LogMeta::decode(&v)?)))
+                } else {
+                    Ok(None)
+                }
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Log entries of a table after `after`, up to `max`, as of the snapshot.
     pub fn read_log(
         &self,
