@@ -169,20 +169,12 @@ impl Store {
     pub fn last_log_meta(&self, table_id: u64) -> StorageResult<Option<(u64, LogMeta)>> {
         let cf = self.cf(CF_LOG_META)?;
         let end = log_key(table_id, u64::MAX);
-        let mut iter = self
+        let iter = self
             .db
             .iterator_cf(cf, IteratorMode::From(&end, Direction::Reverse));
-        match iter.next() {
-            Some(item) => {
-                let (k, v) = item?;
-                if k.len() == 16 && k[..8] == table_id.to_be_bytes() {
-                    Ok(Some((offset_of(&k), LogMeta::decode(&v)?)))
-                } else {
-                    Ok(None)
-                }
-            }
-            None => Ok(None),
-        }
+        first_of_table(table_id, iter)?
+            .map(|(o, v)| Ok((o, LogMeta::decode(&v)?)))
+            .transpose()
     }
 
     /// The meta of the entry at `offset` (or, if that one is truncated, the
@@ -190,40 +182,22 @@ impl Store {
     pub fn log_meta_at(&self, table_id: u64, offset: u64) -> StorageResult<Option<LogMeta>> {
         let cf = self.cf(CF_LOG_META)?;
         let from = log_key(table_id, offset);
-        let mut iter = self
+        let iter = self
             .db
             .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward));
-        match iter.next() {
-            Some(item) => {
-                let (k, v) = item?;
-                if k.len() == 16 && k[..8] == table_id.to_be_bytes() {
-                    Ok(Some(LogMeta::decode(&v)?))
-                } else {
-                    Ok(None)
-                }
-            }
-            None => Ok(None),
-        }
+        first_of_table(table_id, iter)?
+            .map(|(_, v)| LogMeta::decode(&v))
+            .transpose()
     }
 
     /// The first offset still in a table's log, if any.
     pub fn first_log_offset(&self, table_id: u64) -> StorageResult<Option<u64>> {
         let cf = self.cf(CF_LOG)?;
         let from = log_key(table_id, 0);
-        let mut iter = self
+        let iter = self
             .db
             .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward));
-        match iter.next() {
-            Some(item) => {
-                let (k, _) = item?;
-                if k.len() == 16 && k[..8] == table_id.to_be_bytes() {
-                    Ok(Some(offset_of(&k)))
-                } else {
-                    Ok(None)
-                }
-            }
-            None => Ok(None),
-        }
+        Ok(first_of_table(table_id, iter)?.map(|(o, _)| o))
     }
 
     /// Deletes a table's log entries at and below `through`, and their metas
@@ -255,6 +229,21 @@ impl Store {
             snap,
             store: self.clone(),
         }
+    }
+}
+
+/// The (offset, value) of the first item of a log-keyed iteration, if it
+/// belongs to `table_id`.
+fn first_of_table<I>(table_id: u64, mut iter: I) -> StorageResult<Option<(u64, Box<[u8]>)>>
+where
+    I: Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>>,
+{
+    match iter.next() {
+        Some(item) => {
+            let (k, v) = item?;
+            Ok((k.len() == 16 && k[..8] == table_id.to_be_bytes()).then(|| (offset_of(&k), v)))
+        }
+        None => Ok(None),
     }
 }
 
@@ -324,20 +313,12 @@ impl StoreSnapshot {
     pub fn last_log_meta(&self, table_id: u64) -> StorageResult<Option<(u64, LogMeta)>> {
         let cf = self.store.cf(CF_LOG_META)?;
         let end = log_key(table_id, u64::MAX);
-        let mut iter = self
+        let iter = self
             .snap
             .iterator_cf(cf, IteratorMode::From(&end, Direction::Reverse));
-        match iter.next() {
-            Some(item) => {
-                let (k, v) = item?;
-                if k.len() == 16 && k[..8] == table_id.to_be_bytes() {
-                    Ok(Some((offset_of(&k), LogMeta::decode(&v)?)))
-                } else {
-                    Ok(None)
-                }
-            }
-            None => Ok(None),
-        }
+        first_of_table(table_id, iter)?
+            .map(|(o, v)| Ok((o, LogMeta::decode(&v)?)))
+            .transpose()
     }
 
     /// Log entries of a table after `after`, up to `max`, as of the snapshot.
