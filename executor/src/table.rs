@@ -760,6 +760,14 @@ impl Table {
         self.inner.lock().readers.values().copied().min()
     }
 
+    /// About how many bytes the table takes on disk (flushed rows and log).
+    pub fn disk_bytes(&self) -> ExecResult<u64> {
+        match &self.store {
+            Some(store) => Ok(store.table_disk_bytes(self.desc.id)?),
+            None => Ok(0),
+        }
+    }
+
     /// The first offset still in the log (`None`: the log is empty).
     pub fn log_start(&self) -> ExecResult<Option<u64>> {
         match &self.store {

@@ -254,6 +254,15 @@ async fn truncated_logs_feed_queries_new_readers_and_a_killed_server() {
     )
     .await;
     assert_view_matches(&c, "mv", SUMS).await;
+    // VACUUM also writes what RocksDB holds in memory to files.
+    for name in ["t", "mv"] {
+        let bytes = int(
+            &c,
+            &format!("SELECT disk_bytes FROM system.tables WHERE name = '{name}'"),
+        )
+        .await;
+        assert!(bytes > 0, "{name} takes {bytes} bytes on disk");
+    }
 
     // A query created now starts from the stored rows, not the log.
     let filtered = "SELECT k, count(*) AS n FROM t WHERE v > 100 GROUP BY k";

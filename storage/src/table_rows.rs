@@ -190,6 +190,35 @@ impl Store {
             .transpose()
     }
 
+    /// About how many bytes a table's rows and log take on disk (flushed
+    /// data only: what is still in RocksDB's memtables is not counted).
+    pub fn table_disk_bytes(&self, table_id: u64) -> StorageResult<u64> {
+        let rows = self.cf(CF_ROWS)?;
+        let log = self.cf(CF_LOG)?;
+        let (lo, hi) = (table_id.to_be_bytes(), (table_id + 1).to_be_bytes());
+        let row_bytes: u64 = self
+            .db
+            .get_approximate_sizes_cf(rows, &[rocksdb::Range::new(&lo, &hi)])
+            .iter()
+            .sum();
+        let (log_lo, log_hi) = (log_key(table_id, 0), log_key(table_id + 1, 0));
+        let log_bytes: u64 = self
+            .db
+            .get_approximate_sizes_cf(log, &[rocksdb::Range::new(&log_lo, &log_hi)])
+            .iter()
+            .sum();
+        Ok(row_bytes + log_bytes)
+    }
+
+    /// Writes the table rows and logs held in memory to files (VACUUM), so
+    /// that space figures count them and truncated entries leave memory.
+    pub fn flush_tables(&self) -> StorageResult<()> {
+        for cf in [CF_ROWS, CF_LOG, CF_LOG_META] {
+            self.db.flush_cf(self.cf(cf)?)?;
+        }
+        Ok(())
+    }
+
     /// The first offset still in a table's log, if any.
     pub fn first_log_offset(&self, table_id: u64) -> StorageResult<Option<u64>> {
         let cf = self.cf(CF_LOG)?;

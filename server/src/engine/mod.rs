@@ -848,6 +848,10 @@ impl Engine {
             }
             Custom::Vacuum => {
                 self.truncate_logs().await?;
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || store.flush_tables())
+                    .await
+                    .map_err(|e| SqlError::internal(format!("flush panicked: {e}")))??;
                 Ok(Output::Command {
                     tag: "VACUUM",
                     rows: None,

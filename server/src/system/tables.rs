@@ -1,7 +1,9 @@
 //! `system.tables`: one row per table, source and result table, with its
 //! rows and the part of its change log still kept (`log_start` to
 //! `log_end`; the log is truncated once no reader needs its front, see
-//! `engine/log_truncation.rs`).
+//! `engine/log_truncation.rs`), and about how many bytes it takes on disk
+//! (flushed data: recent writes still in RocksDB's memtables are not
+//! counted yet).
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -49,6 +51,8 @@ fn batch(tables: &[std::sync::Arc<Table>]) -> Result<RecordBatch> {
             (!key.is_empty()).then(|| key.join(", ")),
             t.is_durable().then(|| t.version() as i64),
             start.map(|s| s as i64),
+            t.disk_bytes()
+                .map_err(|e| DataFusionError::External(Box::new(e)))? as i64,
         ));
     }
     Columns::new()
@@ -58,6 +62,7 @@ fn batch(tables: &[std::sync::Arc<Table>]) -> Result<RecordBatch> {
         .text("primary_key", rows.iter().map(|r| r.3.clone()))
         .int("log_end", rows.iter().map(|r| r.4))
         .int("log_start", rows.iter().map(|r| r.5))
+        .int("disk_bytes", rows.iter().map(|r| Some(r.6)))
         .finish()
 }
 
