@@ -26,6 +26,17 @@
 //! Both are checked after the initial load, after some restarts in the
 //! middle of the run (writers paused) and after the last restart.
 //!
+//! The queries run over truncated change logs: the writers send `VACUUM`
+//! every few statements (it truncates each log below what the retained
+//! checkpoints and the running readers need), some kills come right after
+//! a `VACUUM` answered and some with one in flight (at least one of the
+//! former in every test), so a restored query resumes from checkpointed
+//! offsets just above a cut. The controller samples the front of every log
+//! (`coalesce(log_start, log_end + 1)` in `system.tables`) throughout: it
+//! must never move back, and each base table's must have risen at least
+//! `MIN_TRUNCATIONS` times by the end (the run goes on a little longer if
+//! needed; the test fails if it never gets there).
+//!
 //! Each checkpoint configuration is its own test (they run in parallel):
 //! `checkpoint_mode` aligned / unaligned × `state_backend` rocksdb /
 //! memory, all with `checkpoint_interval = '200ms'` so that checkpoints
@@ -112,6 +123,9 @@ const INITIAL_ORDERS_PER_WRITER: usize = 40;
 const CUSTOMER_IDS: i64 = 40;
 const INITIAL_CUSTOMERS: i64 = 30;
 const REGIONS: &[&str] = &["north", "south", "east", "west"];
+/// Chance that writer 0's next statement changes `customers` (often
+/// enough for its log to be truncated several times in a short run).
+const CUSTOMER_OP_PROBABILITY: f64 = 0.2;
 
 /// Time the writers run between two kills (uniform, milliseconds).
 const KILL_GAP_MS: std::ops::Range<u64> = 100..1800;
@@ -120,6 +134,25 @@ const FINAL_RUN_MS: std::ops::Range<u64> = 200..800;
 /// Chance of a mid-run check after a restart (the first restart is always
 /// checked).
 const MID_CHECK_PROBABILITY: f64 = 0.4;
+
+/// Chance that a writer sends `VACUUM` before its next statement (about
+/// every 12 statements per writer, a few times a second in all).
+const VACUUM_PROBABILITY: f64 = 1.0 / 12.0;
+/// Chance that a kill comes right after a `VACUUM` answered (one kill per
+/// test always does), and that it comes with one in flight instead.
+const KILL_AFTER_VACUUM_PROBABILITY: f64 = 0.4;
+const KILL_DURING_VACUUM_PROBABILITY: f64 = 0.3;
+/// How long a `VACUUM` in flight at a kill had been sent (microseconds).
+const VACUUM_IN_FLIGHT_US: std::ops::Range<u64> = 0..4000;
+/// How often the controller samples the logs' fronts while writers run.
+const LOG_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// Times each base table's log must have been seen truncated (its front
+/// rising) over a run.
+const BASE_TABLES: &[&str] = &["orders", "customers"];
+const MIN_TRUNCATIONS: u32 = 3;
+/// How much longer the writers may run after the last kill for the logs to
+/// get there.
+const TRUNCATION_WAIT: Duration = Duration::from_secs(30);
 
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(180);
@@ -257,6 +290,133 @@ impl Model {
     }
 }
 
+/// The front of one change log over a run: the first offset it still
+/// holds, `coalesce(log_start, log_end + 1)` in `system.tables`.
+///
+/// `system.tables` reads `log_start` and then `log_end`, not atomically: a
+/// write between the two after the whole log was truncated makes
+/// `log_end + 1` overshoot the front. So a NULL `log_start` only bounds the
+/// front, between `log_end + 1` read just before (`lo`) and `log_end + 1`
+/// of the same row (`hi`); a non-NULL one is the front (`lo == hi`).
+struct LogFront {
+    kind: String,
+    first: i64,
+    /// The highest lower bound seen: the front can never be below it.
+    lo: i64,
+    /// The upper bound of the sample that last counted as a rise.
+    counted: i64,
+    /// Samples whose front was surely above that of the last counted one.
+    rises: u32,
+}
+
+/// The fronts of all durable logs (base and result tables), sampled by the
+/// controller.
+#[derive(Default)]
+struct LogFronts {
+    logs: BTreeMap<String, LogFront>,
+    samples: u64,
+}
+
+fn parse_offset(v: &Option<String>, what: &str) -> Result<Option<i64>, String> {
+    v.as_deref()
+        .map(|s| {
+            s.parse()
+                .map_err(|e| format!("system.tables: {what} {s:?}: {e}"))
+        })
+        .transpose()
+}
+
+impl LogFronts {
+    /// Takes one sample: `ends` are `(name, log_end)` rows read before
+    /// `rows`, `(name, kind, log_start, log_end)` rows. The journal notes
+    /// every rise. Errs if a front surely moved back (truncated entries
+    /// came back, or offsets were reused).
+    fn sample(&mut self, ends: &[Row], rows: &[Row], journal: &Shared) -> Result<(), String> {
+        self.samples += 1;
+        let mut end_before: BTreeMap<&str, i64> = BTreeMap::new();
+        for row in ends {
+            if let (Some(name), Some(end)) = (&row[0], parse_offset(&row[1], "log_end")?) {
+                end_before.insert(name, end);
+            }
+        }
+        for row in rows {
+            let (Some(name), Some(kind)) = (&row[0], &row[1]) else {
+                continue;
+            };
+            let start = parse_offset(&row[2], "log_start")?;
+            let Some(end) = parse_offset(&row[3], "log_end")? else {
+                continue; // not durable
+            };
+            let (lo, hi) = match start {
+                Some(s) => (s, s),
+                None => (end_before.get(name.as_str()).map_or(1, |e| e + 1), end + 1),
+            };
+            match self.logs.get_mut(name) {
+                None => {
+                    self.logs.insert(
+                        name.clone(),
+                        LogFront {
+                            kind: kind.clone(),
+                            first: hi,
+                            lo,
+                            counted: hi,
+                            rises: 0,
+                        },
+                    );
+                }
+                Some(log) => {
+                    if hi < log.lo {
+                        return Err(format!(
+                            "the log of {name} moved back: its first offset was at least {}, \
+                             now {} (log_start {}, log_end {end})",
+                            log.lo,
+                            hi,
+                            start.map_or("NULL".to_string(), |s| s.to_string()),
+                        ));
+                    }
+                    if lo > log.counted {
+                        journal.note(format!(
+                            "ctl   log of {name} truncated: front {} -> {}",
+                            log.counted,
+                            if lo == hi {
+                                lo.to_string()
+                            } else {
+                                format!("{lo}..{hi}")
+                            }
+                        ));
+                        log.counted = hi;
+                        log.rises += 1;
+                    }
+                    log.lo = log.lo.max(lo);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn rises(&self, name: &str) -> u32 {
+        self.logs.get(name).map_or(0, |l| l.rises)
+    }
+
+    fn base_tables_done(&self) -> bool {
+        BASE_TABLES.iter().all(|t| self.rises(t) >= MIN_TRUNCATIONS)
+    }
+
+    fn summary(&self) -> String {
+        let logs: Vec<String> = self
+            .logs
+            .iter()
+            .map(|(name, l)| {
+                format!(
+                    "{name} ({}): {} truncations, front {} -> {}",
+                    l.kind, l.rises, l.first, l.lo
+                )
+            })
+            .collect();
+        format!("{} samples; {}", self.samples, logs.join("; "))
+    }
+}
+
 /// One write statement and its effect on the rows with ids `keys` of
 /// `table` (afterwards exactly the rows `after` exist among them).
 struct Op {
@@ -388,6 +548,8 @@ struct WriterStats {
     acknowledged: u64,
     unacknowledged_applied: u64,
     unacknowledged_lost: u64,
+    /// `VACUUM`s answered (those cut off by a kill are not counted).
+    vacuums: u64,
 }
 
 struct Writer {
@@ -571,7 +733,7 @@ impl Writer {
     }
 
     fn next_op(&mut self) -> Op {
-        if self.index == 0 && self.rng.random_bool(0.08) {
+        if self.index == 0 && self.rng.random_bool(CUSTOMER_OP_PROBABILITY) {
             return self.customer_op();
         }
         match self.rng.random_range(0..100) {
@@ -609,6 +771,13 @@ impl Writer {
             if shared.stop.load(Ordering::SeqCst) {
                 break;
             }
+            if self.rng.random_bool(VACUUM_PROBABILITY) {
+                if let Err(msg) = self.vacuum().await {
+                    shared.set_failure(format!("writer {}: {msg}", self.index));
+                    break;
+                }
+                continue;
+            }
             let op = self.next_op();
             if let Err(msg) = self.perform(&op).await {
                 shared.set_failure(format!("writer {}: {msg}", self.index));
@@ -616,6 +785,30 @@ impl Writer {
             }
         }
         self.stats
+    }
+
+    /// Truncates the logs. It changes no rows, so one cut off by a kill
+    /// needs no resolving.
+    async fn vacuum(&mut self) -> Result<(), String> {
+        let w = self.index;
+        let client = self.client().await?;
+        let result = tokio::time::timeout(STATEMENT_TIMEOUT, client.batch_execute("VACUUM"))
+            .await
+            .map_err(|_| format!("no answer within {STATEMENT_TIMEOUT:?} to: VACUUM"))?;
+        match result {
+            Ok(()) => {
+                self.stats.vacuums += 1;
+                self.shared.note(format!("w{w} ack   VACUUM"));
+                Ok(())
+            }
+            Err(e) if is_connection_loss(&e) => {
+                self.session = None;
+                self.shared
+                    .note(format!("w{w} LOST  VACUUM ({})", describe_pg_error(&e)));
+                Ok(())
+            }
+            Err(e) => Err(format!("VACUUM failed: {}", describe_pg_error(&e))),
+        }
     }
 
     /// Sends one statement; on a lost connection, finds out (after
@@ -718,6 +911,21 @@ struct Run {
     session: Option<Session>,
     shared: Arc<Shared>,
     writers: Vec<JoinHandle<WriterStats>>,
+    fronts: LogFronts,
+    /// Kills that came right after a `VACUUM` answered, and with one in
+    /// flight.
+    kills_after_vacuum: u64,
+    kills_during_vacuum: u64,
+}
+
+/// What the controller does just before a kill.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BeforeKill {
+    Nothing,
+    /// `VACUUM`, and the kill as soon as it is answered.
+    Vacuum,
+    /// `VACUUM` sent, the kill a moment later (before or after its answer).
+    VacuumInFlight,
 }
 
 impl Run {
@@ -751,6 +959,9 @@ impl Run {
             session: None,
             shared,
             writers: Vec::new(),
+            fronts: LogFronts::default(),
+            kills_after_vacuum: 0,
+            kills_during_vacuum: 0,
         };
         run.reconnect().await;
         run
@@ -953,6 +1164,83 @@ impl Run {
         );
         println!("{}: {note}", self.config.name);
         self.shared.note(note);
+        self.sample_logs().await;
+    }
+
+    /// Samples the front of every durable log.
+    async fn sample_logs(&mut self) {
+        let ends = self
+            .rows("SELECT name, log_end FROM system.tables WHERE kind IN ('table', 'result')")
+            .await;
+        let rows = self
+            .rows(
+                "SELECT name, kind, log_start, log_end FROM system.tables \
+                 WHERE kind IN ('table', 'result')",
+            )
+            .await;
+        if let Err(msg) = self.fronts.sample(&ends, &rows, &self.shared) {
+            self.fail(&msg);
+        }
+    }
+
+    /// Fails unless each base table's log was seen truncated
+    /// `MIN_TRUNCATIONS` times and some kill came right after a `VACUUM`.
+    fn check_truncations(&mut self) {
+        let short: Vec<String> = BASE_TABLES
+            .iter()
+            .filter(|t| self.fronts.rises(t) < MIN_TRUNCATIONS)
+            .map(|t| format!("{t} ({} times)", self.fronts.rises(t)))
+            .collect();
+        if !short.is_empty() {
+            let msg = format!(
+                "the logs of {} were truncated fewer than {MIN_TRUNCATIONS} times over the run \
+                 (VACUUM every few statements, and the logs' fronts sampled every \
+                 {LOG_SAMPLE_EVERY:?})\n  {}",
+                short.join(", "),
+                self.fronts.summary()
+            );
+            self.fail(&msg);
+        }
+        if self.kills_after_vacuum == 0 {
+            self.fail("no kill came right after a VACUUM");
+        }
+    }
+
+    /// Sends `VACUUM` before a kill: waits for its answer, or not.
+    async fn before_kill(&mut self, what: BeforeKill) {
+        match what {
+            BeforeKill::Nothing => {}
+            BeforeKill::Vacuum => {
+                self.exec("VACUUM").await;
+                self.kills_after_vacuum += 1;
+            }
+            BeforeKill::VacuumInFlight => {
+                let delay = Duration::from_micros(self.rng.random_range(VACUUM_IN_FLIGHT_US));
+                self.shared.note(format!(
+                    "ctl   VACUUM (the kill {delay:?} after sending it)"
+                ));
+                let answer = {
+                    let vacuum = self.client().batch_execute("VACUUM");
+                    tokio::pin!(vacuum);
+                    tokio::select! {
+                        biased;
+                        r = &mut vacuum => Some(r.map_err(|e| describe_pg_error(&e))),
+                        _ = tokio::time::sleep(delay) => None,
+                    }
+                };
+                match answer {
+                    None => {
+                        self.kills_during_vacuum += 1;
+                        self.shared.note("ctl   VACUUM in flight");
+                    }
+                    Some(Ok(())) => {
+                        self.kills_after_vacuum += 1;
+                        self.shared.note("ctl   VACUUM answered");
+                    }
+                    Some(Err(e)) => self.fail(&format!("statement failed: VACUUM\n{e}")),
+                }
+            }
+        }
     }
 
     /// Pauses the writers (waiting for their statements in flight), checks,
@@ -965,11 +1253,18 @@ impl Run {
         drop(pause);
     }
 
+    /// Lets the writers run, sampling the logs' fronts now and then.
     async fn run_writers_for(&mut self, ms: u64) {
         let until = Instant::now() + Duration::from_millis(ms);
+        let mut sample_at = Instant::now() + LOG_SAMPLE_EVERY;
         while Instant::now() < until {
             self.check_writers();
-            tokio::time::sleep(Duration::from_millis(50).min(until - Instant::now())).await;
+            if Instant::now() >= sample_at {
+                self.sample_logs().await;
+                sample_at = Instant::now() + LOG_SAMPLE_EVERY;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            tokio::time::sleep(Duration::from_millis(50).min(left)).await;
         }
         self.check_writers();
     }
@@ -1008,6 +1303,7 @@ impl Run {
                     total.acknowledged += s.acknowledged;
                     total.unacknowledged_applied += s.unacknowledged_applied;
                     total.unacknowledged_lost += s.unacknowledged_lost;
+                    total.vacuums += s.vacuums;
                 }
                 Ok(Err(e)) => self.fail(&format!("writer task panicked: {e}")),
                 Err(_) => self.fail("a writer did not stop"),
@@ -1057,10 +1353,21 @@ async fn crash_test(config: &'static Config) {
     let mut run = Run::start(config, seed, kills).await;
     run.setup().await;
 
+    // This kill comes right after a VACUUM; others may too.
+    let vacuum_kill = run.rng.random_range(1..=kills);
     for k in 1..=kills {
         let gap = run.rng.random_range(KILL_GAP_MS);
         run.run_writers_for(gap).await;
+        let before = if k == vacuum_kill || run.rng.random_bool(KILL_AFTER_VACUUM_PROBABILITY) {
+            BeforeKill::Vacuum
+        } else if run.rng.random_bool(KILL_DURING_VACUUM_PROBABILITY) {
+            BeforeKill::VacuumInFlight
+        } else {
+            BeforeKill::Nothing
+        };
+        run.before_kill(before).await;
         run.kill_and_restart().await;
+        run.sample_logs().await;
         if k < kills && (k == 1 || run.rng.random_bool(MID_CHECK_PROBABILITY)) {
             run.paused_check(&format!("after kill {k} of {kills}"))
                 .await;
@@ -1068,24 +1375,37 @@ async fn crash_test(config: &'static Config) {
     }
     let tail = run.rng.random_range(FINAL_RUN_MS);
     run.run_writers_for(tail).await;
+    // A short run may not have truncated each log often enough yet.
+    let waiting = Instant::now();
+    while !run.fronts.base_tables_done() && waiting.elapsed() < TRUNCATION_WAIT {
+        run.run_writers_for(200).await;
+    }
+    let waited = waiting.elapsed();
     let stats = run.stop_writers().await;
     run.check(&format!("after the last of {kills} kills")).await;
+    run.check_truncations();
 
     let (orders, customers) = {
         let model = locked(&run.shared.model);
         (model.orders.len(), model.customers.len())
     };
     println!(
-        "crash[{}]: passed in {:.1}s: {kills} kills, {} checks, {} statements acknowledged, \
-         {} unacknowledged ({} applied, {} not), {orders} orders and {customers} customers \
-         at the end (seed {seed})",
+        "crash[{}]: passed in {:.1}s: {kills} kills ({} right after a VACUUM, {} with one in \
+         flight), {} checks, {} statements acknowledged, {} unacknowledged ({} applied, {} not), \
+         {} VACUUMs answered, {orders} orders and {customers} customers at the end; logs \
+         (after {:.1}s more for truncations): {} (seed {seed})",
         config.name,
         started.elapsed().as_secs_f64(),
+        run.kills_after_vacuum,
+        run.kills_during_vacuum,
         run.checks,
         stats.acknowledged,
         stats.unacknowledged_applied + stats.unacknowledged_lost,
         stats.unacknowledged_applied,
         stats.unacknowledged_lost,
+        stats.vacuums,
+        waited.as_secs_f64(),
+        run.fronts.summary(),
     );
 }
 
