@@ -768,6 +768,18 @@ impl Table {
         }
     }
 
+    /// (first offset still in the log, `None` when it is all truncated;
+    /// offset of the last change), read together from one snapshot.
+    pub fn log_range(&self) -> ExecResult<(Option<u64>, u64)> {
+        match &self.store {
+            Some(store) => {
+                let (snap, end) = self.snapshot_at_version(store)?;
+                Ok((snap.first_log_offset(self.desc.id)?, end))
+            }
+            None => Ok((None, self.version())),
+        }
+    }
+
     /// The first offset still in the log (`None`: the log is empty).
     pub fn log_start(&self) -> ExecResult<Option<u64>> {
         match &self.store {

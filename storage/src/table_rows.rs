@@ -350,6 +350,16 @@ impl StoreSnapshot {
             .transpose()
     }
 
+    /// The first offset in a table's log as of the snapshot.
+    pub fn first_log_offset(&self, table_id: u64) -> StorageResult<Option<u64>> {
+        let cf = self.store.cf(CF_LOG)?;
+        let from = log_key(table_id, 0);
+        let iter = self
+            .snap
+            .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward));
+        Ok(first_of_table(table_id, iter)?.map(|(o, _)| o))
+    }
+
     /// Log entries of a table after `after`, up to `max`, as of the snapshot.
     pub fn read_log(
         &self,

@@ -36,8 +36,8 @@ fn kind(t: &Table) -> &'static str {
 fn batch(tables: &[std::sync::Arc<Table>]) -> Result<RecordBatch> {
     let mut rows = Vec::with_capacity(tables.len());
     for t in tables {
-        let start = t
-            .log_start()
+        let (start, end) = t
+            .log_range()
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let key: Vec<String> = t
             .primary_key()
@@ -49,7 +49,7 @@ fn batch(tables: &[std::sync::Arc<Table>]) -> Result<RecordBatch> {
             kind(t),
             t.row_count() as i64,
             (!key.is_empty()).then(|| key.join(", ")),
-            t.is_durable().then(|| t.version() as i64),
+            t.is_durable().then_some(end as i64),
             start.map(|s| s as i64),
             t.disk_bytes()
                 .map_err(|e| DataFusionError::External(Box::new(e)))? as i64,
