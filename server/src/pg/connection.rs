@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use weir_executor::SqlState;
 
+use super::corked::Corked;
 use super::frame::{
     self, Fatal, Frame, FrameReader, CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE,
 };
@@ -27,15 +28,27 @@ use super::{Factory, Prepared};
 /// (pgwire's and PostgreSQL's `authentication_timeout` default is 60 s).
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
-type Socket = Framed<TcpStream, PgWireMessageServerCodec<Prepared>>;
+type Socket = Framed<Corked, PgWireMessageServerCodec<Prepared>>;
 
 /// Serves one connection until the client leaves or breaks the protocol.
 pub async fn serve(tcp: TcpStream, factory: Arc<Factory>) -> std::io::Result<()> {
     let peer = tcp.peer_addr()?;
     let mut socket: Socket = Framed::new(
-        tcp,
+        Corked::new(tcp),
         PgWireMessageServerCodec::new(DefaultClient::new(peer, false)),
     );
+    let result = serve_socket(&mut socket, peer, factory).await;
+    // What the last messages answered (a FATAL error, ...) goes out.
+    let _ = socket.get_mut().drain().await;
+    result
+}
+
+async fn serve_socket(
+    socket: &mut Socket,
+    peer: std::net::SocketAddr,
+    factory: Arc<Factory>,
+) -> std::io::Result<()> {
+    let socket = &mut *socket;
     socket.set_state(PgWireConnectionState::AwaitingStartup);
     let mut reader = FrameReader::new(factory.limits().message_bytes_max);
     let started = tokio::time::Instant::now();
@@ -47,7 +60,7 @@ pub async fn serve(tcp: TcpStream, factory: Arc<Factory>) -> std::io::Result<()>
         );
         let next = if starting {
             let deadline = started + STARTUP_TIMEOUT;
-            match tokio::time::timeout_at(deadline, next_input(&mut reader, &mut socket)).await {
+            match tokio::time::timeout_at(deadline, next_input(&mut reader, socket)).await {
                 Ok(next) => next,
                 Err(_) => {
                     tracing::info!(%peer, "connection closed: startup took too long");
@@ -55,7 +68,7 @@ pub async fn serve(tcp: TcpStream, factory: Arc<Factory>) -> std::io::Result<()>
                 }
             }
         } else {
-            next_input(&mut reader, &mut socket).await
+            next_input(&mut reader, socket).await
         };
         let input = match next {
             Ok(Some(input)) => input,
@@ -68,8 +81,7 @@ pub async fn serve(tcp: TcpStream, factory: Arc<Factory>) -> std::io::Result<()>
                     SqlState::PROTOCOL_VIOLATION.code().into(),
                     message,
                 );
-                return process_error(&mut socket, PgWireError::UserError(Box::new(info)), false)
-                    .await;
+                return process_error(socket, PgWireError::UserError(Box::new(info)), false).await;
             }
         };
         match input {
@@ -85,7 +97,7 @@ pub async fn serve(tcp: TcpStream, factory: Arc<Factory>) -> std::io::Result<()>
                 let handler = factory.handler.clone();
                 let result = process_message(
                     message,
-                    &mut socket,
+                    socket,
                     handler.clone(),
                     handler.clone(),
                     handler.clone(),
@@ -101,9 +113,9 @@ pub async fn serve(tcp: TcpStream, factory: Arc<Factory>) -> std::io::Result<()>
                 if let Err(e) = result {
                     if matches!(socket.state(), PgWireConnectionState::CopyInProgress(_)) {
                         // The COPY ends with the error; what it read goes.
-                        super::abort_copy(&socket);
+                        super::abort_copy(&*socket);
                     }
-                    process_error(&mut socket, e, extended).await?;
+                    process_error(socket, e, extended).await?;
                 }
             }
             Input::Refused {
@@ -122,19 +134,14 @@ pub async fn serve(tcp: TcpStream, factory: Arc<Factory>) -> std::io::Result<()>
                 }
                 let extended = match socket.state() {
                     PgWireConnectionState::CopyInProgress(extended) => {
-                        super::abort_copy(&socket);
+                        super::abort_copy(&*socket);
                         extended
                     }
                     _ => frame::is_extended(tag),
                 };
                 let mut info = ErrorInfo::new("ERROR".into(), sqlstate.code().into(), message);
                 info.detail = detail;
-                process_error(
-                    &mut socket,
-                    PgWireError::UserError(Box::new(info)),
-                    extended,
-                )
-                .await?;
+                process_error(socket, PgWireError::UserError(Box::new(info)), extended).await?;
             }
             Input::Negotiation(code) => {
                 let reply = if code == SSL_REQUEST_CODE {

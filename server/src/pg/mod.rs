@@ -4,6 +4,7 @@
 //! hands pgwire only well-formed ones, to the handlers of this module.
 
 pub mod connection;
+mod corked;
 pub mod encode;
 pub mod frame;
 
