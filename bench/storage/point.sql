@@ -1,0 +1,2 @@
+\set id random(1, :rows)
+SELECT v FROM pt WHERE id = :id;
