@@ -27,6 +27,7 @@ THREADS=2 SECS=15 REPEATS=3 WARMUP_SECS=3; PG_OPTS="name=value ..."
 """
 
 import os
+import re
 import statistics
 import sys
 import time
@@ -103,7 +104,8 @@ def main():
                     for line in plan.rstrip().splitlines():
                         print(f"    {kind:14} {line}")
         print()
-        print("Single statements (simple protocol, one connection, median of 5, ms):")
+        print("Single statements (psycopg's default: extended protocol, unnamed statement, so parsed and planned\n"
+              "at every execution; one connection, median of 5, ms):")
         diag = [
             ("key =", "SELECT v FROM pt WHERE id = 4242"),
             (f"key BETWEEN ({100} rows)", f"SELECT v FROM pt WHERE id BETWEEN 4242 AND {4242 + 99}"),
@@ -120,6 +122,21 @@ def main():
             for c in conns.values():
                 c.close()
         wb.print_table(["statement", "weir ms", "postgres ms", "sql"], drows)
+        print()
+        print("Rows Weir's scan returned (EXPLAIN ANALYZE: output_rows of the node above the stored scan),\n"
+              "which shows whether the WHERE clause became key ranges:")
+        with weir.connect() as c:
+            for sql in ("SELECT v FROM pt WHERE id = 4242",
+                        "SELECT v FROM pt WHERE id BETWEEN 4242 AND 4341",
+                        "SELECT v FROM pt WHERE id IN (17, 4242, 99999)",
+                        "SELECT v FROM pt WHERE id > 999990",
+                        "SELECT v FROM pt WHERE k = 42"):
+                text = "\n".join(str(r[-1]) for r in c.execute("EXPLAIN ANALYZE " + sql).fetchall())
+                scan = [l for l in text.splitlines() if "RepartitionExec" in l or "StreamingTableExec" in l]
+                m = re.search(r"output_rows=([\d.]+(?: [KMG])?)", scan[0]) if scan else None
+                f = re.search(r"fetch_time=([^,\]]+)", scan[0]) if scan else None
+                print(f"  {sql:52} rows from scan: {m.group(1) if m else '?':>9}"
+                      f"   fetch_time {f.group(1) if f else '?'}")
         print()
         print("The pgbench queries with parameters (extended protocol, as pgbench -M prepared sends them):")
         for name, s in servers.items():

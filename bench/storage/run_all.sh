@@ -47,8 +47,8 @@ if [ ${#benches[@]} -eq 0 ]; then
   benches=(key_select copy_load recovery_mv insert_rate)
 fi
 {
-  echo "storage benchmarks, $(date -Is), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-  echo "weir binary: $WEIR_BIN"
+  echo "storage benchmarks, $(date -Is), scripts from commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "weir binary: $WEIR_BIN, modified $(date -r "$WEIR_BIN" -Is)${WEIR_BUILD_COMMIT:+, built from commit $WEIR_BUILD_COMMIT}"
   echo "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2 " GB RAM"}'), $(uname -r)"
   echo
 } | tee -a "$out"
