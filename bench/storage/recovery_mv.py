@@ -35,7 +35,11 @@ The first PostgreSQL restart follows the load without a CHECKPOINT in
 between (its WAL is replayed unless a checkpoint was triggered by itself);
 later restarts follow the end-of-recovery checkpoint.
 
-Env (defaults): ROWS_LIST="1000000 4000000" RESTARTS=3 TAIL_ROWS=0;
+All of it ROUNDS times per size (fresh servers, fresh load each round);
+the summary gives medians over the rounds of the first restart (right
+after the load) and of the later ones.
+
+Env (defaults): ROWS_LIST="1000000 4000000" ROUNDS=3 RESTARTS=3 TAIL_ROWS=0;
 PG_OPTS, WEIR_BIN, KEEP_DATA=1.
 """
 
@@ -59,6 +63,7 @@ _spec.loader.exec_module(ckpt_recovery)
 
 P = {
     "ROWS_LIST": wb.env_str("ROWS_LIST", "1000000 4000000"),
+    "ROUNDS": wb.env_int("ROUNDS", 3),
     "RESTARTS": wb.env_int("RESTARTS", 3),
     "TAIL_ROWS": wb.env_int("TAIL_ROWS", 0),
 }
@@ -90,6 +95,16 @@ def pg_milestones(pg):
         elif "ready to accept connections" in msg:
             out["ready"] = ts
     return out
+
+
+def rocksdb_wal_bytes(w):
+    """Bytes of RocksDB write-ahead log files (*.log) in the store (<data>/db):
+    what RocksDB replays when it opens after a kill."""
+    d = os.path.join(w.data_dir, "db")
+    try:
+        return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".log"))
+    except OSError:
+        return None
 
 
 def agg_check(conn, total_rows):
@@ -150,7 +165,8 @@ def run_size(rows):
             w_total = total + tail
             load = sb.load_note()
             w.kill()
-            disk = {"all": w.du(), "checkpoints": w.du("checkpoints"), "db": w.du("db")}
+            disk = {"all": w.du(), "checkpoints": w.du("checkpoints"), "db": w.du("db"),
+                    "wal": rocksdb_wal_bytes(w)}
             accept_s = w.launch()
             spawn_wall = w.spawn_wall
             t_acc = time.monotonic()
@@ -205,8 +221,11 @@ def main():
     sb.header("Storage benchmark 3: restart after kill -9 with an aggregate materialized view, Weir vs PostgreSQL", P)
     results = []
     for rows in [int(x) for x in P["ROWS_LIST"].split()]:
-        print(f"  {rows:,} rows: loading both servers and building agg ...", flush=True)
-        results.append(run_size(rows))
+        for rnd in range(P["ROUNDS"]):
+            print(f"  {rows:,} rows, round {rnd + 1}: loading both servers and building agg ...", flush=True)
+            r = run_size(rows)
+            r["round"] = rnd + 1
+            results.append(r)
     print()
     print(MV)
     print(f"postgres settings: {results[0]['pg_settings']}" if results else "")
@@ -214,13 +233,13 @@ def main():
     build = []
     for r in results:
         mem = r["weir_mem_after_build"]
-        build.append([f"{r['rows']:,}", f"{r['weir_copy_s']:.1f}", f"{r['weir_build_s']:.1f}",
+        build.append([f"{r['rows']:,}", r["round"], f"{r['weir_copy_s']:.1f}", f"{r['weir_build_s']:.1f}",
                       wb.fmt_bytes(r["weir_state_bytes"]), wb.fmt_bytes(mem.get("VmHWM")),
                       "ok" if r["weir_build_ok"][0] else f"WRONG {r['weir_build_ok'][1]}",
                       f"{r['pg_copy_s']:.1f}", f"{r['pg_build_s']:.1f}",
                       "ok" if r["pg_build_ok"][0] else f"WRONG {r['pg_build_ok'][1]}",
                       f"{r['pg_refresh_s']:.1f}"])
-    wb.print_table(["rows", "weir COPY s", "weir CREATE..FLUSH s", "weir agg state_bytes", "weir VmHWM",
+    wb.print_table(["rows", "round", "weir COPY s", "weir CREATE..FLUSH s", "weir agg state_bytes", "weir VmHWM",
                     "weir agg", "pg COPY s", "pg CREATE MV s", "pg agg", "pg REFRESH MV s"], build)
     print()
     rows_out = []
@@ -229,20 +248,21 @@ def main():
             lg = x["log"]
             f = lambda k: f"{lg[k]:.2f}" if k in lg else "-"  # noqa: E731
             rows_out.append([
-                f"{r['rows']:,}", i + 1, "weir", f"{x['accept_s']:.2f}", f"{x['flush_s']:.2f}",
+                f"{r['rows']:,}", r["round"], i + 1, "weir", f"{x['accept_s']:.2f}", f"{x['flush_s']:.2f}",
                 f"{x['point_ms']:.1f}", f("tables"), f("planned"), f("started"), f("state"),
                 f("listening"), "-", "-", "-", wb.fmt_bytes(x["hwm"]),
-                f"{wb.fmt_bytes(x['disk']['all'])} (chk {wb.fmt_bytes(x['disk']['checkpoints'])})",
+                f"{wb.fmt_bytes(x['disk']['all'])} (WAL {wb.fmt_bytes(x['disk']['wal'])}, "
+                f"chk {wb.fmt_bytes(x['disk']['checkpoints'])})",
                 x["load"], "ok" if x["ok"] and x["point_ok"] else f"WRONG {x['got']}"])
         for i, x in enumerate(r["pg"]):
             lg = x["log"]
             f = lambda k: f"{lg[k]:.2f}" if k in lg else "-"  # noqa: E731
             rows_out.append([
-                f"{r['rows']:,}", i + 1, "postgres", f"{x['accept_s']:.2f}", f"{x['agg_s']:.2f}",
+                f"{r['rows']:,}", r["round"], i + 1, "postgres", f"{x['accept_s']:.2f}", f"{x['agg_s']:.2f}",
                 f"{x['point_ms']:.1f}", "-", "-", "-", "-", "-",
                 f("synced"), f("redo_s"), f("ready"),
                 "-", "-", x["load"], "ok" if x["ok"] and x["point_ok"] else f"WRONG {x['got']}"])
-    wb.print_table(["rows", "restart", "server", "accepts s", "FLUSH done / agg read s", "point SELECT ms",
+    wb.print_table(["rows", "round", "restart", "server", "accepts s", "FLUSH done / agg read s", "point SELECT ms",
                     "tables s", "chk chosen s", "tasks spawned s", "state restored s", "listening s",
                     "pg dir synced s", "pg redo took s", "pg ready s",
                     "weir VmHWM", "weir data dir at kill", "machine load before", "check"],
@@ -254,10 +274,29 @@ def main():
           "From PostgreSQL's log: dir synced = 'automatic recovery in progress' (after crash recovery's fsync of\n"
           "  every file in the data dir), redo took = 'redo done ... elapsed' (0: not required), ready = 'ready to\n"
           "  accept connections'.\n"
-          "weir VmHWM: peak RSS of the restarted process up to the check.")
+          "weir VmHWM: peak RSS of the restarted process up to the check. weir data dir at kill: all of it,\n"
+          "  with the RocksDB write-ahead log files in <data>/db (replayed by RocksDB when it opens) and the\n"
+          "  checkpoints.")
+    print()
+    print(f"Summary: medians over {P['ROUNDS']} rounds (seconds after spawn; 'later' = restarts 2..{P['RESTARTS']}"
+          " of every round):")
+    summary = []
+    for rows in sorted({r["rows"] for r in results}):
+        rs = [r for r in results if r["rows"] == rows]
+        for name, key, ready in (("weir", "weir", "flush_s"), ("postgres", "pg", "agg_s")):
+            first = [r[key][0] for r in rs if r[key]]
+            later = [x for r in rs for x in r[key][1:]]
+            med = lambda xs, k: f"{sb.statistics.median(x[k] for x in xs):.2f}" if xs else "-"  # noqa: E731
+            summary.append([f"{rows:,}", name, len(first), med(first, "accept_s"), med(first, ready),
+                            len(later), med(later, "accept_s"), med(later, ready),
+                            "ok" if all(x["ok"] and x["point_ok"] for x in first + later) else "WRONG"])
+    wb.print_table(["rows", "server", "first restarts", "accepts s", "FLUSH done / agg read s",
+                    "later restarts", "accepts s", "FLUSH done / agg read s", "checks"], summary)
+    seen = set()
     for r in results:
         names, trows = r.get("system_tables", ([], []))
-        if trows:
+        if trows and r["rows"] not in seen:
+            seen.add(r["rows"])
             print()
             print(f"system.tables after the load of {r['rows']:,} rows (Weir):")
             wb.print_table(names, [[("-" if v is None else v) for v in t] for t in trows])
