@@ -625,7 +625,7 @@ impl Table {
     }
 
     /// Up to `max_rows` of the rows in `range` as of `snap`, as one batch.
-    pub fn scan_snapshot(
+    fn scan_snapshot(
         &self,
         snap: &StoreSnapshot,
         range: &KeyRange,
@@ -657,18 +657,15 @@ impl Table {
         Ok((snap, version))
     }
 
-    /// A snapshot of the store and the table's offset in it.
-    pub fn storage_snapshot(&self) -> ExecResult<Option<(StoreSnapshot, u64)>> {
-        match &self.store {
-            Some(store) => Ok(Some(self.snapshot_at_version(store)?)),
-            None => Ok(None),
-        }
+    /// A snapshot of the store (`None`: a table without storage).
+    pub fn storage_snapshot(&self) -> Option<StoreSnapshot> {
+        self.store.as_ref().map(|s| s.snapshot())
     }
 
     /// The current contents as one batch.
     pub fn snapshot(&self) -> ExecResult<RecordBatch> {
-        match self.storage_snapshot()? {
-            Some((snap, _)) => self.scan_snapshot(&snap, &KeyRange::all(), usize::MAX),
+        match self.storage_snapshot() {
+            Some(snap) => self.scan_snapshot(&snap, &KeyRange::all(), usize::MAX),
             None => Ok(RecordBatch::new_empty(self.desc.schema.clone())),
         }
     }
@@ -752,12 +749,6 @@ impl Table {
         }
         let first = self.storage()?.first_log_offset(self.desc.id)?;
         Ok(first.is_some_and(|f| f <= pos + 1))
-    }
-
-    /// The smallest position of a reader of this process (the log after it
-    /// is still needed), if any reader exists.
-    pub fn min_reader_position(&self) -> Option<u64> {
-        self.inner.lock().readers.values().copied().min()
     }
 
     /// About how many bytes the table takes on disk (flushed rows and log).

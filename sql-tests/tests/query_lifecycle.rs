@@ -32,6 +32,25 @@ async fn status(client: &Client, name: &str) -> Option<String> {
     .await
 }
 
+/// The dry run's row for `operator` (panics with the report if absent).
+async fn dry_run_row(
+    client: &Client,
+    view: &str,
+    sql: &str,
+    operator: &str,
+) -> Vec<Option<String>> {
+    let report = rows(
+        client,
+        &format!("EXPLAIN ALTER MATERIALIZED VIEW {view} AS {sql}"),
+    )
+    .await;
+    report
+        .iter()
+        .find(|r| r[0].as_deref() == Some(operator))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {operator} in {report:?}"))
+}
+
 /// Inserts rows `from..to` of the test's table: k = id % 3, v = id * 10.
 async fn insert(client: &Client, from: i64, to: i64) {
     exec(
@@ -632,16 +651,8 @@ async fn an_upgrade_keeps_a_top_n() {
     .into_iter()
     .enumerate()
     {
-        let report = rows(
-            &c,
-            &format!("EXPLAIN ALTER MATERIALIZED VIEW {view} AS {sql}"),
-        )
-        .await;
-        let topn = report
-            .iter()
-            .find(|r| r[0].as_deref() == Some("StreamTopN"))
-            .unwrap_or_else(|| panic!("{report:?}"));
-        assert_eq!(topn[2].as_deref(), Some("kept"), "{report:?}");
+        let topn = dry_run_row(&c, view, &sql, "StreamTopN").await;
+        assert_eq!(topn[2].as_deref(), Some("kept"), "{topn:?}");
         exec(&c, &format!("ALTER MATERIALIZED VIEW {view} AS {sql}")).await;
         assert_view_matches(&c, view, &sql).await;
         assert_eq!(rows_read(&c, view).await, 0, "{view} re-read the table");
@@ -674,16 +685,8 @@ async fn an_upgrade_keeps_a_join() {
     exec(&c, "DELETE FROM u WHERE k = 1").await;
     exec(&c, "FLUSH").await;
     let upgraded = format!("SELECT id, v * 2 AS v, upper(name) AS name FROM ({joined}) x");
-    let report = rows(
-        &c,
-        &format!("EXPLAIN ALTER MATERIALIZED VIEW j AS {upgraded}"),
-    )
-    .await;
-    let join = report
-        .iter()
-        .find(|r| r[0].as_deref() == Some("StreamHashJoin"))
-        .unwrap_or_else(|| panic!("{report:?}"));
-    assert_eq!(join[2].as_deref(), Some("kept"), "{report:?}");
+    let join = dry_run_row(&c, "j", &upgraded, "StreamHashJoin").await;
+    assert_eq!(join[2].as_deref(), Some("kept"), "{join:?}");
     exec(&c, &format!("ALTER MATERIALIZED VIEW j AS {upgraded}")).await;
     assert_view_matches(&c, "j", &upgraded).await;
     assert_eq!(

@@ -40,6 +40,31 @@ pub struct LogEntry {
     pub payload: Vec<u8>,
 }
 
+/// Up to `max` entries of log `log_id` from a forward iteration that starts
+/// at one of its keys.
+pub(crate) fn log_entries<I>(log_id: u64, iter: I, max: usize) -> StorageResult<Vec<LogEntry>>
+where
+    I: Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>>,
+{
+    let mut out = Vec::new();
+    for item in iter {
+        let (k, v) = item?;
+        if k.len() != 16 || k[..8] != log_id.to_be_bytes() {
+            break;
+        }
+        let mut off = [0u8; 8];
+        off.copy_from_slice(&k[8..]);
+        out.push(LogEntry {
+            offset: u64::from_be_bytes(off),
+            payload: v.to_vec(),
+        });
+        if out.len() >= max {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// Weir's durable store. Cheap to share behind an `Arc`; RocksDB does its
 /// own locking and groups concurrent synced writes into one WAL sync.
 pub struct Store {
@@ -161,48 +186,10 @@ impl Store {
     ) -> StorageResult<Vec<LogEntry>> {
         let cf = self.cf(CF_LOG)?;
         let start = log_key(log_id, from);
-        let mut out = Vec::new();
-        for item in self
+        let iter = self
             .db
-            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
-        {
-            let (k, v) = item?;
-            if k.len() != 16 || k[..8] != log_id.to_be_bytes() {
-                break;
-            }
-            let mut off = [0u8; 8];
-            off.copy_from_slice(&k[8..]);
-            out.push(LogEntry {
-                offset: u64::from_be_bytes(off),
-                payload: v.to_vec(),
-            });
-            if out.len() >= max_entries {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// The highest offset written to a log, if any.
-    pub fn last_log_offset(&self, log_id: u64) -> StorageResult<Option<u64>> {
-        let cf = self.cf(CF_LOG)?;
-        let end = log_key(log_id, u64::MAX);
-        let mut iter = self
-            .db
-            .iterator_cf(cf, IteratorMode::From(&end, Direction::Reverse));
-        match iter.next() {
-            Some(item) => {
-                let (k, _) = item?;
-                if k.len() == 16 && k[..8] == log_id.to_be_bytes() {
-                    let mut off = [0u8; 8];
-                    off.copy_from_slice(&k[8..]);
-                    Ok(Some(u64::from_be_bytes(off)))
-                } else {
-                    Ok(None)
-                }
-            }
-            None => Ok(None),
-        }
+            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward));
+        log_entries(log_id, iter, max_entries)
     }
 
     /// Fails with 53100 (`StorageError::DiskFull`) when writing `bytes`
@@ -304,7 +291,7 @@ mod tests {
         let dir = tmp();
         {
             let s = Store::open(&dir).unwrap();
-            assert_eq!(s.last_log_offset(7).unwrap(), None);
+            assert!(s.read_log(7, 0, 10).unwrap().is_empty());
             for i in 1..=5u64 {
                 s.append_log(7, i, format!("e{i}").as_bytes()).unwrap();
             }
@@ -312,7 +299,10 @@ mod tests {
             s.put_catalog("table/t", b"{}").unwrap();
         }
         let s = Store::open(&dir).unwrap();
-        assert_eq!(s.last_log_offset(7).unwrap(), Some(5));
+        assert_eq!(
+            s.read_log(7, 0, 10).unwrap().last().map(|e| e.offset),
+            Some(5)
+        );
         let got = s.read_log(7, 3, 10).unwrap();
         assert_eq!(
             got.iter().map(|e| e.offset).collect::<Vec<_>>(),
@@ -322,7 +312,7 @@ mod tests {
         assert_eq!(s.read_log(7, 1, 2).unwrap().len(), 2);
         assert_eq!(s.list_catalog().unwrap().len(), 1);
         s.drop_log(7).unwrap();
-        assert_eq!(s.last_log_offset(7).unwrap(), None);
+        assert!(s.read_log(7, 0, 10).unwrap().is_empty());
         assert_eq!(s.read_log(8, 0, 10).unwrap().len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -369,24 +369,10 @@ impl StoreSnapshot {
     ) -> StorageResult<Vec<crate::LogEntry>> {
         let cf = self.store.cf(CF_LOG)?;
         let start = log_key(table_id, after.saturating_add(1));
-        let mut out = Vec::new();
-        for item in self
+        let iter = self
             .snap
-            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
-        {
-            let (k, v) = item?;
-            if k.len() != 16 || k[..8] != table_id.to_be_bytes() {
-                break;
-            }
-            out.push(crate::LogEntry {
-                offset: offset_of(&k),
-                payload: v.to_vec(),
-            });
-            if out.len() >= max {
-                break;
-            }
-        }
-        Ok(out)
+            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward));
+        crate::store::log_entries(table_id, iter, max)
     }
 }
 

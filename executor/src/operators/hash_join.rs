@@ -582,6 +582,23 @@ impl HashJoinOperator {
         store.write_evicted(writer.into_entries())
     }
 
+    /// Per (left, right) pair, whether the join's residual filter holds
+    /// (all of them without a filter; NULL counts as false).
+    fn passes_filter(&self, pairs: &[(OwnedRow, OwnedRow)]) -> ExecResult<Vec<bool>> {
+        let Some(filter) = self.filter.as_ref().filter(|_| !pairs.is_empty()) else {
+            return Ok(vec![true; pairs.len()]);
+        };
+        let jb = self.joined_batch(pairs)?;
+        let mask = filter.evaluate(&jb)?.into_array(jb.num_rows())?;
+        let mask = mask
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| ExecError::internal("join filter is not boolean"))?;
+        Ok((0..pairs.len())
+            .map(|p| mask.is_valid(p) && mask.value(p))
+            .collect())
+    }
+
     fn joined_batch(&self, pairs: &[(OwnedRow, OwnedRow)]) -> ExecResult<RecordBatch> {
         let mut cols = self.sides[0]
             .row_enc
@@ -685,20 +702,7 @@ impl HashJoinOperator {
                 }
             }
         }
-        let keep: Vec<bool> = match (&self.filter, pairs.is_empty()) {
-            (Some(filter), false) => {
-                let jb = self.joined_batch(&pairs)?;
-                let mask = filter.evaluate(&jb)?.into_array(jb.num_rows())?;
-                let mask = mask
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .ok_or_else(|| ExecError::internal("join filter is not boolean"))?;
-                (0..pairs.len())
-                    .map(|p| mask.is_valid(p) && mask.value(p))
-                    .collect()
-            }
-            _ => vec![true; pairs.len()],
-        };
+        let keep = self.passes_filter(&pairs)?;
         for (((l, r), n), keep) in pairs.into_iter().zip(times).zip(keep) {
             if keep {
                 repeat_push(&mut rows, n, (Op::Insert, Some(l), Some(r)));
@@ -894,18 +898,11 @@ impl Operator for HashJoinOperator {
             }
             candidates.push(c);
         }
-        if let Some(filter) = &self.filter {
-            if !pairs.is_empty() {
-                let jb = self.joined_batch(&pairs)?;
-                let mask = filter.evaluate(&jb)?.into_array(jb.num_rows())?;
-                let mask = mask
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .ok_or_else(|| ExecError::internal("join filter is not boolean"))?;
-                for (p, (i, j)) in pair_owner.iter().enumerate() {
-                    if mask.is_valid(p) && mask.value(p) {
-                        candidates[*i].push(*j);
-                    }
+        if self.filter.is_some() {
+            let keep = self.passes_filter(&pairs)?;
+            for ((i, j), keep) in pair_owner.iter().zip(keep) {
+                if keep {
+                    candidates[*i].push(*j);
                 }
             }
         }

@@ -21,10 +21,7 @@ pub fn scan(
     projection: Option<&Vec<usize>>,
     limit: Option<usize>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let snapshot = table
-        .storage_snapshot()
-        .map_err(|e| DataFusionError::External(Box::new(e)))?
-        .map(|(snap, _)| Arc::new(snap));
+    let snapshot = table.storage_snapshot().map(Arc::new);
     let partition = StoredPartition {
         table: table.clone(),
         schema: table.schema(),
